@@ -1,0 +1,149 @@
+"""Every error backout raises on purpose, in one tree.
+
+The command line catches :class:`BackoutError`, prints its message on one line and exits
+with its ``exit_code``; the HTTP layers map it to a status code with ``http_status``; the
+controller records it as an event instead of crashing. Third-party exceptions are translated
+at the boundary with ``raise ... from exc`` so callers only ever handle this tree.
+
+    BackoutError
+    ├── ConfigError                 bad settings, URLs, flags or files given by the user
+    │   ├── StoreUnavailable        a store URL that cannot be opened (retriable)
+    │   └── PolicyError             a malformed policy file (field, value, line)
+    ├── ValidationError             a value that breaks the rules of the domain
+    │   ├── InvalidVersion          a version that is neither semver nor a safe tag
+    │   ├── InvalidContract         a contract that is not valid JSON Schema
+    │   └── InvalidTraffic          a route table that does not add up or names bad releases
+    ├── NotFound                    an unknown model, release, incident or blob
+    │   ├── ReleaseNotFound
+    │   └── ModelNotFound
+    ├── Conflict                    the request contradicts what the store already holds
+    │   ├── ReleaseExists           model@version registered before with other content
+    │   ├── ReleaseInUse            deleting a release that has served production traffic
+    │   ├── OperationInProgress     a rollout or rollback is already running for the model
+    │   └── Frozen                  the model is frozen; only an explicit unfreeze lifts it
+    ├── IntegrityError              stored bytes no longer match their digest
+    │   ├── ArtifactCorrupt         a blob whose bytes do not hash to its address
+    │   └── AuditChainBroken        an event log whose hash chain does not verify
+    ├── ArtifactError               a file to register that is missing or unreadable
+    └── RuntimeLoadError            a release that cannot be loaded into a predictor
+"""
+
+from __future__ import annotations
+
+
+class BackoutError(Exception):
+    """Base of every error backout raises on purpose.
+
+    ``retriable`` says whether the same call may succeed later without any change.
+    """
+
+    exit_code: int = 1
+    http_status: int = 400
+    retriable: bool = False
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+    def __str__(self) -> str:
+        return self.message
+
+
+class ConfigError(BackoutError):
+    """Raised for settings, URLs, flags or files the user gave that cannot be used."""
+
+    exit_code = 2
+
+
+class StoreUnavailable(ConfigError):
+    """Raised when a store URL cannot be opened; the message hides any password."""
+
+    http_status = 503
+    retriable = True
+
+
+class PolicyError(ConfigError):
+    """Raised for a malformed policy: names the field path, the value and the line."""
+
+    http_status = 422
+
+
+class ValidationError(BackoutError):
+    """Raised for a value that breaks the rules of the domain."""
+
+    http_status = 422
+
+
+class InvalidVersion(ValidationError):
+    """Raised for a version that is neither a semantic version nor a safe tag."""
+
+
+class InvalidContract(ValidationError):
+    """Raised for a contract that is not valid JSON Schema."""
+
+
+class InvalidTraffic(ValidationError):
+    """Raised for a route table whose weights do not add up or that names unusable releases."""
+
+
+class NotFound(BackoutError):
+    """Raised when a named thing does not exist in the store."""
+
+    http_status = 404
+
+
+class ReleaseNotFound(NotFound):
+    """Raised for an unknown model@version."""
+
+
+class ModelNotFound(NotFound):
+    """Raised for a model with no releases or no deployment."""
+
+
+class Conflict(BackoutError):
+    """Raised when a request contradicts what the store already holds."""
+
+    http_status = 409
+
+
+class ReleaseExists(Conflict):
+    """Raised when model@version is registered again with other content."""
+
+
+class ReleaseInUse(Conflict):
+    """Raised when deleting a release that has served production traffic."""
+
+
+class OperationInProgress(Conflict):
+    """Raised when a rollout or rollback is already running for the model."""
+
+
+class Frozen(Conflict):
+    """Raised when traffic changes are asked of a frozen model."""
+
+
+class IntegrityError(BackoutError):
+    """Raised when stored bytes no longer match their digest."""
+
+    exit_code = 1
+    http_status = 500
+
+
+class ArtifactCorrupt(IntegrityError):
+    """Raised when a blob's bytes do not hash to its address."""
+
+
+class AuditChainBroken(IntegrityError):
+    """Raised when the event log's hash chain does not verify."""
+
+
+class ArtifactError(BackoutError):
+    """Raised when a file to register is missing or unreadable."""
+
+    exit_code = 2
+
+
+class RuntimeLoadError(BackoutError):
+    """Raised when a release cannot be loaded into a predictor."""
+
+    http_status = 503
