@@ -1,0 +1,241 @@
+"""Content-addressed blobs: every artifact file is stored once, under its SHA-256.
+
+Blobs are written atomically (temporary file in the same folder, fsync, rename) and
+streamed in fixed-size chunks, so a 1 GB model never sits whole in memory. Reads verify
+the bytes against the address. :class:`BlobStore` is the small interface object storage
+implements; :class:`LocalBlobStore` (a folder) is the default and :class:`MemoryBlobStore`
+serves unit tests.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import BinaryIO, Protocol
+
+from backout.errors import ArtifactCorrupt, ArtifactError, NotFound
+
+CHUNK = 1 << 20  # 1 MiB: large enough that hashing runs at OpenSSL speed, small in memory
+
+
+class BlobStore(Protocol):
+    """Where artifact bytes live, addressed by SHA-256."""
+
+    def put_file(self, path: Path) -> tuple[str, int]:
+        """Store the file at ``path``; return its SHA-256 and size. Idempotent."""
+        ...
+
+    def put_bytes(self, data: bytes) -> tuple[str, int]:
+        """Store ``data``; return its SHA-256 and size. Idempotent."""
+        ...
+
+    def exists(self, digest: str) -> bool:
+        """Whether a blob with this digest is stored."""
+        ...
+
+    def verify(self, digest: str) -> bool:
+        """Re-hash the stored blob; True when its bytes still match ``digest``."""
+        ...
+
+    def read_bytes(self, digest: str) -> bytes:
+        """The whole blob, verified. For small blobs such as manifests."""
+        ...
+
+    def local_path(self, digest: str) -> Path:
+        """A local file holding the verified blob, for runtimes that load from a path."""
+        ...
+
+
+def hash_stream(stream: BinaryIO) -> tuple[str, int]:
+    """SHA-256 hex digest and size of everything left in ``stream``, read in chunks."""
+    h = hashlib.sha256()
+    size = 0
+    buf = bytearray(CHUNK)
+    view = memoryview(buf)
+    while n := stream.readinto(view):  # type: ignore[attr-defined]
+        h.update(view[:n])
+        size += n
+    return h.hexdigest(), size
+
+
+def hash_file(path: Path) -> tuple[str, int]:
+    """SHA-256 hex digest and size of the file at ``path``."""
+    with open_artifact(path) as f:
+        return hash_stream(f)
+
+
+def open_artifact(path: Path) -> BinaryIO:
+    """Open a file to register, unbuffered, turning OS errors into one clear message."""
+    try:
+        return open(path, "rb", buffering=0)
+    except FileNotFoundError as exc:
+        raise ArtifactError(f"artifact {str(path)!r} does not exist: check the path") from exc
+    except IsADirectoryError as exc:
+        raise ArtifactError(f"artifact {str(path)!r} is a folder: name each file") from exc
+    except PermissionError as exc:
+        raise ArtifactError(
+            f"artifact {str(path)!r} is not readable: check its permissions"
+        ) from exc
+
+
+class LocalBlobStore:
+    """Blobs in a local folder: ``ROOT/sha256/ab/abcdef…``."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root)
+        self._objects = self.root / "sha256"
+
+    def _path(self, digest: str) -> Path:
+        return self._objects / digest[:2] / digest
+
+    def exists(self, digest: str) -> bool:
+        return self._path(digest).is_file()
+
+    def put_file(self, path: Path) -> tuple[str, int]:
+        with open_artifact(path) as src:
+            return self._put_stream(src, label=str(path))
+
+    def put_bytes(self, data: bytes) -> tuple[str, int]:
+        digest = hashlib.sha256(data).hexdigest()
+        if not self.exists(digest):
+            self._atomic_write(digest, iter([data]))
+        return digest, len(data)
+
+    def _put_stream(self, src: BinaryIO, label: str) -> tuple[str, int]:
+        # One pass: hash each chunk as it is copied into a temporary file, then rename the
+        # file to its address. The rename is atomic, so a reader never sees half a blob.
+        self._objects.mkdir(parents=True, exist_ok=True)
+        fd, tmp_name = tempfile.mkstemp(dir=self._objects, prefix=".incoming-")
+        h = hashlib.sha256()
+        size = 0
+        buf = bytearray(CHUNK)
+        view = memoryview(buf)
+        try:
+            with os.fdopen(fd, "wb", buffering=0) as out:
+                try:
+                    while n := src.readinto(view):  # type: ignore[attr-defined]
+                        h.update(view[:n])
+                        out.write(view[:n])
+                        size += n
+                except OSError as exc:
+                    raise ArtifactError(f"artifact {label!r} could not be read: {exc}") from exc
+                os.fsync(out.fileno())
+            digest = h.hexdigest()
+            dest = self._path(digest)
+            if dest.is_file():
+                os.unlink(tmp_name)
+            else:
+                dest.parent.mkdir(parents=True, exist_ok=True)
+                os.chmod(tmp_name, 0o444)
+                os.replace(tmp_name, dest)
+                _fsync_dir(dest.parent)
+            return digest, size
+        except BaseException:
+            if os.path.exists(tmp_name):
+                os.unlink(tmp_name)
+            raise
+
+    def _atomic_write(self, digest: str, chunks: Iterator[bytes]) -> None:
+        dest = self._path(digest)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp_name = tempfile.mkstemp(dir=dest.parent, prefix=".incoming-")
+        try:
+            with os.fdopen(fd, "wb") as out:
+                for chunk in chunks:
+                    out.write(chunk)
+                out.flush()
+                os.fsync(out.fileno())
+            os.chmod(tmp_name, 0o444)
+            os.replace(tmp_name, dest)
+            _fsync_dir(dest.parent)
+        except BaseException:
+            if os.path.exists(tmp_name):
+                os.unlink(tmp_name)
+            raise
+
+    def verify(self, digest: str) -> bool:
+        path = self._path(digest)
+        if not path.is_file():
+            return False
+        with open(path, "rb", buffering=0) as f:
+            actual, _ = hash_stream(f)
+        return actual == digest
+
+    def read_bytes(self, digest: str) -> bytes:
+        path = self._path(digest)
+        try:
+            data = path.read_bytes()
+        except FileNotFoundError as exc:
+            raise NotFound(f"blob sha256:{digest} is not in the artifact store {self.root}") from exc
+        if hashlib.sha256(data).hexdigest() != digest:
+            raise ArtifactCorrupt(
+                f"blob sha256:{digest} in {self.root} is corrupt: its bytes no longer match "
+                "its digest; restore it from a backup or register the release again elsewhere"
+            )
+        return data
+
+    def local_path(self, digest: str) -> Path:
+        path = self._path(digest)
+        if not path.is_file():
+            raise NotFound(f"blob sha256:{digest} is not in the artifact store {self.root}")
+        if not self.verify(digest):
+            raise ArtifactCorrupt(
+                f"blob sha256:{digest} in {self.root} is corrupt: its bytes no longer match "
+                "its digest, so it will not be loaded"
+            )
+        return path
+
+    def blob_path(self, digest: str) -> Path:
+        """Where the blob lives, unverified (for tools and tests that inspect the store)."""
+        return self._path(digest)
+
+
+class MemoryBlobStore:
+    """Blobs in a dict, for unit tests. ``local_path`` spills to a temporary folder."""
+
+    def __init__(self) -> None:
+        self.blobs: dict[str, bytes] = {}
+        self._spill = Path(tempfile.mkdtemp(prefix="backout-blobs-"))
+
+    def put_file(self, path: Path) -> tuple[str, int]:
+        try:
+            return self.put_bytes(Path(path).read_bytes())
+        except OSError as exc:
+            raise ArtifactError(f"artifact {str(path)!r} could not be read: {exc}") from exc
+
+    def put_bytes(self, data: bytes) -> tuple[str, int]:
+        digest = hashlib.sha256(data).hexdigest()
+        self.blobs.setdefault(digest, data)
+        return digest, len(data)
+
+    def exists(self, digest: str) -> bool:
+        return digest in self.blobs
+
+    def verify(self, digest: str) -> bool:
+        data = self.blobs.get(digest)
+        return data is not None and hashlib.sha256(data).hexdigest() == digest
+
+    def read_bytes(self, digest: str) -> bytes:
+        if digest not in self.blobs:
+            raise NotFound(f"blob sha256:{digest} is not stored")
+        if not self.verify(digest):
+            raise ArtifactCorrupt(f"blob sha256:{digest} is corrupt")
+        return self.blobs[digest]
+
+    def local_path(self, digest: str) -> Path:
+        path = self._spill / digest
+        if not path.exists():
+            path.write_bytes(self.read_bytes(digest))
+        return path
+
+
+def _fsync_dir(path: Path) -> None:
+    # The rename is durable only once the folder entry is on disk too.
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
