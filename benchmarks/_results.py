@@ -46,12 +46,12 @@ def git_commit() -> str:
 
 def write_section(name: str, title: str, body: str) -> None:
     """Replace (or append) the section ``name`` of RESULTS.md with ``body``."""
-    stamp = (
-        f"_Run {datetime.now(UTC):%Y-%m-%d %H:%M} UTC on {machine()}; commit {git_commit()}._\n"
-    )
+    stamp = f"_Run {datetime.now(UTC):%Y-%m-%d %H:%M} UTC on {machine()}; commit {git_commit()}._\n"
     section = f"<!-- {name}:start -->\n## {title}\n\n{stamp}\n{body.rstrip()}\n<!-- {name}:end -->"
     text = RESULTS.read_text() if RESULTS.exists() else HEADER
-    pattern = re.compile(rf"<!-- {re.escape(name)}:start -->.*?<!-- {re.escape(name)}:end -->", re.S)
+    pattern = re.compile(
+        rf"<!-- {re.escape(name)}:start -->.*?<!-- {re.escape(name)}:end -->", re.S
+    )
     if pattern.search(text):
         text = pattern.sub(lambda _: section, text)
     else:

@@ -169,7 +169,9 @@ class LocalBlobStore:
         try:
             data = path.read_bytes()
         except FileNotFoundError as exc:
-            raise NotFound(f"blob sha256:{digest} is not in the artifact store {self.root}") from exc
+            raise NotFound(
+                f"blob sha256:{digest} is not in the artifact store {self.root}"
+            ) from exc
         if hashlib.sha256(data).hexdigest() != digest:
             raise ArtifactCorrupt(
                 f"blob sha256:{digest} in {self.root} is corrupt: its bytes no longer match "

@@ -63,7 +63,9 @@ def parse_ref(ref: str) -> tuple[str, str]:
     """Split ``model@version`` into its parts, validating both."""
     model, sep, version = ref.partition("@")
     if not sep or not model or not version:
-        raise ValidationError(f"{ref!r} is not a release reference: write MODEL@VERSION, e.g. fraud@1.4.0")
+        raise ValidationError(
+            f"{ref!r} is not a release reference: write MODEL@VERSION, e.g. fraud@1.4.0"
+        )
     return check_model_name(model), check_version(version)
 
 
@@ -72,7 +74,9 @@ def check_json_schema(schema: dict[str, Any], what: str) -> dict[str, Any]:
     import jsonschema
 
     try:
-        validator_cls = jsonschema.validators.validator_for(schema, default=jsonschema.Draft202012Validator)
+        validator_cls = jsonschema.validators.validator_for(
+            schema, default=jsonschema.Draft202012Validator
+        )
         validator_cls.check_schema(schema)
     except jsonschema.SchemaError as exc:
         path = "/".join(str(p) for p in exc.absolute_path) or "(root)"
@@ -193,7 +197,10 @@ class ReleaseManifest(_Frozen):
 
 def canonical_json(value: Any) -> bytes:
     """Canonical JSON bytes: sorted keys, compact separators, UTF-8."""
-    return orjson.dumps(value, option=orjson.OPT_SORT_KEYS)
+    try:
+        return orjson.dumps(value, option=orjson.OPT_SORT_KEYS)
+    except TypeError as exc:  # orjson refuses integers beyond 64 bits and non-JSON types
+        raise ValidationError(f"value cannot be stored as canonical JSON: {exc}") from exc
 
 
 def manifest_from_json(raw: bytes | str) -> ReleaseManifest:

@@ -1,0 +1,460 @@
+"""The ``backout`` command line (Typer and Rich).
+
+Every command that prints data takes ``--json``. Errors print one line that says what was
+wrong and how to fix it, and exit non-zero; ``--debug`` shows the traceback instead.
+"""
+
+from __future__ import annotations
+
+import getpass
+import os
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Annotated, Any
+
+import click
+import orjson
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from backout.errors import BackoutError, ConfigError
+from backout.releases import Contract, Lineage, RollbackPlan, RuntimeKind
+
+app = typer.Typer(
+    name="backout",
+    help="The safe way back for machine-learning models: releases, traffic, rollouts, rollbacks.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+release_app = typer.Typer(
+    help="Register, list, show, verify and mark releases.", no_args_is_help=True
+)
+app.add_typer(release_app, name="release")
+
+out = Console(highlight=False, soft_wrap=True)
+err = Console(stderr=True, highlight=False, soft_wrap=True)
+
+
+@dataclass
+class Settings:
+    """Global options, shared by every command through the Typer context."""
+
+    store_url: str | None = None
+    artifacts: Path | None = None
+    actor: str = "unknown"
+    debug: bool = False
+    _cache: dict[str, Any] = field(default_factory=dict)
+
+    def home(self) -> Path:
+        return Path(os.environ.get("BACKOUT_HOME", ".backout"))
+
+    def artifacts_root(self) -> Path:
+        if self.artifacts is not None:
+            return self.artifacts
+        env = os.environ.get("BACKOUT_ARTIFACTS")
+        return Path(env) if env else self.home() / "artifacts"
+
+    def url(self) -> str:
+        from backout.store import default_url
+
+        return self.store_url or os.environ.get("BACKOUT_STORE") or default_url(self.home())
+
+    def store(self) -> Any:
+        if "store" not in self._cache:
+            from backout.store import open_store
+
+            self._cache["store"] = open_store(self.url())
+        return self._cache["store"]
+
+    def registry(self) -> Any:
+        if "registry" not in self._cache:
+            from backout.artifacts import LocalBlobStore
+            from backout.registry import Registry
+
+            self._cache["registry"] = Registry(self.store(), LocalBlobStore(self.artifacts_root()))
+        return self._cache["registry"]
+
+
+def _settings(ctx: typer.Context) -> Settings:
+    obj = ctx.find_root().obj
+    assert isinstance(obj, Settings)
+    return obj
+
+
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
+
+
+def _print_json(value: Any) -> None:
+    sys.stdout.write(orjson.dumps(value, option=orjson.OPT_INDENT_2).decode() + "\n")
+
+
+@app.callback()
+def _root(
+    ctx: typer.Context,
+    store: Annotated[
+        str | None,
+        typer.Option(
+            "--store", envvar="BACKOUT_STORE", help="Store URL (default: SQLite under .backout/)."
+        ),
+    ] = None,
+    artifacts: Annotated[
+        Path | None,
+        typer.Option("--artifacts", envvar="BACKOUT_ARTIFACTS", help="Artifact folder."),
+    ] = None,
+    actor: Annotated[
+        str | None,
+        typer.Option("--actor", envvar="BACKOUT_ACTOR", help="Who is acting, for the audit log."),
+    ] = None,
+    debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks on errors.")] = False,
+) -> None:
+    """backout keeps every model release, serves traffic between them, and rolls back safely."""
+    ctx.obj = Settings(store_url=store, artifacts=artifacts, actor=actor or _whoami(), debug=debug)
+
+
+def _whoami() -> str:
+    try:
+        return getpass.getuser()
+    except Exception:  # no user name in containers without a passwd entry
+        return "unknown"
+
+
+# -- init ----------------------------------------------------------------------------------
+
+
+@app.command()
+def init(ctx: typer.Context, json: JsonOpt = False) -> None:
+    """Create (or migrate) the store and the artifact folder."""
+    from backout.store import redact_url
+
+    s = _settings(ctx)
+    store = s.store()
+    s.artifacts_root().mkdir(parents=True, exist_ok=True)
+    info = {"store": redact_url(store.url), "artifacts": str(s.artifacts_root())}
+    if json:
+        _print_json(info)
+    else:
+        out.print(f"store      {info['store']}\nartifacts  {info['artifacts']}\nready.")
+
+
+# -- release -------------------------------------------------------------------------------
+
+
+def _read_json_file(path: Path, what: str) -> Any:
+    try:
+        return orjson.loads(path.read_bytes())
+    except OSError as exc:
+        raise ConfigError(f"{what} file {str(path)!r} cannot be read: {exc.strerror}") from exc
+    except orjson.JSONDecodeError as exc:
+        raise ConfigError(f"{what} file {str(path)!r} is not valid JSON: {exc}") from exc
+
+
+def _load_contract(path: Path) -> Contract:
+    from backout.errors import InvalidContract
+
+    data = _read_json_file(path, "contract")
+    if not isinstance(data, dict) or not set(data) <= {"input", "output"}:
+        raise InvalidContract(
+            f"contract file {str(path)!r} must be a JSON object with 'input' and/or 'output' "
+            "JSON Schemas"
+        )
+    return Contract(**data)
+
+
+@release_app.command("register")
+def release_register(
+    ctx: typer.Context,
+    model: Annotated[str, typer.Argument(help="Model name, e.g. fraud.")],
+    version: Annotated[str, typer.Argument(help="Version: semver (1.4.0) or a safe tag.")],
+    artifact: Annotated[
+        list[Path], typer.Option("--artifact", "-a", help="A file of the release (repeatable).")
+    ],
+    runtime: Annotated[
+        RuntimeKind, typer.Option(help="How the artifacts are served.")
+    ] = RuntimeKind.SKLEARN,
+    runtime_option: Annotated[
+        list[str] | None,
+        typer.Option("--runtime-option", "-o", help="KEY=VALUE for the runtime (repeatable)."),
+    ] = None,
+    contract: Annotated[
+        Path | None, typer.Option(help="JSON file with input/output JSON Schemas.")
+    ] = None,
+    config: Annotated[
+        Path | None, typer.Option(help="JSON file with the release's config.")
+    ] = None,
+    changelog: Annotated[str, typer.Option(help="What changed in this release.")] = "",
+    rollback_plan: Annotated[str, typer.Option(help="What to do if this release misbehaves.")] = "",
+    rollback_target: Annotated[
+        str | None, typer.Option(help="Default rollback target version.")
+    ] = None,
+    owner: Annotated[str, typer.Option(help="Who owns this release.")] = "",
+    dataset: Annotated[str | None, typer.Option(help="Training data reference.")] = None,
+    dataset_digest: Annotated[str | None, typer.Option(help="Training data digest.")] = None,
+    code: Annotated[str | None, typer.Option(help="Code reference, e.g. a git commit.")] = None,
+    parent: Annotated[str | None, typer.Option(help="The release this one replaces.")] = None,
+    json: JsonOpt = False,
+) -> None:
+    """Register MODEL@VERSION from its artifact files. Registered releases never change."""
+    from backout.releases import Runtime
+
+    s = _settings(ctx)
+    options: dict[str, Any] = {}
+    for item in runtime_option or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"--runtime-option {item!r} must look like KEY=VALUE")
+        options[key] = value
+    result = s.registry().register(
+        model,
+        version,
+        artifact,
+        runtime=Runtime(kind=runtime, options=options),
+        contract=_load_contract(contract) if contract else None,
+        config=_read_json_file(config, "config") if config else None,
+        changelog=changelog,
+        rollback_plan=RollbackPlan(text=rollback_plan, target=rollback_target),
+        lineage=Lineage(dataset=dataset, dataset_digest=dataset_digest, code=code, parent=parent),
+        owner=owner,
+        actor=s.actor,
+    )
+    rel = result.release
+    if json:
+        _print_json({"created": result.created, **rel.to_dict()})
+        return
+    verb = "registered" if result.created else "already registered with identical content"
+    out.print(
+        f"{rel.ref} {verb}  manifest sha256:{rel.digest[:12]}…  {len(rel.manifest.artifacts)} artifact(s)"
+    )
+
+
+@release_app.command("list")
+def release_list(
+    ctx: typer.Context,
+    model: Annotated[str | None, typer.Argument(help="Only this model.")] = None,
+    known_good: Annotated[
+        bool, typer.Option("--known-good", help="Only known-good releases.")
+    ] = False,
+    owner: Annotated[str | None, typer.Option(help="Only releases of this owner.")] = None,
+    limit: Annotated[int | None, typer.Option(min=1, help="At most this many.")] = None,
+    json: JsonOpt = False,
+) -> None:
+    """List releases, newest first."""
+    rels = (
+        _settings(ctx)
+        .registry()
+        .list(model, owner=owner, known_good=True if known_good else None, limit=limit)
+    )
+    if json:
+        _print_json([r.to_dict() for r in rels])
+        return
+    if not rels:
+        out.print(
+            "no releases"
+            + (f" of {model}" if model else "")
+            + ": register one with `backout release register`"
+        )
+        return
+    t = Table(box=None, header_style="bold")
+    for col in ("release", "runtime", "known-good", "served", "registered", "owner", "changelog"):
+        t.add_column(col)
+    for r in rels:
+        t.add_row(
+            r.ref,
+            r.manifest.runtime.kind.value,
+            "yes" if r.known_good else "",
+            "yes" if r.first_served_at else "",
+            f"{r.registered_at:%Y-%m-%d %H:%M}",
+            r.manifest.owner,
+            _short(r.manifest.changelog),
+        )
+    out.print(t)
+
+
+def _short(text: str, n: int = 48) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= n else text[: n - 1] + "…"
+
+
+@release_app.command("show")
+def release_show(
+    ctx: typer.Context,
+    ref: Annotated[str, typer.Argument(help="MODEL@VERSION")],
+    json: JsonOpt = False,
+) -> None:
+    """Show one release: manifest, artifacts, status and known-good history."""
+    reg = _settings(ctx).registry()
+    rel = reg.get(ref)
+    marks = reg.marks(ref)
+    if json:
+        _print_json({**rel.to_dict(), "marks": [m.to_dict() for m in marks]})
+        return
+    m = rel.manifest
+    rows = [
+        ("release", rel.ref),
+        ("digest", f"sha256:{rel.digest}"),
+        ("runtime", m.runtime.kind.value + (f" {m.runtime.options}" if m.runtime.options else "")),
+        ("owner", m.owner or "-"),
+        ("registered", f"{rel.registered_at:%Y-%m-%d %H:%M:%S} UTC by {m.created_by or '-'}"),
+        ("known-good", "yes" if rel.known_good else "no"),
+        (
+            "served",
+            f"since {rel.first_served_at:%Y-%m-%d %H:%M} UTC" if rel.first_served_at else "never",
+        ),
+        ("quarantined", rel.quarantined or "no"),
+        ("changelog", m.changelog or "-"),
+        (
+            "rollback plan",
+            (m.rollback_plan.text or "-")
+            + (f" (target {m.rollback_plan.target})" if m.rollback_plan.target else ""),
+        ),
+        ("contract", ", ".join(k for k in ("input", "output") if getattr(m.contract, k)) or "none"),
+        ("lineage", ", ".join(f"{k}={v}" for k, v in m.lineage.model_dump().items() if v) or "-"),
+    ]
+    t = Table(box=None, show_header=False)
+    t.add_column(style="bold")
+    t.add_column()
+    for k, v in rows:
+        t.add_row(k, v)
+    out.print(t)
+    a = Table(title="artifacts", box=None, header_style="bold", title_justify="left")
+    for col in ("path", "sha256", "size"):
+        a.add_column(col)
+    for art in m.artifacts:
+        a.add_row(art.path, art.sha256, f"{art.size:,}")
+    out.print(a)
+    for mark in marks:
+        out.print(
+            f"{mark.at:%Y-%m-%d %H:%M} {mark.action} known-good by {mark.actor}: {mark.reason}"
+        )
+
+
+@release_app.command("verify")
+def release_verify(
+    ctx: typer.Context,
+    ref: Annotated[str, typer.Argument(help="MODEL@VERSION")],
+    json: JsonOpt = False,
+) -> None:
+    """Re-hash the manifest and every artifact. Exit 1 on any mismatch, naming the file."""
+    report = _settings(ctx).registry().verify(ref)
+    if json:
+        _print_json(report.to_dict())
+    elif report.ok:
+        out.print(
+            f"{report.ref} verified: manifest and {len(report.checked) - 1} artifact(s) match their digests"
+        )
+    else:
+        for p in report.problems:
+            err.print(f"{report.ref}: {p}")
+    if not report.ok:
+        raise typer.Exit(1)
+
+
+@release_app.command("mark-good")
+def release_mark_good(
+    ctx: typer.Context,
+    ref: Annotated[str, typer.Argument(help="MODEL@VERSION")],
+    reason: Annotated[str, typer.Option(help="Why, for the audit log.")] = "",
+    unmark: Annotated[bool, typer.Option("--unmark", help="Remove the known-good mark.")] = False,
+    json: JsonOpt = False,
+) -> None:
+    """Mark a release as a known-good rollback point (or remove the mark)."""
+    s = _settings(ctx)
+    rel = s.registry().mark_good(ref, actor=s.actor, reason=reason, good=not unmark)
+    if json:
+        _print_json(rel.to_dict())
+    else:
+        out.print(f"{rel.ref} is {'now' if rel.known_good else 'no longer'} known-good")
+
+
+@release_app.command("delete")
+def release_delete(
+    ctx: typer.Context,
+    ref: Annotated[str, typer.Argument(help="MODEL@VERSION")],
+    reason: Annotated[str, typer.Option(help="Why, for the audit log.")],
+    yes: Annotated[bool, typer.Option("--yes", help="Confirm the deletion.")] = False,
+) -> None:
+    """Delete a release that has never served production traffic."""
+    if not yes:
+        raise ConfigError(f"deleting {ref} cannot be undone: add --yes to confirm")
+    s = _settings(ctx)
+    s.registry().delete(ref, actor=s.actor, reason=reason)
+    out.print(f"{ref} deleted")
+
+
+# -- history -------------------------------------------------------------------------------
+
+
+@app.command()
+def history(
+    ctx: typer.Context,
+    model: Annotated[str | None, typer.Argument(help="Only this model's events.")] = None,
+    verify: Annotated[
+        bool, typer.Option("--verify", help="Check the hash chain of the whole log.")
+    ] = False,
+    limit: Annotated[int | None, typer.Option(min=1, help="Only the newest N events.")] = None,
+    json: JsonOpt = False,
+) -> None:
+    """The audit log: who did what, when and why. --verify checks its hash chain."""
+    from backout import audit
+
+    store = _settings(ctx).store()
+    with store.read() as conn:
+        events = audit.list_events(conn, model)
+        problems = audit.verify_chain(conn) if verify else []
+    if limit is not None:
+        events = events[-limit:]
+    if json:
+        doc: dict[str, Any] = {"events": [e.to_dict() for e in events]}
+        if verify:
+            doc["chain"] = {
+                "ok": not problems,
+                "problems": [{"seq": p.seq, "problem": p.problem} for p in problems],
+            }
+        _print_json(doc)
+    else:
+        t = Table(box=None, header_style="bold")
+        for col in ("#", "at (UTC)", "model", "event", "actor", "reason"):
+            t.add_column(col)
+        for e in events:
+            t.add_row(
+                str(e.seq),
+                f"{e.at:%Y-%m-%d %H:%M:%S}",
+                e.model or "",
+                e.kind,
+                e.actor,
+                _short(e.reason, 60),
+            )
+        out.print(t)
+        if verify:
+            if problems:
+                for p in problems:
+                    err.print(f"event {p.seq}: {p.problem}")
+            else:
+                out.print(f"chain verified: {len(events)} event(s), hashes intact")
+    if problems:
+        raise typer.Exit(1)
+
+
+# -- entry point ---------------------------------------------------------------------------
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Console-script entry: run the app and turn errors into one line and an exit code."""
+    args = sys.argv[1:] if argv is None else argv
+    debug = "--debug" in args
+    try:
+        rc = app(args=args, prog_name="backout", standalone_mode=False)
+    except BackoutError as exc:
+        if debug:
+            raise
+        err.print(f"error: {exc.message}", markup=False)
+        sys.exit(exc.exit_code)
+    except click.exceptions.Abort:
+        err.print("aborted")
+        sys.exit(130)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    sys.exit(rc if isinstance(rc, int) else 0)

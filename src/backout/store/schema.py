@@ -1,0 +1,119 @@
+"""The store's tables, as SQLAlchemy Core metadata.
+
+Alembic migrations under ``migrations/`` create these; a test checks that the migrated
+database and this metadata never drift apart.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    Column,
+    DateTime,
+    Float,
+    ForeignKeyConstraint,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+)
+
+metadata = MetaData(
+    naming_convention={
+        "ix": "ix_%(table_name)s_%(column_0_name)s",
+        "uq": "uq_%(table_name)s_%(column_0_name)s",
+        "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+        "pk": "pk_%(table_name)s",
+    }
+)
+
+# One row per registered release. ``manifest`` never changes; the other columns are the
+# release's status (served, known-good, quarantined), which does.
+releases = Table(
+    "releases",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("model", String(63), nullable=False),
+    Column("version", String(128), nullable=False),
+    Column("digest", String(64), nullable=False),
+    Column("content_digest", String(64), nullable=False),
+    Column("manifest", Text, nullable=False),
+    Column("registered_at", DateTime(timezone=True), nullable=False),
+    Column("first_served_at", DateTime(timezone=True), nullable=True),
+    Column("known_good", Boolean, nullable=False, default=False),
+    Column("quarantined", Text, nullable=True),
+    UniqueConstraint("model", "version"),
+)
+
+# The history of known-good marks; the current state is releases.known_good.
+release_marks = Table(
+    "release_marks",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("model", String(63), nullable=False),
+    Column("version", String(128), nullable=False),
+    Column("action", String(16), nullable=False),  # mark | unmark
+    Column("actor", String(128), nullable=False),
+    Column("reason", Text, nullable=False),
+    Column("at", DateTime(timezone=True), nullable=False),
+    ForeignKeyConstraint(
+        ["model", "version"], ["releases.model", "releases.version"], ondelete="CASCADE"
+    ),
+    Index("ix_release_marks_model_version", "model", "version"),
+)
+
+# The append-only, hash-chained audit log. ``hash`` covers every other column and the
+# previous hash, so an edited, removed or reordered row breaks the chain.
+events = Table(
+    "events",
+    metadata,
+    Column("seq", Integer, primary_key=True, autoincrement=False),
+    Column("at", DateTime(timezone=True), nullable=False),
+    Column("model", String(63), nullable=True),
+    Column("kind", String(64), nullable=False),
+    Column("actor", String(128), nullable=False),
+    Column("reason", Text, nullable=False),
+    Column("data", JSON, nullable=False),
+    Column("prev_hash", String(64), nullable=False),
+    Column("hash", String(64), nullable=False),
+    Index("ix_events_model_seq", "model", "seq"),
+)
+
+# Small named values: the head of the event chain, the route-table generation, leases.
+meta = Table(
+    "meta",
+    metadata,
+    Column("key", String(64), primary_key=True),
+    Column("value", Text, nullable=False),
+    Column("number", BigInteger, nullable=False, default=0),
+)
+
+# The live state of each model: its route table (weights, shadow, pins) and its version.
+deployments = Table(
+    "deployments",
+    metadata,
+    Column("model", String(63), primary_key=True),
+    Column("generation", BigInteger, nullable=False),
+    Column("routes", JSON, nullable=False),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+    Column("updated_by", String(128), nullable=False),
+)
+
+# Per-release telemetry batches, about a second each, flushed by gateway workers.
+telemetry = Table(
+    "telemetry",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("model", String(63), nullable=False),
+    Column("version", String(128), nullable=False),
+    Column("start", Float, nullable=False),
+    Column("end", Float, nullable=False),
+    Column("worker", String(64), nullable=False),
+    Column("data", JSON, nullable=False),
+    Index("ix_telemetry_model_start", "model", "start"),
+)
