@@ -69,6 +69,12 @@ class Settings:
             self._cache["store"] = open_store(self.url())
         return self._cache["store"]
 
+    def close(self) -> None:
+        """Release database connections (called when the command's context closes)."""
+        store = self._cache.pop("store", None)
+        if store is not None:
+            store.dispose()
+
     def registry(self) -> Any:
         if "registry" not in self._cache:
             from backout.artifacts import LocalBlobStore
@@ -112,6 +118,7 @@ def _root(
 ) -> None:
     """backout keeps every model release, serves traffic between them, and rolls back safely."""
     ctx.obj = Settings(store_url=store, artifacts=artifacts, actor=actor or _whoami(), debug=debug)
+    ctx.call_on_close(ctx.obj.close)
 
 
 def _whoami() -> str:
