@@ -41,7 +41,7 @@ from backout.releases import (
     manifest_from_json,
     parse_ref,
 )
-from backout.store import Store, schema
+from backout.store import Store, bump_generation, schema
 
 R = schema.releases
 
@@ -246,6 +246,7 @@ class Registry:
             action = "mark" if good else "unmark"
             now = datetime.now(UTC)
             conn.execute(R.update().where(R.c.id == row.id).values(known_good=good))
+            bump_generation(conn)  # gateways keep rollback points warm: tell them
             conn.execute(
                 schema.release_marks.insert().values(
                     model=model, version=version, action=action, actor=actor,
@@ -255,6 +256,27 @@ class Registry:
             audit.append(
                 conn, f"release.{action}ed-good", model=model, actor=actor,
                 reason=reason or f"{action}ed known-good", data={"version": version},
+            )  # fmt: skip
+        return self.get(ref)
+
+    def quarantine(self, ref: str, *, actor: str, reason: str, lift: bool = False) -> Release:
+        """Bar a release from traffic (or, with ``lift``, allow it again), with the reason.
+
+        Gateways learn of it at once: a request pinned to a quarantined release gets 409.
+        """
+        model, version = parse_ref(ref)
+        if not lift and not reason:
+            raise ValidationError(f"quarantining {ref} needs a reason: pass --reason")
+        with self.store.write() as conn:
+            row = self._require(conn, model, version)
+            values: dict[str, Any] = {"quarantined": None if lift else reason}
+            if not lift:
+                values["known_good"] = False  # a quarantined release is no rollback point
+            conn.execute(R.update().where(R.c.id == row.id).values(**values))
+            bump_generation(conn)
+            audit.append(
+                conn, "release.quarantine-lifted" if lift else "release.quarantined",
+                model=model, actor=actor, reason=reason or "lifted", data={"version": version},
             )  # fmt: skip
         return self.get(ref)
 

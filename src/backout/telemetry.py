@@ -9,10 +9,16 @@ for the mean tests. Batches merge by addition, so a window is the sum of its bat
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping
+import os
+import time
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
+
+import sqlalchemy as sa
+
+from backout.store import Store, schema
 
 # Log-spaced latency buckets: bucket i holds latencies in [LAT_MIN * GROWTH**i, LAT_MIN * GROWTH**(i+1)).
 LAT_MIN_S = 1e-5  # 10 µs; anything faster goes to bucket 0
@@ -178,3 +184,153 @@ def exceedances(hist: Mapping[int, int], threshold_s: float) -> int:
     """How many latencies in ``hist`` fall in buckets wholly above ``threshold_s``."""
     t = latency_bucket(threshold_s)
     return sum(c for i, c in hist.items() if i > t)
+
+
+# -- recording in a gateway worker ----------------------------------------------------------
+
+
+class Recorder:
+    """The batches one gateway worker is filling, one per (model, release).
+
+    Used only from the worker's event loop; :meth:`drain` hands the finished batches over
+    and starts new ones, so nothing is counted twice or lost.
+    """
+
+    def __init__(self, worker: str) -> None:
+        self.worker = worker
+        self._batches: dict[tuple[str, str], Batch] = {}
+
+    def batch(self, model: str, version: str) -> Batch:
+        b = self._batches.get((model, version))
+        if b is None:
+            now = time.time()
+            b = self._batches[(model, version)] = Batch(model, version, start=now, end=now)
+        return b
+
+    def drain(self) -> list[Batch]:
+        batches, self._batches = self._batches, {}
+        now = time.time()
+        for b in batches.values():
+            b.end = now
+        return [b for b in batches.values() if b.requests or b.shadow_requests]
+
+
+def write_batches(store: Store, batches: Sequence[Batch], worker: str) -> int:
+    """Append batches to the store's telemetry table; returns how many were written."""
+    if not batches:
+        return 0
+    rows = [
+        {"model": b.model, "version": b.version, "start": b.start, "end": b.end,
+         "worker": worker, "data": b.to_dict()}
+        for b in batches
+    ]  # fmt: skip
+    with store.write() as conn:
+        conn.execute(schema.telemetry.insert(), rows)
+    return len(rows)
+
+
+def read_batches(
+    store: Store, model: str, *, since: float = 0.0, until: float | None = None
+) -> dict[str, list[Batch]]:
+    """A model's batches per release, oldest first, merged across workers per second."""
+    T = schema.telemetry
+    q = sa.select(T.c.data).where(T.c.model == model, T.c.start >= since).order_by(T.c.start, T.c.id)
+    if until is not None:
+        q = q.where(T.c.start < until)
+    merged: dict[str, dict[int, Batch]] = {}
+    with store.read() as conn:
+        for (data,) in conn.execute(q):
+            b = Batch.from_dict(data)
+            per_second = merged.setdefault(b.version, {})
+            slot = int(b.start)
+            if slot in per_second:
+                per_second[slot].merge(b)
+            else:
+                per_second[slot] = b
+    return {v: [per[s] for s in sorted(per)] for v, per in merged.items()}
+
+
+# -- correlation ids ------------------------------------------------------------------------
+
+_HEX = frozenset("0123456789abcdef")
+
+
+def correlation(headers: Mapping[str, str]) -> tuple[str, dict[str, str]]:
+    """The request's correlation id and the tracing headers to send back.
+
+    A valid W3C ``traceparent`` gives its trace id (and the answer carries a ``traceparent``
+    with the same trace and a new span); else a sane ``x-request-id`` is kept; else a new id.
+    """
+    tp = headers.get("traceparent")
+    if tp is not None:
+        parts = tp.strip().lower().split("-")
+        if (
+            len(parts) == 4
+            and len(parts[1]) == 32
+            and len(parts[2]) == 16
+            and set(parts[1]) <= _HEX
+            and set(parts[2]) <= _HEX
+            and parts[1] != "0" * 32
+        ):
+            span = os.urandom(8).hex()
+            return parts[1], {"traceparent": f"00-{parts[1]}-{span}-{parts[3][:2]}"}
+    rid = headers.get("x-request-id")
+    if rid and len(rid) <= 128 and rid.isprintable():
+        return rid, {}
+    return os.urandom(16).hex(), {}
+
+
+# -- Prometheus -----------------------------------------------------------------------------
+
+
+class Metrics:
+    """Prometheus metrics of one gateway worker, labelled per release.
+
+    With ``PROMETHEUS_MULTIPROC_DIR`` set (``backout serve`` sets it for its workers),
+    prometheus-client keeps the values in shared files and ``/metrics`` on any worker
+    reports the sum over all of them.
+    """
+
+    def __init__(self) -> None:
+        from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+        self.registry = CollectorRegistry(auto_describe=True)
+        self.requests = Counter(
+            "backout_requests", "Requests answered, by model, release and status code.",
+            ["model", "release", "code"], registry=self.registry,
+        )  # fmt: skip
+        self.latency = Histogram(
+            "backout_request_duration_seconds", "Time to answer a request, by release.",
+            ["model", "release"], registry=self.registry,
+            buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
+        )  # fmt: skip
+        self.warm_bytes = Gauge(
+            "backout_warm_release_bytes", "Memory a loaded (warm) release takes in a worker.",
+            ["model", "release"], registry=self.registry, multiprocess_mode="liveall",
+        )  # fmt: skip
+        self._children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
+
+    def observe(self, model: str, release: str, code: int, seconds: float) -> None:
+        key = (model, release, code)
+        pair = self._children.get(key)
+        if pair is None:
+            # Resolving labelled children is the slow part of prometheus-client: cache them.
+            pair = (self.requests.labels(model, release, str(code)), self.latency.labels(model, release))
+            self._children[key] = pair
+        pair[0].inc()
+        pair[1].observe(seconds)
+
+    def exposition(self) -> tuple[bytes, str]:
+        from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+
+        if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+            from prometheus_client import multiprocess
+
+            registry = CollectorRegistry()
+            multiprocess.MultiProcessCollector(registry)
+            return generate_latest(registry), CONTENT_TYPE_LATEST
+        return generate_latest(self.registry), CONTENT_TYPE_LATEST
+
+
+def metrics_for() -> Metrics:
+    return Metrics()

@@ -20,12 +20,22 @@ import sqlalchemy as sa
 from sqlalchemy.engine import URL, Connection, Engine, make_url
 
 from backout.errors import StoreUnavailable
+from backout.store import schema
 from backout.store.schema import metadata
 
-__all__ = ["DEFAULT_HOME", "Store", "default_url", "open_store", "redact_url"]
+__all__ = [
+    "DEFAULT_HOME",
+    "Store",
+    "bump_generation",
+    "default_url",
+    "open_store",
+    "read_generation",
+    "redact_url",
+]
 
 DEFAULT_HOME = Path(".backout")
 MIGRATIONS = Path(__file__).with_name("migrations")
+ROUTES_GENERATION = "routes.generation"
 # Any constant works; it only has to be the same for every backout process on the server.
 _PG_WRITE_LOCK = 0x6261636B6F7574  # "backout"
 
@@ -181,3 +191,21 @@ def _migration_lock(store: Store) -> Iterator[None]:
             yield
         finally:
             fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def read_generation(conn: Connection) -> int:
+    """The routes generation: it changes whenever anything a gateway routes by changes."""
+    M = schema.meta
+    n = conn.execute(sa.select(M.c.number).where(M.c.key == ROUTES_GENERATION)).scalar()
+    return int(n or 0)
+
+
+def bump_generation(conn: Connection) -> int:
+    """Advance the routes generation (inside a write) so every gateway worker reloads."""
+    M = schema.meta
+    current = conn.execute(sa.select(M.c.number).where(M.c.key == ROUTES_GENERATION)).scalar()
+    if current is None:
+        conn.execute(M.insert().values(key=ROUTES_GENERATION, value="", number=1))
+        return 1
+    conn.execute(M.update().where(M.c.key == ROUTES_GENERATION).values(number=current + 1))
+    return int(current) + 1
