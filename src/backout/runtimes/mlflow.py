@@ -1,0 +1,186 @@
+"""MLflow runtime: an MLflow pyfunc model from a model registry (optional extra).
+
+Install with ``pip install 'backout[mlflow]'``. ``runtime.options``:
+
+* ``uri`` (required) — ``models:/name/version`` or ``models:/name@alias``;
+* ``version`` — the concrete version the URI resolved to when the release was registered
+  (:func:`resolve_mlflow_uri` gives it). When present it is what gets loaded, so moving an
+  alias in MLflow never changes what an immutable release serves;
+* ``tracking_uri``, ``registry_uri`` — where MLflow lives (default: MLflow's own settings,
+  e.g. ``MLFLOW_TRACKING_URI``).
+
+The model's bytes come from MLflow's artifact store, not from backout's blob store, so the
+pinned version (not a SHA-256) is what identifies them. MLflow models may be pickles too:
+point this runtime only at registries you trust.
+
+Inputs: one 2-D tensor ``input`` or one column per name of the model signature's input
+columns (``feature_names``). Outputs: ``prediction``, or one tensor per column when the
+model returns a table.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import tempfile
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+
+from backout.errors import RuntimeLoadError, ValidationError
+from backout.runtimes.base import (
+    LoadContext,
+    ModelError,
+    deep_sizeof,
+    gather_matrix,
+    pandas_frame,
+)
+
+INSTALL_HINT = "pip install 'backout[mlflow]'"
+# models:/name/version or models:/name@alias; names may hold '/' only in Unity Catalog,
+# which this runtime does not target.
+_MODELS_URI = re.compile(r"^models:/(?P<name>[^/@]+)(?:/(?P<version>[^/@]+)|@(?P<alias>[^/@]+))$")
+
+
+def _mlflow() -> Any:
+    try:
+        import mlflow
+        import mlflow.pyfunc
+    except ImportError as exc:
+        raise MlflowMissing(
+            f"the mlflow runtime needs MLflow, which is not installed: {INSTALL_HINT}"
+        ) from exc
+    return mlflow
+
+
+class MlflowMissing(RuntimeLoadError):
+    """Raised when MLflow is needed but not installed (local until errors.py has it)."""
+
+
+def resolve_mlflow_uri(
+    uri: str, *, tracking_uri: str | None = None, registry_uri: str | None = None
+) -> tuple[str, str]:
+    """``models:/name@alias`` or ``models:/name/version`` → ``("models:/name/N", "N")``.
+
+    For registration: record the concrete version in the release's ``runtime.options`` so
+    the release stays the same bytes when the alias moves. Raises
+    :class:`~backout.errors.ValidationError` for a malformed URI or an unknown model,
+    version or alias.
+    """
+    m = _MODELS_URI.match(uri)
+    if m is None:
+        raise ValidationError(
+            f"MLflow URI {uri!r} is not models:/NAME/VERSION or models:/NAME@ALIAS"
+        )
+    mlflow = _mlflow()
+    from mlflow.exceptions import MlflowException
+
+    client = mlflow.MlflowClient(tracking_uri=tracking_uri, registry_uri=registry_uri)
+    name = m["name"]
+    try:
+        if m["alias"] is not None:
+            mv = client.get_model_version_by_alias(name, m["alias"])
+        else:
+            if not m["version"].isdigit():
+                raise ValidationError(
+                    f"MLflow URI {uri!r}: version {m['version']!r} is not a number; "
+                    "use an alias (models:/NAME@ALIAS) for a moving reference"
+                )
+            mv = client.get_model_version(name, m["version"])
+    except MlflowException as exc:
+        raise ValidationError(f"MLflow URI {uri!r} does not resolve: {exc.message}") from exc
+    version = str(mv.version)
+    return f"models:/{name}/{version}", version
+
+
+class MlflowPredictor:
+    """An MLflow pyfunc model called in-process, on the caller's thread."""
+
+    def __init__(
+        self, ref: str, model: Any, uri: str, version: str, local_dir: str, frame: Any
+    ) -> None:
+        self.ref = ref
+        self.model = model
+        self.uri = uri
+        self.version = version
+        self._dir = local_dir
+        self._frame = frame
+        schema = model.metadata.get_input_schema()
+        names = schema.input_names() if schema is not None and schema.has_input_names() else None
+        self.feature_names: list[str] | None = [str(n) for n in names] if names else None
+        self.input_names = ["input"]
+        out_schema = model.metadata.get_output_schema()
+        out_names = (
+            out_schema.input_names()
+            if out_schema is not None and out_schema.has_input_names()
+            else None
+        )
+        self.output_names: list[str] = [str(n) for n in out_names] if out_names else ["prediction"]
+        self.classes: list[str] | None = None
+        self._size = deep_sizeof(model)
+
+    async def infer(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        x: Any = gather_matrix(self.ref, inputs, "input", self.feature_names)
+        if self.feature_names is not None and self._frame is not None:
+            # A column-based signature is enforced against a DataFrame's column names.
+            x = self._frame(x, columns=self.feature_names)
+        try:
+            result = self.model.predict(x)
+        except Exception as exc:
+            raise ModelError(f"{self.ref} raised {type(exc).__name__}: {exc}") from exc
+        if isinstance(result, Mapping):
+            return {str(k): np.asarray(v) for k, v in result.items()}
+        columns = getattr(result, "columns", None)
+        if columns is not None:
+            return {str(c): result[c].to_numpy() for c in columns}
+        return {self.output_names[0]: np.asarray(result)}
+
+    def memory_bytes(self) -> int:
+        return self._size
+
+    async def aclose(self) -> None:
+        self.model = None
+        shutil.rmtree(self._dir, ignore_errors=True)
+
+
+def load(ctx: LoadContext) -> MlflowPredictor:
+    """Resolve the release's MLflow URI to its pinned version, download it, load it."""
+    try:
+        mlflow = _mlflow()
+    except MlflowMissing as exc:
+        raise ctx.fail("MLflow is not installed", INSTALL_HINT) from exc
+    from mlflow.exceptions import MlflowException
+
+    uri = ctx.option_str("uri")
+    tracking = ctx.options.get("tracking_uri")
+    registry = ctx.options.get("registry_uri")
+    pinned = ctx.options.get("version")
+    m = _MODELS_URI.match(uri)
+    if m is None:
+        raise ctx.fail(
+            f"runtime.options.uri is {uri!r}", "use models:/NAME/VERSION or models:/NAME@ALIAS"
+        )
+    if pinned is not None:
+        # The version recorded at registration wins over wherever the alias points now.
+        uri = f"models:/{m['name']}/{pinned}"
+    try:
+        resolved, version = resolve_mlflow_uri(uri, tracking_uri=tracking, registry_uri=registry)
+    except ValidationError as exc:
+        raise ctx.fail(str(exc), "check the model name, version or alias in MLflow") from exc
+    local_dir = tempfile.mkdtemp(prefix=f"backout-mlflow-{ctx.manifest.model}-")
+    try:
+        path = mlflow.artifacts.download_artifacts(
+            artifact_uri=resolved, dst_path=local_dir, tracking_uri=tracking, registry_uri=registry
+        )
+        model = mlflow.pyfunc.load_model(path)
+    except MlflowException as exc:
+        shutil.rmtree(local_dir, ignore_errors=True)
+        raise ctx.fail(
+            f"MLflow cannot load {resolved}: {exc.message}",
+            "check that the version exists and was logged with a pyfunc flavour",
+        ) from exc
+    except BaseException:
+        shutil.rmtree(local_dir, ignore_errors=True)
+        raise
+    return MlflowPredictor(ctx.ref, model, resolved, version, local_dir, pandas_frame())
