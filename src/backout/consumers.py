@@ -39,7 +39,9 @@ def _field_schema(value: Any) -> dict[str, Any]:
     """A sent field's type: a JSON type name (``number``) or a small JSON Schema."""
     if isinstance(value, str):
         if value not in JSON_TYPES:
-            raise ValueError(f"unknown type {value!r}: expected one of {', '.join(sorted(JSON_TYPES))}")
+            raise ValueError(
+                f"unknown type {value!r}: expected one of {', '.join(sorted(JSON_TYPES))}"
+            )
         return {"type": value}
     if isinstance(value, dict):
         try:
@@ -63,7 +65,7 @@ class ReadField(BaseModel):
 def _reads(value: Any) -> Any:
     # `reads: [label, probabilities]` is shorthand for fields read without relied-on values.
     if isinstance(value, list):
-        return dict.fromkeys(value, {})
+        return {name: {} for name in value}
     if isinstance(value, dict):
         return {k: ({} if v is None else v) for k, v in value.items()}
     return value
@@ -101,7 +103,9 @@ class ConsumerContract(BaseModel):
         try:
             return cls.model_validate(data)
         except pydantic.ValidationError as exc:
-            raise ConfigError(f"consumer contract is not valid: {_describe(exc.errors()[0])}") from exc
+            raise ConfigError(
+                f"consumer contract is not valid: {_describe(exc.errors()[0])}"
+            ) from exc
 
 
 def _loc(loc: tuple[int | str, ...]) -> str:
@@ -125,7 +129,9 @@ def _line_of(node: yaml.Node | None, loc: tuple[int | str, ...]) -> int | None:
         child: yaml.Node | None = None
         if isinstance(node, yaml.MappingNode):
             child = next((v for k, v in node.value if k.value == str(part)), None)
-        elif isinstance(node, yaml.SequenceNode) and isinstance(part, int) and part < len(node.value):
+        elif (
+            isinstance(node, yaml.SequenceNode) and isinstance(part, int) and part < len(node.value)
+        ):
             child = node.value[part]
         if child is None:
             break
@@ -143,14 +149,18 @@ def parse_consumer_yaml(text: str, source: str = "<consumer>") -> ConsumerContra
         where = f" line {mark.line + 1}" if mark is not None else ""
         raise ConfigError(f"{source}:{where} is not valid YAML: {exc}") from exc
     if not isinstance(data, dict):
-        raise ConfigError(f"{source}: a consumer contract is a mapping with name, model, sends, reads")
+        raise ConfigError(
+            f"{source}: a consumer contract is a mapping with name, model, sends, reads"
+        )
     try:
         return ConsumerContract.model_validate(data)
     except pydantic.ValidationError as exc:
         errors = exc.errors()
         first = errors[0]
         more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
-        raise ConfigError(f"{source}: {_describe(first, _line_of(root, first['loc']))}{more}") from exc
+        raise ConfigError(
+            f"{source}: {_describe(first, _line_of(root, first['loc']))}{more}"
+        ) from exc
 
 
 def load_consumer_file(path: str | Path) -> ConsumerContract:
