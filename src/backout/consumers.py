@@ -145,9 +145,11 @@ def parse_consumer_yaml(text: str, source: str = "<consumer>") -> ConsumerContra
         root = yaml.compose(text, Loader=yaml.SafeLoader)
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
+        # One line: where the parser gave up and why, without PyYAML's multi-line excerpt.
         mark = getattr(exc, "problem_mark", None)
         where = f" line {mark.line + 1}" if mark is not None else ""
-        raise ConfigError(f"{source}:{where} is not valid YAML: {exc}") from exc
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise ConfigError(f"{source}:{where} is not valid YAML: {problem}") from exc
     if not isinstance(data, dict):
         raise ConfigError(
             f"{source}: a consumer contract is a mapping with name, model, sends, reads"
