@@ -20,9 +20,9 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _results import write_section  # noqa: E402
+from _results import write_section
 
-from backout.artifacts import hash_file  # noqa: E402
+from backout.artifacts import hash_file
 
 BACKOUT = str(Path(sys.executable).with_name("backout"))
 
@@ -71,7 +71,10 @@ def main() -> None:
         size = art.stat().st_size
         subprocess.run(["cat", str(art)], stdout=subprocess.DEVNULL, check=True)  # warm the cache
 
-        t_sum = timed(lambda: subprocess.run(["sha256sum", str(art)], capture_output=True, check=True), args.runs)
+        t_sum = timed(
+            lambda: subprocess.run(["sha256sum", str(art)], capture_output=True, check=True),
+            args.runs,
+        )
         t_ours = timed(lambda: hash_file(art), args.runs)
 
         env = {**os.environ, "BACKOUT_HOME": str(work / "home")}

@@ -73,9 +73,7 @@ class Deployments:
         R = schema.releases
         with self.store.read() as conn:
             gen = read_generation(conn)
-            tables = {
-                r.model: RouteTable.from_dict(r.routes) for r in conn.execute(sa.select(D))
-            }
+            tables = {r.model: RouteTable.from_dict(r.routes) for r in conn.execute(sa.select(D))}
             quarantined: dict[tuple[str, str], str] = {}
             known_good: dict[str, list[str]] = {}
             q = sa.select(R.c.model, R.c.version, R.c.quarantined, R.c.known_good).where(
@@ -114,7 +112,9 @@ class Deployments:
         bp = {check_version(v): percent_to_bp(p) for v, p in weights.items()}
         if sum(bp.values()) != BUCKETS:
             shown = ", ".join(f"{v}={p:g}%" for v, p in weights.items())
-            raise InvalidTraffic(f"weights must sum to 100% but {shown} sum to {sum(bp.values()) / 100:g}%")
+            raise InvalidTraffic(
+                f"weights must sum to 100% but {shown} sum to {sum(bp.values()) / 100:g}%"
+            )
         bp = {v: w for v, w in bp.items() if w > 0}
         named = set(bp) | set((pins or {}).values()) | ({shadow[0]} if shadow else set())
         for version in sorted(named):

@@ -36,7 +36,12 @@ from backout.errors import BackoutError, ValidationError
 from backout.pool import Loaded, WarmPool
 from backout.registry import Registry
 from backout.runtimes import ModelError, UpstreamError, UpstreamTimeout
-from backout.runtimes.tensors import decode_tensors, encode_tensors, json_to_inputs, outputs_to_predictions
+from backout.runtimes.tensors import (
+    decode_tensors,
+    encode_tensors,
+    json_to_inputs,
+    outputs_to_predictions,
+)
 from backout.store import Store, read_generation
 from backout.telemetry import ErrorKind, Recorder, correlation, metrics_for, write_batches
 
@@ -81,7 +86,9 @@ def _json(data: Any, status: int = 200, headers: Mapping[str, str] | None = None
 class Gateway:
     """One worker's data plane: state, warm pool, telemetry and the ASGI app."""
 
-    def __init__(self, store: Store, blobs: BlobStore, settings: GatewaySettings | None = None) -> None:
+    def __init__(
+        self, store: Store, blobs: BlobStore, settings: GatewaySettings | None = None
+    ) -> None:
         self.store = store
         self.blobs = blobs
         self.settings = settings or GatewaySettings()
@@ -177,7 +184,9 @@ class Gateway:
             Route("/v2/models/{model}/versions/{version}/ready", self.model_ready, methods=["GET"]),
             Route("/v2/models/{model}/versions/{version}/infer", self.oip_infer, methods=["POST"]),
             Route("/models/{model}/predict", self.json_predict, methods=["POST"]),
-            Route("/models/{model}/versions/{version}/predict", self.json_predict, methods=["POST"]),
+            Route(
+                "/models/{model}/versions/{version}/predict", self.json_predict, methods=["POST"]
+            ),
             Route("/metrics", self.metrics_endpoint, methods=["GET"]),
             Route("/backout/state", self.state_endpoint, methods=["GET"]),
         ]
@@ -270,7 +279,9 @@ class Gateway:
             outputs = await self._infer(entry, inputs)
             predictions = self._check_outputs(entry, outputs)
             # Look the batch up only now: the flusher may have swapped batches during the await.
-            self.recorder.batch(model, version).observe(time.perf_counter() - t0, outputs=_labels(outputs))
+            self.recorder.batch(model, version).observe(
+                time.perf_counter() - t0, outputs=_labels(outputs)
+            )
             mirror = routing.should_mirror(table)
             if mirror is not None and mirror != version:
                 self._spawn(self._shadow(model, mirror, inputs, outputs))
@@ -285,7 +296,11 @@ class Gateway:
                 }
             else:
                 doc = {"predictions": predictions, "model": model, "version": version}
-            headers = {"x-request-id": rid, "x-backout-release": f"{model}@{version}", **trace_headers}
+            headers = {
+                "x-request-id": rid,
+                "x-backout-release": f"{model}@{version}",
+                **trace_headers,
+            }
             response = _json(doc, headers=headers)
         except HTTPError as exc:
             status = exc.status
@@ -325,7 +340,10 @@ class Gateway:
         if failure is not None:
             raise HTTPError(503, f"release {model}@{version} could not be loaded: {failure}")
         served = sorted(v for m, v in self.pool.entries if m == model)
-        raise HTTPError(404, f"release {model}@{version} is not served here; served versions: {', '.join(served) or 'none'}")
+        raise HTTPError(
+            404,
+            f"release {model}@{version} is not served here; served versions: {', '.join(served) or 'none'}",
+        )
 
     async def _body(self, request: Request) -> dict[str, Any]:
         limit = self.settings.max_body_bytes
@@ -355,7 +373,11 @@ class Gateway:
             violations = entry.input_validator.check_batch(instances)
             if violations:
                 v = violations[0]
-                raise HTTPError(422, f"input breaks the contract of {entry.release.ref}: {v}", ErrorKind.INPUT_CONTRACT)
+                raise HTTPError(
+                    422,
+                    f"input breaks the contract of {entry.release.ref}: {v}",
+                    ErrorKind.INPUT_CONTRACT,
+                )
         try:
             if oip:
                 if "inputs" not in body:
@@ -364,34 +386,58 @@ class Gateway:
             else:
                 inputs = json_to_inputs(body, p.input_names, p.feature_names)
         except ValidationError as exc:
-            raise HTTPError(exc.http_status if exc.http_status < 500 else 400, exc.message, ErrorKind.INPUT_CONTRACT) from exc
+            raise HTTPError(
+                exc.http_status if exc.http_status < 500 else 400,
+                exc.message,
+                ErrorKind.INPUT_CONTRACT,
+            ) from exc
         return inputs
 
     async def _infer(self, entry: Loaded, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         try:
-            return await asyncio.wait_for(entry.predictor.infer(inputs), self.settings.predict_timeout_s)
+            return await asyncio.wait_for(
+                entry.predictor.infer(inputs), self.settings.predict_timeout_s
+            )
         except (TimeoutError, UpstreamTimeout) as exc:
-            raise HTTPError(504, f"release {entry.release.ref} did not answer within {self.settings.predict_timeout_s:g} s", ErrorKind.TIMEOUT) from exc
+            raise HTTPError(
+                504,
+                f"release {entry.release.ref} did not answer within {self.settings.predict_timeout_s:g} s",
+                ErrorKind.TIMEOUT,
+            ) from exc
         except UpstreamError as exc:
             raise HTTPError(502, exc.message, ErrorKind.UPSTREAM) from exc
         except ValidationError as exc:
             raise HTTPError(422, exc.message, ErrorKind.INPUT_CONTRACT) from exc
         except ModelError as exc:
-            raise HTTPError(500, f"release {entry.release.ref} failed: {exc.message}", ErrorKind.MODEL) from exc
+            raise HTTPError(
+                500, f"release {entry.release.ref} failed: {exc.message}", ErrorKind.MODEL
+            ) from exc
         except BackoutError as exc:
-            raise HTTPError(500, f"release {entry.release.ref} failed: {exc.message}", ErrorKind.MODEL) from exc
+            raise HTTPError(
+                500, f"release {entry.release.ref} failed: {exc.message}", ErrorKind.MODEL
+            ) from exc
         except Exception as exc:  # the model's own code raised: count it, answer 500
-            raise HTTPError(500, f"release {entry.release.ref} raised {type(exc).__name__}", ErrorKind.MODEL) from exc
+            raise HTTPError(
+                500, f"release {entry.release.ref} raised {type(exc).__name__}", ErrorKind.MODEL
+            ) from exc
 
     def _check_outputs(self, entry: Loaded, outputs: dict[str, np.ndarray]) -> list[Any]:
         for name, arr in outputs.items():
             if arr.dtype.kind in "fc" and not np.isfinite(arr).all():
-                raise HTTPError(500, f"release {entry.release.ref} returned NaN or infinity in {name!r}", ErrorKind.NONFINITE)
+                raise HTTPError(
+                    500,
+                    f"release {entry.release.ref} returned NaN or infinity in {name!r}",
+                    ErrorKind.NONFINITE,
+                )
         predictions = outputs_to_predictions(outputs)
         if entry.output_validator is not None:
             violations = entry.output_validator.check_batch(predictions)
             if violations:
-                raise HTTPError(500, f"release {entry.release.ref} broke its output contract: {violations[0]}", ErrorKind.OUTPUT_CONTRACT)
+                raise HTTPError(
+                    500,
+                    f"release {entry.release.ref} broke its output contract: {violations[0]}",
+                    ErrorKind.OUTPUT_CONTRACT,
+                )
         return predictions
 
     # -- shadow ------------------------------------------------------------------------
@@ -401,14 +447,18 @@ class Gateway:
         self._background.add(task)
         task.add_done_callback(self._background.discard)
 
-    async def _shadow(self, model: str, version: str, inputs: dict[str, np.ndarray], live: dict[str, np.ndarray]) -> None:
+    async def _shadow(
+        self, model: str, version: str, inputs: dict[str, np.ndarray], live: dict[str, np.ndarray]
+    ) -> None:
         """Answer a copy of a live request with the shadow release and record the difference."""
         entry = self.pool.entries.get((model, version))
         if entry is None:
             return
         n = _batch_size(live)
         try:
-            out = await asyncio.wait_for(entry.predictor.infer(inputs), self.settings.predict_timeout_s)
+            out = await asyncio.wait_for(
+                entry.predictor.infer(inputs), self.settings.predict_timeout_s
+            )
             disagree, diff = _compare(live, out)
         except Exception:  # a failing shadow is recorded as disagreeing, never seen by callers
             disagree, diff = n, 0.0
@@ -443,7 +493,11 @@ def _compare(live: Mapping[str, np.ndarray], shadow: Mapping[str, np.ndarray]) -
         if a is None or b is None or a.shape != b.shape:
             continue
         if a.dtype.kind in "fiu" and b.dtype.kind in "fiu":
-            d = np.abs(a.astype(np.float64) - b.astype(np.float64)).reshape(a.shape[0], -1).sum(axis=1)
+            d = (
+                np.abs(a.astype(np.float64) - b.astype(np.float64))
+                .reshape(a.shape[0], -1)
+                .sum(axis=1)
+            )
             return int((d > 1e-6).sum()), float(d.sum())
         return int((a != b).reshape(a.shape[0], -1).any(axis=1).sum()), 0.0
     return _batch_size(live), 0.0

@@ -234,7 +234,11 @@ def read_batches(
 ) -> dict[str, list[Batch]]:
     """A model's batches per release, oldest first, merged across workers per second."""
     T = schema.telemetry
-    q = sa.select(T.c.data).where(T.c.model == model, T.c.start >= since).order_by(T.c.start, T.c.id)
+    q = (
+        sa.select(T.c.data)
+        .where(T.c.model == model, T.c.start >= since)
+        .order_by(T.c.start, T.c.id)
+    )
     if until is not None:
         q = q.where(T.c.start < until)
     merged: dict[str, dict[int, Batch]] = {}
@@ -315,7 +319,10 @@ class Metrics:
         pair = self._children.get(key)
         if pair is None:
             # Resolving labelled children is the slow part of prometheus-client: cache them.
-            pair = (self.requests.labels(model, release, str(code)), self.latency.labels(model, release))
+            pair = (
+                self.requests.labels(model, release, str(code)),
+                self.latency.labels(model, release),
+            )
             self._children[key] = pair
         pair[0].inc()
         pair[1].observe(seconds)
@@ -327,7 +334,7 @@ class Metrics:
             from prometheus_client import multiprocess
 
             registry = CollectorRegistry()
-            multiprocess.MultiProcessCollector(registry)
+            multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
             return generate_latest(registry), CONTENT_TYPE_LATEST
         return generate_latest(self.registry), CONTENT_TYPE_LATEST
 
