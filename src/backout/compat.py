@@ -26,14 +26,15 @@ consumer already sends it.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
 from backout.consumers import ConsumerContract
-from backout.contracts import MLFLOW_TYPE_KEY, TENSORS_KEY, mlflow_accepts
+from backout.contracts import TENSORS_KEY
 from backout.releases import Contract
+from backout.schemadiff import Change, classify, compare_schemas, schema_types, show
 
 
 class Severity(StrEnum):
@@ -130,7 +131,7 @@ class CompatReport:
                 str(f.severity),
                 str(f.direction),
                 f.path,
-                f"{_show(f.old)} → {_show(f.new)}",
+                f"{show(f.old)} → {show(f.new)}",
                 ", ".join(f.consumers),
                 f.message,
             )
@@ -146,237 +147,6 @@ class CompatReport:
             for r in rows
         ]
         return "\n".join([self.summary(), "", *[line.rstrip() for line in lines]])
-
-
-def _show(value: Any) -> str:
-    if value is None:
-        return "—"
-    return value if isinstance(value, str) else json.dumps(value, default=str)
-
-
-# --------------------------------------------------------------------------- changes
-
-
-@dataclass
-class _Change:
-    """A raw difference of two schemas: did the set of allowed values shrink, grow or both."""
-
-    way: str  # "narrowed" | "widened" | "changed"
-    change: str
-    old: Any
-    new: Any
-    what: str
-    path: str = ""
-    removed: tuple[Any, ...] = field(default=())  # enum values dropped, for relied-on checks
-
-
-def _types(schema: Mapping[str, Any]) -> frozenset[str] | None:
-    """The JSON types a schema allows, or None for any."""
-    t = schema.get("type")
-    if isinstance(t, str):
-        return frozenset({t})
-    if isinstance(t, list):
-        return frozenset(t)
-    values = _enum(schema)
-    if values is not None:
-        return frozenset(_json_type(json.loads(v)) for v in values)
-    return None
-
-
-def _json_type(v: Any) -> str:
-    if isinstance(v, bool):
-        return "boolean"
-    if isinstance(v, int):
-        return "integer"
-    return {float: "number", str: "string", type(None): "null", list: "array", dict: "object"}.get(
-        type(v), "object"
-    )
-
-
-def _covers(wide: frozenset[str] | None, narrow: frozenset[str] | None) -> bool:
-    """True when every value of the ``narrow`` types is one of the ``wide`` types."""
-    if wide is None:
-        return True
-    if narrow is None:
-        return False
-    return all(t in wide or (t == "integer" and "number" in wide) for t in narrow)
-
-
-def _enum(schema: Mapping[str, Any]) -> list[str] | None:
-    # Compared as canonical JSON so 1, 1.0 and True stay distinct as JSON Schema says.
-    if "const" in schema:
-        return [json.dumps(schema["const"], sort_keys=True)]
-    if "enum" in schema:
-        return [json.dumps(v, sort_keys=True) for v in schema["enum"]]
-    return None
-
-
-def _way(narrowed: bool, widened: bool) -> str | None:
-    return (
-        "changed"
-        if narrowed and widened
-        else "narrowed"
-        if narrowed
-        else "widened"
-        if widened
-        else None
-    )
-
-
-def _bound(schema: Mapping[str, Any], side: str) -> tuple[float, bool] | None:
-    """The effective lower (``min``) or upper (``max``) bound and whether it is exclusive."""
-    inclusive, exclusive = (
-        ("minimum", "exclusiveMinimum") if side == "min" else ("maximum", "exclusiveMaximum")
-    )
-    candidates = []
-    if isinstance(schema.get(inclusive), int | float):
-        candidates.append((float(schema[inclusive]), False))
-    if isinstance(schema.get(exclusive), int | float):
-        candidates.append((float(schema[exclusive]), True))
-    if not candidates:
-        return None
-    # The tightest bound wins: the largest minimum, the smallest maximum; exclusive breaks ties.
-    key = (lambda b: (b[0], b[1])) if side == "min" else (lambda b: (-b[0], b[1]))
-    return max(candidates, key=key)
-
-
-def _tighter(new: tuple[float, bool] | None, old: tuple[float, bool] | None, side: str) -> bool:
-    if new is None:
-        return False
-    if old is None:
-        return True
-    if new[0] != old[0]:
-        return new[0] > old[0] if side == "min" else new[0] < old[0]
-    return new[1] and not old[1]
-
-
-def _compare(old: Mapping[str, Any], new: Mapping[str, Any], path: str) -> Iterator[_Change]:
-    """Every way ``new`` allows fewer ("narrowed") or more ("widened") values than ``old``."""
-    old_ml, new_ml = old.get(MLFLOW_TYPE_KEY), new.get(MLFLOW_TYPE_KEY)
-    if old_ml and new_ml and old_ml != new_ml:
-        # MLflow's own conversion rules decide; the JSON types and ranges derive from them.
-        way = (
-            _way(not mlflow_accepts(new_ml, old_ml), not mlflow_accepts(old_ml, new_ml))
-            or "changed"
-        )
-        yield _Change(way, "mlflow-type", old_ml, new_ml, f"MLflow type {old_ml} → {new_ml}", path)
-        return
-    old_t, new_t = _types(old), _types(new)
-    type_way = _way(not _covers(new_t, old_t), not _covers(old_t, new_t))
-    if type_way:
-        yield _Change(
-            type_way,
-            "type",
-            _list(old_t),
-            _list(new_t),
-            f"type {_list(old_t)} → {_list(new_t)}",
-            path,
-        )
-    yield from _compare_enum(old, new, path)
-    for side, label in (("min", "minimum"), ("max", "maximum")):
-        ob, nb = _bound(old, side), _bound(new, side)
-        bound_way = _way(_tighter(nb, ob, side), _tighter(ob, nb, side))
-        if bound_way:
-            yield _Change(
-                bound_way,
-                label,
-                _num(ob),
-                _num(nb),
-                f"{label} {_show(_num(ob))} → {_show(_num(nb))}",
-                path,
-            )
-    for low, high in (("minLength", "maxLength"), ("minItems", "maxItems")):
-        yield from _compare_lengths(old, new, low, high, path)
-    if old.get("pattern") != new.get("pattern"):
-        way = _way("pattern" in new, "pattern" in old) or "changed"
-        yield _Change(
-            way, "pattern", old.get("pattern"), new.get("pattern"), "pattern changed", path
-        )
-    if isinstance(old.get("items"), dict) and isinstance(new.get("items"), dict):
-        yield from _compare(old["items"], new["items"], f"{path}[*]")
-    old_prefix, new_prefix = old.get("prefixItems", []), new.get("prefixItems", [])
-    for i, (o, n) in enumerate(zip(old_prefix, new_prefix, strict=False)):
-        yield from _compare(o, n, f"{path}[{i}]")
-    if isinstance(old.get("properties"), dict) and isinstance(new.get("properties"), dict):
-        yield from _compare_nested(old, new, path)
-
-
-def _compare_enum(old: Mapping[str, Any], new: Mapping[str, Any], path: str) -> Iterator[_Change]:
-    old_e, new_e = _enum(old), _enum(new)
-    if old_e == new_e or (old_e is None and new_e is None):
-        return
-    shown_old = None if old_e is None else [json.loads(v) for v in old_e]
-    shown_new = None if new_e is None else [json.loads(v) for v in new_e]
-    if old_e is None:
-        yield _Change("narrowed", "enum", shown_old, shown_new, "now limited to fixed values", path)
-        return
-    if new_e is None:
-        yield _Change(
-            "widened", "enum", shown_old, shown_new, "no longer limited to fixed values", path
-        )
-        return
-    removed = tuple(json.loads(v) for v in old_e if v not in new_e)
-    added = [json.loads(v) for v in new_e if v not in old_e]
-    if removed:
-        yield _Change(
-            "narrowed",
-            "enum",
-            shown_old,
-            shown_new,
-            f"values dropped: {_show(list(removed))}",
-            path,
-            removed,
-        )
-    if added:
-        yield _Change(
-            "widened", "enum", shown_old, shown_new, f"values added: {_show(added)}", path
-        )
-
-
-def _compare_lengths(
-    old: Mapping[str, Any], new: Mapping[str, Any], low: str, high: str, path: str
-) -> Iterator[_Change]:
-    o = (old.get(low, 0), old.get(high))
-    n = (new.get(low, 0), new.get(high))
-    if o == n:
-        return
-    if o[0] == o[1] and n[0] == n[1]:  # two fixed lengths: one finding, not two half ones
-        yield _Change("changed", "length", o[0], n[0], f"length {o[0]} → {n[0]}", path)
-        return
-    narrowed = n[0] > o[0] or (n[1] is not None and (o[1] is None or n[1] < o[1]))
-    widened = n[0] < o[0] or (o[1] is not None and (n[1] is None or n[1] > o[1]))
-    way = _way(narrowed, widened)
-    if way:
-        yield _Change(way, "length", list(o), list(n), f"{low}/{high} {list(o)} → {list(n)}", path)
-
-
-def _compare_nested(old: Mapping[str, Any], new: Mapping[str, Any], path: str) -> Iterator[_Change]:
-    """Fields inside a nested object: presence and requiredness, then each field's schema."""
-    old_p, new_p = old["properties"], new["properties"]
-    old_r, new_r = set(old.get("required", [])), set(new.get("required", []))
-    for name in sorted(set(old_p) | set(new_p)):
-        sub = f"{path}.{name}" if path else name
-        if name in new_r and name not in old_r:
-            yield _Change("narrowed", "required", "optional", "required", "now required", sub)
-        elif name in old_r and name not in new_r:
-            yield _Change("widened", "required", "required", "optional", "no longer required", sub)
-        if name in old_p and name in new_p:
-            yield from _compare(old_p[name], new_p[name], sub)
-        elif name in old_p and new.get("additionalProperties") is False:
-            yield _Change("narrowed", "removed", "allowed", "rejected", "no longer allowed", sub)
-
-
-def _list(types: frozenset[str] | None) -> Any:
-    if types is None:
-        return "any"
-    return sorted(types)[0] if len(types) == 1 else sorted(types)
-
-
-def _num(bound: tuple[float, bool] | None) -> Any:
-    if bound is None:
-        return None
-    value: Any = int(bound[0]) if bound[0].is_integer() else bound[0]
-    return f"{value} (exclusive)" if bound[1] else value
 
 
 # --------------------------------------------------------------------------- the diff
@@ -414,7 +184,7 @@ class _Diff:
         self,
         severity: Severity,
         direction: Direction,
-        c: _Change,
+        c: Change,
         message: str,
         who: Sequence[str] = (),
     ) -> None:
@@ -443,7 +213,7 @@ class _Diff:
                 self.add(
                     Severity.INFO,
                     i,
-                    _Change("", "contract", "schema", None, ""),
+                    Change("", "contract", "schema", None, ""),
                     "target checks no input",
                 )
             return
@@ -456,16 +226,16 @@ class _Diff:
             }
         if live is None:
             note = "live has no input contract: cannot tell what its callers send"
-            self.add(Severity.INFO, i, _Change("", "contract", None, "schema", ""), note)
+            self.add(Severity.INFO, i, Change("", "contract", None, "schema", ""), note)
             return
         self.tensors(i, live.get(TENSORS_KEY), target.get(TENSORS_KEY))
         if _is_object(live) and _is_object(target):
             self.input_object(live, target)
             return
-        for c in _compare(live, target, ""):
+        for c in compare_schemas(live, target, ""):
             self.input_change(c, [x.name for x in self.consumers])
 
-    def input_change(self, c: _Change, who: Sequence[str]) -> None:
+    def input_change(self, c: Change, who: Sequence[str]) -> None:
         if c.way == "widened":
             self.add(Severity.COMPATIBLE, Direction.INPUT, c, f"target accepts more: {c.what}")
         else:
@@ -483,7 +253,7 @@ class _Diff:
                 self.newly_required(name, name in lp)
             if name in tp:
                 if name not in lp and name not in tr:
-                    c = _Change("", "added", None, "optional", "", name)
+                    c = Change("", "added", None, "optional", "", name)
                     self.add(Severity.COMPATIBLE, Direction.INPUT, c, "new optional field")
                 self.field(name, lp.get(name), tp[name], senders)
             elif name in lp or senders:
@@ -493,17 +263,17 @@ class _Diff:
                         if name in lr
                         else "live's callers may send it"
                     )
-                    c = _Change("", "rejected", "accepted", "rejected", "", name)
+                    c = Change("", "rejected", "accepted", "rejected", "", name)
                     msg = f"target rejects this field (no extra fields allowed); {who}"
                     self.add(Severity.BREAKING, Direction.INPUT, c, msg, names)
                 elif isinstance(extra, dict):
                     self.field(name, lp.get(name), extra, senders)
                 else:
-                    c = _Change("", "ignored", "used", "ignored", "", name)
+                    c = Change("", "ignored", "used", "ignored", "", name)
                     self.add(Severity.INFO, Direction.INPUT, c, "target ignores this field", names)
 
     def newly_required(self, name: str, known: bool) -> None:
-        c = _Change("", "required", "optional" if known else "absent", "required", "", name)
+        c = Change("", "required", "optional" if known else "absent", "required", "", name)
         if not self.consumers:
             why = "live's callers need not send it" if known else "live's callers do not send it"
             self.add(Severity.BREAKING, Direction.INPUT, c, f"target requires this field; {why}")
@@ -526,7 +296,7 @@ class _Diff:
         """Compare one input field; name the senders whose own values the target refuses."""
         refusals = {s.name: _refusals(s.sends[name], new, name) for s in senders}
         refused = [who for who, found in refusals.items() if found]
-        changes = list(_compare(old, new, name)) if old is not None else []
+        changes = list(compare_schemas(old, new, name)) if old is not None else []
         for c in changes:
             self.input_change(c, refused)
         if not any(c.way != "widened" for c in changes):
@@ -545,7 +315,7 @@ class _Diff:
         o = Direction.OUTPUT
         if live is None or target is None:
             if self.consumers and any(c.reads for c in self.consumers) and target is None:
-                c = _Change("", "contract", "schema" if live else None, None, "")
+                c = Change("", "contract", "schema" if live else None, None, "")
                 self.add(
                     Severity.INFO, o, c, "target promises no output shape: reads cannot be checked"
                 )
@@ -554,7 +324,7 @@ class _Diff:
         if _is_object(live) and _is_object(target):
             self.output_object(live, target)
             return
-        for c in _compare(live, target, ""):
+        for c in compare_schemas(live, target, ""):
             self.output_change(c, self.consumers, read=True)
 
     def output_object(self, live: dict[str, Any], target: dict[str, Any]) -> None:
@@ -566,7 +336,7 @@ class _Diff:
             names = [r.name for r in readers]
             if name not in tr:
                 gone = name not in tp
-                c = _Change(
+                c = Change(
                     "",
                     "removed" if gone else "optional",
                     _presence(name, lp, lr),
@@ -601,13 +371,13 @@ class _Diff:
                         f"{what}; no registered consumer reads it",
                     )
             elif name not in lp:
-                c = _Change("", "added", None, "returned", "", name)
+                c = Change("", "added", None, "returned", "", name)
                 self.add(Severity.COMPATIBLE, Direction.OUTPUT, c, "new output field")
             if name in lp and name in tp:
-                for c in _compare(lp[name], tp[name], name):
+                for c in compare_schemas(lp[name], tp[name], name):
                     self.output_change(c, readers, read=bool(readers) or not self.consumers)
 
-    def output_change(self, c: _Change, readers: Sequence[ConsumerContract], *, read: bool) -> None:
+    def output_change(self, c: Change, readers: Sequence[ConsumerContract], *, read: bool) -> None:
         o = Direction.OUTPUT
         names = [r.name for r in readers]
         top = c.path.split(".")[0].split("[")[0]
@@ -647,7 +417,7 @@ class _Diff:
         for name in sorted(set(old) | set(new), key=str):
             path = f"tensor {name}"
             if name not in old or name not in new:
-                c = _Change(
+                c = Change(
                     "",
                     "tensor",
                     "present" if name in old else None,
@@ -664,11 +434,11 @@ class _Diff:
                 continue
             o, n = old[name], new[name]
             if o.get("datatype") != n.get("datatype"):
-                c = _Change("changed", "datatype", o.get("datatype"), n.get("datatype"), "", path)
+                c = Change("changed", "datatype", o.get("datatype"), n.get("datatype"), "", path)
                 self.add(Severity.BREAKING, direction, c, "tensor datatype changed")
             way = _shape_way(list(o.get("shape", [])), list(n.get("shape", [])))
             if way:
-                c = _Change(way, "shape", o.get("shape"), n.get("shape"), "", path)
+                c = Change(way, "shape", o.get("shape"), n.get("shape"), "", path)
                 # Input: a shape that accepts more is fine. Output: one that may return more is not.
                 ok = (way == "widened") if direction is Direction.INPUT else (way == "narrowed")
                 severity = Severity.COMPATIBLE if ok else Severity.BREAKING
@@ -682,22 +452,22 @@ def _shape_way(old: list[Any], new: list[Any]) -> str | None:
     pairs = list(zip(old, new, strict=True))
     narrowed = any(n != -1 and o != n for o, n in pairs)
     widened = any(o != -1 and o != n for o, n in pairs)
-    return _way(narrowed, widened)
+    return classify(narrowed, widened)
 
 
-def _refusals(sent: Mapping[str, Any], new: Mapping[str, Any], path: str) -> list[_Change]:
+def _refusals(sent: Mapping[str, Any], new: Mapping[str, Any], path: str) -> list[Change]:
     """What ``new`` refuses of a consumer's declared field: its type always, and a bound,
     enum, length or pattern only when the consumer declared one (``number`` alone says
     nothing about the range it sends)."""
     return [
         c
-        for c in _compare(sent, new, path)
+        for c in compare_schemas(sent, new, path)
         if c.way != "widened" and (c.change in ("type", "mlflow-type") or c.old is not None)
     ]
 
 
 def _is_object(schema: Mapping[str, Any]) -> bool:
-    return _types(schema) == frozenset({"object"})
+    return schema_types(schema) == frozenset({"object"})
 
 
 def _presence(name: str, props: Mapping[str, Any], required: set[str]) -> str | None:
