@@ -160,13 +160,14 @@ def test_sklearn_unnamed_features_become_a_positional_array(
         "minItems": 4,
         "maxItems": 4,
     }
-    assert contract.output is not None and "probabilities" not in contract.output["properties"]
+    # No predict_proba: the gateway answers the bare label.
+    assert contract.output is not None and set(contract.output) == {"enum"}
 
 
-def test_sklearn_regressor_returns_a_value(iris_xy: tuple[np.ndarray, np.ndarray]) -> None:
+def test_sklearn_regressor_returns_a_bare_number(iris_xy: tuple[np.ndarray, np.ndarray]) -> None:
     x, _ = iris_xy
     contract = infer_sklearn_contract(LinearRegression().fit(x, x[:, 0]))
-    assert contract.output is not None and contract.output["required"] == ["value"]
+    assert contract.output == {"type": "number"}
 
 
 def test_sklearn_unfitted_estimator_cannot_give_a_contract() -> None:

@@ -259,25 +259,30 @@ def infer_sklearn_contract(estimator: Any, *, strict: bool = False) -> Contract:
         width = int(count)  # type: ignore[arg-type]  # not None: checked above
         input_schema = {"type": "array", "items": number, "minItems": width, "maxItems": width}
 
+    # The shape of one prediction follows what the gateway returns for the sklearn runtime:
+    # a single output tensor is answered bare, several as an object of named outputs.
     classes = getattr(estimator, "classes_", None)
     output: dict[str, Any]
     if classes is None:
-        output = {
-            "type": "object",
-            "properties": {"value": {"type": "number"}},
-            "required": ["value"],
-        }
+        output = {"type": "number"}
     else:
         labels = [_native(c) for c in classes]
-        props: dict[str, Any] = {"label": {"enum": labels}}
         if hasattr(estimator, "predict_proba"):
-            props["probabilities"] = {
-                "type": "array",
-                "items": {"type": "number", "minimum": 0, "maximum": 1},
-                "minItems": len(labels),
-                "maxItems": len(labels),
+            output = {
+                "type": "object",
+                "properties": {
+                    "label": {"enum": labels},
+                    "probabilities": {
+                        "type": "array",
+                        "items": {"type": "number", "minimum": 0, "maximum": 1},
+                        "minItems": len(labels),
+                        "maxItems": len(labels),
+                    },
+                },
+                "required": ["label", "probabilities"],
             }
-        output = {"type": "object", "properties": props, "required": ["label"]}
+        else:
+            output = {"enum": labels}
     return Contract(input=input_schema, output=output)
 
 
