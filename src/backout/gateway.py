@@ -37,10 +37,14 @@ from backout.pool import Loaded, WarmPool
 from backout.registry import Registry
 from backout.runtimes import ModelError, UpstreamError, UpstreamTimeout
 from backout.runtimes.tensors import (
+    BINARY_HEADER,
+    decode_binary_request,
     decode_tensors,
+    encode_binary_response,
     encode_tensors,
     json_to_inputs,
     outputs_to_predictions,
+    wants_binary,
 )
 from backout.store import Store, read_generation
 from backout.telemetry import ErrorKind, Recorder, correlation, metrics_for, write_batches
@@ -273,9 +277,19 @@ class Gateway:
             pinned = request.path_params.get("version") or request.headers.get(PIN_HEADER)
             version = routing.choose(table, key=request.headers.get(KEY_HEADER), pinned=pinned)
             entry = self._loaded(model, version, table)
-            body = await self._body(request)
-            counted = True
-            inputs = self._inputs(body, entry, oip=oip)
+            raw = await self._read(request)
+            binary_len = request.headers.get(BINARY_HEADER) if oip else None
+            body: dict[str, Any]
+            if binary_len is None:
+                body = self._parse(raw)
+                counted = True
+                inputs = self._inputs(body, entry, oip=oip)
+            else:
+                counted = True
+                try:
+                    body, inputs = decode_binary_request(raw, binary_len)
+                except ValidationError as exc:
+                    raise HTTPError(400, exc.message, ErrorKind.INPUT_CONTRACT) from exc
             outputs = await self._infer(entry, inputs)
             predictions = self._check_outputs(entry, outputs)
             # Look the batch up only now: the flusher may have swapped batches during the await.
@@ -285,23 +299,27 @@ class Gateway:
             mirror = routing.should_mirror(table)
             if mirror is not None and mirror != version:
                 self._spawn(self._shadow(model, mirror, inputs, outputs))
-            if oip:
-                wanted = {o.get("name") for o in body.get("outputs") or [] if isinstance(o, dict)}
-                sent = {k: v for k, v in outputs.items() if not wanted or k in wanted}
-                doc: dict[str, Any] = {
-                    "model_name": model,
-                    "model_version": version,
-                    "id": body.get("id") or rid,
-                    "outputs": encode_tensors(sent),
-                }
-            else:
-                doc = {"predictions": predictions, "model": model, "version": version}
             headers = {
                 "x-request-id": rid,
                 "x-backout-release": f"{model}@{version}",
                 **trace_headers,
             }
-            response = _json(doc, headers=headers)
+            if oip:
+                wanted = {o.get("name") for o in body.get("outputs") or [] if isinstance(o, dict)}
+                sent = {k: v for k, v in outputs.items() if not wanted or k in wanted}
+                head = {"model_name": model, "model_version": version, "id": body.get("id") or rid}
+                binary = {k for k in sent if wants_binary(body, k)}
+                if binary:
+                    data, json_len = encode_binary_response(head, sent, binary)
+                    headers[BINARY_HEADER] = str(json_len)
+                    response = Response(
+                        data, headers=headers, media_type="application/octet-stream"
+                    )
+                else:
+                    response = _json({**head, "outputs": encode_tensors(sent)}, headers=headers)
+            else:
+                doc = {"predictions": predictions, "model": model, "version": version}
+                response = _json(doc, headers=headers)
         except HTTPError as exc:
             status = exc.status
             if counted and version is not None:
@@ -345,7 +363,7 @@ class Gateway:
             f"release {model}@{version} is not served here; served versions: {', '.join(served) or 'none'}",
         )
 
-    async def _body(self, request: Request) -> dict[str, Any]:
+    async def _read(self, request: Request) -> bytes:
         limit = self.settings.max_body_bytes
         declared = request.headers.get("content-length")
         if declared is not None and declared.isdigit() and int(declared) > limit:
@@ -357,7 +375,9 @@ class Gateway:
             if size > limit:
                 raise HTTPError(413, f"request body exceeds the limit of {limit:,} bytes")
             chunks.append(chunk)
-        raw = b"".join(chunks)
+        return b"".join(chunks)
+
+    def _parse(self, raw: bytes) -> dict[str, Any]:
         try:
             body = orjson.loads(raw)
         except orjson.JSONDecodeError as exc:

@@ -301,3 +301,124 @@ def _texts(values: Any) -> Any:
     if isinstance(values, list):
         return [_texts(v) for v in values]
     return _text(values)
+
+
+# -- the binary tensor data extension (KServe / Triton) -------------------------------------
+# A request may carry tensors as raw bytes after the JSON: the header
+# ``Inference-Header-Content-Length`` gives the JSON's length, and each tensor with
+# ``parameters.binary_data_size`` takes that many bytes, in order. Clients such as
+# tritonclient send it by default, so a real OIP server has to speak it.
+
+BINARY_HEADER = "inference-header-content-length"
+
+
+def _binary_element_bytes(name: str, datatype: str, raw: bytes) -> np.ndarray:
+    if datatype == "BYTES":
+        # Each element: a 4-byte little-endian length, then that many bytes.
+        items: list[str] = []
+        i = 0
+        while i < len(raw):
+            if i + 4 > len(raw):
+                raise ValidationError(f"tensor {name!r}: truncated BYTES element length")
+            n = int.from_bytes(raw[i : i + 4], "little")
+            items.append(raw[i + 4 : i + 4 + n].decode("utf-8", errors="replace"))
+            i += 4 + n
+        return np.array(items, dtype=object)
+    dtype = DATATYPES[datatype].newbyteorder("<")
+    if len(raw) % dtype.itemsize:
+        raise ValidationError(
+            f"tensor {name!r}: {len(raw)} bytes is not a whole number of {datatype} elements"
+        )
+    return np.frombuffer(raw, dtype=dtype)
+
+
+def decode_binary_request(
+    body: bytes, header_length: str
+) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+    """Split a binary-extension request into its JSON part and the decoded input tensors."""
+    try:
+        n = int(header_length)
+    except ValueError as exc:
+        raise ValidationError(
+            f"Inference-Header-Content-Length {header_length!r} is not a number"
+        ) from exc
+    if not 0 < n <= len(body):
+        raise ValidationError(
+            f"Inference-Header-Content-Length is {n} but the body has {len(body)} bytes"
+        )
+    import orjson
+
+    try:
+        doc = orjson.loads(body[:n])
+    except orjson.JSONDecodeError as exc:
+        raise ValidationError(f"malformed JSON header: {exc}") from exc
+    if not isinstance(doc, dict) or not isinstance(doc.get("inputs"), list):
+        raise ValidationError('the JSON header must be an object with "inputs"')
+    offset = n
+    tensors: dict[str, np.ndarray] = {}
+    for t in doc["inputs"]:
+        size = (
+            (t.get("parameters") or {}).get("binary_data_size") if isinstance(t, Mapping) else None
+        )
+        if size is None:
+            name, arr = decode_tensor(t)
+        else:
+            name = str(t.get("name"))
+            datatype = t.get("datatype")
+            if datatype not in DATATYPES:
+                raise ValidationError(
+                    f"tensor {name!r} has datatype {datatype!r}, which is not one of {_VALID}"
+                )
+            shape = _check_shape(name, t.get("shape"))
+            if offset + int(size) > len(body):
+                raise ValidationError(
+                    f"tensor {name!r} wants {size} bytes past the end of the body"
+                )
+            flat = _binary_element_bytes(name, datatype, body[offset : offset + int(size)])
+            offset += int(size)
+            if flat.size != math.prod(shape):
+                raise ValidationError(
+                    f"tensor {name!r} declares shape {list(shape)} ({math.prod(shape)} elements) "
+                    f"but its data has {flat.size}"
+                )
+            arr = flat.reshape(shape)
+        if name in tensors:
+            raise ValidationError(f"tensor {name!r} appears twice in 'inputs'")
+        tensors[name] = arr
+    return doc, tensors
+
+
+def wants_binary(doc: Mapping[str, Any], name: str) -> bool:
+    """Whether the request asked for output ``name`` as binary data."""
+    for o in doc.get("outputs") or []:
+        if isinstance(o, Mapping) and o.get("name") == name:
+            return bool((o.get("parameters") or {}).get("binary_data", False))
+    return bool((doc.get("parameters") or {}).get("binary_data_output", False))
+
+
+def encode_binary_response(
+    header: dict[str, Any], outputs: Mapping[str, np.ndarray], binary: set[str]
+) -> tuple[bytes, int]:
+    """The response body and its JSON length, with the outputs in ``binary`` as raw bytes."""
+    import orjson
+
+    tensors: list[dict[str, Any]] = []
+    blobs: list[bytes] = []
+    for name, arr in outputs.items():
+        arr = np.asarray(arr)
+        if name not in binary:
+            tensors.append(encode_tensor(name, arr))
+            continue
+        datatype = datatype_of(arr.dtype)
+        if datatype == "BYTES":
+            raw = b"".join(
+                len(b).to_bytes(4, "little") + b
+                for b in (str(_text(v)).encode() for v in arr.ravel().tolist())
+            )
+        else:
+            raw = np.ascontiguousarray(arr, dtype=arr.dtype.newbyteorder("<")).tobytes()
+        blobs.append(raw)
+        tensors.append({"name": name, "shape": list(arr.shape), "datatype": datatype,
+                        "parameters": {"binary_data_size": len(raw)}})  # fmt: skip
+    head = orjson.dumps({**header, "outputs": tensors}, option=orjson.OPT_SERIALIZE_NUMPY)
+    return head + b"".join(blobs), len(head)

@@ -1,0 +1,282 @@
+"""The gateway over real HTTP on loopback: protocols, routing, errors, switches, telemetry."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+
+from backout.artifacts import LocalBlobStore
+from backout.deployments import Deployments
+from backout.gateway import Gateway, GatewaySettings
+from backout.registry import Registry
+from backout.releases import Runtime, RuntimeKind
+from backout.store import Store, open_store
+from backout.telemetry import read_batches
+from tests.models import iris, register_iris
+from tests.serving import serve
+
+ROW = [5.1, 3.5, 1.4, 0.2]
+
+RAISES = b"""
+def predict(inputs):
+    raise RuntimeError("feature store returned garbage")
+"""
+
+NAN = b"""
+import numpy as np
+
+def predict(inputs):
+    return {"prediction": np.full(len(inputs["input"]), np.nan)}
+"""
+
+
+class World:
+    """A store with iris releases, a gateway serving them on loopback, and a client."""
+
+    def __init__(
+        self,
+        store: Store,
+        registry: Registry,
+        deployments: Deployments,
+        url: str,
+        gateway: Gateway,
+        tmp: Path,
+    ) -> None:
+        self.store, self.registry, self.deployments = store, registry, deployments
+        self.url, self.gateway, self.tmp = url, gateway, tmp
+        self.http = httpx.Client(base_url=url, timeout=10)
+
+    def predict(
+        self, model: str = "iris", rows: list[list[float]] | None = None, **headers: str
+    ) -> httpx.Response:
+        return self.http.post(
+            f"/models/{model}/predict", json={"instances": rows or [ROW]}, headers=headers
+        )
+
+    def set_traffic(self, weights: dict[str, float], **kw: object) -> None:
+        table = self.deployments.set_traffic("iris", weights, actor="test", **kw)  # type: ignore[arg-type]
+        self.wait_for_generation(table.generation)
+
+    def wait_for_generation(self, _table_generation: int, timeout: float = 5.0) -> None:
+        target = self.deployments.generation()
+        deadline = time.monotonic() + timeout
+        while self.gateway.live.generation < target:
+            assert time.monotonic() < deadline, "the gateway did not pick up the new routes"
+            time.sleep(0.005)
+
+    def python_release(self, version: str, code: bytes) -> None:
+        module = "m" + version.replace(".", "_")
+        path = self.tmp / f"{module}.py"
+        path.write_bytes(code)
+        self.registry.register(
+            "iris",
+            version,
+            [path],
+            runtime=Runtime(kind=RuntimeKind.PYTHON, options={"entrypoint": f"{module}:predict"}),
+            actor="test",
+        )
+
+
+@pytest.fixture
+def world(tmp_path: Path) -> Iterator[World]:
+    store = open_store(f"sqlite:///{tmp_path / 'store.db'}")
+    blobs = LocalBlobStore(tmp_path / "artifacts")
+    registry = Registry(store, blobs)
+    register_iris(registry, tmp_path / "models", "1.0.0", c=1.0)
+    register_iris(registry, tmp_path / "models", "1.1.0", c=0.01)
+    deployments = Deployments(store, registry)
+    deployments.set_traffic("iris", {"1.0.0": 100}, actor="test")
+    gateway = Gateway(
+        store,
+        blobs,
+        GatewaySettings(
+            poll_interval_s=0.005,
+            flush_interval_s=0.2,
+            max_body_bytes=64_000,
+            predict_timeout_s=2.0,
+        ),
+    )
+    with serve(gateway.app) as url:
+        w = World(store, registry, deployments, url, gateway, tmp_path)
+        yield w
+        w.http.close()
+    store.dispose()
+
+
+def test_json_predict_answers_with_the_release_and_a_request_id(world: World) -> None:
+    r = world.predict()
+    assert r.status_code == 200
+    doc = r.json()
+    assert doc["version"] == "1.0.0" and doc["model"] == "iris"
+    assert doc["predictions"][0]["label"] == 0
+    assert len(doc["predictions"][0]["probabilities"]) == 3
+    assert r.headers["x-backout-release"] == "iris@1.0.0"
+    assert len(r.headers["x-request-id"]) == 32
+
+
+def test_x_request_id_is_kept_and_traceparent_propagated(world: World) -> None:
+    assert world.predict(**{"x-request-id": "abc-123"}).headers["x-request-id"] == "abc-123"
+    trace = "4bf92f3577b34da6a3ce929d0e0e4736"
+    r = world.predict(traceparent=f"00-{trace}-00f067aa0ba902b7-01")
+    assert r.headers["x-request-id"] == trace
+    assert r.headers["traceparent"].startswith(f"00-{trace}-") and r.headers[
+        "traceparent"
+    ].endswith("-01")
+
+
+def test_open_inference_protocol_with_a_real_client(world: World) -> None:
+    import tritonclient.http as triton
+
+    client = triton.InferenceServerClient(url=world.url.removeprefix("http://"))
+    assert client.is_server_live() and client.is_server_ready()
+    assert client.is_model_ready("iris")
+    meta = client.get_model_metadata("iris")
+    assert meta["name"] == "iris" and "1.0.0" in meta["versions"]
+    x = triton.InferInput("input", [2, 4], "FP64")
+    x.set_data_from_numpy(np.array([ROW, [6.7, 3.0, 5.2, 2.3]]))
+    result = client.infer("iris", [x])
+    assert result.get_response()["model_version"] == "1.0.0"
+    assert result.as_numpy("label").tolist() == [0, 2]
+    client.close()
+
+
+def test_version_in_the_path_pins_the_release(world: World) -> None:
+    world.set_traffic({"1.0.0": 50, "1.1.0": 50})
+    for _ in range(10):
+        r = world.http.post("/models/iris/versions/1.1.0/predict", json={"instances": [ROW]})
+        assert r.json()["version"] == "1.1.0"
+    r = world.predict(**{"x-backout-version": "1.0.0"})
+    assert r.json()["version"] == "1.0.0"
+
+
+def test_a_routing_key_is_sticky(world: World) -> None:
+    world.set_traffic({"1.0.0": 50, "1.1.0": 50})
+    seen = {world.predict(**{"x-backout-key": "user-7"}).json()["version"] for _ in range(10)}
+    assert len(seen) == 1
+
+
+def test_unknown_model_is_404_naming_the_served_models(world: World) -> None:
+    r = world.predict("fraud")
+    assert r.status_code == 404
+    assert r.json()["error"] == "model 'fraud' is not served here; served models: iris"
+
+
+def test_unknown_version_is_404_naming_the_served_versions(world: World) -> None:
+    r = world.http.post("/models/iris/versions/9.9.9/predict", json={"instances": [ROW]})
+    assert r.status_code == 404
+    assert "served versions: 1.0.0" in r.json()["error"]
+
+
+def test_malformed_json_is_400(world: World) -> None:
+    r = world.http.post(
+        "/models/iris/predict",
+        content=b'{"instances": [',
+        headers={"content-type": "application/json"},
+    )
+    assert r.status_code == 400 and r.json()["error"].startswith("malformed JSON")
+
+
+def test_a_contract_violation_is_422_naming_the_field(world: World) -> None:
+    r = world.predict(rows=[[5.1, 3.5, 1.4]])
+    assert r.status_code == 422
+    assert "input breaks the contract of iris@1.0.0" in r.json()["error"]
+    r = world.predict(rows=[[5.1, "wide", 1.4, 0.2]])  # type: ignore[list-item]
+    assert r.status_code == 422 and "[0][1]" in r.json()["error"]
+
+
+def test_a_wrong_tensor_shape_is_4xx(world: World) -> None:
+    body = {"inputs": [{"name": "input", "shape": [2, 4], "datatype": "FP64", "data": ROW}]}
+    r = world.http.post("/v2/models/iris/infer", json=body)
+    assert 400 <= r.status_code < 500
+    assert "input" in r.json()["error"]
+
+
+def test_an_oversized_body_is_413(world: World) -> None:
+    r = world.predict(rows=[ROW] * 5000)
+    assert (r.status_code == 413 and "limit of" in r.json()["error"]) or "the limit is" in r.json()[
+        "error"
+    ]
+
+
+def test_a_model_that_raises_is_500_with_the_request_id_and_counted(world: World) -> None:
+    world.python_release("2.0.0", RAISES)
+    world.set_traffic({"2.0.0": 100})
+    r = world.predict(**{"x-request-id": "req-1"})
+    assert r.status_code == 500
+    assert r.json()["request_id"] == "req-1" and "iris@2.0.0" in r.json()["error"]
+    world.gateway.flush()
+    batches = read_batches(world.store, "iris")["2.0.0"]
+    assert sum(b.errors.get("model", 0) for b in batches) == 1
+
+
+def test_nan_outputs_are_refused_and_counted(world: World) -> None:
+    world.python_release("3.0.0", NAN)
+    world.set_traffic({"3.0.0": 100})
+    r = world.predict()
+    assert r.status_code == 500 and "NaN" in r.json()["error"]
+    world.gateway.flush()
+    assert read_batches(world.store, "iris")["3.0.0"][0].errors == {"nonfinite": 1}
+
+
+def test_a_pin_to_a_quarantined_release_is_409_with_the_reason(world: World) -> None:
+    world.set_traffic({"1.0.0": 90, "1.1.0": 10})
+    world.deployments.set_traffic("iris", {"1.0.0": 100}, actor="test")
+    world.registry.quarantine("iris@1.1.0", actor="test", reason="leaks PII in outputs")
+    world.wait_for_generation(0)
+    r = world.predict(**{"x-backout-version": "1.1.0"})
+    assert r.status_code == 409
+    assert r.json()["error"] == "release iris@1.1.0 is quarantined: leaks PII in outputs"
+
+
+def test_a_switch_is_seen_by_the_next_request(world: World) -> None:
+    assert world.predict().json()["version"] == "1.0.0"
+    world.set_traffic({"1.1.0": 100})
+    assert world.predict().json()["version"] == "1.1.0"
+
+
+def test_telemetry_batches_reach_the_store(world: World) -> None:
+    for _ in range(5):
+        world.predict()
+    world.predict(rows=[[1.0]])
+    world.gateway.flush()
+    batches = read_batches(world.store, "iris")["1.0.0"]
+    total = sum(b.requests for b in batches)
+    assert total == 6
+    assert sum(b.predictions for b in batches) == 5
+    assert sum(b.errors.get("input_contract", 0) for b in batches) == 1
+    assert sum(b.outputs.get("0", 0) for b in batches) == 5
+
+
+def test_metrics_are_labelled_per_release(world: World) -> None:
+    world.predict()
+    text = world.http.get("/metrics").text
+    assert 'backout_requests_total{code="200",model="iris",release="1.0.0"} 1.0' in text
+    assert 'backout_warm_release_bytes{model="iris",release="1.0.0"}' in text
+
+
+def test_shadow_copies_are_compared_off_the_request_path(world: World) -> None:
+    world.set_traffic({"1.0.0": 100}, shadow=("1.1.0", 100))
+    x, _ = iris()
+    for i in range(0, 150, 10):
+        r = world.predict(rows=x[i : i + 10].tolist())
+        assert r.json()["version"] == "1.0.0"
+    time.sleep(0.05)
+    world.gateway.flush()
+    shadow = read_batches(world.store, "iris")["1.1.0"]
+    assert sum(b.shadow_requests for b in shadow) == 150
+    assert sum(b.requests for b in shadow) == 0
+    assert sum(b.shadow_disagreements for b in shadow) > 0  # C=0.01 is a much weaker model
+
+
+def test_rollback_points_are_kept_warm(world: World) -> None:
+    world.registry.mark_good("iris@1.1.0", actor="test")
+    world.wait_for_generation(0)
+    assert ("iris", "1.1.0") in world.gateway.pool.entries
+    state = world.http.get("/backout/state").json()
+    assert {w["release"] for w in state["warm"]} == {"iris@1.0.0", "iris@1.1.0"}
+    assert all(w["memory_bytes"] > 0 for w in state["warm"])
