@@ -75,6 +75,13 @@ class Settings:
         if store is not None:
             store.dispose()
 
+    def deployments(self) -> Any:
+        if "deployments" not in self._cache:
+            from backout.deployments import Deployments
+
+            self._cache["deployments"] = Deployments(self.store(), self.registry())
+        return self._cache["deployments"]
+
     def registry(self) -> Any:
         if "registry" not in self._cache:
             from backout.artifacts import LocalBlobStore
@@ -388,6 +395,240 @@ def release_delete(
     s = _settings(ctx)
     s.registry().delete(ref, actor=s.actor, reason=reason)
     out.print(f"{ref} deleted")
+
+
+@release_app.command("quarantine")
+def release_quarantine(
+    ctx: typer.Context,
+    ref: Annotated[str, typer.Argument(help="MODEL@VERSION")],
+    reason: Annotated[str, typer.Option(help="Why, for callers and the audit log.")] = "",
+    lift: Annotated[
+        bool, typer.Option("--lift", help="Allow the release to take traffic again.")
+    ] = False,
+    json: JsonOpt = False,
+) -> None:
+    """Bar a release from all traffic (pins to it get 409 with the reason), or lift the bar."""
+    s = _settings(ctx)
+    rel = s.registry().quarantine(ref, actor=s.actor, reason=reason, lift=lift)
+    if json:
+        _print_json(rel.to_dict())
+    else:
+        out.print(
+            f"{rel.ref} is {'quarantined: ' + reason if rel.quarantined else 'no longer quarantined'}"
+        )
+
+
+# -- traffic -------------------------------------------------------------------------------
+
+
+def _split(item: str, sep: str, what: str, example: str) -> tuple[str, str]:
+    left, found, right = item.partition(sep)
+    if not found or not left or not right:
+        raise ConfigError(f"{what} {item!r} must look like {example}")
+    return left, right
+
+
+def _percent(value: str, item: str) -> float:
+    try:
+        return float(value.rstrip("%"))
+    except ValueError as exc:
+        raise ConfigError(f"{item!r}: {value!r} is not a percentage") from exc
+
+
+@app.command()
+def traffic(
+    ctx: typer.Context,
+    model: Annotated[str, typer.Argument(help="Model name.")],
+    weights: Annotated[
+        list[str], typer.Argument(help="VERSION=PERCENT for each release; they sum to 100.")
+    ],
+    shadow: Annotated[
+        str | None, typer.Option(help="VERSION:PERCENT mirrored to a shadow release (0 to stop).")
+    ] = None,
+    pin: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="KEY=VERSION: requests with this routing key always go to VERSION (repeatable)."
+        ),
+    ] = None,
+    reason: Annotated[str, typer.Option(help="Why, for the audit log.")] = "",
+    json: JsonOpt = False,
+) -> None:
+    """Set a model's traffic by hand: a new route table, validated and recorded."""
+    from backout.deployments import describe
+
+    s = _settings(ctx)
+    parsed = {}
+    for item in weights:
+        version, pct = _split(item, "=", "weight", "1.4.0=90")
+        parsed[version] = _percent(pct, item)
+    shadow_spec = None
+    if shadow is not None:
+        version, pct = _split(shadow, ":", "--shadow", "1.5.0:10")
+        shadow_spec = (version, _percent(pct, shadow))
+    pins = dict(_split(p, "=", "--pin", "acme=1.4.0") for p in pin) if pin else None
+    table = s.deployments().set_traffic(
+        model, parsed, shadow=shadow_spec, pins=pins, actor=s.actor, reason=reason
+    )
+    if json:
+        _print_json(table.to_dict() | {"weights": {v: w / 100 for v, w in table.weights.items()}})
+    else:
+        out.print(f"{describe(table)} (generation {table.generation})")
+
+
+@app.command()
+def deploy(
+    ctx: typer.Context,
+    ref: Annotated[str, typer.Argument(help="MODEL@VERSION to deploy.")],
+    json: JsonOpt = False,
+) -> None:
+    """Deploy a release. On a model with nothing live, it becomes stable at 100%."""
+    from backout.deployments import describe
+    from backout.errors import OperationInProgress
+    from backout.releases import parse_ref
+
+    s = _settings(ctx)
+    model, version = parse_ref(ref)
+    current = s.deployments().get(model)
+    if current is not None:
+        raise OperationInProgress(
+            f"{model} already serves traffic ({describe(current)}): shift it with "
+            f"`backout traffic {model} {version}=10 ...`"
+        )
+    table = s.deployments().set_traffic(
+        model, {version: 100}, actor=s.actor, reason=f"first deploy of {ref}", kind="deploy.first"
+    )
+    if json:
+        _print_json(table.to_dict())
+    else:
+        out.print(f"{ref} is live: {describe(table)}")
+
+
+# -- serve ---------------------------------------------------------------------------------
+
+
+@app.command()
+def serve(
+    ctx: typer.Context,
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
+    workers: Annotated[
+        int | None, typer.Option(min=1, help="Worker processes (default: one per core).")
+    ] = None,
+    max_body_bytes: Annotated[
+        int, typer.Option(min=1, help="Largest request body accepted (413 above).")
+    ] = 1 << 20,
+    warm_rollback_points: Annotated[
+        int, typer.Option(min=0, help="Known-good releases per model kept loaded.")
+    ] = 2,
+    access_log: Annotated[
+        bool, typer.Option(help="Write a structured access log line per request to stderr.")
+    ] = True,
+) -> None:
+    """Run the gateway: N worker processes serving every live model."""
+    import tempfile
+
+    import uvicorn
+
+    s = _settings(ctx)
+    s.store()  # migrate once here, before the workers start
+    s.close()
+    os.environ["BACKOUT_STORE"] = s.url()
+    os.environ["BACKOUT_ARTIFACTS"] = str(s.artifacts_root().resolve())
+    os.environ["BACKOUT_MAX_BODY_BYTES"] = str(max_body_bytes)
+    os.environ["BACKOUT_WARM_ROLLBACK_POINTS"] = str(warm_rollback_points)
+    os.environ["BACKOUT_ACCESS_LOG"] = "1" if access_log else ""
+    metrics_dir = tempfile.mkdtemp(prefix="backout-metrics-")
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
+    n = workers or os.cpu_count() or 1
+    try:
+        import uvloop  # noqa: F401
+
+        loop = "uvloop"
+    except ImportError:
+        loop = "auto"
+    err.print(
+        f"backout gateway on http://{host}:{port} with {n} worker(s); store {_redacted(s.url())}"
+    )
+    try:
+        uvicorn.run(
+            "backout.gateway:create_app", factory=True, host=host, port=port, workers=n,
+            http="httptools", loop=loop, access_log=False, log_level="warning",
+        )  # fmt: skip
+    finally:
+        import shutil
+
+        shutil.rmtree(metrics_dir, ignore_errors=True)
+
+
+def _redacted(url: str) -> str:
+    from backout.store import redact_url
+
+    return redact_url(url)
+
+
+# -- status --------------------------------------------------------------------------------
+
+
+@app.command()
+def status(
+    ctx: typer.Context,
+    model: Annotated[str | None, typer.Argument(help="Only this model.")] = None,
+    window: Annotated[float, typer.Option(help="Seconds of telemetry to summarise.")] = 60.0,
+    json: JsonOpt = False,
+) -> None:
+    """Live state: route table, and each release's traffic over the last WINDOW seconds."""
+    import time as _time
+
+    from backout.deployments import describe
+    from backout.telemetry import latency_quantile, read_batches, sum_batches
+
+    s = _settings(ctx)
+    dep = s.deployments()
+    models = [model] if model else dep.models()
+    docs = []
+    for m in models:
+        table = dep.require(m)
+        since = _time.time() - window
+        per_release = {
+            v: sum_batches(bs) for v, bs in read_batches(s.store(), m, since=since).items()
+        }
+        releases = []
+        for v in sorted(set(table.weights) | set(per_release)):
+            b = per_release.get(v)
+            releases.append({
+                "version": v,
+                "weight": table.weights.get(v, 0) / 100,
+                "requests": b.requests if b else 0,
+                "error_rate": (b.error_count / b.requests) if b and b.requests else None,
+                "p50_ms": latency_quantile(b.latency, 0.5) * 1000 if b and b.latency else None,
+                "p99_ms": latency_quantile(b.latency, 0.99) * 1000 if b and b.latency else None,
+            })  # fmt: skip
+        docs.append(
+            {
+                "model": m,
+                "generation": table.generation,
+                "routes": describe(table),
+                "table": table.to_dict(),
+                "releases": releases,
+            }
+        )
+    if json:
+        _print_json(docs if model is None else docs[0])
+        return
+    for d in docs:
+        out.print(f"[bold]{d['routes']}[/bold]  (generation {d['generation']})")
+        t = Table(box=None, header_style="bold")
+        for col in ("release", "weight", f"requests/{window:g}s", "errors", "p50 ms", "p99 ms"):
+            t.add_column(col, justify="right" if col != "release" else "left")
+        for r in d["releases"]:
+            t.add_row(
+                r["version"], f"{r['weight']:g}%", f"{r['requests']:,}",
+                "-" if r["error_rate"] is None else f"{r['error_rate']:.2%}",
+                "-" if r["p50_ms"] is None else f"{r['p50_ms']:.2f}",
+                "-" if r["p99_ms"] is None else f"{r['p99_ms']:.2f}",
+            )  # fmt: skip
+        out.print(t)
 
 
 # -- history -------------------------------------------------------------------------------

@@ -533,6 +533,12 @@ def create_app() -> Starlette:
     store = open_store(os.environ.get("BACKOUT_STORE"), migrate=False)
     home = Path(os.environ.get("BACKOUT_HOME", ".backout"))
     blobs = LocalBlobStore(Path(os.environ.get("BACKOUT_ARTIFACTS") or home / "artifacts"))
+    if os.environ.get("BACKOUT_ACCESS_LOG"):
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        access_log.addHandler(handler)
+        access_log.setLevel(logging.INFO)
+        access_log.propagate = False
     settings = GatewaySettings(
         max_body_bytes=int(os.environ.get("BACKOUT_MAX_BODY_BYTES", 1 << 20)),
         warm_rollback_points=int(os.environ.get("BACKOUT_WARM_ROLLBACK_POINTS", 2)),

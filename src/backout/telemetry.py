@@ -161,6 +161,17 @@ class Batch:
         )
 
 
+def sum_batches(batches: Iterable[Batch]) -> Batch | None:
+    """All of ``batches`` merged into one (None when there are none)."""
+    total: Batch | None = None
+    for b in batches:
+        if total is None:
+            total = Batch.from_dict(b.to_dict())
+        else:
+            total.merge(b)
+    return total
+
+
 def _add(into: dict[Any, int], other: Mapping[Any, int]) -> None:
     for k, v in other.items():
         into[k] = into.get(k, 0) + v
