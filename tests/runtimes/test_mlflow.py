@@ -52,23 +52,23 @@ def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any
     uri = f"sqlite:///{root / 'mlflow.db'}"
     x, y = load_iris(return_X_y=True)
     model = LogisticRegression(max_iter=500).fit(x, y)
-    mlflow.set_tracking_uri(uri)
-    mlflow.set_registry_uri(uri)
     client = mlflow.MlflowClient(tracking_uri=uri, registry_uri=uri)
     exp = client.create_experiment("iris", artifact_location=(root / "artifacts").as_uri())
-    with mlflow.start_run(experiment_id=exp):
-        mlflow.sklearn.log_model(
-            model,
-            name="model",
-            registered_model_name="iris",
-            serialization_format="cloudpickle",
-            # Given explicitly so MLflow does not spend seconds inferring requirements.
-            pip_requirements=["scikit-learn"],
-        )
+    # log_model reads the tracking and registry URIs from MLflow's environment variables.
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("MLFLOW_TRACKING_URI", uri)
+        mp.setenv("MLFLOW_REGISTRY_URI", uri)
+        with mlflow.start_run(experiment_id=exp):
+            mlflow.sklearn.log_model(
+                model,
+                name="model",
+                registered_model_name="iris",
+                serialization_format="cloudpickle",
+                # Given explicitly so MLflow does not spend seconds inferring requirements.
+                pip_requirements=["scikit-learn"],
+            )
     client.set_registered_model_alias("iris", "champion", "1")
     yield {"uri": uri, "model": model, "x": x}
-    mlflow.set_tracking_uri(None)
-    mlflow.set_registry_uri(None)
 
 
 @needs_mlflow
@@ -100,8 +100,14 @@ def test_malformed_mlflow_uri_is_a_validation_error() -> None:
 
 @needs_mlflow
 def test_load_by_alias_predicts_like_the_logged_model(
-    registry: dict[str, Any], make_release: MakeRelease, blobs: LocalBlobStore
+    registry: dict[str, Any],
+    make_release: MakeRelease,
+    blobs: LocalBlobStore,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    """The registry named in runtime.options is used, not MLflow's environment."""
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.delenv("MLFLOW_REGISTRY_URI", raising=False)
     uri = registry["uri"]
     options = {"uri": "models:/iris@champion", "tracking_uri": uri, "registry_uri": uri}
     predictor = load_release(make_release(RuntimeKind.MLFLOW, {}, options), blobs)
