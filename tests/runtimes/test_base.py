@@ -135,3 +135,10 @@ def test_deep_sizeof_counts_array_buffers_once() -> None:
     big = np.zeros(100_000)
     view = big[:10]
     assert big.nbytes <= deep_sizeof({"a": big, "b": view}) < 2 * big.nbytes
+
+
+def test_public_names_of_runtimes_exist() -> None:
+    import backout.runtimes as runtimes
+
+    assert all(hasattr(runtimes, name) for name in runtimes.__all__)
+    assert sorted(runtimes.__all__) == runtimes.__all__

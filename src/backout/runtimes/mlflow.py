@@ -170,8 +170,13 @@ def load(ctx: LoadContext) -> MlflowPredictor:
         raise ctx.fail(str(exc), "check the model name, version or alias in MLflow") from exc
     local_dir = tempfile.mkdtemp(prefix=f"backout-mlflow-{ctx.manifest.model}-")
     try:
+        # Ask the named registry where the version's files are stored, then fetch them from
+        # there: passing a models:/ URI to MLflow would consult its global registry settings
+        # instead of this release's.
+        client = mlflow.MlflowClient(tracking_uri=tracking, registry_uri=registry)
+        location = client.get_model_version_download_uri(m["name"], version)
         path = mlflow.artifacts.download_artifacts(
-            artifact_uri=resolved, dst_path=local_dir, tracking_uri=tracking, registry_uri=registry
+            artifact_uri=location, dst_path=local_dir, tracking_uri=tracking
         )
         model = mlflow.pyfunc.load_model(path)
     except MlflowException as exc:

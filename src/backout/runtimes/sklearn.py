@@ -73,14 +73,15 @@ class SklearnPredictor:
         self._size = deep_sizeof(model)
 
     def _matrix(self, inputs: Mapping[str, np.ndarray]) -> Any:
-        if self._frame is not None and self.feature_names is not None:
-            cols = inputs if INPUT not in inputs else None
-            if cols is not None and all(f in cols for f in self.feature_names):
-                return self._frame({f: cols[f] for f in self.feature_names}, copy=False)
-            x = gather_matrix(self.ref, inputs, INPUT, self.feature_names)
+        names = self.feature_names
+        if self._frame is not None and names is not None:
+            if INPUT not in inputs and all(f in inputs for f in names):
+                # Columns keep their own dtypes (strings for a OneHotEncoder, numbers else).
+                return self._frame({f: inputs[f] for f in names}, copy=False)
+            x = gather_matrix(self.ref, inputs, INPUT, names)
             self._check_width(x)
-            return self._frame(x, columns=self.feature_names, copy=False)
-        x = gather_matrix(self.ref, inputs, INPUT, self.feature_names)
+            return self._frame(x, columns=names, copy=False)
+        x = gather_matrix(self.ref, inputs, INPUT, names)
         self._check_width(x)
         return x
 
