@@ -102,7 +102,7 @@ REGIMES = [
 ]
 
 JUDGES = ("error_rate", "latency", "tail_latency", "latency_budget", "output_drift", "integrity")
-CHECKS = {"error_rate": 1, "latency": 1, "tail_latency": 2, "latency_budget": 1, "output_drift": 1}
+CHECKS = {"error_rate": 1, "latency": 1, "tail_latency": 1, "latency_budget": 1, "output_drift": 1}
 K = sum(CHECKS.values())
 
 
@@ -234,14 +234,23 @@ def _split_path(kc: F64, kb: F64, share: F64, log_w: F64) -> F64:
     return out
 
 
-def _t_path(x_c: F64, n_c: F64, x_b: F64, n_b: F64, c: float, start: int = 0) -> tuple[F64, F64]:
-    """Log e-value path of Lai's t-mixture and the running sum s (its sign is the direction)."""
+def _t_path(
+    x_c: F64, n_c: F64, x_b: F64, n_b: F64, c: float, start: int = 0, block: int = 1
+) -> tuple[F64, F64]:
+    """Log e-value path of Lai's t-mixture per slot (over blocks of ``block`` slots, as the
+    judge does) and the running sum s (its sign is the direction)."""
+    r, t = x_c.shape
+    x_c, n_c, x_b, n_b = (a.reshape(r, t // block, block).sum(axis=2) for a in (x_c, n_c, x_b, n_b))
     w = J.batch_weights(n_c, n_b)
     d = J.mean_difference(x_c, n_c, x_b, n_b)
-    w[:, :start] = 0
+    w[:, : start // block] = 0
     n = np.cumsum(w > 0, axis=1).astype(np.float64)
     a, s, q = np.cumsum(w, axis=1), np.cumsum(w * d, axis=1), np.cumsum(w * d * d, axis=1)
-    return J.t_mixture_log_evalue(n, a, s, q, c), s
+    le = J.t_mixture_log_evalue(n, a, s, q, c)
+    # A block's evidence exists from its last slot on.
+    le = np.concatenate([np.zeros((r, block - 1)), np.repeat(le, block, axis=1)], axis=1)[:, :t]
+    s = np.concatenate([np.zeros((r, block - 1)), np.repeat(s, block, axis=1)], axis=1)[:, :t]
+    return le, s
 
 
 def paths(sim: Sim) -> dict[str, tuple[F64, float]]:
@@ -254,15 +263,15 @@ def paths(sim: Sim) -> dict[str, tuple[F64, float]]:
         1,
     )
     lat = J.LatencyConfig()
-    le, s = _t_path(sim.ls_c, sim.n_c, sim.ls_b, sim.n_b, lat.effect_scale)
+    le, s = _t_path(sim.ls_c, sim.n_c, sim.ls_b, sim.n_b, lat.effect_scale, block=lat.block_batches)
     out["latency"] = (np.where(s > 0, le, -np.inf), 1)
     tail = J.TailLatencyConfig()
     tails = []
     for xc, xb in zip(sim.x_c, sim.x_b, strict=True):
         le, s = _t_path(xc, sim.n_c, xb, sim.n_b, tail.effect_scale, start=TAIL_WARMUP)
         tails.append(np.where(s > 0, le, -np.inf))
-    # Each quantile is a check at alpha/2: the judge fails when the larger crosses 2/alpha.
-    out["tail_latency"] = (np.maximum(*tails), 2)
+    # The judge averages the quantiles' e-values (only those whose share went up).
+    out["tail_latency"] = (np.logaddexp(*tails) - math.log(2), 1)
     bud = J.LatencyBudgetConfig(limit_s=BUDGET_S)
     kcum, ncum = np.cumsum(sim.over_c, axis=1), np.cumsum(sim.n_c, axis=1)
     lw = J.prior_log_weights(bud.prior_scale, "greater")
@@ -276,11 +285,8 @@ def paths(sim: Sim) -> dict[str, tuple[F64, float]]:
     w2 = J.prior_log_weights(dr.prior_scale, "two-sided")
     neg_c, neg_b = sim.n_c - sim.e_c - sim.pos_c, sim.n_b - sim.e_b - sim.pos_b
     mask = np.arange(sim.n_c.shape[1]) >= DRIFT_WARMUP
-    per_class = [
-        _split_path(kc * mask, kb * mask, pshare, w2)
-        for kc, kb in ((sim.pos_c, sim.pos_b), (neg_c, neg_b))
-    ]
-    out["output_drift"] = (np.logaddexp(*per_class) - math.log(2), 1)
+    del neg_c, neg_b  # with two labels the judge tests only the rarer one (see DriftJudge)
+    out["output_drift"] = (_split_path(sim.pos_c * mask, sim.pos_b * mask, pshare, w2), 1)
     integ = np.where(np.cumsum(sim.nan_c, axis=1) > 0, np.inf, -np.inf)
     out["integrity"] = (integ, 0)
     return out
