@@ -23,6 +23,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+
 import numpy as np
 from numpy.typing import NDArray
 from scipy.signal import lfilter
@@ -31,10 +32,10 @@ from scipy.stats import norm
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from _results import write_section  # noqa: E402
+from _results import write_section
 
-from backout import judges as J  # noqa: E402
-from backout.telemetry import Batch  # noqa: E402
+from backout import judges as J
+from backout.telemetry import Batch
 
 F64 = NDArray[np.float64]
 I64 = NDArray[np.int64]
@@ -160,7 +161,9 @@ def simulate(r: Regime, runs: int, rng: np.random.Generator) -> Sim:
     load = 1 + 0.8 * np.sin(2 * np.pi * t / T) if r.diurnal else np.ones(T)
     frac = (t + 1) / T
     err_mult = 1 + (r.err_mult - 1) * frac if r.err_ramp else np.full(T, r.err_mult)
-    lat_shift = np.log(1 + (r.lat_mult - 1) * frac) if r.lat_ramp else np.full(T, math.log(r.lat_mult))
+    lat_shift = (
+        np.log(1 + (r.lat_mult - 1) * frac) if r.lat_ramp else np.full(T, math.log(r.lat_mult))
+    )
     mu_b = MU0 + (0.3 * (load - 1) if r.diurnal else np.zeros(T))  # shared load slows both arms
     mu_c = mu_b + lat_shift
     err_b = r.err0 * (1 + 0.5 * (load - 1))
@@ -194,6 +197,7 @@ def simulate(r: Regime, runs: int, rng: np.random.Generator) -> Sim:
             else:
                 sim.ls_b, sim.x_b = ls, xs
     else:
+
         def log_sums(n: F64, mu: F64, tail: bool) -> F64:
             if tail:
                 m, s = _tail_mix(r, rng)
@@ -210,7 +214,9 @@ def simulate(r: Regime, runs: int, rng: np.random.Generator) -> Sim:
             if r.tail_only:  # slowed requests (>= 200 ms) are all above p95 and p99
                 p_c = 0.98 * p_c + 0.02 * (th < math.log(0.2) + 0.05)
             sim.x_c.append(rng.binomial(n_c.astype(np.int64), p_c).astype(np.float64))
-            sim.x_b.append(rng.binomial(n_b.astype(np.int64), _p_over(r, th, mu_b)).astype(np.float64))
+            sim.x_b.append(
+                rng.binomial(n_b.astype(np.int64), _p_over(r, th, mu_b)).astype(np.float64)
+            )
         p_over = _p_over(r, math.log(budget_for(r)), mu_c)
         if r.tail_only:
             p_over = 0.98 * p_over + 0.02
@@ -458,7 +464,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--chunk", type=int, default=250, help="runs simulated at once")
     args = ap.parse_args(argv)
     runs = 100 if args.quick else args.runs
-    regimes = REGIMES[:: 4] if args.quick else REGIMES
+    regimes = REGIMES[::4] if args.quick else REGIMES
     started = time.perf_counter()
     null_rows: list[Row] = []
     alt_rows: list[Row] = []
@@ -466,7 +472,7 @@ def main(argv: list[str] | None = None) -> int:
     for i, r in enumerate(regimes):
         t0 = time.perf_counter()
         o = run_regime(r, runs, seed=1000 + i, chunk=args.chunk)
-        names = list(JUDGES) + ["gate"] if r.null else [*r.judges, "gate"]
+        names = [*JUDGES, "gate"] if r.null else [*r.judges, "gate"]
         if r.baselines:
             metric = "latency" if r.null or "latency" in r.judges else "error_rate"
             names += [n for n in o.fail if ":" in n and (r.null or n.endswith(metric))]
@@ -517,9 +523,7 @@ def report(
         x = get(reg, judge)
         if x:
             v = pick(x)
-            extra = (
-                f" ({_n(x.med_req)} total requests)" if unit != "total requests" else ""
-            )
+            extra = f" ({_n(x.med_req)} total requests)" if unit != "total requests" else ""
             check(
                 v <= limit,
                 f"{reg}: median delay {_n(v)} {unit}{extra}, power {x.rate:.1%}; target <= "
@@ -555,7 +559,8 @@ def report(
         f"1%, log-normal latency (median 50 ms, sigma 0.5), 10% positive class. Change points "
         f"at t = 0 (the candidate is bad from its first request; ramps reach their size at "
         f"10 min). Each judge alone at alpha = {ALPHA}; the gate runs the six default judges "
-        f"(errors, mean latency, p95+p99 tail, p99 budget {BUDGET_S * 1000:.0f} ms or 1.5x the baseline's peak p99 where that is higher, drift, "
+        f"(errors, mean latency, p95+p99 tail, p99 budget {BUDGET_S * 1000:.0f} ms or 1.5x "
+        f"the baseline's peak p99 if higher, drift, "
         f"integrity) with K = {K} Bonferroni checks at family-wise alpha = {ALPHA}. Baselines: "
         f"Kayenta-style one-sided Mann-Whitney on per-batch values every 60 s once 50 points "
         f"exist; Flagger-style per-minute check against 1.5x (errors) or 1.05x (latency) of the "

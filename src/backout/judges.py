@@ -25,7 +25,7 @@ from enum import StrEnum
 from typing import Any, Generic, TypeVar
 
 import numpy as np
-from numpy.typing import NDArray
+from numpy.typing import ArrayLike, NDArray
 from scipy.special import logsumexp
 
 from backout.errors import ValidationError
@@ -122,7 +122,10 @@ class Series:
             errors=col([b.error_count for b in batches]),
             nonfinite=col([b.errors.get("nonfinite", 0) for b in batches]),
             contract=col(
-                [b.errors.get("input_contract", 0) + b.errors.get("output_contract", 0) for b in batches]
+                [
+                    b.errors.get("input_contract", 0) + b.errors.get("output_contract", 0)
+                    for b in batches
+                ]
             ),
             log_sum=col([b.log_latency_sum for b in batches]),
             hist=hist,
@@ -184,9 +187,7 @@ def split_llr(k_c: F64, k_b: F64, share: F64, grid: F64 = GRID) -> F64:
     the test stays valid when traffic and base rates vary over time.
     """
     k_c, k_b, share = (np.asarray(x, dtype=np.float64)[..., None] for x in (k_c, k_b, share))
-    return np.asarray(
-        k_c * grid - (k_c + k_b) * np.log1p(np.expm1(grid) * share), dtype=np.float64
-    )
+    return np.asarray(k_c * grid - (k_c + k_b) * np.log1p(np.expm1(grid) * share), dtype=np.float64)
 
 
 def binomial_llr(k: F64, n: F64, p0: float, grid: F64 = GRID) -> F64:
@@ -226,7 +227,7 @@ def ratio_bounds(llr: F64, log_w: F64, alpha: float, grid: F64 = GRID) -> tuple[
     return lo, hi
 
 
-def t_mixture_log_evalue(n: F64, a: F64, s: F64, q: F64, c: float) -> F64:
+def t_mixture_log_evalue(n: ArrayLike, a: ArrayLike, s: ArrayLike, q: ArrayLike, c: float) -> F64:
     """Log e-value of Lai's t-mixture (scale-invariant normal mixture SPRT) for a zero mean.
 
     Observations are batch differences d_t with weight w_t (Var d_t = sigma^2 / w_t, sigma
@@ -454,10 +455,10 @@ class LatencyConfig:
 
     common: Common = Common()
     tolerance: float = 0.1
-    effect_scale: float = 0.2  # prior sd of the effect in per-request standard deviations
+    effect_scale: float = 0.3  # prior sd of the effect in per-request standard deviations
     # Slots per block: the test uses block means, and blocks of a few seconds make latency
     # autocorrelated over about a second (queues, GC pauses) nearly independent across blocks.
-    block_batches: int = 5
+    block_batches: int = 3
 
 
 @dataclass(slots=True)
@@ -825,13 +826,17 @@ class DriftJudge(Judge[DriftConfig, _DriftState]):
             for label, counts in baseline.outputs.items():
                 state.warm[label] = state.warm.get(label, 0.0) + float(counts[:lo].sum())
             if state.seen + lo >= self.config.warmup_batches and any(state.warm.values()):
-                seen = sorted((k for k in state.warm if state.warm[k] > 0), key=state.warm.get)
+                seen = sorted(
+                    (k for k in state.warm if state.warm[k] > 0), key=lambda k: state.warm[k]
+                )
                 seen.reverse()
                 # With every label tested, the shares of C - 1 labels fix the last one; the
                 # most frequent (smallest relative change) adds a mixture cost, not evidence.
-                state.labels = seen[1:] if 2 <= len(seen) <= self.config.max_classes else seen[
-                    : self.config.max_classes
-                ]
+                state.labels = (
+                    seen[1:]
+                    if 2 <= len(seen) <= self.config.max_classes
+                    else seen[: self.config.max_classes]
+                )
                 state.splits = [_SplitState() for _ in state.labels]
         state.seen += len(candidate)
         if not state.labels or lo >= len(candidate):
