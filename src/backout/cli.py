@@ -9,6 +9,7 @@ from __future__ import annotations
 import getpass
 import os
 import sys
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any
@@ -81,6 +82,13 @@ class Settings:
 
             self._cache["deployments"] = Deployments(self.store(), self.registry())
         return self._cache["deployments"]
+
+    def controller(self) -> Any:
+        if "controller" not in self._cache:
+            from backout.controller import Controller
+
+            self._cache["controller"] = Controller(self.store(), self.registry(), actor=self.actor)
+        return self._cache["controller"]
 
     def registry(self) -> Any:
         if "registry" not in self._cache:
@@ -452,6 +460,9 @@ def traffic(
         ),
     ] = None,
     reason: Annotated[str, typer.Option(help="Why, for the audit log.")] = "",
+    force: Annotated[
+        bool, typer.Option("--force", help="Override a running rollout or rollback (pauses it).")
+    ] = False,
     json: JsonOpt = False,
 ) -> None:
     """Set a model's traffic by hand: a new route table, validated and recorded."""
@@ -467,6 +478,20 @@ def traffic(
         version, pct = _split(shadow, ":", "--shadow", "1.5.0:10")
         shadow_spec = (version, _percent(pct, shadow))
     pins = dict(_split(p, "=", "--pin", "acme=1.4.0") for p in pin) if pin else None
+    ctl = s.controller()
+    ctl._refuse_if_frozen(model)
+    op = ctl.active(model)
+    if op is not None and op.phase.value != "paused":
+        from backout.errors import OperationInProgress
+
+        if not force:
+            raise OperationInProgress(
+                f"{model} has a {op.kind} in progress ({op.phase.value}): traffic set by hand would "
+                "fight it; `backout pause` it first or pass --force (which pauses it)"
+            )
+        ctl.pause(
+            model, actor=s.actor, reason=f"traffic forced by hand: {' '.join(weights)}", forced=True
+        )
     table = s.deployments().set_traffic(
         model, parsed, shadow=shadow_spec, pins=pins, actor=s.actor, reason=reason
     )
@@ -480,28 +505,118 @@ def traffic(
 def deploy(
     ctx: typer.Context,
     ref: Annotated[str, typer.Argument(help="MODEL@VERSION to deploy.")],
+    policy: Annotated[
+        Path | None,
+        typer.Option(help="Policy file (YAML) to run the rollout by; kept as the model's policy."),
+    ] = None,
+    reason: Annotated[str, typer.Option(help="Why, for the audit log.")] = "",
     json: JsonOpt = False,
 ) -> None:
-    """Deploy a release. On a model with nothing live, it becomes stable at 100%."""
-    from backout.deployments import describe
-    from backout.errors import OperationInProgress
+    """Roll a release out in gated steps (on a model with nothing live: make it live)."""
     from backout.releases import parse_ref
 
     s = _settings(ctx)
     model, version = parse_ref(ref)
-    current = s.deployments().get(model)
-    if current is not None:
-        raise OperationInProgress(
-            f"{model} already serves traffic ({describe(current)}): shift it with "
-            f"`backout traffic {model} {version}=10 ...`"
+    ctl = s.controller()
+    pol = None
+    if policy is not None:
+        from backout.policy import load_policy
+
+        pol = load_policy(policy)
+        ctl.set_policy(model, pol, source=str(policy), actor=s.actor)
+    op = ctl.deploy(model, version, actor=s.actor, policy=pol, reason=reason)
+    if json:
+        _print_json(op.to_dict())
+    elif op.phase.value == "succeeded":
+        out.print(f"{ref} is live at 100% (first release of {model}; marked known-good)")
+    else:
+        out.print(
+            f"rollout of {ref} started: {_weights(op.weights)} — watch it with `backout status {model}`"
         )
-    table = s.deployments().set_traffic(
-        model, {version: 100}, actor=s.actor, reason=f"first deploy of {ref}", kind="deploy.first"
+
+
+def _weights(weights: dict[str, float]) -> str:
+    return " ".join(f"{v}={w:g}%" for v, w in weights.items())
+
+
+@app.command()
+def rollback(
+    ctx: typer.Context,
+    model: Annotated[str, typer.Argument(help="Model to roll back.")],
+    to: Annotated[
+        str | None,
+        typer.Option(
+            "--to", help="Target version (default: the policy's, usually the last known-good)."
+        ),
+    ] = None,
+    emergency: Annotated[
+        bool, typer.Option("--emergency", help="All traffic to the target in one step.")
+    ] = False,
+    staged: Annotated[
+        bool,
+        typer.Option("--staged", help="Step back behind gates even if the policy says emergency."),
+    ] = False,
+    reason: Annotated[
+        str, typer.Option(help="Why, for the audit log and the incident report.")
+    ] = "",
+    json: JsonOpt = False,
+) -> None:
+    """Roll MODEL back to a known-good release, then verify it."""
+    if emergency and staged:
+        raise ConfigError("--emergency and --staged contradict each other: pick one")
+    s = _settings(ctx)
+    op = s.controller().rollback(
+        model,
+        actor=s.actor,
+        to=to,
+        emergency=True if emergency else (False if staged else None),
+        reason=reason,
     )
     if json:
-        _print_json(table.to_dict())
+        _print_json(op.to_dict())
     else:
-        out.print(f"{ref} is live: {describe(table)}")
+        mode = op.state.get("mode", "")
+        out.print(
+            f"{mode} rollback of {model} from {op.stable} to {op.target} started: {_weights(op.weights)} ({op.phase.value})"
+        )
+        if op.state.get("warm"):
+            out.print(op.state["warm"])
+
+
+def _op_command(name: str, doc: str) -> None:
+    def command(
+        ctx: typer.Context,
+        model: Annotated[str, typer.Argument(help="Model name.")],
+        reason: Annotated[str, typer.Option(help="Why, for the audit log.")] = "",
+        json: JsonOpt = False,
+    ) -> None:
+        s = _settings(ctx)
+        op = getattr(s.controller(), name)(model, actor=s.actor, reason=reason)
+        if json:
+            _print_json(op.to_dict())
+        else:
+            out.print(f"{model} {op.kind}: {op.phase.value} ({_weights(op.weights)})")
+
+    command.__doc__ = doc
+    app.command(name)(command)
+
+
+_op_command("abort", "Stop the rollout or rollback: traffic returns to where it started.")
+_op_command("promote", "Skip a rollout's remaining steps: the candidate takes 100% and completes.")
+_op_command("pause", "Hold the rollout or rollback where it is.")
+_op_command("resume", "Resume a paused operation, or approve one awaiting a decision.")
+
+
+@app.command()
+def unfreeze(
+    ctx: typer.Context,
+    model: Annotated[str, typer.Argument(help="Model name.")],
+    reason: Annotated[str, typer.Option(help="Why it is safe to move traffic again.")],
+) -> None:
+    """Lift a freeze. Only this command does."""
+    s = _settings(ctx)
+    s.controller().unfreeze(model, actor=s.actor, reason=reason)
+    out.print(f"{model} is no longer frozen")
 
 
 # -- serve ---------------------------------------------------------------------------------
@@ -558,6 +673,7 @@ def serve(
     finally:
         import shutil
 
+        stop.set()
         shutil.rmtree(metrics_dir, ignore_errors=True)
 
 
@@ -618,6 +734,21 @@ def status(
         return
     for d in docs:
         out.print(f"[bold]{d['routes']}[/bold]  (generation {d['generation']})")
+        if d["frozen"]:
+            out.print(
+                f"[bold red]FROZEN[/bold red]: {d['frozen']} — lift with `backout unfreeze {d['model']} --reason ...`"
+            )
+        op = d["operation"]
+        if op:
+            out.print(
+                f"{op['kind']} {op['stable']} → {op['target']}: [bold]{op['phase']}[/bold], step {op['step'] + 1} of "
+                f"{len(op['steps'])}, {op['seconds_in_step']:g} s in step"
+            )
+            gate = op["state"].get("last_gate")
+            if gate:
+                out.print(f"  gate: {gate['summary']}")
+                for j in gate.get("judgements", []):
+                    out.print(f"    {j['judge']:<14} {j['verdict']:<12} {j['summary']}")
         t = Table(box=None, header_style="bold")
         for col in ("release", "weight", f"requests/{window:g}s", "errors", "p50 ms", "p99 ms"):
             t.add_column(col, justify="right" if col != "release" else "left")

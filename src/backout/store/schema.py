@@ -6,6 +6,7 @@ database and this metadata never drift apart.
 
 from __future__ import annotations
 
+import sqlalchemy as sa
 from sqlalchemy import (
     JSON,
     BigInteger,
@@ -116,4 +117,66 @@ telemetry = Table(
     Column("worker", String(64), nullable=False),
     Column("data", JSON, nullable=False),
     Index("ix_telemetry_model_start", "model", "start"),
+)
+
+# One row per rollout or rollback (an incident when it is a rollback). At most one row per
+# model has ended_at NULL: the operation in progress. Its phase, step, weights and counters
+# are everything the controller needs to resume after a crash.
+operations = Table(
+    "operations",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("model", String(63), nullable=False),
+    Column("kind", String(16), nullable=False),  # rollout | rollback
+    Column("phase", String(32), nullable=False),
+    Column("step", Integer, nullable=False),
+    Column("stable", String(128), nullable=False),  # what served before the operation
+    Column("target", String(128), nullable=False),  # candidate (rollout) or rollback target
+    Column("weights", JSON, nullable=False),  # version -> percent, what should be live
+    Column("state", JSON, nullable=False),  # counters, paused-from, trigger, escalation level
+    Column("policy", JSON, nullable=False),  # the effective policy, frozen at start
+    Column("reason", Text, nullable=False),
+    Column("actor", String(128), nullable=False),
+    Column("started_at", Float, nullable=False),
+    Column("step_started_at", Float, nullable=False),
+    Column("updated_at", Float, nullable=False),
+    Column("ended_at", Float, nullable=True),
+    Column("outcome", String(32), nullable=True),
+    Index("ix_operations_model_id", "model", "id"),
+    Index(
+        "uq_operations_active_model",
+        "model",
+        unique=True,
+        sqlite_where=sa.text("ended_at IS NULL"),
+        postgresql_where=sa.text("ended_at IS NULL"),
+    ),
+)
+
+# The policy each model runs by (set by `backout deploy --policy` or `backout policy set`).
+policies = Table(
+    "policies",
+    metadata,
+    Column("model", String(63), primary_key=True),
+    Column("policy", JSON, nullable=False),
+    Column("source", Text, nullable=False),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+)
+
+# Frozen models: traffic changes halt until an explicit unfreeze.
+freezes = Table(
+    "freezes",
+    metadata,
+    Column("model", String(63), primary_key=True),
+    Column("reason", Text, nullable=False),
+    Column("at", Float, nullable=False),
+    Column("operation_id", Integer, nullable=True),
+)
+
+# Leases: one controller acts per store at a time; the holder renews, others wait.
+leases = Table(
+    "leases",
+    metadata,
+    Column("name", String(64), primary_key=True),
+    Column("holder", String(128), nullable=False),
+    Column("expires_at", Float, nullable=False),
 )

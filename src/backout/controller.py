@@ -1,0 +1,1022 @@
+"""The controller: gated rollouts, staged and emergency rollbacks, triggers and freeze.
+
+An explicit state machine. Each model has at most one *operation* (a rollout or a
+rollback) in progress; its phase, step, weights and counters live in the store. ``tick()``
+re-reads that state, re-applies the weights, evaluates gates and triggers, and moves at
+most one step. Every phase change goes through :meth:`Controller._transition`, which checks
+the transition table, writes the route table and an event in the same transaction, and
+notifies after commit. A controller killed at any moment resumes exactly where the last
+one was, because nothing it needs lives only in memory.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
+from backout import audit, triggers
+from backout.deployments import Deployments
+from backout.errors import Conflict, Frozen, ModelNotFound, OperationInProgress, ValidationError
+from backout.judges import GateResult, Verdict, pair_by_time
+from backout.notify import InMemoryNotifier, Notice, Notifier
+from backout.policy import Action, Policy, default_policy
+from backout.registry import Registry
+from backout.store import Store, schema
+from backout.telemetry import Batch, read_batches
+
+log = logging.getLogger("backout.controller")
+O = schema.operations
+
+
+class Phase(StrEnum):
+    """Where an operation is. Terminal phases end the operation."""
+
+    ROLLING_OUT = "rolling-out"  # the candidate takes a step's weight and bakes behind a gate
+    AWAITING_APPROVAL = "awaiting-approval"  # inconclusive or missing data: a human decides
+    PAUSED = "paused"  # held by a human (or a forced `backout traffic`); nothing moves
+    COMPLETING = "completing"  # candidate at 100%, proving the completion criteria
+    ROLLING_BACK = "rolling-back"  # staged rollback: the target takes steps behind a gate
+    VERIFYING = "verifying"  # all traffic on the target; its verification window runs
+    FROZEN = "frozen"  # both releases unhealthy: traffic halted where it is, escalated
+    SUCCEEDED = "succeeded"  # rollout complete; the candidate is known-good (terminal)
+    ROLLED_BACK = "rolled-back"  # rollback complete and verified (terminal)
+    ABORTED = "aborted"  # stopped by a human or a termination signal (terminal)
+    UNFROZEN = "unfrozen"  # a freeze lifted by an explicit command (terminal)
+
+
+TERMINAL = frozenset({Phase.SUCCEEDED, Phase.ROLLED_BACK, Phase.ABORTED, Phase.UNFROZEN})
+_ROLLBACK_ENTRY = frozenset({Phase.ROLLING_BACK, Phase.VERIFYING, Phase.FROZEN})
+
+TRANSITIONS: dict[Phase, frozenset[Phase]] = {
+    Phase.ROLLING_OUT: frozenset(
+        {Phase.ROLLING_OUT, Phase.AWAITING_APPROVAL, Phase.PAUSED, Phase.COMPLETING, Phase.ABORTED}
+        | _ROLLBACK_ENTRY
+    ),
+    Phase.AWAITING_APPROVAL: frozenset(
+        {Phase.ROLLING_OUT, Phase.COMPLETING, Phase.PAUSED, Phase.ABORTED} | _ROLLBACK_ENTRY
+    ),
+    Phase.PAUSED: frozenset(
+        {Phase.ROLLING_OUT, Phase.AWAITING_APPROVAL, Phase.COMPLETING, Phase.ABORTED}
+        | _ROLLBACK_ENTRY
+    ),
+    Phase.COMPLETING: frozenset({Phase.SUCCEEDED, Phase.PAUSED, Phase.ABORTED} | _ROLLBACK_ENTRY),
+    Phase.ROLLING_BACK: frozenset(
+        {Phase.ROLLING_BACK, Phase.VERIFYING, Phase.PAUSED, Phase.ABORTED, Phase.FROZEN}
+    ),
+    Phase.VERIFYING: frozenset({Phase.ROLLED_BACK, Phase.PAUSED, Phase.FROZEN}),
+    Phase.FROZEN: frozenset({Phase.UNFROZEN}),
+    Phase.SUCCEEDED: frozenset(),
+    Phase.ROLLED_BACK: frozenset(),
+    Phase.ABORTED: frozenset(),
+    Phase.UNFROZEN: frozenset(),
+}
+
+
+@dataclass
+class Operation:
+    """A rollout or rollback as stored: everything needed to resume it."""
+
+    id: int
+    model: str
+    kind: str  # rollout | rollback
+    phase: Phase
+    step: int
+    stable: str  # rollout: the release it replaces; rollback: the release rolled back from
+    target: str  # rollout: the candidate; rollback: the target
+    weights: dict[str, float]
+    state: dict[str, Any]
+    policy: Policy
+    reason: str
+    actor: str
+    started_at: float
+    step_started_at: float
+    updated_at: float
+    ended_at: float | None = None
+    outcome: str | None = None
+
+    @property
+    def active(self) -> bool:
+        return self.ended_at is None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.id, "model": self.model, "kind": self.kind, "phase": self.phase.value,
+            "step": self.step, "stable": self.stable, "target": self.target,
+            "weights": self.weights, "state": self.state, "reason": self.reason,
+            "actor": self.actor, "started_at": self.started_at,
+            "step_started_at": self.step_started_at, "updated_at": self.updated_at,
+            "ended_at": self.ended_at, "outcome": self.outcome,
+        }  # fmt: skip
+
+
+@dataclass
+class _Pending:
+    notices: list[Notice] = field(default_factory=list)
+
+
+class Controller:
+    """Drives every model's operation. Safe to run several; only the lease holder acts."""
+
+    def __init__(
+        self,
+        store: Store,
+        registry: Registry,
+        *,
+        notifier: Notifier | None = None,
+        clock: Callable[[], float] = time.time,
+        metrics: triggers.MetricSource | None = None,
+        actor: str = "controller",
+    ) -> None:
+        self.store = store
+        self.registry = registry
+        self.deployments = Deployments(store, registry)
+        self.notifier = notifier or InMemoryNotifier()
+        self.clock = clock
+        self.metrics = metrics
+        self.actor = actor
+        self._gates: dict[tuple[int, int, str], Any] = {}
+
+    # -- reading -----------------------------------------------------------------------
+
+    def active(self, model: str) -> Operation | None:
+        with self.store.read() as conn:
+            return _active(conn, model)
+
+    def operations(self, model: str, limit: int = 20) -> list[Operation]:
+        with self.store.read() as conn:
+            rows = conn.execute(
+                sa.select(O).where(O.c.model == model).order_by(O.c.id.desc()).limit(limit)
+            )
+            return [_op(r) for r in rows]
+
+    def operation(self, op_id: int) -> Operation:
+        with self.store.read() as conn:
+            row = conn.execute(sa.select(O).where(O.c.id == op_id)).first()
+        if row is None:
+            raise ModelNotFound(f"operation {op_id} does not exist")
+        return _op(row)
+
+    def policy_for(self, model: str) -> Policy:
+        P = schema.policies
+        with self.store.read() as conn:
+            row = conn.execute(sa.select(P.c.policy).where(P.c.model == model)).first()
+        return Policy.model_validate(row.policy) if row else default_policy(model)
+
+    def frozen(self, model: str) -> str | None:
+        F = schema.freezes
+        with self.store.read() as conn:
+            return conn.execute(sa.select(F.c.reason).where(F.c.model == model)).scalar()
+
+    # -- commands ----------------------------------------------------------------------
+
+    def set_policy(self, model: str, policy: Policy, *, source: str, actor: str) -> None:
+        from datetime import UTC, datetime
+
+        P = schema.policies
+        with self.store.write() as conn:
+            doc = policy.model_dump(mode="json")
+            if conn.execute(sa.select(P.c.model).where(P.c.model == model)).first():
+                conn.execute(
+                    P.update()
+                    .where(P.c.model == model)
+                    .values(policy=doc, source=source, updated_at=datetime.now(UTC))
+                )
+            else:
+                conn.execute(
+                    P.insert().values(
+                        model=model, policy=doc, source=source, updated_at=datetime.now(UTC)
+                    )
+                )
+            audit.append(
+                conn,
+                "policy.set",
+                model=model,
+                actor=actor,
+                reason=f"policy from {source}",
+                data={"policy": doc},
+            )
+
+    def deploy(
+        self,
+        model: str,
+        version: str,
+        *,
+        actor: str,
+        policy: Policy | None = None,
+        reason: str = "",
+    ) -> Operation:
+        """Start a gated rollout of ``model@version`` (or make it live if nothing is)."""
+        self._refuse_if_frozen(model)
+        policy = policy or self.policy_for(model)
+        report = self.registry.verify(f"{model}@{version}")
+        if not report.ok:
+            raise ValidationError(
+                f"{model}@{version} failed verification and cannot be deployed: {report.problems[0]}"
+            )
+        table = self.deployments.get(model)
+        now = self.clock()
+        with self.store.write() as conn:
+            self._refuse_if_busy(conn, model)
+            if table is None:
+                self.deployments.set_traffic(model, {version: 100}, actor=actor, reason=reason or f"first deploy of {model}@{version}",
+                                             kind="deploy.first", verify=False, conn=conn)  # fmt: skip
+                self.registry_mark_good(conn, model, version, actor, "first release of the model")
+                return self._insert(
+                    conn,
+                    model,
+                    "rollout",
+                    Phase.SUCCEEDED,
+                    version,
+                    version,
+                    {version: 100.0},
+                    policy,
+                    reason or "first deploy",
+                    actor,
+                    now,
+                    ended=True,
+                )
+            stable = _dominant(table.weights)
+            if stable == version:
+                raise Conflict(f"{model}@{version} already takes most of the traffic")
+            first = policy.rollout.steps[0]
+            weights = _split(stable, version, first)
+            op = self._insert(
+                conn,
+                model,
+                "rollout",
+                Phase.ROLLING_OUT,
+                stable,
+                version,
+                weights,
+                policy,
+                reason or f"deploy {model}@{version}",
+                actor,
+                now,
+            )
+            self._apply(conn, op, actor, f"rollout step 1: {version} at {first:g}%")
+            audit.append(conn, "rollout.started", model=model, actor=actor, reason=op.reason,
+                         data={"operation": op.id, "stable": stable, "candidate": version, "steps": list(policy.rollout.steps)})  # fmt: skip
+        self._notify(
+            Notice.make(
+                "phase",
+                model,
+                f"rollout of {model}@{version} started",
+                f"{version} at {first:g}%, stable {stable}",
+                op.id,
+            )
+        )
+        return op
+
+    def rollback(self, model: str, *, actor: str, to: str | None = None, emergency: bool | None = None,
+                 reason: str = "", trigger: dict[str, Any] | None = None) -> Operation:  # fmt: skip
+        """Start a rollback of ``model`` to ``to`` (default: the policy's target)."""
+        self._refuse_if_frozen(model)
+        table = self.deployments.require(model)
+        current = self.active(model)
+        policy = current.policy if current else self.policy_for(model)
+        live = {v: w / 100 for v, w in table.weights.items()}  # percent
+        if current is not None and current.kind == "rollout":
+            from_version = current.target
+        else:
+            from_version = _dominant(live)
+        target = to or self._target(model, policy, exclude={from_version})
+        if target == from_version:
+            raise ValidationError(
+                f"{model}@{target} is the release being rolled back from: name another with --to"
+            )
+        report = self.registry.verify(f"{model}@{target}")
+        now = self.clock()
+        mode = (
+            "emergency" if emergency else (policy.rollback.mode if emergency is None else "staged")
+        )
+        if not report.ok:
+            # Going back to a release whose bytes changed would trade one incident for another.
+            raise ValidationError(
+                f"rollback target {model}@{target} failed verification: {report.problems[0]}"
+            )
+        warm = self._warm_note(model, target)
+        skip_gates = mode == "staged" and self._in_rollback_window(model, target, policy, now)
+        with self.store.write() as conn:
+            cur = _active(conn, model)
+            if cur is not None and cur.kind == "rollback":
+                raise OperationInProgress(
+                    f"{model} is already rolling back to {cur.target} (phase {cur.phase.value})"
+                )
+            if cur is not None:
+                # The rollout ends here; the rollback is a new operation (its own incident).
+                self._end(
+                    conn, cur, Phase.ABORTED, actor, f"superseded by a rollback to {target}", {}
+                )
+            state = {"trigger": trigger, "mode": mode, "warm": warm, "from_weights": live}
+            if mode == "emergency" or skip_gates:
+                weights = {target: 100.0}
+                phase = Phase.VERIFYING
+            else:
+                first = next((s for s in policy.rollback.steps if s > live.get(target, 0.0)), 100.0)
+                weights = _split(from_version, target, first) if first < 100 else {target: 100.0}
+                phase = Phase.ROLLING_BACK if first < 100 else Phase.VERIFYING
+            op = self._insert(conn, model, "rollback", phase, from_version, target, weights, policy,
+                              reason or f"rollback to {target}", actor, now, state=state)  # fmt: skip
+            audit.append(conn, "rollback.started", model=model, actor=actor, reason=op.reason,
+                         data={"operation": op.id, "from": from_version, "target": target, "mode": mode,
+                               "trigger": trigger, "warm": warm, "skip_gates": skip_gates,
+                               "weights_before": live})  # fmt: skip
+            self._apply(conn, op, actor, f"{mode} rollback: {_fmt_weights(weights)}")
+        self._notify(Notice.make("trigger" if trigger else "phase", model,
+                                 f"{mode} rollback of {model} to {target} started",
+                                 op.reason + (f" ({warm})" if warm else ""), op.id, severity="critical"))  # fmt: skip
+        return op
+
+    def abort(self, model: str, *, actor: str, reason: str = "") -> Operation:
+        """Stop the operation: a rollout returns to stable, a rollback to where it came from."""
+        with self.store.write() as conn:
+            op = self._require_active(conn, model)
+            back = op.stable
+            op.weights = {back: 100.0}
+            self._apply(conn, op, actor, f"abort: all traffic back on {back}")
+            self._end(
+                conn, op, Phase.ABORTED, actor, reason or "aborted by hand", {"traffic": back}
+            )
+        self._notify(
+            Notice.make(
+                "abort",
+                model,
+                f"{op.kind} of {model} aborted",
+                reason or f"traffic back on {back}",
+                op.id,
+                severity="warning",
+            )
+        )
+        return op
+
+    def promote(self, model: str, *, actor: str, reason: str = "") -> Operation:
+        """Skip a rollout's remaining steps: the candidate takes 100% and completes."""
+        with self.store.write() as conn:
+            op = self._require_active(conn, model)
+            if op.kind != "rollout":
+                raise Conflict(f"{model} is rolling back; there is nothing to promote")
+            op.weights = {op.target: 100.0}
+            self._transition(
+                conn, op, Phase.COMPLETING, actor, reason or "promoted by hand", {}, new_step=True
+            )
+        return op
+
+    def pause(self, model: str, *, actor: str, reason: str = "", forced: bool = False) -> Operation:
+        with self.store.write() as conn:
+            op = self._require_active(conn, model)
+            if op.phase == Phase.PAUSED:
+                return op
+            op.state["paused_from"] = op.phase.value
+            op.state["forced"] = forced
+            self._transition(
+                conn, op, Phase.PAUSED, actor, reason or "paused by hand", {}, apply=False
+            )
+        return op
+
+    def resume(self, model: str, *, actor: str, reason: str = "") -> Operation:
+        """Resume a paused operation, or approve one awaiting approval."""
+        with self.store.write() as conn:
+            op = self._require_active(conn, model)
+            if op.phase == Phase.PAUSED:
+                to = Phase(op.state.pop("paused_from", Phase.ROLLING_OUT.value))
+                op.state.pop("forced", None)
+                self._transition(
+                    conn, op, to, actor, reason or "resumed by hand", {}, new_step=True
+                )
+            elif op.phase == Phase.AWAITING_APPROVAL:
+                op.state["approved_step"] = op.step
+                self._transition(
+                    conn, op, Phase.ROLLING_OUT, actor, reason or "approved by hand", {}
+                )
+            else:
+                raise Conflict(f"{model} is {op.phase.value}, not paused or awaiting approval")
+        return op
+
+    def unfreeze(self, model: str, *, actor: str, reason: str) -> None:
+        """Lift a freeze. Only this command does."""
+        F = schema.freezes
+        with self.store.write() as conn:
+            if conn.execute(sa.select(F.c.model).where(F.c.model == model)).first() is None:
+                raise Conflict(f"{model} is not frozen")
+            conn.execute(F.delete().where(F.c.model == model))
+            op = _active(conn, model)
+            if op is not None and op.phase == Phase.FROZEN:
+                self._end(conn, op, Phase.UNFROZEN, actor, reason, {})
+            audit.append(conn, "freeze.lifted", model=model, actor=actor, reason=reason)
+
+    # -- the tick ----------------------------------------------------------------------
+
+    def tick_all(self) -> list[Operation]:
+        """One tick for every live model."""
+        moved = []
+        for model in self.deployments.models():
+            try:
+                op = self.tick(model)
+            except Exception as exc:  # one model's trouble must not stop the others
+                log.exception("tick of %s failed", model)
+                with self.store.write() as conn:
+                    audit.append(
+                        conn,
+                        "controller.error",
+                        model=model,
+                        actor=self.actor,
+                        reason=f"{type(exc).__name__}: {exc}",
+                    )
+                continue
+            if op is not None:
+                moved.append(op)
+        return moved
+
+    def tick(self, model: str) -> Operation | None:
+        """Re-read, re-apply, decide, and move at most one step. Safe to repeat."""
+        now = self.clock()
+        op = self.active(model)
+        if op is None:
+            self._watch_idle(model, now)
+            return None
+        if op.phase in (Phase.PAUSED, Phase.FROZEN):
+            self._escalate(op, now)
+            return op
+        table = self.deployments.get(model)
+        if table is not None and {v: w / 100 for v, w in table.weights.items()} != _clean(
+            op.weights
+        ):
+            with self.store.write() as conn:
+                self._apply(
+                    conn,
+                    op,
+                    self.actor,
+                    "re-applied the operation's weights (the live table differed)",
+                )
+        if op.phase == Phase.ROLLING_OUT:
+            self._tick_rollout(op, now)
+        elif op.phase == Phase.COMPLETING:
+            self._tick_completing(op, now)
+        elif op.phase == Phase.ROLLING_BACK:
+            self._tick_rolling_back(op, now)
+        elif op.phase == Phase.VERIFYING:
+            self._tick_verifying(op, now)
+        self._escalate(op, now)
+        return self.active(model) or op
+
+    def _batches(
+        self, model: str, since: float, until: float | None = None
+    ) -> dict[str, list[Batch]]:
+        return read_batches(self.store, model, since=since, until=until)
+
+    def _gate(
+        self, op: Operation, spec: Any, candidate: str, baseline: str, since: float
+    ) -> GateResult | None:
+        per = self._batches(op.model, since)
+        cand = per.get(candidate, [])
+        base = per.get(baseline, [])
+        if not cand:
+            return None
+        c, b = pair_by_time(cand, base)
+        key = (op.id, op.step, op.phase.value)
+        gate = self._gates.get(key)
+        if gate is None:
+            gate = self._gates[key] = spec.build()
+        result: GateResult = gate.evaluate(c, b)
+        # Keep the latest verdict with the operation, for `backout status` and reports.
+        op.state["last_gate"] = {"at": self.clock(), "step": op.step, **result.to_dict()}
+        with self.store.write() as conn:
+            conn.execute(
+                O.update().where(O.c.id == op.id, O.c.ended_at.is_(None)).values(state=op.state)
+            )
+        return result
+
+    def _tick_rollout(self, op: Operation, now: float) -> None:
+        p = op.policy.rollout
+        fired = self._fired_triggers(op.model, op.target, now)
+        if fired:
+            self._trigger_rollback(op, fired)
+            return
+        result = self._gate(op, p.gate, op.target, op.stable, op.step_started_at)
+        elapsed = now - op.step_started_at
+        if result is None:
+            if elapsed >= p.missing_data_after:
+                self._act(
+                    op, p.on_missing_data, f"no traffic reached {op.target} for {elapsed:.0f} s", {}
+                )
+            return
+        evidence = result.to_dict()
+        requests = max((j.samples for j in result.judgements), default=0)
+        if result.verdict == Verdict.FAIL:
+            self._gate_failed(op, result)
+            return
+        if result.verdict == Verdict.INCONCLUSIVE and op.state.get("approved_step") != op.step:
+            self._act(op, p.on_inconclusive, result.summary, evidence)
+            return
+        baked = elapsed >= p.bake and requests >= p.min_requests
+        if baked and (
+            result.verdict == Verdict.PASS
+            or op.state.get("approved_step") == op.step
+            or result.verdict == Verdict.INCONCLUSIVE
+        ):
+            self._next_rollout_step(op, result)
+
+    def _next_rollout_step(self, op: Operation, result: GateResult) -> None:
+        steps = op.policy.rollout.steps
+        with self.store.write() as conn:
+            if op.step + 1 < len(steps) and steps[op.step + 1] < 100:
+                op.step += 1
+                op.weights = _split(op.stable, op.target, steps[op.step])
+                self._transition(conn, op, Phase.ROLLING_OUT, self.actor,
+                                 f"gate passed; step {op.step + 1}: {op.target} at {steps[op.step]:g}%",
+                                 result.to_dict(), new_step=True)  # fmt: skip
+            else:
+                op.weights = {op.target: 100.0}
+                self._transition(conn, op, Phase.COMPLETING, self.actor,
+                                 f"gate passed; {op.target} takes all traffic", result.to_dict(), new_step=True)  # fmt: skip
+
+    def _tick_completing(self, op: Operation, now: float) -> None:
+        live = op.target if op.kind == "rollout" else op.target
+        fired = self._fired_triggers(op.model, live, now)
+        if fired:
+            self._trigger_rollback(op, fired)
+            return
+        if now - op.step_started_at >= op.policy.completion.rollout:
+            with self.store.write() as conn:
+                self.registry_mark_good(
+                    conn, op.model, op.target, self.actor, f"rollout {op.id} completed"
+                )
+                self._end(
+                    conn,
+                    op,
+                    Phase.SUCCEEDED,
+                    self.actor,
+                    f"{op.target} healthy at 100% for {op.policy.completion.rollout:g} s",
+                    {},
+                )
+            self._notify(
+                Notice.make(
+                    "completed",
+                    op.model,
+                    f"rollout of {op.model}@{op.target} complete",
+                    "marked known-good",
+                    op.id,
+                )
+            )
+
+    def _tick_rolling_back(self, op: Operation, now: float) -> None:
+        p = op.policy.rollback
+        # The gate compares the target (as candidate) against the release it replaces.
+        target_fired = self._fired_triggers(op.model, op.target, now, since=op.step_started_at)
+        if target_fired:
+            self._target_unhealthy(
+                op,
+                "target tripped a trigger: " + "; ".join(t.summary for t in target_fired),
+                {"triggers": [t.to_dict() for t in target_fired]},
+            )
+            return
+        result = self._gate(op, p.gate, op.target, op.stable, op.step_started_at)
+        elapsed = now - op.step_started_at
+        if (
+            result is not None
+            and result.verdict == Verdict.FAIL
+            and op.policy.termination.abort_rollback_if_target_worse
+        ):
+            self._target_unhealthy(
+                op, f"the target does worse than {op.stable}: {result.summary}", result.to_dict()
+            )
+            return
+        if elapsed < p.bake:
+            return
+        steps = [s for s in p.steps if s > op.weights.get(op.target, 0.0)]
+        with self.store.write() as conn:
+            evidence = result.to_dict() if result else {"note": "no traffic in the bake window"}
+            if steps and steps[0] < 100:
+                op.step += 1
+                op.weights = _split(op.stable, op.target, steps[0])
+                self._transition(
+                    conn,
+                    op,
+                    Phase.ROLLING_BACK,
+                    self.actor,
+                    f"rollback step: {op.target} at {steps[0]:g}%",
+                    evidence,
+                    new_step=True,
+                )
+            else:
+                op.weights = {op.target: 100.0}
+                self._transition(
+                    conn,
+                    op,
+                    Phase.VERIFYING,
+                    self.actor,
+                    f"all traffic on {op.target}; verifying",
+                    evidence,
+                    new_step=True,
+                )
+
+    def _tick_verifying(self, op: Operation, now: float) -> None:
+        v = op.policy.rollback.verification
+        fired = self._fired_triggers(op.model, op.target, now, since=op.step_started_at)
+        if fired:
+            # The target failed its verification: do not flap back to a release that was
+            # already unhealthy — halt where we are and get a human.
+            self._freeze(
+                op,
+                f"rollback target {op.target} failed verification: "
+                + "; ".join(t.summary for t in fired),
+                {"triggers": [t.to_dict() for t in fired]},
+            )
+            return
+        elapsed = now - op.step_started_at
+        if elapsed < v.duration:
+            return
+        per = self._batches(op.model, op.step_started_at)
+        served = sum(b.requests for b in per.get(op.target, []))
+        if served < v.min_requests and elapsed < 3 * v.duration:
+            return  # not enough traffic to call it verified yet
+        with self.store.write() as conn:
+            note = f"{op.target} healthy for {elapsed:.0f} s over {served:,} requests"
+            if served < v.min_requests:
+                note += (
+                    f" (fewer than the {v.min_requests} the policy wants: verified on what came)"
+                )
+            self._end(
+                conn,
+                op,
+                Phase.ROLLED_BACK,
+                self.actor,
+                note,
+                {"requests": served, "seconds": elapsed},
+            )
+        self._notify(
+            Notice.make(
+                "completed",
+                op.model,
+                f"rollback of {op.model} to {op.target} complete",
+                note,
+                op.id,
+            )
+        )
+
+    # -- decisions ---------------------------------------------------------------------
+
+    def _fired_triggers(
+        self, model: str, version: str, now: float, since: float = 0.0
+    ) -> list[triggers.TriggerResult]:
+        policy = self.policy_for(model) if (op := self.active(model)) is None else op.policy
+        fired = []
+        for t in policy.triggers:
+            start = max(now - t.window, since)
+            per = self._batches(model, start)
+            reference: list[Batch] = []
+            if t.kind == "drift":
+                reference = self._batches(model, start - 10 * t.window, start).get(version, [])
+            result = triggers.evaluate(
+                t, per.get(version, []), reference=reference, metrics=self.metrics
+            )
+            if result.fired:
+                fired.append(result)
+        return fired
+
+    def _watch_idle(self, model: str, now: float) -> None:
+        if self.frozen(model):
+            return
+        table = self.deployments.get(model)
+        if table is None:
+            return
+        live = _dominant(table.weights)
+        fired = self._fired_triggers(model, live, now)
+        if fired:
+            try:
+                target = self._target(model, self.policy_for(model), exclude={live})
+            except ModelNotFound:
+                with self.store.write() as conn:
+                    audit.append(conn, "trigger.fired-no-target", model=model, actor=self.actor,
+                                 reason="; ".join(t.summary for t in fired) + ": no known-good release to roll back to",
+                                 data={"triggers": [t.to_dict() for t in fired]})  # fmt: skip
+                return
+            self.rollback(model, actor=self.actor, to=target, reason="trigger: " + "; ".join(t.summary for t in fired),
+                          trigger={"triggers": [t.to_dict() for t in fired]})  # fmt: skip
+
+    def _trigger_rollback(self, op: Operation, fired: list[triggers.TriggerResult]) -> None:
+        reason = "trigger: " + "; ".join(t.summary for t in fired)
+        self.rollback(
+            op.model,
+            actor=self.actor,
+            to=op.stable,
+            reason=reason,
+            trigger={"triggers": [t.to_dict() for t in fired]},
+        )
+
+    def _gate_failed(self, op: Operation, result: GateResult) -> None:
+        self.rollback(op.model, actor=self.actor, to=op.stable, reason=f"gate failed at step {op.step + 1}: {result.summary}",
+                      trigger={"gate": result.to_dict()})  # fmt: skip
+
+    def _act(self, op: Operation, action: Action, why: str, evidence: dict[str, Any]) -> None:
+        if action == Action.ROLLBACK:
+            self.rollback(
+                op.model,
+                actor=self.actor,
+                to=op.stable,
+                reason=f"{why}: the policy says roll back",
+                trigger={"gate": evidence},
+            )
+        elif action == Action.ASK:
+            with self.store.write() as conn:
+                self._transition(
+                    conn,
+                    op,
+                    Phase.AWAITING_APPROVAL,
+                    self.actor,
+                    f"{why}: waiting for a human (`backout resume` or `backout rollback`)",
+                    evidence,
+                    apply=False,
+                )
+            self._notify(
+                Notice.make(
+                    "phase",
+                    op.model,
+                    f"{op.model} needs a decision",
+                    why,
+                    op.id,
+                    severity="warning",
+                )
+            )
+        # WAIT: keep baking; the next tick looks again.
+
+    def _target_unhealthy(self, op: Operation, why: str, evidence: dict[str, Any]) -> None:
+        triggered = bool(op.state.get("trigger"))
+        if triggered and op.policy.freeze.on_both_unhealthy:
+            # The release we left tripped a trigger and the target does no better: flapping
+            # between two unhealthy releases helps nobody. Freeze and escalate.
+            self._freeze(
+                op, f"both releases unhealthy: {op.stable} tripped a trigger and {why}", evidence
+            )
+            return
+        with self.store.write() as conn:
+            op.weights = {op.stable: 100.0}
+            self._apply(conn, op, self.actor, f"rollback aborted: traffic back on {op.stable}")
+            self._end(conn, op, Phase.ABORTED, self.actor, f"rollback aborted: {why}", evidence)
+        self._notify(
+            Notice.make(
+                "abort",
+                op.model,
+                f"rollback of {op.model} to {op.target} aborted",
+                why,
+                op.id,
+                severity="critical",
+            )
+        )
+        self._escalate(op, self.clock(), force=True)
+
+    def _freeze(self, op: Operation, why: str, evidence: dict[str, Any]) -> None:
+        F = schema.freezes
+        with self.store.write() as conn:
+            if conn.execute(sa.select(F.c.model).where(F.c.model == op.model)).first() is None:
+                conn.execute(
+                    F.insert().values(
+                        model=op.model, reason=why, at=self.clock(), operation_id=op.id
+                    )
+                )
+            self._transition(conn, op, Phase.FROZEN, self.actor, why, evidence, apply=False)
+        self._notify(
+            Notice.make(
+                "freeze", op.model, f"{op.model} is frozen", why, op.id, severity="critical"
+            )
+        )
+        self._escalate(op, self.clock(), force=True)
+
+    def _escalate(self, op: Operation, now: float, *, force: bool = False) -> None:
+        esc = op.policy.escalation
+        contacts = list(esc.contacts)
+        if not contacts or (op.kind != "rollback" and op.phase != Phase.FROZEN and not force):
+            return
+        level = int(op.state.get("escalated", 0))
+        if level >= len(contacts):
+            return
+        due = force or now - op.started_at >= esc.after * (level + 1)
+        if not due:
+            return
+        contact = contacts[level]
+        with self.store.write() as conn:
+            fresh = _active(conn, op.model)
+            target = fresh if fresh is not None and fresh.id == op.id else None
+            if target is not None:
+                target.state["escalated"] = level + 1
+                conn.execute(O.update().where(O.c.id == op.id).values(state=target.state))
+            audit.append(conn, "escalation", model=op.model, actor=self.actor,
+                         reason=f"escalated to {contact.name}: recovery not complete after {now - op.started_at:.0f} s",
+                         data={"operation": op.id, "contact": contact.name, "level": level + 1})  # fmt: skip
+        self._notify(Notice.make("escalation", op.model, f"{op.model}: escalated to {contact.name}",
+                                 f"{op.kind} {op.phase.value} for {now - op.started_at:.0f} s", op.id,
+                                 severity="critical", contact=contact))  # fmt: skip
+
+    # -- mechanics ---------------------------------------------------------------------
+
+    def _transition(self, conn: Connection, op: Operation, to: Phase, actor: str, reason: str,
+                    evidence: Mapping[str, Any], *, new_step: bool = False, apply: bool = True) -> None:  # fmt: skip
+        """The one place a phase changes: checked, applied, recorded, in the caller's write."""
+        if to not in TRANSITIONS[op.phase]:
+            raise Conflict(f"{op.model}: cannot go from {op.phase.value} to {to.value}")
+        before = op.phase
+        op.phase = to
+        now = self.clock()
+        if new_step:
+            op.step_started_at = now
+        op.updated_at = now
+        if to in TERMINAL:
+            op.ended_at = now
+            op.outcome = to.value
+        conn.execute(O.update().where(O.c.id == op.id).values(
+            phase=op.phase.value, step=op.step, weights=op.weights, state=op.state,
+            step_started_at=op.step_started_at, updated_at=now, ended_at=op.ended_at, outcome=op.outcome,
+        ))  # fmt: skip
+        if apply and to not in (Phase.FROZEN, Phase.PAUSED):
+            self._apply(conn, op, actor, reason)
+        audit.append(conn, f"phase.{to.value}", model=op.model, actor=actor, reason=reason,
+                     data={"operation": op.id, "kind": op.kind, "from": before.value, "to": to.value,
+                           "step": op.step, "weights": op.weights, "evidence": dict(evidence)})  # fmt: skip
+        if to != before:
+            self._notify(Notice.make("phase", op.model, f"{op.model} {op.kind}: {to.value}", reason, op.id,
+                                     severity="critical" if to == Phase.FROZEN else "info"))  # fmt: skip
+
+    def _end(
+        self,
+        conn: Connection,
+        op: Operation,
+        to: Phase,
+        actor: str,
+        reason: str,
+        evidence: Mapping[str, Any],
+    ) -> None:
+        self._transition(conn, op, to, actor, reason, evidence, apply=False)
+
+    def _apply(self, conn: Connection, op: Operation, actor: str, reason: str) -> None:
+        self.deployments.set_traffic(op.model, op.weights, actor=actor, reason=reason, kind="traffic.applied",
+                                     data={"operation": op.id}, verify=False, conn=conn)  # fmt: skip
+
+    def _insert(self, conn: Connection, model: str, kind: str, phase: Phase, stable: str, target: str,
+                weights: dict[str, float], policy: Policy, reason: str, actor: str, now: float, *,
+                state: dict[str, Any] | None = None, ended: bool = False) -> Operation:  # fmt: skip
+        values = dict(model=model, kind=kind, phase=phase.value, step=0, stable=stable, target=target,
+                      weights=weights, state=state or {}, policy=policy.model_dump(mode="json"), reason=reason,
+                      actor=actor, started_at=now, step_started_at=now, updated_at=now,
+                      ended_at=now if ended else None, outcome=phase.value if ended else None)  # fmt: skip
+        op_id = conn.execute(O.insert().values(**values)).inserted_primary_key[0]
+        return Operation(id=int(op_id), model=model, kind=kind, phase=phase, step=0, stable=stable, target=target,
+                         weights=weights, state=state or {}, policy=policy, reason=reason, actor=actor,
+                         started_at=now, step_started_at=now, updated_at=now,
+                         ended_at=now if ended else None, outcome=phase.value if ended else None)  # fmt: skip
+
+    def registry_mark_good(
+        self, conn: Connection, model: str, version: str, actor: str, reason: str
+    ) -> None:
+        R = schema.releases
+        conn.execute(
+            R.update().where(R.c.model == model, R.c.version == version).values(known_good=True)
+        )
+        from datetime import UTC, datetime
+
+        conn.execute(
+            schema.release_marks.insert().values(
+                model=model,
+                version=version,
+                action="mark",
+                actor=actor,
+                reason=reason,
+                at=datetime.now(UTC),
+            )
+        )
+        audit.append(
+            conn,
+            "release.marked-good",
+            model=model,
+            actor=actor,
+            reason=reason,
+            data={"version": version},
+        )
+
+    def _target(self, model: str, policy: Policy, exclude: set[str]) -> str:
+        if policy.rollback.target != "last-known-good":
+            return str(policy.rollback.target)
+        for rel in self.registry.list(model, known_good=True):
+            if rel.version not in exclude and not rel.quarantined:
+                return rel.version
+        raise ModelNotFound(
+            f"{model} has no known-good release to roll back to: mark one with `backout release mark-good`"
+        )
+
+    def _in_rollback_window(self, model: str, target: str, policy: Policy, now: float) -> bool:
+        window = policy.rollback.window
+        if window <= 0:
+            return False
+        rel = self.registry.get(f"{model}@{target}")
+        if not rel.known_good:
+            return False
+        marks = [m for m in self.registry.marks(rel.ref) if m.action == "mark"]
+        return bool(marks) and now - marks[-1].at.timestamp() <= window
+
+    def _warm_note(self, model: str, target: str) -> str:
+        known = [r.version for r in self.registry.list(model, known_good=True)[:2]]
+        table = self.deployments.get(model)
+        if target in known or (table is not None and target in table.versions):
+            return ""
+        return f"{target} is not a warm rollback point: gateways load it before switching"
+
+    def _refuse_if_frozen(self, model: str) -> None:
+        why = self.frozen(model)
+        if why:
+            raise Frozen(
+                f"{model} is frozen ({why}): lift it with `backout unfreeze {model} --reason ...`"
+            )
+
+    def _refuse_if_busy(self, conn: Connection, model: str) -> None:
+        cur = _active(conn, model)
+        if cur is not None:
+            raise OperationInProgress(
+                f"{model} already has a {cur.kind} in progress ({cur.phase.value}, target {cur.target}): abort it first"
+            )
+
+    def _require_active(self, conn: Connection, model: str) -> Operation:
+        op = _active(conn, model)
+        if op is None:
+            raise Conflict(f"{model} has no rollout or rollback in progress")
+        return op
+
+    def _notify(self, notice: Notice) -> None:
+        try:
+            self.notifier.send(notice)
+        except Exception:  # a failing notifier never blocks or slows a rollback
+            log.exception("notification failed")
+
+    # -- running -----------------------------------------------------------------------
+
+    def run(
+        self,
+        stop: threading.Event,
+        *,
+        interval: float = 0.5,
+        holder: str | None = None,
+        lease_s: float = 5.0,
+    ) -> None:
+        """Tick every ``interval`` while holding the store's controller lease."""
+        import os
+        import socket
+
+        holder = holder or f"{socket.gethostname()}:{os.getpid()}"
+        while not stop.is_set():
+            if acquire_lease(self.store, "controller", holder, lease_s, self.clock()):
+                self.tick_all()
+            stop.wait(interval)
+
+
+def acquire_lease(store: Store, name: str, holder: str, ttl: float, now: float) -> bool:
+    """Take or renew the lease ``name``; False when another live holder has it."""
+    L = schema.leases
+    with store.write() as conn:
+        row = conn.execute(sa.select(L).where(L.c.name == name)).first()
+        if row is None:
+            conn.execute(L.insert().values(name=name, holder=holder, expires_at=now + ttl))
+            return True
+        if row.holder == holder or row.expires_at < now:
+            conn.execute(
+                L.update().where(L.c.name == name).values(holder=holder, expires_at=now + ttl)
+            )
+            return True
+        return False
+
+
+def _active(conn: Connection, model: str) -> Operation | None:
+    row = conn.execute(sa.select(O).where(O.c.model == model, O.c.ended_at.is_(None))).first()
+    return _op(row) if row else None
+
+
+def _op(r: Any) -> Operation:
+    return Operation(id=r.id, model=r.model, kind=r.kind, phase=Phase(r.phase), step=r.step, stable=r.stable,
+                     target=r.target, weights={k: float(v) for k, v in r.weights.items()}, state=dict(r.state),
+                     policy=Policy.model_validate(r.policy), reason=r.reason, actor=r.actor,
+                     started_at=r.started_at, step_started_at=r.step_started_at, updated_at=r.updated_at,
+                     ended_at=r.ended_at, outcome=r.outcome)  # fmt: skip
+
+
+def _split(stable: str, candidate: str, candidate_pct: float) -> dict[str, float]:
+    """Weights with the candidate at ``candidate_pct`` and the rest on stable."""
+    if candidate_pct >= 100:
+        return {candidate: 100.0}
+    return {stable: round(100.0 - candidate_pct, 2), candidate: round(candidate_pct, 2)}
+
+
+def _dominant(weights: Mapping[str, int | float]) -> str:
+    return max(weights, key=lambda v: weights[v])
+
+
+def _clean(weights: Mapping[str, float]) -> dict[str, float]:
+    return {v: round(w, 2) for v, w in weights.items() if w > 0}
+
+
+def _fmt_weights(weights: Mapping[str, float]) -> str:
+    return " ".join(f"{v}={w:g}%" for v, w in weights.items())
