@@ -24,7 +24,7 @@ def test_opening_twice_is_a_no_op(store_url: str) -> None:
     open_store(store_url).dispose()
     s = open_store(store_url)
     with s.read() as conn:
-        assert conn.execute(sa.text("SELECT version_num FROM alembic_version")).scalar() == "0002"
+        assert conn.execute(sa.text("SELECT version_num FROM alembic_version")).scalar() == "0003"
     s.dispose()
 
 

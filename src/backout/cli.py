@@ -639,8 +639,11 @@ def serve(
     access_log: Annotated[
         bool, typer.Option(help="Write a structured access log line per request to stderr.")
     ] = True,
+    controller: Annotated[
+        bool, typer.Option(help="Run the controller beside the gateway (one acts per store).")
+    ] = True,
 ) -> None:
-    """Run the gateway: N worker processes serving every live model."""
+    """Run the gateway (N worker processes) and the controller beside it."""
     import tempfile
 
     import uvicorn
@@ -665,6 +668,12 @@ def serve(
     err.print(
         f"backout gateway on http://{host}:{port} with {n} worker(s); store {_redacted(s.url())}"
     )
+    stop = threading.Event()
+    if controller:
+        ctl = s.controller()
+        threading.Thread(
+            target=ctl.run, args=(stop,), name="backout-controller", daemon=True
+        ).start()
     try:
         uvicorn.run(
             "backout.gateway:create_app", factory=True, host=host, port=port, workers=n,
@@ -720,6 +729,15 @@ def status(
                 "p50_ms": latency_quantile(b.latency, 0.5) * 1000 if b and b.latency else None,
                 "p99_ms": latency_quantile(b.latency, 0.99) * 1000 if b and b.latency else None,
             })  # fmt: skip
+        ctl = s.controller()
+        op = ctl.active(m)
+        op_doc = None
+        if op is not None:
+            steps = op.policy.rollout.steps if op.kind == "rollout" else op.policy.rollback.steps
+            op_doc = op.to_dict() | {
+                "seconds_in_step": round(_time.time() - op.step_started_at, 1),
+                "steps": list(steps),
+            }
         docs.append(
             {
                 "model": m,
@@ -727,6 +745,8 @@ def status(
                 "routes": describe(table),
                 "table": table.to_dict(),
                 "releases": releases,
+                "operation": op_doc,
+                "frozen": ctl.frozen(m),
             }
         )
     if json:

@@ -33,7 +33,7 @@ from backout.store import Store, schema
 from backout.telemetry import Batch, read_batches
 
 log = logging.getLogger("backout.controller")
-O = schema.operations
+OPS = schema.operations
 
 
 class Phase(StrEnum):
@@ -153,13 +153,13 @@ class Controller:
     def operations(self, model: str, limit: int = 20) -> list[Operation]:
         with self.store.read() as conn:
             rows = conn.execute(
-                sa.select(O).where(O.c.model == model).order_by(O.c.id.desc()).limit(limit)
+                sa.select(OPS).where(OPS.c.model == model).order_by(OPS.c.id.desc()).limit(limit)
             )
             return [_op(r) for r in rows]
 
     def operation(self, op_id: int) -> Operation:
         with self.store.read() as conn:
-            row = conn.execute(sa.select(O).where(O.c.id == op_id)).first()
+            row = conn.execute(sa.select(OPS).where(OPS.c.id == op_id)).first()
         if row is None:
             raise ModelNotFound(f"operation {op_id} does not exist")
         return _op(row)
@@ -490,7 +490,9 @@ class Controller:
         op.state["last_gate"] = {"at": self.clock(), "step": op.step, **result.to_dict()}
         with self.store.write() as conn:
             conn.execute(
-                O.update().where(O.c.id == op.id, O.c.ended_at.is_(None)).values(state=op.state)
+                OPS.update()
+                .where(OPS.c.id == op.id, OPS.c.ended_at.is_(None))
+                .values(state=op.state)
             )
         return result
 
@@ -539,8 +541,7 @@ class Controller:
                                  f"gate passed; {op.target} takes all traffic", result.to_dict(), new_step=True)  # fmt: skip
 
     def _tick_completing(self, op: Operation, now: float) -> None:
-        live = op.target if op.kind == "rollout" else op.target
-        fired = self._fired_triggers(op.model, live, now)
+        fired = self._fired_triggers(op.model, op.target, now)
         if fired:
             self._trigger_rollback(op, fired)
             return
@@ -807,7 +808,7 @@ class Controller:
             target = fresh if fresh is not None and fresh.id == op.id else None
             if target is not None:
                 target.state["escalated"] = level + 1
-                conn.execute(O.update().where(O.c.id == op.id).values(state=target.state))
+                conn.execute(OPS.update().where(OPS.c.id == op.id).values(state=target.state))
             audit.append(conn, "escalation", model=op.model, actor=self.actor,
                          reason=f"escalated to {contact.name}: recovery not complete after {now - op.started_at:.0f} s",
                          data={"operation": op.id, "contact": contact.name, "level": level + 1})  # fmt: skip
@@ -831,7 +832,7 @@ class Controller:
         if to in TERMINAL:
             op.ended_at = now
             op.outcome = to.value
-        conn.execute(O.update().where(O.c.id == op.id).values(
+        conn.execute(OPS.update().where(OPS.c.id == op.id).values(
             phase=op.phase.value, step=op.step, weights=op.weights, state=op.state,
             step_started_at=op.step_started_at, updated_at=now, ended_at=op.ended_at, outcome=op.outcome,
         ))  # fmt: skip
@@ -866,7 +867,7 @@ class Controller:
                       weights=weights, state=state or {}, policy=policy.model_dump(mode="json"), reason=reason,
                       actor=actor, started_at=now, step_started_at=now, updated_at=now,
                       ended_at=now if ended else None, outcome=phase.value if ended else None)  # fmt: skip
-        op_id = conn.execute(O.insert().values(**values)).inserted_primary_key[0]
+        op_id = conn.execute(OPS.insert().values(**values)).inserted_primary_key[0]
         return Operation(id=int(op_id), model=model, kind=kind, phase=phase, step=0, stable=stable, target=target,
                          weights=weights, state=state or {}, policy=policy, reason=reason, actor=actor,
                          started_at=now, step_started_at=now, updated_at=now,
@@ -991,7 +992,7 @@ def acquire_lease(store: Store, name: str, holder: str, ttl: float, now: float) 
 
 
 def _active(conn: Connection, model: str) -> Operation | None:
-    row = conn.execute(sa.select(O).where(O.c.model == model, O.c.ended_at.is_(None))).first()
+    row = conn.execute(sa.select(OPS).where(OPS.c.model == model, OPS.c.ended_at.is_(None))).first()
     return _op(row) if row else None
 
 

@@ -9,7 +9,7 @@ transaction. The gateway never sees half a change.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -20,6 +20,7 @@ from backout import audit
 from backout.errors import InvalidTraffic, ModelNotFound
 from backout.registry import Registry
 from backout.releases import check_model_name, check_version
+from backout.replay import CaptureRule
 from backout.routing import BUCKETS, RouteTable, Shadow, percent_to_bp, reassign
 from backout.store import Store, bump_generation, read_generation, schema
 
@@ -34,6 +35,7 @@ class LiveState:
     tables: dict[str, RouteTable]
     quarantined: dict[tuple[str, str], str]  # (model, version) -> reason
     known_good: dict[str, list[str]]  # model -> known-good versions, newest first
+    capture: dict[str, CaptureRule] = field(default_factory=dict)  # model -> sampling rule
 
 
 class Deployments:
@@ -84,7 +86,18 @@ class Deployments:
                     quarantined[(r.model, r.version)] = r.quarantined
                 elif r.known_good:
                     known_good.setdefault(r.model, []).append(r.version)
-        return LiveState(gen, tables, quarantined, known_good)
+            capture = {}
+            P = schema.policies
+            default = CaptureRule()
+            for model, doc in conn.execute(sa.select(P.c.model, P.c.policy)):
+                c = (doc or {}).get("capture") or {}
+                capture[model] = CaptureRule(
+                    rate=float(c.get("rate", default.rate)),
+                    redact=frozenset(c.get("redact", ())),
+                    hash=frozenset(c.get("hash", ())),
+                    max_rows=int(c.get("max_rows", default.max_rows)),
+                )
+        return LiveState(gen, tables, quarantined, known_good, capture)
 
     # -- writing -----------------------------------------------------------------------
 

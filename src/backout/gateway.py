@@ -16,6 +16,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import random
 import socket
 import time
 from collections.abc import AsyncIterator, Mapping
@@ -35,6 +36,7 @@ from backout.deployments import Deployments, LiveState
 from backout.errors import BackoutError, ValidationError
 from backout.pool import Loaded, WarmPool
 from backout.registry import Registry
+from backout.replay import CaptureBuffer, CaptureRule, add_labels, scrub, write_captures
 from backout.runtimes import ModelError, UpstreamError, UpstreamTimeout
 from backout.runtimes.tensors import (
     BINARY_HEADER,
@@ -53,6 +55,7 @@ access_log = logging.getLogger("backout.access")
 log = logging.getLogger("backout.gateway")
 
 PIN_HEADER = "x-backout-version"
+DEFAULT_CAPTURE = CaptureRule()
 KEY_HEADER = "x-backout-key"
 
 
@@ -100,6 +103,7 @@ class Gateway:
         self.deployments = Deployments(store, self.registry)
         self.pool = WarmPool(self.registry, blobs)
         self.recorder = Recorder(self.settings.worker_id)
+        self.captures = CaptureBuffer()
         self.metrics = metrics_for()
         self.live = LiveState(generation=-1, tables={}, quarantined={}, known_good={})
         self.ready = False
@@ -166,14 +170,21 @@ class Gateway:
             await asyncio.sleep(self.settings.flush_interval_s)
             # Drain on the event loop (no request is mid-update then), write off it.
             batches = self.recorder.drain()
+            captured = self.captures.drain()
             try:
-                await asyncio.to_thread(write_batches, self.store, batches, self.settings.worker_id)
+                await asyncio.to_thread(self._write, batches, captured)
             except Exception:  # telemetry must never take the data plane down
                 log.exception("telemetry flush failed; will retry")
 
     def flush(self) -> int:
-        """Write this worker's finished batches to the store; returns how many."""
-        return write_batches(self.store, self.recorder.drain(), self.settings.worker_id)
+        """Write this worker's finished batches (and captures) to the store; returns how many."""
+        return self._write(self.recorder.drain(), self.captures.drain())
+
+    def _write(self, batches: list[Any], captured: list[dict[str, Any]]) -> int:
+        n = write_batches(self.store, batches, self.settings.worker_id)
+        bounds = {m: r.max_rows for m, r in self.live.capture.items()}
+        write_captures(self.store, captured, bounds)
+        return n
 
     # -- routes ------------------------------------------------------------------------
 
@@ -193,6 +204,7 @@ class Gateway:
             ),
             Route("/metrics", self.metrics_endpoint, methods=["GET"]),
             Route("/backout/state", self.state_endpoint, methods=["GET"]),
+            Route("/backout/feedback", self.feedback, methods=["POST"]),
         ]
 
     async def live_endpoint(self, request: Request) -> Response:
@@ -292,6 +304,9 @@ class Gateway:
                     raise HTTPError(400, exc.message, ErrorKind.INPUT_CONTRACT) from exc
             outputs = await self._infer(entry, inputs)
             predictions = self._check_outputs(entry, outputs)
+            rule = self.live.capture.get(model, DEFAULT_CAPTURE)
+            if rule.rate > 0 and random.random() < rule.rate:
+                self._capture(model, version, rid, oip, t0, body, inputs, predictions, rule)
             # Look the batch up only now: the flusher may have swapped batches during the await.
             self.recorder.batch(model, version).observe(
                 time.perf_counter() - t0, outputs=_labels(outputs)
@@ -459,6 +474,40 @@ class Gateway:
                     ErrorKind.OUTPUT_CONTRACT,
                 )
         return predictions
+
+    def _capture(self, model: str, version: str, rid: str, oip: bool, t0: float, body: dict[str, Any],
+                 inputs: dict[str, np.ndarray], predictions: list[Any], rule: CaptureRule) -> None:  # fmt: skip
+        if oip:
+            request: dict[str, Any] = {"inputs": encode_tensors(inputs)}
+        else:
+            request = {k: v for k, v in body.items() if k != "instances"}
+            if "instances" in body:
+                request["instances"] = scrub(body["instances"], rule)
+        self.captures.add(
+            model,
+            version,
+            rid,
+            "oip" if oip else "json",
+            time.perf_counter() - t0,
+            request,
+            predictions,
+        )
+
+    async def feedback(self, request: Request) -> Response:
+        """Ground truth for a captured request: ``{"request_id": ..., "labels": [...]}``."""
+        try:
+            body = self._parse(await self._read(request))
+        except HTTPError as exc:
+            return _json({"error": exc.message}, status=exc.status)
+        rid = body.get("request_id")
+        if not isinstance(rid, str) or "labels" not in body:
+            return _json({"error": 'send {"request_id": "...", "labels": [...]}'}, status=422)
+        found = await asyncio.to_thread(add_labels, self.store, rid, body["labels"])
+        if not found:
+            return _json(
+                {"error": f"request {rid!r} was not captured (only a sample is)"}, status=404
+            )
+        return _json({"request_id": rid, "labelled": True})
 
     # -- shadow ------------------------------------------------------------------------
 

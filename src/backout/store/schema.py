@@ -180,3 +180,32 @@ leases = Table(
     Column("holder", String(128), nullable=False),
     Column("expires_at", Float, nullable=False),
 )
+
+# Sampled live requests and what answered them, for replay against a rollback target.
+# Bounded per model: the gateway trims the oldest rows beyond the policy's max_rows.
+captures = Table(
+    "captures",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("model", String(63), nullable=False),
+    Column("version", String(128), nullable=False),
+    Column("at", Float, nullable=False),
+    Column("request_id", String(128), nullable=False),
+    Column("protocol", String(8), nullable=False),  # json | oip
+    Column("latency_ms", Float, nullable=False),
+    Column("request", Text, nullable=False),  # JSON text, redacted as the policy says
+    Column("response", Text, nullable=False),  # JSON text
+    Column("labels", Text, nullable=True),  # JSON text, when callers sent ground truth
+    Index("ix_captures_model_at", "model", "at"),
+    Index("ix_captures_request_id", "request_id"),
+)
+
+# A release's performance envelope: what it did while it last served production.
+envelopes = Table(
+    "envelopes",
+    metadata,
+    Column("model", String(63), primary_key=True),
+    Column("version", String(128), primary_key=True),
+    Column("data", JSON, nullable=False),
+    Column("recorded_at", Float, nullable=False),
+)

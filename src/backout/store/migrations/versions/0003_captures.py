@@ -1,0 +1,47 @@
+"""Captured requests for replay, and release performance envelopes.
+
+Revision ID: 0003
+Revises: 0002
+"""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+from alembic import op
+
+revision = "0003"
+down_revision = "0002"
+branch_labels = None
+depends_on = None
+
+
+def upgrade() -> None:
+    op.create_table(
+        "captures",
+        sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+        sa.Column("model", sa.String(63), nullable=False),
+        sa.Column("version", sa.String(128), nullable=False),
+        sa.Column("at", sa.Float, nullable=False),
+        sa.Column("request_id", sa.String(128), nullable=False),
+        sa.Column("protocol", sa.String(8), nullable=False),
+        sa.Column("latency_ms", sa.Float, nullable=False),
+        sa.Column("request", sa.Text, nullable=False),
+        sa.Column("response", sa.Text, nullable=False),
+        sa.Column("labels", sa.Text, nullable=True),
+        sa.PrimaryKeyConstraint("id", name="pk_captures"),
+    )
+    op.create_index("ix_captures_model_at", "captures", ["model", "at"])
+    op.create_index("ix_captures_request_id", "captures", ["request_id"])
+    op.create_table(
+        "envelopes",
+        sa.Column("model", sa.String(63), nullable=False),
+        sa.Column("version", sa.String(128), nullable=False),
+        sa.Column("data", sa.JSON, nullable=False),
+        sa.Column("recorded_at", sa.Float, nullable=False),
+        sa.PrimaryKeyConstraint("model", "version", name="pk_envelopes"),
+    )
+
+
+def downgrade() -> None:
+    op.drop_table("envelopes")
+    op.drop_table("captures")
