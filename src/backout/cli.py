@@ -836,6 +836,9 @@ def history(
         raise typer.Exit(1)
 
 
+# The proof commands (consumers, compat, replay) live in their own module.
+from backout import cli_proof  # noqa: E402, F401
+
 # -- entry point ---------------------------------------------------------------------------
 
 

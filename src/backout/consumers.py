@@ -173,3 +173,56 @@ def load_consumer_file(path: str | Path) -> ConsumerContract:
     except OSError as exc:
         raise ConfigError(f"cannot read consumer file {path}: {exc.strerror or exc}") from exc
     return parse_consumer_yaml(text, str(path))
+
+
+# -- the store's registry of consumers ---------------------------------------------------------
+
+
+def register_consumer(store: Any, consumer: ConsumerContract, *, actor: str) -> bool:
+    """Add or replace a consumer of its model; True when it is new. Appends an event."""
+    from datetime import UTC, datetime
+
+    import sqlalchemy as sa
+
+    from backout import audit
+    from backout.store import schema
+
+    T = schema.consumers
+    doc = consumer.to_dict()
+    with store.write() as conn:
+        where = (T.c.model == consumer.model, T.c.name == consumer.name)
+        exists = conn.execute(sa.select(T.c.name).where(*where)).first() is not None
+        if exists:
+            conn.execute(T.update().where(*where).values(contract=doc, updated_at=datetime.now(UTC)))
+        else:
+            conn.execute(T.insert().values(model=consumer.model, name=consumer.name, contract=doc, updated_at=datetime.now(UTC)))
+        audit.append(conn, "consumer.registered" if not exists else "consumer.updated", model=consumer.model,
+                     actor=actor, reason=f"consumer {consumer.name}", data={"consumer": doc})  # fmt: skip
+    return not exists
+
+
+def list_consumers(store: Any, model: str) -> list[ConsumerContract]:
+    """The registered consumers of ``model``, by name."""
+    import sqlalchemy as sa
+
+    from backout.store import schema
+
+    T = schema.consumers
+    with store.read() as conn:
+        rows = conn.execute(sa.select(T.c.contract).where(T.c.model == model).order_by(T.c.name))
+        return [ConsumerContract.from_dict(r.contract) for r in rows]
+
+
+def remove_consumer(store: Any, model: str, name: str, *, actor: str) -> None:
+    import sqlalchemy as sa
+
+    from backout import audit
+    from backout.errors import NotFound
+    from backout.store import schema
+
+    T = schema.consumers
+    with store.write() as conn:
+        res = conn.execute(T.delete().where(T.c.model == model, T.c.name == name))
+        if not res.rowcount:
+            raise NotFound(f"{name!r} is not a registered consumer of {model}")
+        audit.append(conn, "consumer.removed", model=model, actor=actor, reason=f"consumer {name}")

@@ -22,7 +22,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from backout import audit, triggers
+from backout import audit, preflight, triggers
 from backout.deployments import Deployments
 from backout.errors import Conflict, Frozen, ModelNotFound, OperationInProgress, ValidationError
 from backout.judges import GateResult, Verdict, pair_by_time
@@ -222,6 +222,14 @@ class Controller:
                 f"{model}@{version} failed verification and cannot be deployed: {report.problems[0]}"
             )
         table = self.deployments.get(model)
+        if table is not None:
+            stable = _dominant(table.weights)
+            checks = [preflight.compat_check(self.store, self.registry, model, stable, version),
+                      preflight.replay_check(self.store, self.registry, model, version, policy.replay)]  # fmt: skip
+            self._record_checks(model, actor, f"{model}@{version}", checks)
+            failed = [c for c in checks if c.failed]
+            if failed:
+                raise ValidationError(f"{model}@{version} cannot take {stable}'s traffic: " + "; ".join(c.summary for c in failed))
         now = self.clock()
         with self.store.write() as conn:
             self._refuse_if_busy(conn, model)
@@ -302,6 +310,16 @@ class Controller:
             raise ValidationError(
                 f"rollback target {model}@{target} failed verification: {report.problems[0]}"
             )
+        checks = [preflight.compat_check(self.store, self.registry, model, from_version, target)]
+        if mode == "emergency" and policy.rollback.skip_replay_in_emergency:
+            checks.append(preflight.Check("replay", "skipped", "emergency rollback: the policy skips the replay"))
+        else:
+            checks.append(preflight.replay_check(self.store, self.registry, model, target, policy.replay))
+        self._record_checks(model, actor, f"{model}@{target}", checks)
+        failed = [c for c in checks if c.failed]
+        if failed:
+            raise ValidationError(f"rollback target {model}@{target} cannot take {from_version}'s traffic: "
+                                  + "; ".join(c.summary for c in failed))  # fmt: skip
         warm = self._warm_note(model, target)
         skip_gates = mode == "staged" and self._in_rollback_window(model, target, policy, now)
         with self.store.write() as conn:
@@ -334,6 +352,13 @@ class Controller:
                                  f"{mode} rollback of {model} to {target} started",
                                  op.reason + (f" ({warm})" if warm else ""), op.id, severity="critical"))  # fmt: skip
         return op
+
+    def _record_checks(self, model: str, actor: str, ref: str, checks: list[preflight.Check]) -> None:
+        with self.store.write() as conn:
+            for c in checks:
+                audit.append(conn, f"{c.name}.{c.verdict}", model=model, actor=actor,
+                             reason=f"{ref}: {c.summary}", data={"summary": c.summary, "verdict": c.verdict,
+                                                                "check": c.name, "evidence": c.evidence})  # fmt: skip
 
     def abort(self, model: str, *, actor: str, reason: str = "") -> Operation:
         """Stop the operation: a rollout returns to stable, a rollback to where it came from."""
@@ -705,27 +730,21 @@ class Controller:
 
     def _trigger_rollback(self, op: Operation, fired: list[triggers.TriggerResult]) -> None:
         reason = "trigger: " + "; ".join(t.summary for t in fired)
-        self.rollback(
-            op.model,
-            actor=self.actor,
-            to=op.stable,
-            reason=reason,
-            trigger={"triggers": [t.to_dict() for t in fired]},
-        )
+        self._auto_rollback(op, reason, {"triggers": [t.to_dict() for t in fired]})
 
     def _gate_failed(self, op: Operation, result: GateResult) -> None:
-        self.rollback(op.model, actor=self.actor, to=op.stable, reason=f"gate failed at step {op.step + 1}: {result.summary}",
-                      trigger={"gate": result.to_dict()})  # fmt: skip
+        self._auto_rollback(op, f"gate failed at step {op.step + 1}: {result.summary}", {"gate": result.to_dict()})
+
+    def _auto_rollback(self, op: Operation, reason: str, trigger: dict[str, Any]) -> None:
+        try:
+            self.rollback(op.model, actor=self.actor, to=op.stable, reason=reason, trigger=trigger)
+        except (ValidationError, ModelNotFound) as exc:
+            # No safe way back (the target fails its checks): stop here and get a human.
+            self._freeze(op, f"{reason}; and no safe rollback: {exc.message}", trigger)
 
     def _act(self, op: Operation, action: Action, why: str, evidence: dict[str, Any]) -> None:
         if action == Action.ROLLBACK:
-            self.rollback(
-                op.model,
-                actor=self.actor,
-                to=op.stable,
-                reason=f"{why}: the policy says roll back",
-                trigger={"gate": evidence},
-            )
+            self._auto_rollback(op, f"{why}: the policy says roll back", {"gate": evidence})
         elif action == Action.ASK:
             with self.store.write() as conn:
                 self._transition(

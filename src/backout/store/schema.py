@@ -209,3 +209,13 @@ envelopes = Table(
     Column("data", JSON, nullable=False),
     Column("recorded_at", Float, nullable=False),
 )
+
+# Registered consumers of a model: the fields each sends and reads.
+consumers = Table(
+    "consumers",
+    metadata,
+    Column("model", String(63), primary_key=True),
+    Column("name", String(128), primary_key=True),
+    Column("contract", JSON, nullable=False),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+)

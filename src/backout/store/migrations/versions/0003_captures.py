@@ -1,4 +1,4 @@
-"""Captured requests for replay, and release performance envelopes.
+"""Captured requests for replay, release performance envelopes, registered consumers.
 
 Revision ID: 0003
 Revises: 0002
@@ -40,8 +40,17 @@ def upgrade() -> None:
         sa.Column("recorded_at", sa.Float, nullable=False),
         sa.PrimaryKeyConstraint("model", "version", name="pk_envelopes"),
     )
+    op.create_table(
+        "consumers",
+        sa.Column("model", sa.String(63), nullable=False),
+        sa.Column("name", sa.String(128), nullable=False),
+        sa.Column("contract", sa.JSON, nullable=False),
+        sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
+        sa.PrimaryKeyConstraint("model", "name", name="pk_consumers"),
+    )
 
 
 def downgrade() -> None:
+    op.drop_table("consumers")
     op.drop_table("envelopes")
     op.drop_table("captures")
