@@ -1,0 +1,196 @@
+"""YAML files validated by pydantic models, with errors a person can fix at once.
+
+For the loaders of user-written files (policies first). :func:`validate_yaml` parses YAML with
+the 1.2 booleans, rejects duplicate keys, validates the data with a pydantic model and turns
+every error into one line ``SOURCE:LINE: field.path[2]: what is wrong (got VALUE)``: the line
+comes from walking the error's location through the YAML node tree, the allowed keys and
+choices from walking it through the model's types. All lines are reported, first line first.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+import types
+from collections.abc import Sequence
+from typing import Any, Literal, TypeVar, Union, get_args, get_origin
+
+import yaml
+from pydantic import BaseModel
+from pydantic import ValidationError as PydanticValidationError
+
+from backout.errors import ConfigError
+
+M = TypeVar("M", bound=BaseModel)
+Loc = Sequence[str | int]
+
+
+class YamlLoader(yaml.SafeLoader):
+    """YAML with the 1.2 booleans: only true/false are booleans, so ``on:`` is a key and
+    ``mode: no`` is not silently false."""
+
+
+YamlLoader.yaml_implicit_resolvers = {
+    k: [(tag, rx) for tag, rx in v if tag != "tag:yaml.org,2002:bool"]
+    for k, v in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+YamlLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF")
+)
+
+
+def validate_yaml(
+    model: type[M],
+    text: str,
+    source: str,
+    *,
+    error: type[ConfigError] = ConfigError,
+    what: str = "the file",
+) -> M:
+    """Parse ``text`` and validate it as ``model``; raise ``error`` with every problem, one
+    per line, each starting ``source:line:``."""
+    loader = YamlLoader(text)
+    try:
+        node = loader.get_single_node()
+        data = {} if node is None else loader.construct_document(node)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        where = f"{source}:{mark.line + 1}" if mark else source
+        raise error(f"{where}: YAML syntax error: {exc.problem or exc}") from None
+    except yaml.YAMLError as exc:
+        raise error(f"{source}: YAML syntax error: {exc}") from None
+    finally:
+        loader.dispose()
+    if not isinstance(data, dict):
+        line = node.start_mark.line + 1 if node is not None else 1
+        raise error(f"{source}:{line}: {what} is a mapping of fields, not a {type(data).__name__}")
+    problems = duplicate_keys(node, ()) if node is not None else []
+    try:
+        result = model.model_validate(data)
+    except PydanticValidationError as exc:
+        problems += [describe(e, model, node) for e in exc.errors(include_url=False)]
+    if problems:
+        problems.sort(key=lambda p: p[0])  # stable: errors on one line keep pydantic's order
+        raise error("\n".join(f"{source}:{line}: {msg}" for line, msg in problems))
+    return result
+
+
+def duplicate_keys(node: yaml.Node, path: Loc) -> list[tuple[int, str]]:
+    """(line, message) for every repeated key: YAML keeps the last silently, we must not."""
+    out: list[tuple[int, str]] = []
+    if isinstance(node, yaml.MappingNode):
+        seen: dict[str, int] = {}
+        for k, v in node.value:
+            key, line = str(k.value), k.start_mark.line + 1
+            if key in seen:
+                out.append(
+                    (line, f"{dotted([*path, key])}: duplicate key (first on line {seen[key]})")
+                )
+            seen.setdefault(key, line)
+            out += duplicate_keys(v, [*path, key])
+    elif isinstance(node, yaml.SequenceNode):
+        for i, v in enumerate(node.value):
+            out += duplicate_keys(v, [*path, i])
+    return out
+
+
+def dotted(parts: Loc) -> str:
+    """``rollout.steps[2]`` from ``("rollout", "steps", 2)``."""
+    out = ""
+    for p in parts:
+        out += f"[{p}]" if isinstance(p, int) else (f".{p}" if out else p)
+    return out or "(top level)"
+
+
+def describe(err: Any, model: type[BaseModel], root: yaml.Node | None) -> tuple[int, str]:
+    """(line, message) for one pydantic error of ``model``'s validation of ``root``.
+
+    A validator may point its error at a field inside its model by putting a dotted path in
+    the error context under ``field`` (see ``PydanticCustomError``).
+    """
+    loc: list[str | int] = list(err["loc"])
+    ctx = err.get("ctx") or {}
+    if "field" in ctx:
+        loc += [int(p) if p.isdigit() else p for p in str(ctx["field"]).split(".")]
+    kind, value = err["type"], err.get("input")
+    node, tp, owner = root, _unwrap(model), None
+    path: list[str | int] = []
+    line = root.start_mark.line + 1 if root is not None else 1
+    for part in loc:
+        if _is_union(tp) and isinstance(part, str):
+            tp = _unwrap(_tags(tp).get(part, Any))  # the tag pydantic puts in the location
+            continue
+        owner = tp
+        path.append(part)
+        if isinstance(part, int):
+            tp = _unwrap(get_args(tp)[0] if get_args(tp) else Any)
+        elif _is_model(tp) and part in tp.model_fields:
+            tp = _unwrap(tp.model_fields[part].annotation)
+        else:
+            tp = Any
+        at, node = _child(node, part)
+        if at is not None:
+            line = at.start_mark.line + 1
+    where = dotted(path)
+    if kind == "extra_forbidden":
+        allowed = sorted(owner.model_fields) if owner is not None and _is_model(owner) else []
+        near = difflib.get_close_matches(str(path[-1]), allowed, n=1)
+        hint = f"did you mean {near[0]!r}? " if near else ""
+        return line, f"{where}: unknown field; {hint}allowed: {', '.join(allowed)}"
+    if kind in ("union_tag_invalid", "union_tag_not_found"):
+        name = str(ctx.get("discriminator", "kind")).strip("'")
+        got = f" (got {ctx['tag']!r})" if "tag" in ctx else ""
+        return line, f"{where}.{name}: must be one of {', '.join(_tags(tp))}{got}"
+    if kind in ("enum", "literal_error"):
+        choices = ", ".join(re.findall(r"'([^']*)'", str(ctx.get("expected", ""))))
+        return line, f"{where}: must be one of {choices} (got {value!r})"
+    if kind == "missing":
+        return line, f"{where}: is required"
+    msg = re.sub(r"^Input should be", "must be", str(err["msg"]).removeprefix("Value error, "))
+    scalar = isinstance(value, str | int | float | bool | None)
+    shown = scalar and kind != "policy_rule" and repr(value) not in msg
+    return line, f"{where}: {msg}" + (f" (got {value!r})" if shown else "")
+
+
+def _is_model(tp: Any) -> bool:
+    return isinstance(tp, type) and issubclass(tp, BaseModel)
+
+
+def _is_union(tp: Any) -> bool:
+    return get_origin(tp) in (Union, types.UnionType)
+
+
+def _unwrap(tp: Any) -> Any:
+    """Strip Annotated and Optional; list[X] and set[X] stay."""
+    while True:
+        if hasattr(tp, "__metadata__"):  # Annotated[X, ...]
+            tp = tp.__origin__
+        elif _is_union(tp) and len(args := [a for a in get_args(tp) if a is not type(None)]) == 1:
+            tp = args[0]
+        else:
+            return tp
+
+
+def _tags(union: Any) -> dict[str, type[BaseModel]]:
+    """Discriminator value -> member, for a discriminated union of models: each member's
+    single-value ``Literal`` fields name it."""
+    out: dict[str, type[BaseModel]] = {}
+    for member in get_args(union):
+        if _is_model(member):
+            for f in member.model_fields.values():
+                args = get_args(f.annotation)
+                if get_origin(f.annotation) is Literal and len(args) == 1:
+                    out[str(args[0])] = member
+    return out
+
+
+def _child(node: yaml.Node | None, part: str | int) -> tuple[yaml.Node | None, yaml.Node | None]:
+    """Under ``node`` at ``part``: the node to take the line from (a key, or a list item) and
+    the node to descend into (the value); Nones when the YAML does not have it."""
+    if isinstance(node, yaml.MappingNode) and isinstance(part, str):
+        for k, v in node.value:
+            if k.value == part:
+                return k, v
+    if isinstance(node, yaml.SequenceNode) and isinstance(part, int) and part < len(node.value):
+        return node.value[part], node.value[part]
+    return None, None
