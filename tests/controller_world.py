@@ -11,13 +11,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from backout.notify import InMemoryNotifier
-from backout.policy import Policy, parse_policy
 
 from backout import audit
 from backout.artifacts import LocalBlobStore
 from backout.controller import Controller, Operation
 from backout.deployments import Deployments
+from backout.notify import InMemoryNotifier
+from backout.policy import Policy, parse_policy
 from backout.registry import Registry
 from backout.store import Store, open_store
 from backout.telemetry import Batch, latency_bucket, write_batches
@@ -39,7 +39,7 @@ triggers:
   - {name: integrity, kind: integrity, window: 10s}
 escalation:
   after: 60s
-  contacts: [{name: ana}, {name: bo}]
+  contacts: [{name: ana, email: ana@example.com}, {name: bo, email: bo@example.com}]
 """
 
 

@@ -84,7 +84,7 @@ def test_a_staged_rollback_to_a_worse_target_is_aborted_and_escalated(world: Wor
     world.run_until(lambda: world.op() is None, limit=300)
     assert world.last_op().outcome == "aborted"
     assert world.weights() == {"1.1.0": 100}
-    assert any(n.kind == "escalation" for n in world.notifier.sent)
+    assert any(n.kind == "escalation" for n in world.notifier.notices)
 
 
 def test_an_error_trigger_rolls_back_a_live_release_on_its_own(world: World) -> None:
@@ -108,7 +108,7 @@ def test_a_target_that_fails_verification_after_a_trigger_freezes_the_model(worl
                               trigger={"triggers": [{"name": "errors"}]})  # fmt: skip
     world.run_until(lambda: world.op() is not None and world.op().phase == Phase.FROZEN, limit=60)  # type: ignore[union-attr]
     assert world.controller.frozen("iris")
-    assert any(n.kind == "freeze" for n in world.notifier.sent)
+    assert any(n.kind == "freeze" for n in world.notifier.notices)
     with pytest.raises(Frozen, match="unfreeze"):
         world.controller.deploy("iris", "1.2.0", actor="ana")
     frozen_weights = world.weights()

@@ -16,14 +16,18 @@ from rich.table import Table
 from backout.cli import JsonOpt, _print_json, _settings, app, err, out
 from backout.errors import ConfigError
 
-consumers_app = typer.Typer(help="Register the consumers of a model: what they send and read.", no_args_is_help=True)
+consumers_app = typer.Typer(
+    help="Register the consumers of a model: what they send and read.", no_args_is_help=True
+)
 app.add_typer(consumers_app, name="consumers")
 
 
 @consumers_app.command("add")
 def consumers_add(
     ctx: typer.Context,
-    file: Annotated[Path, typer.Argument(help="Consumer contract (YAML): name, model, sends, reads.")],
+    file: Annotated[
+        Path, typer.Argument(help="Consumer contract (YAML): name, model, sends, reads.")
+    ],
     json: JsonOpt = False,
 ) -> None:
     """Register (or update) a consumer from its contract file."""
@@ -35,7 +39,9 @@ def consumers_add(
     if json:
         _print_json({"created": created, **consumer.to_dict()})
     else:
-        out.print(f"consumer {consumer.name} of {consumer.model} {'registered' if created else 'updated'}")
+        out.print(
+            f"consumer {consumer.name} of {consumer.model} {'registered' if created else 'updated'}"
+        )
 
 
 @consumers_app.command("list")
@@ -127,17 +133,24 @@ def _since(value: str | None) -> float | None:
 def replay(
     ctx: typer.Context,
     ref: Annotated[str, typer.Argument(help="MODEL@VERSION to replay captured traffic against.")],
-    since: Annotated[str | None, typer.Option(help="Only requests captured this recently (e.g. 10m).")] = None,
-    limit: Annotated[int | None, typer.Option(min=1, help="At most this many requests (newest).")] = None,
-    url: Annotated[str | None, typer.Option(help="Replay through a running gateway instead of in-process.")] = None,
+    since: Annotated[
+        str | None, typer.Option(help="Only requests captured this recently (e.g. 10m).")
+    ] = None,
+    limit: Annotated[
+        int | None, typer.Option(min=1, help="At most this many requests (newest).")
+    ] = None,
+    url: Annotated[
+        str | None, typer.Option(help="Replay through a running gateway instead of in-process.")
+    ] = None,
     json: JsonOpt = False,
 ) -> None:
     """Replay captured production requests against a release and compare with its envelope.
 
     Exit 1 when the release falls outside its envelope by more than the policy allows.
     """
-    from backout.replay import Limits, replay as run_replay, require_captures
     from backout.releases import parse_ref
+    from backout.replay import Limits, require_captures
+    from backout.replay import replay as run_replay
 
     s = _settings(ctx)
     model, _ = parse_ref(ref)

@@ -193,9 +193,18 @@ def register_consumer(store: Any, consumer: ConsumerContract, *, actor: str) -> 
         where = (T.c.model == consumer.model, T.c.name == consumer.name)
         exists = conn.execute(sa.select(T.c.name).where(*where)).first() is not None
         if exists:
-            conn.execute(T.update().where(*where).values(contract=doc, updated_at=datetime.now(UTC)))
+            conn.execute(
+                T.update().where(*where).values(contract=doc, updated_at=datetime.now(UTC))
+            )
         else:
-            conn.execute(T.insert().values(model=consumer.model, name=consumer.name, contract=doc, updated_at=datetime.now(UTC)))
+            conn.execute(
+                T.insert().values(
+                    model=consumer.model,
+                    name=consumer.name,
+                    contract=doc,
+                    updated_at=datetime.now(UTC),
+                )
+            )
         audit.append(conn, "consumer.registered" if not exists else "consumer.updated", model=consumer.model,
                      actor=actor, reason=f"consumer {consumer.name}", data={"consumer": doc})  # fmt: skip
     return not exists
@@ -214,7 +223,6 @@ def list_consumers(store: Any, model: str) -> list[ConsumerContract]:
 
 
 def remove_consumer(store: Any, model: str, name: str, *, actor: str) -> None:
-    import sqlalchemy as sa
 
     from backout import audit
     from backout.errors import NotFound

@@ -26,8 +26,8 @@ from backout import audit, preflight, triggers
 from backout.deployments import Deployments
 from backout.errors import Conflict, Frozen, ModelNotFound, OperationInProgress, ValidationError
 from backout.judges import GateResult, Verdict, pair_by_time
-from backout.notify import InMemoryNotifier, Notice, Notifier
-from backout.policy import Action, Policy, default_policy
+from backout.notify import Escalator, FailedDelivery, Notice, Notifier, Severity, notifier_for
+from backout.policy import Action, NoticeKind, Policy, default_policy
 from backout.registry import Registry
 from backout.store import Store, schema
 from backout.telemetry import Batch, read_batches
@@ -138,11 +138,13 @@ class Controller:
         self.store = store
         self.registry = registry
         self.deployments = Deployments(store, registry)
-        self.notifier = notifier or InMemoryNotifier()
+        self.notifier = notifier  # None: each model's policy names its webhooks
+        self._notifiers: dict[str, tuple[tuple[str, ...], Notifier]] = {}
         self.clock = clock
         self.metrics = metrics
         self.actor = actor
         self._gates: dict[tuple[int, int, str], Any] = {}
+        self._policy_cache: dict[str, Policy] = {}
 
     # -- reading -----------------------------------------------------------------------
 
@@ -229,7 +231,10 @@ class Controller:
             self._record_checks(model, actor, f"{model}@{version}", checks)
             failed = [c for c in checks if c.failed]
             if failed:
-                raise ValidationError(f"{model}@{version} cannot take {stable}'s traffic: " + "; ".join(c.summary for c in failed))
+                raise ValidationError(
+                    f"{model}@{version} cannot take {stable}'s traffic: "
+                    + "; ".join(c.summary for c in failed)
+                )
         now = self.clock()
         with self.store.write() as conn:
             self._refuse_if_busy(conn, model)
@@ -273,13 +278,11 @@ class Controller:
             audit.append(conn, "rollout.started", model=model, actor=actor, reason=op.reason,
                          data={"operation": op.id, "stable": stable, "candidate": version, "steps": list(policy.rollout.steps)})  # fmt: skip
         self._notify(
-            Notice.make(
-                "phase",
-                model,
-                f"rollout of {model}@{version} started",
-                f"{version} at {first:g}%, stable {stable}",
-                op.id,
-            )
+            "phase",
+            model,
+            f"rollout of {model}@{version} started",
+            f"{version} at {first:g}%, stable {stable}",
+            op.id,
         )
         return op
 
@@ -312,9 +315,15 @@ class Controller:
             )
         checks = [preflight.compat_check(self.store, self.registry, model, from_version, target)]
         if mode == "emergency" and policy.rollback.skip_replay_in_emergency:
-            checks.append(preflight.Check("replay", "skipped", "emergency rollback: the policy skips the replay"))
+            checks.append(
+                preflight.Check(
+                    "replay", "skipped", "emergency rollback: the policy skips the replay"
+                )
+            )
         else:
-            checks.append(preflight.replay_check(self.store, self.registry, model, target, policy.replay))
+            checks.append(
+                preflight.replay_check(self.store, self.registry, model, target, policy.replay)
+            )
         self._record_checks(model, actor, f"{model}@{target}", checks)
         failed = [c for c in checks if c.failed]
         if failed:
@@ -348,12 +357,14 @@ class Controller:
                                "trigger": trigger, "warm": warm, "skip_gates": skip_gates,
                                "weights_before": live})  # fmt: skip
             self._apply(conn, op, actor, f"{mode} rollback: {_fmt_weights(weights)}")
-        self._notify(Notice.make("trigger" if trigger else "phase", model,
+        self._notify("trigger" if trigger else "phase", model,
                                  f"{mode} rollback of {model} to {target} started",
-                                 op.reason + (f" ({warm})" if warm else ""), op.id, severity="critical"))  # fmt: skip
+                                 op.reason + (f" ({warm})" if warm else ""), op.id, severity="critical")  # fmt: skip
         return op
 
-    def _record_checks(self, model: str, actor: str, ref: str, checks: list[preflight.Check]) -> None:
+    def _record_checks(
+        self, model: str, actor: str, ref: str, checks: list[preflight.Check]
+    ) -> None:
         with self.store.write() as conn:
             for c in checks:
                 audit.append(conn, f"{c.name}.{c.verdict}", model=model, actor=actor,
@@ -371,14 +382,12 @@ class Controller:
                 conn, op, Phase.ABORTED, actor, reason or "aborted by hand", {"traffic": back}
             )
         self._notify(
-            Notice.make(
-                "abort",
-                model,
-                f"{op.kind} of {model} aborted",
-                reason or f"traffic back on {back}",
-                op.id,
-                severity="warning",
-            )
+            "abort",
+            model,
+            f"{op.kind} of {model} aborted",
+            reason or f"traffic back on {back}",
+            op.id,
+            severity="warning",
         )
         return op
 
@@ -543,11 +552,15 @@ class Controller:
         if result.verdict == Verdict.INCONCLUSIVE and op.state.get("approved_step") != op.step:
             self._act(op, p.on_inconclusive, result.summary, evidence)
             return
-        baked = elapsed >= p.bake and requests >= p.min_requests
-        if baked and (
+        if requests < p.min_requests:
+            return
+        # A gate that proved the candidate no worse moves on at once; one that has seen no
+        # regression yet moves on once the bake time is over (the sequential test keeps
+        # watching at the next step, so a late regression still fails it).
+        if (
             result.verdict == Verdict.PASS
+            or elapsed >= p.bake
             or op.state.get("approved_step") == op.step
-            or result.verdict == Verdict.INCONCLUSIVE
         ):
             self._next_rollout_step(op, result)
 
@@ -584,13 +597,11 @@ class Controller:
                     {},
                 )
             self._notify(
-                Notice.make(
-                    "completed",
-                    op.model,
-                    f"rollout of {op.model}@{op.target} complete",
-                    "marked known-good",
-                    op.id,
-                )
+                "completed",
+                op.model,
+                f"rollout of {op.model}@{op.target} complete",
+                "marked known-good",
+                op.id,
             )
 
     def _tick_rolling_back(self, op: Operation, now: float) -> None:
@@ -679,13 +690,11 @@ class Controller:
                 {"requests": served, "seconds": elapsed},
             )
         self._notify(
-            Notice.make(
-                "completed",
-                op.model,
-                f"rollback of {op.model} to {op.target} complete",
-                note,
-                op.id,
-            )
+            "completed",
+            op.model,
+            f"rollback of {op.model} to {op.target} complete",
+            note,
+            op.id,
         )
 
     # -- decisions ---------------------------------------------------------------------
@@ -733,7 +742,9 @@ class Controller:
         self._auto_rollback(op, reason, {"triggers": [t.to_dict() for t in fired]})
 
     def _gate_failed(self, op: Operation, result: GateResult) -> None:
-        self._auto_rollback(op, f"gate failed at step {op.step + 1}: {result.summary}", {"gate": result.to_dict()})
+        self._auto_rollback(
+            op, f"gate failed at step {op.step + 1}: {result.summary}", {"gate": result.to_dict()}
+        )
 
     def _auto_rollback(self, op: Operation, reason: str, trigger: dict[str, Any]) -> None:
         try:
@@ -757,14 +768,12 @@ class Controller:
                     apply=False,
                 )
             self._notify(
-                Notice.make(
-                    "phase",
-                    op.model,
-                    f"{op.model} needs a decision",
-                    why,
-                    op.id,
-                    severity="warning",
-                )
+                "phase",
+                op.model,
+                f"{op.model} needs a decision",
+                why,
+                op.id,
+                severity="warning",
             )
         # WAIT: keep baking; the next tick looks again.
 
@@ -782,14 +791,12 @@ class Controller:
             self._apply(conn, op, self.actor, f"rollback aborted: traffic back on {op.stable}")
             self._end(conn, op, Phase.ABORTED, self.actor, f"rollback aborted: {why}", evidence)
         self._notify(
-            Notice.make(
-                "abort",
-                op.model,
-                f"rollback of {op.model} to {op.target} aborted",
-                why,
-                op.id,
-                severity="critical",
-            )
+            "abort",
+            op.model,
+            f"rollback of {op.model} to {op.target} aborted",
+            why,
+            op.id,
+            severity="critical",
         )
         self._escalate(op, self.clock(), force=True)
 
@@ -803,37 +810,29 @@ class Controller:
                     )
                 )
             self._transition(conn, op, Phase.FROZEN, self.actor, why, evidence, apply=False)
-        self._notify(
-            Notice.make(
-                "freeze", op.model, f"{op.model} is frozen", why, op.id, severity="critical"
-            )
-        )
+        self._notify("freeze", op.model, f"{op.model} is frozen", why, op.id, severity="critical")
         self._escalate(op, self.clock(), force=True)
 
     def _escalate(self, op: Operation, now: float, *, force: bool = False) -> None:
-        esc = op.policy.escalation
-        contacts = list(esc.contacts)
-        if not contacts or (op.kind != "rollback" and op.phase != Phase.FROZEN and not force):
+        """Call the next contact when recovery is late (or at once, with ``force``)."""
+        if op.kind != "rollback" and op.phase != Phase.FROZEN and not force:
             return
+        esc = Escalator(op.policy.escalation)
         level = int(op.state.get("escalated", 0))
-        if level >= len(contacts):
+        contact = esc.contact(level) if force else esc.due(op.started_at, now, level)
+        if contact is None:
             return
-        due = force or now - op.started_at >= esc.after * (level + 1)
-        if not due:
-            return
-        contact = contacts[level]
         with self.store.write() as conn:
             fresh = _active(conn, op.model)
-            target = fresh if fresh is not None and fresh.id == op.id else None
-            if target is not None:
-                target.state["escalated"] = level + 1
-                conn.execute(OPS.update().where(OPS.c.id == op.id).values(state=target.state))
+            if fresh is not None and fresh.id == op.id:
+                fresh.state["escalated"] = level + 1
+                conn.execute(OPS.update().where(OPS.c.id == op.id).values(state=fresh.state))
             audit.append(conn, "escalation", model=op.model, actor=self.actor,
-                         reason=f"escalated to {contact.name}: recovery not complete after {now - op.started_at:.0f} s",
+                         reason=f"escalated to {contact.name}: {op.kind} {op.phase.value} after {now - op.started_at:.0f} s",
                          data={"operation": op.id, "contact": contact.name, "level": level + 1})  # fmt: skip
-        self._notify(Notice.make("escalation", op.model, f"{op.model}: escalated to {contact.name}",
-                                 f"{op.kind} {op.phase.value} for {now - op.started_at:.0f} s", op.id,
-                                 severity="critical", contact=contact))  # fmt: skip
+        op.state["escalated"] = level + 1
+        self._send(op.model, op.policy, esc.notice(level, model=op.model, started_at=op.started_at, now=now,
+                                                   incident=str(op.id), reason=f"{op.kind} {op.phase.value}"))  # fmt: skip
 
     # -- mechanics ---------------------------------------------------------------------
 
@@ -861,8 +860,8 @@ class Controller:
                      data={"operation": op.id, "kind": op.kind, "from": before.value, "to": to.value,
                            "step": op.step, "weights": op.weights, "evidence": dict(evidence)})  # fmt: skip
         if to != before:
-            self._notify(Notice.make("phase", op.model, f"{op.model} {op.kind}: {to.value}", reason, op.id,
-                                     severity="critical" if to == Phase.FROZEN else "info"))  # fmt: skip
+            self._notify("phase", op.model, f"{op.model} {op.kind}: {to.value}", reason, op.id,
+                                     severity="critical" if to == Phase.FROZEN else "info")  # fmt: skip
 
     def _end(
         self,
@@ -886,7 +885,9 @@ class Controller:
                       weights=weights, state=state or {}, policy=policy.model_dump(mode="json"), reason=reason,
                       actor=actor, started_at=now, step_started_at=now, updated_at=now,
                       ended_at=now if ended else None, outcome=phase.value if ended else None)  # fmt: skip
-        op_id = conn.execute(OPS.insert().values(**values)).inserted_primary_key[0]
+        key = conn.execute(OPS.insert().values(**values)).inserted_primary_key
+        assert key is not None
+        op_id = key[0]
         return Operation(id=int(op_id), model=model, kind=kind, phase=phase, step=0, stable=stable, target=target,
                          weights=weights, state=state or {}, policy=policy, reason=reason, actor=actor,
                          started_at=now, step_started_at=now, updated_at=now,
@@ -967,11 +968,47 @@ class Controller:
             raise Conflict(f"{model} has no rollout or rollback in progress")
         return op
 
-    def _notify(self, notice: Notice) -> None:
+    def _notify(
+        self, kind: str, model: str, title: str, text: str, op_id: int, *, severity: str = "info"
+    ) -> None:
+        notice = Notice(kind=NoticeKind(kind), model=model, title=title, text=text,
+                        severity=Severity(severity), incident=str(op_id))  # fmt: skip
+        policy = self._policy_cache.get(model) or self.policy_for(model)
+        self._send(model, policy, notice)
+
+    def _send(self, model: str, policy: Policy, notice: Notice) -> None:
         try:
-            self.notifier.send(notice)
+            self._notifier(model, policy).send(notice)
         except Exception:  # a failing notifier never blocks or slows a rollback
             log.exception("notification failed")
+
+    def _notifier(self, model: str, policy: Policy) -> Notifier:
+        if self.notifier is not None:
+            return self.notifier
+        hooks = tuple(policy.notifications.webhooks)
+        cached = self._notifiers.get(model)
+        if cached is None or cached[0] != hooks:
+            if cached is not None:
+                cached[1].close(0.1)
+            n = notifier_for(policy, on_failure=lambda failed: self._delivery_failed(model, failed))
+            self._notifiers[model] = cached = (hooks, n)
+        return cached[1]
+
+    def _delivery_failed(self, model: str, failed: FailedDelivery) -> None:
+        with self.store.write() as conn:
+            audit.append(
+                conn,
+                "notify.failed",
+                model=model,
+                actor=self.actor,
+                reason=failed.summary,
+                data=failed.to_dict(),
+            )
+
+    def close(self) -> None:
+        """Drain pending notifications (at shutdown)."""
+        for _, n in self._notifiers.values():
+            n.close(2.0)
 
     # -- running -----------------------------------------------------------------------
 

@@ -34,23 +34,36 @@ class Check:
         return self.verdict == "fail"
 
     def to_dict(self) -> dict[str, Any]:
-        return {"check": self.name, "verdict": self.verdict, "summary": self.summary, "evidence": self.evidence}
+        return {
+            "check": self.name,
+            "verdict": self.verdict,
+            "summary": self.summary,
+            "evidence": self.evidence,
+        }
 
 
-def compat_report(store: Store, registry: Registry, model: str, live: str, target: str) -> CompatReport:
+def compat_report(
+    store: Store, registry: Registry, model: str, live: str, target: str
+) -> CompatReport:
     """Can ``target`` take ``live``'s traffic, for every registered consumer?"""
     a = registry.get(f"{model}@{live}")
     b = registry.get(f"{model}@{target}")
     consumers = list_consumers(store, model)
-    return diff_contracts(a.manifest.contract, b.manifest.contract, consumers, live_name=a.ref, target_name=b.ref)
+    return diff_contracts(
+        a.manifest.contract, b.manifest.contract, consumers, live_name=a.ref, target_name=b.ref
+    )
 
 
 def compat_check(store: Store, registry: Registry, model: str, live: str, target: str) -> Check:
     report = compat_report(store, registry, model, live, target)
-    return Check("compat", "pass" if report.compatible else "fail", report.summary(), report.to_dict())
+    return Check(
+        "compat", "pass" if report.compatible else "fail", report.summary(), report.to_dict()
+    )
 
 
-def replay_check(store: Store, registry: Registry, model: str, target: str, policy: Replay) -> Check:
+def replay_check(
+    store: Store, registry: Registry, model: str, target: str, policy: Replay
+) -> Check:
     """Replay up to ``policy.requests`` captured requests against ``target`` in-process."""
     if not policy.allowed:
         return Check("replay", "skipped", "replay is turned off by the policy")
@@ -59,7 +72,14 @@ def replay_check(store: Store, registry: Registry, model: str, target: str, poli
     limits = Limits(max_error_rate=policy.max_error_rate, max_latency_ratio=policy.max_latency_ratio,
                     min_agreement=policy.min_agreement)  # fmt: skip
     try:
-        report = replay(store, registry, registry.blobs, f"{model}@{target}", limit=policy.requests, limits=limits)
+        report = replay(
+            store,
+            registry,
+            registry.blobs,
+            f"{model}@{target}",
+            limit=policy.requests,
+            limits=limits,
+        )
     except BackoutError as exc:  # the target cannot even load: that is a failed proof
         return Check("replay", "fail", f"{model}@{target} could not be replayed: {exc.message}")
     d = report.to_dict()

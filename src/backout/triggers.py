@@ -19,7 +19,7 @@ from backout.telemetry import Batch, latency_quantile, sum_batches
 
 # Integrity errors are the release's own fault: a caller's bad input is not.
 INTEGRITY_KINDS = ("nonfinite", "output_contract")
-MIN_REQUESTS = 20  # below this a rate over a window says nothing
+MIN_REQUESTS = 20  # below this a rate over a window says nothing (a policy sets its own)
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,13 +76,14 @@ def evaluate(
     """Evaluate one policy trigger over ``batches`` (the window) of one release."""
     kind = trigger.kind
     name = _name(trigger)
+    floor = int(getattr(trigger, "min_requests", MIN_REQUESTS))
     total = sum_batches(batches)
     n = total.requests if total else 0
     if kind == "error_rate":
         errors = total.error_count - total.errors.get("input_contract", 0) if total else 0
         rate = errors / n if n else 0.0
         limit = float(trigger.max_rate)
-        fired = n >= MIN_REQUESTS and rate > limit
+        fired = n >= floor and rate > limit
         return TriggerResult(name, kind, fired,
                              f"error rate {rate:.2%} over {n:,} requests (limit {limit:.2%})",
                              {"rate": rate, "requests": n, "errors": errors, "limit": limit})  # fmt: skip
@@ -90,7 +91,7 @@ def evaluate(
         q = float(trigger.quantile)
         value_ms = latency_quantile(total.latency, q) * 1000 if total else math.nan
         limit_ms = float(trigger.max_ms)
-        fired = n >= MIN_REQUESTS and value_ms > limit_ms
+        fired = n >= floor and value_ms > limit_ms
         shown = "no data" if math.isnan(value_ms) else f"{value_ms:.1f} ms"
         return TriggerResult(name, kind, fired,
                              f"p{q * 100:g} latency {shown} over {n:,} requests (limit {limit_ms:g} ms)",
@@ -110,7 +111,7 @@ def evaluate(
         ref = sum_batches(reference)
         value = psi(ref.outputs if ref else {}, total.outputs if total else {})
         limit = float(trigger.max_psi)
-        enough = n >= MIN_REQUESTS and ref is not None and ref.requests >= MIN_REQUESTS
+        enough = n >= floor and ref is not None and ref.requests >= floor
         fired = enough and value > limit
         return TriggerResult(name, kind, fired, f"output drift PSI {value:.3f} (limit {limit:g})",
                              {"psi": value, "limit": limit, "requests": n})  # fmt: skip
@@ -123,7 +124,9 @@ def evaluate(
                                  {"error": str(exc)})  # fmt: skip
         threshold = float(trigger.threshold)
         op = trigger.op
-        fired = value_q is not None and (value_q > threshold if op == ">" else value_q < threshold)
+        compare = {">": value_q > threshold, "<": value_q < threshold, ">=": value_q >= threshold,
+                   "<=": value_q <= threshold} if value_q is not None else {}  # fmt: skip
+        fired = bool(compare.get(op, False))
         return TriggerResult(name, kind, fired,
                              f"{trigger.query} = {value_q} ({op} {threshold:g} fires)",
                              {"value": value_q, "threshold": threshold, "op": op})  # fmt: skip
