@@ -54,6 +54,7 @@ log = logging.getLogger("backout.gateway")
 
 PIN_HEADER = "x-backout-version"
 KEY_HEADER = "x-backout-key"
+WORKER_HEADER = "x-backout-worker"  # which worker answered: shows each worker's switch
 
 
 @dataclass
@@ -302,6 +303,7 @@ class Gateway:
             headers = {
                 "x-request-id": rid,
                 "x-backout-release": f"{model}@{version}",
+                WORKER_HEADER: self.settings.worker_id,
                 **trace_headers,
             }
             if oip:
@@ -325,7 +327,7 @@ class Gateway:
             if counted and version is not None:
                 kind = exc.kind or ErrorKind.INPUT_CONTRACT
                 self.recorder.batch(model, version).observe(time.perf_counter() - t0, error=kind)
-            headers = {"x-request-id": rid, **trace_headers}
+            headers = {"x-request-id": rid, WORKER_HEADER: self.settings.worker_id, **trace_headers}
             if version is not None:
                 headers["x-backout-release"] = f"{model}@{version}"
             body_err = {"error": exc.message, "request_id": rid}
