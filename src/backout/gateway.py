@@ -57,6 +57,7 @@ log = logging.getLogger("backout.gateway")
 PIN_HEADER = "x-backout-version"
 DEFAULT_CAPTURE = CaptureRule()
 KEY_HEADER = "x-backout-key"
+WORKER_HEADER = "x-backout-worker"  # which worker answered: shows each worker's switch
 
 
 @dataclass
@@ -317,6 +318,7 @@ class Gateway:
             headers = {
                 "x-request-id": rid,
                 "x-backout-release": f"{model}@{version}",
+                WORKER_HEADER: self.settings.worker_id,
                 **trace_headers,
             }
             if oip:
@@ -340,7 +342,7 @@ class Gateway:
             if counted and version is not None:
                 kind = exc.kind or ErrorKind.INPUT_CONTRACT
                 self.recorder.batch(model, version).observe(time.perf_counter() - t0, error=kind)
-            headers = {"x-request-id": rid, **trace_headers}
+            headers = {"x-request-id": rid, WORKER_HEADER: self.settings.worker_id, **trace_headers}
             if version is not None:
                 headers["x-backout-release"] = f"{model}@{version}"
             body_err = {"error": exc.message, "request_id": rid}
