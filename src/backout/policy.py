@@ -629,3 +629,16 @@ _Dumper.add_representer(list, _Dumper.flow_list)
 def render_policy(policy: Policy) -> str:
     """The effective policy as YAML, for ``backout policy check``."""
     return yaml.dump(policy.effective(), Dumper=_Dumper, sort_keys=False, allow_unicode=True)
+
+
+def example_policy(name: str = "default") -> str:
+    """The text of a packaged example policy: ``default``, ``staged-rollback`` or
+    ``emergency`` (the files of ``examples/policies``)."""
+    from importlib.resources import files
+
+    resource = files("backout") / "examples" / f"{name}.yaml"
+    if not resource.is_file():
+        raise PolicyError(
+            f"no example policy {name!r}: choose default, staged-rollback or emergency"
+        )
+    return resource.read_text(encoding="utf-8")
