@@ -320,3 +320,9 @@ def test_escalation_notice_is_addressed_to_the_contact_webhook() -> None:
     )
     assert n.title == "Escalation to primary: fraud recovery is not complete after 600s"
     assert "to" not in n.to_dict()
+
+
+def test_public_names_all_exist() -> None:
+    import backout.notify
+
+    assert [n for n in backout.notify.__all__ if not hasattr(backout.notify, n)] == []

@@ -41,4 +41,11 @@ def check(
         sys.stdout.write("\n")
         return
     out = Console(highlight=False, soft_wrap=True)
-    out.print(Syntax(render_policy(policy), "yaml", theme="ansi_dark", background_color="default"))
+    out.print(
+        Syntax(
+            render_policy(policy).rstrip("\n"),
+            "yaml",
+            theme="ansi_dark",
+            background_color="default",
+        )
+    )
