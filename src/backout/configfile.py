@@ -5,19 +5,24 @@ the 1.2 booleans, rejects duplicate keys, validates the data with a pydantic mod
 every error into one line ``SOURCE:LINE: field.path[2]: what is wrong (got VALUE)``: the line
 comes from walking the error's location through the YAML node tree, the allowed keys and
 choices from walking it through the model's types. All lines are reported, first line first.
+
+It also holds the scalar types such files share: durations written ``30s`` or ``5m`` and held
+as float seconds, percentages, fractions, quantiles, URLs and email addresses.
 """
 
 from __future__ import annotations
 
 import difflib
+import math
 import re
 import types
 from collections.abc import Sequence
-from typing import Any, Literal, TypeVar, Union, get_args, get_origin
+from typing import Annotated, Any, Literal, TypeVar, Union, get_args, get_origin
 
 import yaml
-from pydantic import BaseModel
+from pydantic import AfterValidator, BaseModel, BeforeValidator, Field, PlainSerializer
 from pydantic import ValidationError as PydanticValidationError
+from pydantic_core import PydanticCustomError
 
 from backout.errors import ConfigError
 
@@ -37,6 +42,86 @@ YamlLoader.yaml_implicit_resolvers = {
 YamlLoader.add_implicit_resolver(
     "tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF")
 )
+
+
+# --- scalar types for config models -----------------------------------------------------
+
+_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+_DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)")
+_DURATION_HINT = "must be a duration such as 30s, 5m, 1h, 250ms, 1m30s or a number of seconds"
+
+
+def parse_duration(value: object) -> float:
+    """Seconds from ``30s``, ``5m``, ``1h``, ``1d``, ``250ms``, ``1m30s`` or a number."""
+    if isinstance(value, bool):
+        raise ValueError(_DURATION_HINT)
+    if isinstance(value, int | float):
+        seconds = float(value)
+    elif isinstance(value, str):
+        text = value.strip().replace(" ", "")
+        parts = _DURATION.findall(text)
+        if re.fullmatch(r"\d+(?:\.\d+)?", text):
+            seconds = float(text)
+        elif parts and "".join(n + u for n, u in parts) == text:
+            seconds = sum(float(n) * _UNITS[u] for n, u in parts)
+        else:
+            raise ValueError(_DURATION_HINT)
+    else:
+        raise ValueError(_DURATION_HINT)
+    if not math.isfinite(seconds) or seconds < 0:
+        raise ValueError("must be a duration of zero or more seconds")
+    return seconds
+
+
+def format_duration(seconds: float) -> str:
+    """The shortest exact spelling: 3600 -> ``1h``, 90 -> ``90s``, 0.25 -> ``250ms``."""
+    for unit, size in (("d", 86400.0), ("h", 3600.0), ("m", 60.0), ("s", 1.0)):
+        if seconds >= size and (seconds / size).is_integer():
+            return f"{int(seconds / size)}{unit}"
+    if seconds == 0:
+        return "0s"
+    ms = round(seconds * 1000, 3)
+    return f"{ms:g}ms" if seconds < 1 else f"{seconds:g}s"
+
+
+# Float seconds in Python; the written spelling (``30s``) in JSON and YAML output.
+Duration = Annotated[
+    float,
+    BeforeValidator(parse_duration),
+    PlainSerializer(format_duration, return_type=str, when_used="json"),
+]
+
+
+def _number(value: float) -> float | int:
+    return int(value) if value.is_integer() else value
+
+
+def _url(value: str) -> str:
+    if not re.fullmatch(r"https?://[^\s/]+\S*", value):
+        raise ValueError("must be an http:// or https:// URL")
+    return value
+
+
+def _email(value: str) -> str:
+    if not re.fullmatch(r"[^@\s]+@[^@\s]+\.[^@\s]+", value):
+        raise ValueError("must be an email address such as oncall@example.com")
+    return value
+
+
+Percent = Annotated[float, Field(gt=0, le=100), PlainSerializer(_number, when_used="json")]
+Url = Annotated[str, AfterValidator(_url)]
+Email = Annotated[str, AfterValidator(_email)]
+Fraction = Annotated[float, Field(ge=0, le=1)]
+Quantile = Annotated[float, Field(gt=0, lt=1)]
+
+
+def rule_error(field: str, message: str) -> PydanticCustomError:
+    """A validator's error for a rule across fields, pointed at ``field`` (a dotted path
+    inside the validated model, such as ``steps.2`` or ``gate.horizon``)."""
+    return PydanticCustomError("config_rule", message, {"field": field})
+
+
+# --- loading -------------------------------------------------------------------------------
 
 
 def validate_yaml(
@@ -117,9 +202,12 @@ def describe(err: Any, model: type[BaseModel], root: yaml.Node | None) -> tuple[
     path: list[str | int] = []
     line = root.start_mark.line + 1 if root is not None else 1
     for part in loc:
-        if _is_union(tp) and isinstance(part, str):
-            tp = _unwrap(_tags(tp).get(part, Any))  # the tag pydantic puts in the location
-            continue
+        if _is_union(tp):
+            tags = _tags(tp)
+            if part in tags:  # the tag pydantic puts in the location: not a field
+                tp = _unwrap(tags[part])
+                continue
+            tp = _unwrap(_member(tags, node))  # a validator's error from inside a member
         owner = tp
         path.append(part)
         if isinstance(part, int):
@@ -146,9 +234,11 @@ def describe(err: Any, model: type[BaseModel], root: yaml.Node | None) -> tuple[
         return line, f"{where}: must be one of {choices} (got {value!r})"
     if kind == "missing":
         return line, f"{where}: is required"
-    msg = re.sub(r"^Input should be", "must be", str(err["msg"]).removeprefix("Value error, "))
+    msg = str(err["msg"]).removeprefix("Value error, ")
+    msg = re.sub(r"^Input should be a valid dictionary.*", "must be a mapping of fields", msg)
+    msg = re.sub(r"^Input should be", "must be", msg)
     scalar = isinstance(value, str | int | float | bool | None)
-    shown = scalar and kind != "policy_rule" and repr(value) not in msg
+    shown = scalar and kind != "config_rule" and repr(value) not in msg
     return line, f"{where}: {msg}" + (f" (got {value!r})" if shown else "")
 
 
@@ -182,6 +272,15 @@ def _tags(union: Any) -> dict[str, type[BaseModel]]:
                 if get_origin(f.annotation) is Literal and len(args) == 1:
                     out[str(args[0])] = member
     return out
+
+
+def _member(tags: dict[str, type[BaseModel]], node: yaml.Node | None) -> Any:
+    """The union member the YAML mapping ``node`` says it is (by its tag value)."""
+    if isinstance(node, yaml.MappingNode):
+        for _, v in node.value:
+            if isinstance(v, yaml.ScalarNode) and v.value in tags:
+                return tags[v.value]
+    return Any
 
 
 def _child(node: yaml.Node | None, part: str | int) -> tuple[yaml.Node | None, yaml.Node | None]:

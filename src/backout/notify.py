@@ -231,6 +231,16 @@ class MultiNotifier:
         return ok
 
 
+@dataclass(slots=True)
+class _Job:
+    """One notice on its way to one webhook."""
+
+    url: str
+    notice: Notice
+    attempts: int = 0
+    error: str = ""
+
+
 class WebhookNotifier:
     """Posts notices as Slack-compatible JSON to webhooks, from a background thread.
 
@@ -289,10 +299,15 @@ class WebhookNotifier:
                     reason = f"more than {self.max_pending} deliveries waiting"
                 if not reason:
                     self._pending += 1
-            if reason:
-                self._fail(url, notice, 0, f"dropped: {reason}")
-                continue
-            self._loop.call_soon_threadsafe(self._start, url, notice)
+            if not reason:
+                try:
+                    self._loop.call_soon_threadsafe(self._start, _Job(url, notice))
+                    continue
+                except RuntimeError:  # the loop closed between the check and now
+                    with self._cond:
+                        self._pending -= 1
+                    reason = "notifier closed"
+            self._fail(url, notice, 0, f"dropped: {reason}")
 
     def close(self, timeout: float = 5.0) -> bool:
         """Stop taking notices, deliver what is queued within ``timeout`` s, then stop the
@@ -338,38 +353,37 @@ class WebhookNotifier:
             self._loop.run_until_complete(self._client.aclose())
             self._loop.close()
 
-    def _start(self, url: str, notice: Notice) -> None:
-        task = self._loop.create_task(self._deliver(url, notice))
+    def _start(self, job: _Job) -> None:
+        task = self._loop.create_task(self._deliver(job))
         self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        task.add_done_callback(lambda t: self._finished(job, t))
 
-    async def _deliver(self, url: str, notice: Notice) -> None:
-        attempts, error = 0, ""
-        try:
-            body = orjson.dumps(notice.payload())
-            while attempts < self.max_attempts:
-                if attempts:
-                    await asyncio.sleep(self._delay(attempts))
-                attempts += 1
-                retry, error = await self._post(url, body)
-                if not error:
-                    with self._cond:
-                        self.delivered += 1
-                    return
-                if not retry:
-                    break
-            self._fail(url, notice, attempts, error)
-        except asyncio.CancelledError:
-            self._fail(
-                url, notice, attempts, f"not delivered before close ({error or 'no answer'})"
-            )
-            raise
-        except Exception as exc:  # the worker must survive anything a payload or URL does
-            self._fail(url, notice, attempts, f"{type(exc).__name__}: {exc}")
-        finally:
-            with self._cond:
-                self._pending -= 1
-                self._cond.notify_all()
+    async def _deliver(self, job: _Job) -> None:
+        body = orjson.dumps(job.notice.payload())
+        while job.attempts < self.max_attempts:
+            if job.attempts:
+                await asyncio.sleep(self._delay(job.attempts))
+            job.attempts += 1
+            retry, job.error = await self._post(job.url, body)
+            if not job.error:
+                with self._cond:
+                    self.delivered += 1
+                return
+            if not retry:
+                break
+        self._fail(job.url, job.notice, job.attempts, job.error)
+
+    def _finished(self, job: _Job, task: asyncio.Task[None]) -> None:
+        """Every delivery ends here, even one cancelled before it started."""
+        self._tasks.discard(task)
+        if task.cancelled():
+            why = f"not delivered before close ({job.error or 'no answer'})"
+            self._fail(job.url, job.notice, job.attempts, why)
+        elif (exc := task.exception()) is not None:  # a payload or URL httpx cannot take
+            self._fail(job.url, job.notice, job.attempts, f"{type(exc).__name__}: {exc}")
+        with self._cond:
+            self._pending -= 1
+            self._cond.notify_all()
 
     async def _post(self, url: str, body: bytes) -> tuple[bool, str]:
         """(worth retrying, error); the error is empty on success."""

@@ -16,118 +16,109 @@ from __future__ import annotations
 
 import itertools
 import math
-import re
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import (
-    AfterValidator,
     BaseModel,
-    BeforeValidator,
     ConfigDict,
     Field,
     PlainSerializer,
     field_validator,
     model_validator,
 )
-from pydantic_core import PydanticCustomError
 
 from backout import judges as j
-from backout.configfile import validate_yaml
+from backout.configfile import (
+    Duration,
+    Email,
+    Fraction,
+    Percent,
+    Quantile,
+    Url,
+    format_duration,
+    parse_duration,
+    rule_error,
+    validate_yaml,
+)
 from backout.errors import BackoutError, PolicyError
 from backout.releases import check_model_name, check_version
 
-LAST_KNOWN_GOOD = "last-known-good"
-
-# --- scalar types ------------------------------------------------------------------------
-
-_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
-_DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h)")
-_DURATION_HINT = "must be a duration such as 30s, 5m, 1h, 250ms, 1m30s or a number of seconds"
-
-
-def parse_duration(value: object) -> float:
-    """Seconds from ``30s``, ``5m``, ``1h``, ``250ms``, ``1m30s`` or a number of seconds."""
-    if isinstance(value, bool):
-        raise ValueError(_DURATION_HINT)
-    if isinstance(value, int | float):
-        seconds = float(value)
-    elif isinstance(value, str):
-        text = value.strip().replace(" ", "")
-        parts = _DURATION.findall(text)
-        if re.fullmatch(r"\d+(?:\.\d+)?", text):
-            seconds = float(text)
-        elif parts and "".join(n + u for n, u in parts) == text:
-            seconds = sum(float(n) * _UNITS[u] for n, u in parts)
-        else:
-            raise ValueError(_DURATION_HINT)
-    else:
-        raise ValueError(_DURATION_HINT)
-    if not math.isfinite(seconds) or seconds < 0:
-        raise ValueError("must be a duration of zero or more seconds")
-    return seconds
-
-
-def format_duration(seconds: float) -> str:
-    """The shortest exact spelling: 3600 -> ``1h``, 90 -> ``90s``, 0.25 -> ``250ms``."""
-    for unit, size in (("h", 3600.0), ("m", 60.0), ("s", 1.0)):
-        if seconds >= size and (seconds / size).is_integer():
-            return f"{int(seconds / size)}{unit}"
-    if seconds == 0:
-        return "0s"
-    ms = round(seconds * 1000, 3)
-    return f"{ms:g}ms" if seconds < 1 else f"{seconds:g}s"
-
-
-# Float seconds in Python; the written spelling (``30s``) in JSON and YAML output.
-Duration = Annotated[
-    float,
-    BeforeValidator(parse_duration),
-    PlainSerializer(format_duration, return_type=str, when_used="json"),
+__all__ = [
+    "LAST_KNOWN_GOOD",
+    "Action",
+    "Capture",
+    "Completion",
+    "Contact",
+    "DriftJudgeSpec",
+    "DriftTrigger",
+    "Duration",
+    "ErrorRateJudgeSpec",
+    "ErrorRateTrigger",
+    "Escalation",
+    "Freeze",
+    "GateSpec",
+    "IntegrityJudgeSpec",
+    "IntegrityTrigger",
+    "JudgeSpec",
+    "LatencyBudgetJudgeSpec",
+    "LatencyJudgeSpec",
+    "LatencyTrigger",
+    "NoticeKind",
+    "Notifications",
+    "Policy",
+    "PrometheusTrigger",
+    "Replay",
+    "Rollback",
+    "Rollout",
+    "TailLatencyJudgeSpec",
+    "Termination",
+    "Trigger",
+    "Verification",
+    "default_policy",
+    "example_policy",
+    "format_duration",
+    "load_policy",
+    "parse_duration",
+    "parse_policy",
+    "render_policy",
 ]
 
-
-def _number(value: float) -> float | int:
-    return int(value) if value.is_integer() else value
-
-
-def _url(value: str) -> str:
-    if not re.fullmatch(r"https?://[^\s/]+\S*", value):
-        raise ValueError("must be an http:// or https:// URL")
-    return value
-
-
-def _email(value: str) -> str:
-    if not re.fullmatch(r"[^@\s]+@[^@\s]+\.[^@\s]+", value):
-        raise ValueError("must be an email address such as oncall@example.com")
-    return value
-
-
-Percent = Annotated[float, Field(gt=0, le=100), PlainSerializer(_number, when_used="json")]
-Url = Annotated[str, AfterValidator(_url)]
-Email = Annotated[str, AfterValidator(_email)]
-Fraction = Annotated[float, Field(ge=0, le=1)]
-Quantile = Annotated[float, Field(gt=0, lt=1)]
-
-
-def _rule(field: str, message: str) -> PydanticCustomError:
-    """A cross-field rule's error, pointed at ``field`` (a dotted path inside the model)."""
-    return PydanticCustomError("policy_rule", message, {"field": field})
+LAST_KNOWN_GOOD = "last-known-good"
 
 
 def _increasing_to_100(steps: list[float], what: str) -> list[float]:
     for i, (a, b) in enumerate(itertools.pairwise(steps)):
         if b <= a:
-            raise _rule(str(i + 1), f"{what} must be strictly increasing ({b:g} after {a:g})")
+            raise rule_error(str(i + 1), f"{what} must be strictly increasing ({b:g} after {a:g})")
     if steps and steps[-1] != 100:
-        raise _rule(str(len(steps) - 1), f"the last {what[:-1]} must be 100 (got {steps[-1]:g})")
+        raise rule_error(
+            str(len(steps) - 1), f"the last {what[:-1]} must be 100 (got {steps[-1]:g})"
+        )
     return steps
 
 
 class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _empty_sections(cls, data: Any) -> Any:
+        """A section left empty (``rollout:`` with nothing under it) takes its defaults."""
+        if isinstance(data, dict):
+            return {
+                k: v
+                for k, v in data.items()
+                if not (v is None and k in cls.model_fields and _is_section(cls, k))
+            }
+        return data
+
+
+def _is_section(model: type[BaseModel], name: str) -> bool:
+    tp = model.model_fields[name].annotation
+    return isinstance(tp, type) and issubclass(tp, BaseModel)
 
 
 class Action(StrEnum):
@@ -297,7 +288,7 @@ class ErrorRateTrigger(_TriggerBase):
     @model_validator(mode="after")
     def _something(self) -> ErrorRateTrigger:
         if self.max_rate is None and not self.use_judge:
-            raise _rule("max_rate", "an error_rate trigger needs max_rate or use_judge: true")
+            raise rule_error("max_rate", "an error_rate trigger needs max_rate or use_judge: true")
         return self
 
 
@@ -351,7 +342,7 @@ class Contact(_Model):
     @model_validator(mode="after")
     def _reachable(self) -> Contact:
         if self.webhook is None and self.email is None:
-            raise _rule("webhook", f"contact {self.name!r} needs a webhook or an email")
+            raise rule_error("webhook", f"contact {self.name!r} needs a webhook or an email")
         return self
 
 
@@ -368,7 +359,7 @@ class Escalation(_Model):
         names = [c.name for c in contacts]
         for i, name in enumerate(names):
             if name in names[:i]:
-                raise _rule(f"{i}.name", f"contact name {name!r} is used twice")
+                raise rule_error(f"{i}.name", f"contact name {name!r} is used twice")
         return contacts
 
 
@@ -410,7 +401,7 @@ class Rollout(_Model):
     @model_validator(mode="after")
     def _horizon(self) -> Rollout:
         if self.gate.horizon is not None and self.gate.horizon < self.bake:
-            raise _rule(
+            raise rule_error(
                 "gate.horizon",
                 f"gate.horizon ({format_duration(self.gate.horizon)}) must be at least the "
                 f"bake time ({format_duration(self.bake)})",
@@ -492,7 +483,7 @@ class Capture(_Model):
     def _disjoint(self) -> Capture:
         both = sorted(set(self.redact) & set(self.hash))
         if both:
-            raise _rule("hash", f"fields both redacted and hashed: {', '.join(both)}")
+            raise rule_error("hash", f"fields both redacted and hashed: {', '.join(both)}")
         return self
 
 
@@ -536,7 +527,7 @@ class Policy(_Model):
         names = [t.name for t in triggers]
         for i, name in enumerate(names):
             if name in names[:i]:
-                raise _rule(f"{i}.name", f"trigger name {name!r} is used twice; name each")
+                raise rule_error(f"{i}.name", f"trigger name {name!r} is used twice; name each")
         return triggers
 
     @model_validator(mode="after")
@@ -547,7 +538,7 @@ class Policy(_Model):
         rb = self.rollback
         least = rb.verification.duration + (rb.bake * len(rb.steps) if rb.mode == "staged" else 0)
         if self.termination.max_rollback_duration < least:
-            raise _rule(
+            raise rule_error(
                 "termination.max_rollback_duration",
                 f"max_rollback_duration ({format_duration(self.termination.max_rollback_duration)})"
                 f" is shorter than the rollback's bakes and verification ({format_duration(least)})",
@@ -629,3 +620,16 @@ _Dumper.add_representer(list, _Dumper.flow_list)
 def render_policy(policy: Policy) -> str:
     """The effective policy as YAML, for ``backout policy check``."""
     return yaml.dump(policy.effective(), Dumper=_Dumper, sort_keys=False, allow_unicode=True)
+
+
+def example_policy(name: str = "default") -> str:
+    """The text of a packaged example policy: ``default``, ``staged-rollback`` or
+    ``emergency`` (the files of ``examples/policies``)."""
+    from importlib.resources import files
+
+    resource = files("backout") / "examples" / f"{name}.yaml"
+    if not resource.is_file():
+        raise PolicyError(
+            f"no example policy {name!r}: choose default, staged-rollback or emergency"
+        )
+    return resource.read_text(encoding="utf-8")
