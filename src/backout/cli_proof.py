@@ -196,3 +196,87 @@ def replay(
 
 def _ms(v: float | None) -> str:
     return "-" if v is None else f"{v:.2f} ms"
+
+
+@app.command()
+def drill(
+    ctx: typer.Context,
+    model: Annotated[str, typer.Argument(help="Model whose live release gets the fault.")],
+    fault: Annotated[
+        str | None, typer.Option(help="latency=+200ms | errors=5% | nan=1% | crash")
+    ] = None,
+    after: Annotated[str, typer.Option(help="Wait this long before injecting (e.g. 30s).")] = "0s",
+    timeout: Annotated[
+        str, typer.Option(help="Give up (and lift the fault) after this long.")
+    ] = "3m",
+    release: Annotated[
+        str | None, typer.Option(help="Fault this release instead of the one with most traffic.")
+    ] = None,
+    history: Annotated[
+        bool, typer.Option("--history", help="List past drills of MODEL instead of running one.")
+    ] = False,
+    json: JsonOpt = False,
+) -> None:
+    """Rehearse an incident: inject a fault through the gateway and measure recovery.
+
+    Needs `backout serve` running with traffic. Exit 1 unless the policy recovered fully.
+    """
+    from backout.drills import list_drills, parse_fault, run_drill
+    from backout.policy import parse_duration
+
+    s = _settings(ctx)
+    if history:
+        past = list_drills(s.store(), model)
+        if json:
+            _print_json(past)
+            return
+        t = Table(box=None, header_style="bold")
+        for col in ("drill", "fault", "release", "outcome", "detect", "recover", "affected"):
+            t.add_column(col)
+        for d in past:
+            t.add_row(str(d["id"]), d.get("fault", ""), d.get("release", ""), d.get("outcome", ""),
+                      _secs(d.get("time_to_detect_s")), _secs(d.get("time_to_recover_s")),
+                      str(d.get("requests_affected", "")))  # fmt: skip
+        out.print(t)
+        return
+    if fault is None:
+        raise ConfigError(
+            "say which fault to inject: --fault latency=+200ms | errors=5% | nan=1% | crash"
+        )
+    try:
+        wait, limit = parse_duration(after), parse_duration(timeout)
+    except ValueError as exc:
+        raise ConfigError(f"--after/--timeout: {exc}") from exc
+    result = run_drill(s.store(), s.registry(), model, parse_fault(fault), actor=s.actor, after=wait,
+                       timeout=limit, release=release, on_progress=None if json else err.print)  # fmt: skip
+    if json:
+        _print_json(result.to_dict())
+    else:
+        out.print(
+            f"drill {result.id} ({result.fault} on {model}@{result.release}): {result.outcome}; "
+            f"time to detect {_secs(result.time_to_detect)}, time to recover {_secs(result.time_to_recover)}, "
+            f"{result.affected} request(s) affected, completion criteria "
+            + ("held" if result.completion_held else "NOT met")
+        )
+    if not result.completion_held:
+        raise typer.Exit(1)
+
+
+def _secs(v: float | None) -> str:
+    return "-" if v is None else f"{v:.1f} s"
+
+
+@app.command()
+def demo(
+    keep: Annotated[
+        bool, typer.Option("--keep", help="Leave the gateway running afterwards.")
+    ] = False,
+    home: Annotated[Path, typer.Option(help="Workspace for the demo (wiped first).")] = Path(
+        ".backout/demo"
+    ),
+) -> None:
+    """Run the whole story on the embedded default: rollout, a caught regression, a refused
+    breaking release, a drill, and an incident report."""
+    from backout.demo import run_demo
+
+    raise typer.Exit(run_demo(out, home, keep=keep))

@@ -8,6 +8,7 @@ transaction. The gateway never sees half a change.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -36,6 +37,7 @@ class LiveState:
     quarantined: dict[tuple[str, str], str]  # (model, version) -> reason
     known_good: dict[str, list[str]]  # model -> known-good versions, newest first
     capture: dict[str, CaptureRule] = field(default_factory=dict)  # model -> sampling rule
+    faults: dict[tuple[str, str], Any] = field(default_factory=dict)  # drills' injected faults
 
 
 class Deployments:
@@ -97,7 +99,10 @@ class Deployments:
                     hash=frozenset(c.get("hash", ())),
                     max_rows=int(c.get("max_rows", default.max_rows)),
                 )
-        return LiveState(gen, tables, quarantined, known_good, capture)
+            from backout.drills import active_faults
+
+            faults = active_faults(conn, time.time())
+        return LiveState(gen, tables, quarantined, known_good, capture, faults)
 
     # -- writing -----------------------------------------------------------------------
 

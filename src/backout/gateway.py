@@ -303,7 +303,11 @@ class Gateway:
                     body, inputs = decode_binary_request(raw, binary_len)
                 except ValidationError as exc:
                     raise HTTPError(400, exc.message, ErrorKind.INPUT_CONTRACT) from exc
-            outputs = await self._infer(entry, inputs)
+            fault = self.live.faults.get((model, version)) if self.live.faults else None
+            if fault is not None and fault.active(time.time()):
+                outputs = await self._faulty_infer(entry, inputs, fault)
+            else:
+                outputs = await self._infer(entry, inputs)
             predictions = self._check_outputs(entry, outputs)
             rule = self.live.capture.get(model, DEFAULT_CAPTURE)
             if rule.rate > 0 and random.random() < rule.rate:
@@ -457,6 +461,26 @@ class Gateway:
             raise HTTPError(
                 500, f"release {entry.release.ref} raised {type(exc).__name__}", ErrorKind.MODEL
             ) from exc
+
+    async def _faulty_infer(
+        self, entry: Loaded, inputs: dict[str, np.ndarray], fault: Any
+    ) -> dict[str, np.ndarray]:
+        """Answer as the drill's fault says: the way a real incident would look to callers."""
+        if fault.kind == "crash" or (fault.kind == "errors" and random.random() < fault.value):
+            raise HTTPError(
+                500,
+                f"release {entry.release.ref} failed: injected fault ({fault.label}, a drill)",
+                ErrorKind.MODEL,
+            )
+        if fault.kind == "latency":
+            await asyncio.sleep(fault.value)
+        outputs = await self._infer(entry, inputs)
+        if fault.kind == "nan" and random.random() < fault.value:
+            outputs = {
+                k: np.full(v.shape, np.nan) if v.dtype.kind == "f" else v
+                for k, v in outputs.items()
+            }
+        return outputs
 
     def _check_outputs(self, entry: Loaded, outputs: dict[str, np.ndarray]) -> list[Any]:
         for name, arr in outputs.items():

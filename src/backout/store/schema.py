@@ -219,3 +219,30 @@ consumers = Table(
     Column("contract", JSON, nullable=False),
     Column("updated_at", DateTime(timezone=True), nullable=False),
 )
+
+# Faults injected by drills: the gateway applies them to one release, from start to end.
+faults = Table(
+    "faults",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("model", String(63), nullable=False),
+    Column("version", String(128), nullable=False),
+    Column("kind", String(16), nullable=False),  # latency | errors | nan | crash
+    Column("value", Float, nullable=False),  # seconds added, or the share of requests hit
+    Column("start_at", Float, nullable=False),
+    Column("end_at", Float, nullable=False),
+    Column("drill_id", Integer, nullable=True),
+)
+
+# Drill results, kept so rollback readiness can be compared over time.
+drills = Table(
+    "drills",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("model", String(63), nullable=False),
+    Column("fault", String(64), nullable=False),
+    Column("release", String(128), nullable=False),
+    Column("started_at", Float, nullable=False),
+    Column("ended_at", Float, nullable=True),
+    Column("result", JSON, nullable=False),
+)

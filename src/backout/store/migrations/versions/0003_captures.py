@@ -1,4 +1,4 @@
-"""Captured requests for replay, release performance envelopes, registered consumers.
+"""Captured requests, performance envelopes, consumers, and drills with their faults.
 
 Revision ID: 0003
 Revises: 0002
@@ -48,9 +48,34 @@ def upgrade() -> None:
         sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
         sa.PrimaryKeyConstraint("model", "name", name="pk_consumers"),
     )
+    op.create_table(
+        "faults",
+        sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+        sa.Column("model", sa.String(63), nullable=False),
+        sa.Column("version", sa.String(128), nullable=False),
+        sa.Column("kind", sa.String(16), nullable=False),
+        sa.Column("value", sa.Float, nullable=False),
+        sa.Column("start_at", sa.Float, nullable=False),
+        sa.Column("end_at", sa.Float, nullable=False),
+        sa.Column("drill_id", sa.Integer, nullable=True),
+        sa.PrimaryKeyConstraint("id", name="pk_faults"),
+    )
+    op.create_table(
+        "drills",
+        sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+        sa.Column("model", sa.String(63), nullable=False),
+        sa.Column("fault", sa.String(64), nullable=False),
+        sa.Column("release", sa.String(128), nullable=False),
+        sa.Column("started_at", sa.Float, nullable=False),
+        sa.Column("ended_at", sa.Float, nullable=True),
+        sa.Column("result", sa.JSON, nullable=False),
+        sa.PrimaryKeyConstraint("id", name="pk_drills"),
+    )
 
 
 def downgrade() -> None:
+    op.drop_table("drills")
+    op.drop_table("faults")
     op.drop_table("consumers")
     op.drop_table("envelopes")
     op.drop_table("captures")

@@ -1,0 +1,5 @@
+"""``python -m backout``: the command line."""
+
+from backout.cli import main
+
+main()
