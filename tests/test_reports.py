@@ -254,27 +254,24 @@ def test_questions_come_from_the_data(incident: Incident) -> None:
     assert [f.verdict for f in r.compat] == ["pass"] and r.replay == []
 
 
-def test_an_idle_release_going_bad_is_detected_from_its_first_bad_batch(
-    sqlite_store: Store, blobs: Any, artifact: Path
-) -> None:
-    """No rollout before it: time to detect counts from the first batch that looked bad."""
-    registry = Registry(sqlite_store, blobs)
+def idle_incident(store: Store, registry: Registry, artifact: Path) -> int:
+    """1.5.0 serves everything, goes bad; an error-rate trigger rolls back in an emergency."""
     registry.register("fraud", "1.4.0", [artifact])
     registry.register("fraud", "1.5.0", [artifact])
     fired = {"triggers": [{"name": "errors", "kind": "error_rate", "fired": True,
                            "summary": "error rate 10.0% over 1,200 requests (limit 5.00%)",
                            "evidence": {"rate": 0.1, "limit": 0.05, "requests": 1200}}]}  # fmt: skip
-    with sqlite_store.write() as conn:
+    with store.write() as conn:
         op = _op(conn, kind="rollback", phase="verifying", stable="1.5.0", target="1.4.0",
                  weights={"1.4.0": 100.0}, reason="trigger: error rate", started_at=T0 + 50,
                  step_started_at=T0 + 50, updated_at=T0 + 50,
-                 state={"trigger": fired, "mode": "emergency",
+                 state={"trigger": fired, "mode": "emergency", "from_weights": {"1.5.0": 100.0},
                         "warm": "1.4.0 is not a warm rollback point: gateways load it before switching"})  # fmt: skip
         _event(conn, T0 + 50, "rollback.started", "trigger: error rate", operation=op,
                target="1.4.0", mode="emergency", trigger=fired, **{"from": "1.5.0"})  # fmt: skip
         _traffic(conn, T0 + 50, op, {"1.4.0": 100.0}, 7)
     write_batches(
-        sqlite_store,
+        store,
         _telemetry(
             lambda s: {"1.5.0": 100.0} if s < T0 + 50 else {"1.4.0": 100.0},
             {"1.5.0": T0 + 20},
@@ -283,12 +280,21 @@ def test_an_idle_release_going_bad_is_detected_from_its_first_bad_batch(
         ),
         worker="w1",
     )
+    return op
+
+
+def test_an_idle_release_going_bad_is_detected_from_its_first_bad_batch(
+    sqlite_store: Store, blobs: Any, artifact: Path
+) -> None:
+    """No rollout before it: time to detect counts from the first batch that looked bad."""
+    op = idle_incident(sqlite_store, Registry(sqlite_store, blobs), artifact)
     r = build_report(sqlite_store, op)
-    assert r.first_bad_at is not None and T0 + 18 <= r.first_bad_at <= T0 + 22
+    assert r.first_bad_at == T0 + 20 and r.time_to_detect == 30.0
     assert r.detect_basis == "the first bad batch of 1.5.0"
     assert r.time_to_recover == 0.0 and r.time_to_verified is None and r.outcome == "in progress"
     assert any("1.4.0 was not warm" in q for q in r.questions)
     assert any("emergency mode" in q for q in r.questions)
+    assert r.weights == [(r.window[0], {"1.5.0": 100.0}), (T0 + 50, {"1.4.0": 100.0})]
 
 
 def test_latest_incident_and_clear_errors(incident: Incident) -> None:

@@ -111,7 +111,7 @@ def render(r: IncidentReport) -> str:
 <main class="wrap">
 <section id="what-happened"><h2>What happened</h2><div class="card"><p class="story">{escape(r.summary)}</p>
 <div class="trigger"><span class="badge {_cls(r.trigger.kind)}">{escape(text.trigger_words(r))}</span>
-{escape(r.trigger.summary)}{_judges(r.trigger.judges)}</div></div></section>
+{escape(r.trigger.summary)}{_judges(r.trigger.judges) if r.trigger.kind == "gate" else ""}</div></div></section>
 <section id="numbers"><h2>Key numbers</h2>{_numbers(r)}</section>
 <section id="plots"><h2>Across the incident</h2>{_plots(r)}</section>
 <section id="timeline"><h2>Decision timeline</h2>{_timeline(r)}</section>
@@ -153,7 +153,8 @@ def _numbers(r: IncidentReport) -> str:
         (text.duration(r.time_to_recover), "time to recover",
          f"trigger to 100% of traffic on {r.target}", r.recovered_at is None),
         (text.duration(r.time_to_verified), "time to verified",
-         f"trigger to {r.target} verified healthy", False),
+         f"trigger to {r.target} verified healthy" if r.time_to_verified is not None
+         else f"not verified: {_BADGES.get(r.outcome, (r.outcome, ''))[0]}", False),
         (f"{r.requests_affected:,}", "requests affected",
          f"answered by {r.from_version} before recovery", False),
         (f"{r.requests_failed:,}", "requests failed",

@@ -200,7 +200,8 @@ def decision_title(e: Event) -> tuple[str, str, str | None, tuple[JudgeLine, ...
         name = "Compatibility gate" if e.kind.startswith("compat.") else "Replay"
         return name, f.summary, f.verdict, judges
     summary = d.get("summary")
-    return e.kind, str(summary or e.reason), verdict, judges
+    title = e.kind.replace(".", " ").replace("-", " ").capitalize()
+    return title, str(summary or e.reason), verdict, judges
 
 
 def finding_from(e: Event) -> Finding:
@@ -260,9 +261,12 @@ def what_happened(r: IncidentReport) -> str:
         who = "the controller" if r.actor == "controller" else r.actor
         s.append(f"{what} ({r.trigger.summary}) and {who} started {rollback}{detect}.")
     if r.recovered_at is not None:
-        moves = sum(1 for _, w in r.weights if _ >= r.started_at - 1)
-        how = "in one move" if moves <= 1 else f"in {moves} moves"
-        s.append(f"All traffic was back on {r.target} {duration(r.time_to_recover)} later, {how}.")
+        moves = sum(1 for at, _ in r.weights if at >= r.started_at - 1)
+        if (r.time_to_recover or 0.0) < 0.5:
+            s.append(f"All traffic moved to {r.target} at once.")
+        else:
+            how = "in one move" if moves <= 1 else f"in {moves} moves"
+            s.append(f"All traffic was back on {r.target} {duration(r.time_to_recover)} later, {how}.")
     else:
         s.append(f"Traffic never reached 100% on {r.target}.")
     if r.outcome == "rolled-back" and r.ended_at is not None:

@@ -49,6 +49,8 @@ TRAFFIC_KINDS = ("traffic.applied", "traffic.set", "deploy.first")  # events tha
 _DECISIONS = ("rollout.started", "rollback.started")
 _FULL = 99.995  # percent at which a release holds all the traffic (weights are rounded)
 _MAX_POINTS = 150  # plot resolution: batches are binned so a series has about this many points
+_LOOKBACK_S = 900.0  # how far before the trigger to look for the start of the trouble
+_OPEN_WINDOW_S = 3600.0  # an unfinished incident's plots reach at most this far past its start
 _SMOOTH_S = 10.0  # plotted rates and quantiles are over this many trailing seconds
 
 
@@ -252,9 +254,19 @@ def build_report(store: Store, operation_id: int) -> IncidentReport:
     ended = None if row.ended_at is None else float(row.ended_at)
     rollout = _rollout(before, started) if before is not None and before.kind == "rollout" else None
 
-    last_at = max((_ts(e) for e in events), default=started)
-    end = ended if ended is not None else max(last_at, float(row.updated_at))
-    begin = rollout.started_at if rollout and rollout.active_at_trigger else started
+    # Before the trigger: the target's error rate (the baseline) and when the bad release
+    # began to look bad, read over a look-back that does not depend on the window.
+    since = started - _LOOKBACK_S
+    lookback = read_batches(store, row.model, since=since, until=started)
+    baseline = _rate(lookback.get(row.target, []), since, started)
+    first_bad = _first_bad(
+        lookback.get(row.stable, []), state.get("trigger"), baseline, since, started
+    )
+    if rollout is not None and rollout.active_at_trigger:
+        begin = rollout.started_at
+    else:
+        begin = min(started, first_bad if first_bad is not None else started)
+    end = ended if ended is not None else _still_running_until(store, row, events)
     pad = max(10.0, 0.08 * (end - begin))
     window = (begin - pad, end + pad)
 
@@ -265,11 +277,6 @@ def build_report(store: Store, operation_id: int) -> IncidentReport:
     recovered = _recovered_at(shown, row.target, started)
     trigger = trigger_info(state.get("trigger"), row.reason, row.actor)
     per = read_batches(store, row.model, since=window[0], until=window[1])
-
-    baseline = _rate(per.get(row.target, []), window[0], started)
-    first_bad = _first_bad(
-        per.get(row.stable, []), state.get("trigger"), baseline, window[0], started
-    )
     if rollout is not None and rollout.active_at_trigger:
         step_pct = rollout.steps[rollout.step] if rollout.step < len(rollout.steps) else None
         detect_from: float | None = rollout.step_started_at
@@ -320,7 +327,7 @@ def build_report(store: Store, operation_id: int) -> IncidentReport:
         ],
         rollout=rollout,
         timeline=_timeline(shown),
-        weights=_weights(events, window),
+        weights=_weights(events, window, state.get("from_weights")),
         series=_series(per, window, order=[row.stable, row.target]),
         compat=[finding_from(e) for e in shown if e.kind.startswith("compat.")],
         replay=[finding_from(e) for e in shown if e.kind.startswith("replay.")],
@@ -363,6 +370,25 @@ def _rollout(r: Any, trigger_at: float) -> RolloutInfo:
     )
 
 
+def _still_running_until(store: Store, row: Any, events: Sequence[audit.Event]) -> float:
+    """Where the window of an unfinished incident ends: its last sign of life.
+
+    That is its own latest event or update, or the newest telemetry since it started (the
+    incident is still going on), but no more than an hour past its start.
+    """
+    started = float(row.started_at)
+    own = [_ts(e) for e in events if e.data.get("operation") == row.id]
+    end = max([float(row.updated_at), float(row.step_started_at), *own])
+    T = schema.telemetry
+    with store.read() as conn:
+        newest = conn.execute(
+            sa.select(sa.func.max(T.c.end)).where(T.c.model == row.model, T.c.start >= started)
+        ).scalar()
+    if newest is not None:
+        end = max(end, min(float(newest), started + _OPEN_WINDOW_S))
+    return end
+
+
 def _ts(e: audit.Event) -> float:
     return e.at.timestamp()
 
@@ -384,10 +410,16 @@ def _recovered_at(events: Sequence[audit.Event], target: str, started: float) ->
 
 
 def _weights(
-    events: Sequence[audit.Event], window: tuple[float, float]
+    events: Sequence[audit.Event], window: tuple[float, float], before: Any
 ) -> list[tuple[float, dict[str, float]]]:
-    """The route table's weights over the window, starting from what was live before it."""
+    """The route table's weights over the window, starting from what was live before it.
+
+    When no traffic event before the window says what that was, the weights the rollback
+    recorded as live when it started (``before``) stand in.
+    """
     points: list[tuple[float, dict[str, float]]] = []
+    if isinstance(before, Mapping) and before:
+        points = [(window[0], {str(v): float(p) for v, p in before.items()})]
     for e in events:
         w = _event_weights(e)
         if w is None:
@@ -458,14 +490,17 @@ def _first_bad(
     since: float,
     until: float,
 ) -> float | None:
-    """Start of the first run of batches where the bad release looks as bad as it was judged.
+    """When the bad release began to look as bad as it was judged, up to the trigger.
 
-    Batches are about a second, too few requests for a rate on their own, so a few seconds
-    (at least 20 requests) are read together. The limit is the error-rate trigger's when it
-    fired, else three times the target's rate plus two points; the latency limit is the
-    latency trigger's when it fired.
+    Batches are about a second, too few requests for a rate on their own, so windows of five
+    (at least 20 requests) are read together. The error limit is the error-rate trigger's
+    when it fired, else three times the baseline plus two points; the latency limit is the
+    latency trigger's when it fired. Walking back from the trigger, the answer is the start
+    of the stretch of bad windows that ends there (at its first bad batch); None when the
+    last windows look fine.
     """
-    err_limit = max(3 * (baseline or 0.0), (baseline or 0.0) + 0.02)
+    base = baseline or 0.0
+    err_limit = max(3 * base, base + 0.02)
     lat: tuple[float, float] | None = None
     for t in (trigger or {}).get("triggers") or ():
         ev = t.get("evidence") or {}
@@ -474,22 +509,24 @@ def _first_bad(
         if t.get("kind") == "latency" and isinstance(ev.get("limit_ms"), int | float):
             lat = (float(ev.get("quantile", 0.99)), float(ev["limit_ms"]))
     run = [b for b in batches if since <= b.start < until]
-    for i in range(len(run)):
-        window = run[i : i + 5]
-        n = sum(b.requests for b in window)
-        if n < 20:
-            continue
-        rate = sum(b.error_count for b in window) / n
-        slow = False
+    first: int | None = None
+    for i in range(len(run) - 1, -1, -1):
+        window = sum_batches(run[i : i + 5])
+        if window is None or window.requests < 20:
+            continue  # too few requests to say either way
+        bad = window.error_count / window.requests > err_limit
         if lat is not None:
-            hist: dict[int, int] = {}
-            for b in window:
-                for k, c in b.latency.items():
-                    hist[k] = hist.get(k, 0) + c
-            slow = latency_quantile(hist, lat[0]) * 1000 > lat[1]
-        if rate > err_limit or slow:
-            return run[i].start
-    return None
+            bad = bad or latency_quantile(window.latency, lat[0]) * 1000 > lat[1]
+        if not bad:
+            break
+        first = i
+    if first is None:
+        return None
+    # The stretch's first window may open on a few good batches: start at its first bad one.
+    for b in run[first : first + 5]:
+        if b.requests and b.error_count / b.requests > err_limit:
+            return b.start
+    return run[first].start
 
 
 def _series(
