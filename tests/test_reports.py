@@ -128,6 +128,8 @@ def staged_incident(store: Store, registry: Registry, artifact: Path) -> Inciden
     registry.register("fraud", "1.5.0", [artifact], owner="risk")
     registry.mark_good("fraud@1.4.0", actor="ana")
     with store.write() as conn:
+        _event(conn, T0 - 600, "deploy.first", "first deploy of fraud@1.4.0", actor="ana",
+               weights={"1.4.0": 100.0}, generation=1)  # fmt: skip
         rollout = _op(conn, kind="rollout", phase="aborted", step=1, stable="1.4.0", target="1.5.0",
                       weights={"1.4.0": 75.0, "1.5.0": 25.0}, state={"last_gate": GATE_PASS},
                       reason="deploy fraud@1.5.0", actor="ana", started_at=T0, step_started_at=T0 + 40,
@@ -207,6 +209,13 @@ def test_times_to_detect_recover_and_verify(
     r = build_report(store, inc.rollback_id)
     assert (r.time_to_detect, r.time_to_recover, r.time_to_verified) == (35.0, 15.0, 75.0)
     assert r.detect_basis == "the start of rollout step 2 (1.5.0 at 25%)"
+    assert [(at - T0, w) for at, w in r.weights] == [
+        (-12, {"1.4.0": 100.0}),  # the window opens 12 s before the rollout, on what was live
+        (0, {"1.4.0": 90.0, "1.5.0": 10.0}),
+        (40, {"1.4.0": 75.0, "1.5.0": 25.0}),
+        (75, {"1.4.0": 90.0, "1.5.0": 10.0}),
+        (90, {"1.4.0": 100.0}),
+    ]
     assert r.rollout is not None and r.rollout.active_at_trigger and r.rollout.candidate == "1.5.0"
     assert (r.outcome, r.mode, r.from_version, r.target) == (
         "rolled-back",

@@ -327,7 +327,7 @@ def build_report(store: Store, operation_id: int) -> IncidentReport:
         ],
         rollout=rollout,
         timeline=_timeline(shown),
-        weights=_weights(events, window, state.get("from_weights")),
+        weights=_weights(events, window, started, state.get("from_weights")),
         series=_series(per, window, order=[row.stable, row.target]),
         compat=[finding_from(e) for e in shown if e.kind.startswith("compat.")],
         replay=[finding_from(e) for e in shown if e.kind.startswith("replay.")],
@@ -410,16 +410,14 @@ def _recovered_at(events: Sequence[audit.Event], target: str, started: float) ->
 
 
 def _weights(
-    events: Sequence[audit.Event], window: tuple[float, float], before: Any
+    events: Sequence[audit.Event], window: tuple[float, float], started: float, before: Any
 ) -> list[tuple[float, dict[str, float]]]:
     """The route table's weights over the window, starting from what was live before it.
 
-    When no traffic event before the window says what that was, the weights the rollback
-    recorded as live when it started (``before``) stand in.
+    When no traffic event says what was live before the trigger, the weights the rollback
+    recorded as live when it started (``before``) stand in from the window's start.
     """
     points: list[tuple[float, dict[str, float]]] = []
-    if isinstance(before, Mapping) and before:
-        points = [(window[0], {str(v): float(p) for v, p in before.items()})]
     for e in events:
         w = _event_weights(e)
         if w is None:
@@ -429,6 +427,9 @@ def _weights(
             points = [(window[0], w)]
         elif at <= window[1]:
             points.append((at, w))
+    known = any(at < started - 1.0 for at, _ in points)
+    if not known and isinstance(before, Mapping) and before:
+        points.insert(0, (window[0], {str(v): float(p) for v, p in before.items()}))
     return points
 
 
