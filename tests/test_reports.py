@@ -408,3 +408,9 @@ def test_the_report_renders_in_headless_chromium(incident: Incident, tmp_path: P
         finally:
             context.close()
     assert (tmp_path / "report.png").stat().st_size > 10_000
+
+
+def test_the_public_names_are_real() -> None:
+    import backout.reports
+
+    assert all(hasattr(backout.reports, name) for name in backout.reports.__all__)
