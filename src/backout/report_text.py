@@ -266,7 +266,9 @@ def what_happened(r: IncidentReport) -> str:
             s.append(f"All traffic moved to {r.target} at once.")
         else:
             how = "in one move" if moves <= 1 else f"in {moves} moves"
-            s.append(f"All traffic was back on {r.target} {duration(r.time_to_recover)} later, {how}.")
+            s.append(
+                f"All traffic was back on {r.target} {duration(r.time_to_recover)} later, {how}."
+            )
     else:
         s.append(f"Traffic never reached 100% on {r.target}.")
     if r.outcome == "rolled-back" and r.ended_at is not None:
