@@ -836,8 +836,14 @@ def history(
         raise typer.Exit(1)
 
 
-# The proof commands (consumers, compat, replay) live in their own module.
+# Commands that live in their own modules: proof (consumers, compat, replay, drill, demo),
+# policy check, and incident reports.
 from backout import cli_proof  # noqa: E402, F401
+from backout.cli_policy import policy_app  # noqa: E402
+from backout.cli_report import report_command  # noqa: E402
+
+app.add_typer(policy_app, name="policy")
+app.command("report")(report_command)
 
 # -- entry point ---------------------------------------------------------------------------
 

@@ -332,6 +332,9 @@ class Controller:
         warm = self._warm_note(model, target)
         skip_gates = mode == "staged" and self._in_rollback_window(model, target, policy, now)
         with self.store.write() as conn:
+            # The incident started at the request (``now``); its first step's bake starts when
+            # traffic actually moves, after the checks above.
+            moved_at = self.clock()
             cur = _active(conn, model)
             if cur is not None and cur.kind == "rollback":
                 raise OperationInProgress(
@@ -351,7 +354,8 @@ class Controller:
                 weights = _split(from_version, target, first) if first < 100 else {target: 100.0}
                 phase = Phase.ROLLING_BACK if first < 100 else Phase.VERIFYING
             op = self._insert(conn, model, "rollback", phase, from_version, target, weights, policy,
-                              reason or f"rollback to {target}", actor, now, state=state)  # fmt: skip
+                              reason or f"rollback to {target}", actor, now, state=state,
+                step_at=moved_at)  # fmt: skip
             audit.append(conn, "rollback.started", model=model, actor=actor, reason=op.reason,
                          data={"operation": op.id, "from": from_version, "target": target, "mode": mode,
                                "trigger": trigger, "warm": warm, "skip_gates": skip_gates,
@@ -734,21 +738,39 @@ class Controller:
                                  reason="; ".join(t.summary for t in fired) + ": no known-good release to roll back to",
                                  data={"triggers": [t.to_dict() for t in fired]})  # fmt: skip
                 return
-            self.rollback(model, actor=self.actor, to=target, reason="trigger: " + "; ".join(t.summary for t in fired),
-                          trigger={"triggers": [t.to_dict() for t in fired]})  # fmt: skip
+            reason = "trigger: " + "; ".join(t.summary for t in fired)
+            evidence = {"triggers": [t.to_dict() for t in fired]}
+            try:
+                self.rollback(model, actor=self.actor, to=target, reason=reason, trigger=evidence,
+                              emergency=_emergency(self.policy_for(model), fired))  # fmt: skip
+            except (ValidationError, ModelNotFound) as exc:
+                # The live release is unhealthy and the way back is not safe either.
+                self._freeze_model(
+                    model, f"{reason}; and no safe rollback: {exc.message}", evidence
+                )
 
     def _trigger_rollback(self, op: Operation, fired: list[triggers.TriggerResult]) -> None:
         reason = "trigger: " + "; ".join(t.summary for t in fired)
-        self._auto_rollback(op, reason, {"triggers": [t.to_dict() for t in fired]})
+        self._auto_rollback(op, reason, {"triggers": [t.to_dict() for t in fired]},
+                            emergency=_emergency(op.policy, fired))  # fmt: skip
 
     def _gate_failed(self, op: Operation, result: GateResult) -> None:
         self._auto_rollback(
             op, f"gate failed at step {op.step + 1}: {result.summary}", {"gate": result.to_dict()}
         )
 
-    def _auto_rollback(self, op: Operation, reason: str, trigger: dict[str, Any]) -> None:
+    def _auto_rollback(
+        self, op: Operation, reason: str, trigger: dict[str, Any], *, emergency: bool | None = None
+    ) -> None:
         try:
-            self.rollback(op.model, actor=self.actor, to=op.stable, reason=reason, trigger=trigger)
+            self.rollback(
+                op.model,
+                actor=self.actor,
+                to=op.stable,
+                reason=reason,
+                trigger=trigger,
+                emergency=emergency,
+            )
         except (ValidationError, ModelNotFound) as exc:
             # No safe way back (the target fails its checks): stop here and get a human.
             self._freeze(op, f"{reason}; and no safe rollback: {exc.message}", trigger)
@@ -812,6 +834,18 @@ class Controller:
             self._transition(conn, op, Phase.FROZEN, self.actor, why, evidence, apply=False)
         self._notify("freeze", op.model, f"{op.model} is frozen", why, op.id, severity="critical")
         self._escalate(op, self.clock(), force=True)
+
+    def _freeze_model(self, model: str, why: str, evidence: dict[str, Any]) -> None:
+        """Freeze a model that has no operation in progress (a trigger with no way back)."""
+        F = schema.freezes
+        with self.store.write() as conn:
+            if conn.execute(sa.select(F.c.model).where(F.c.model == model)).first() is not None:
+                return
+            conn.execute(
+                F.insert().values(model=model, reason=why, at=self.clock(), operation_id=None)
+            )
+            audit.append(conn, "freeze", model=model, actor=self.actor, reason=why, data=evidence)
+        self._notify("freeze", model, f"{model} is frozen", why, 0, severity="critical")
 
     def _escalate(self, op: Operation, now: float, *, force: bool = False) -> None:
         """Call the next contact when recovery is late (or at once, with ``force``)."""
@@ -880,17 +914,18 @@ class Controller:
 
     def _insert(self, conn: Connection, model: str, kind: str, phase: Phase, stable: str, target: str,
                 weights: dict[str, float], policy: Policy, reason: str, actor: str, now: float, *,
-                state: dict[str, Any] | None = None, ended: bool = False) -> Operation:  # fmt: skip
+                state: dict[str, Any] | None = None, ended: bool = False,
+                step_at: float | None = None) -> Operation:  # fmt: skip
         values = dict(model=model, kind=kind, phase=phase.value, step=0, stable=stable, target=target,
                       weights=weights, state=state or {}, policy=policy.model_dump(mode="json"), reason=reason,
-                      actor=actor, started_at=now, step_started_at=now, updated_at=now,
+                      actor=actor, started_at=now, step_started_at=step_at or now, updated_at=now,
                       ended_at=now if ended else None, outcome=phase.value if ended else None)  # fmt: skip
         key = conn.execute(OPS.insert().values(**values)).inserted_primary_key
         assert key is not None
         op_id = key[0]
         return Operation(id=int(op_id), model=model, kind=kind, phase=phase, step=0, stable=stable, target=target,
                          weights=weights, state=state or {}, policy=policy, reason=reason, actor=actor,
-                         started_at=now, step_started_at=now, updated_at=now,
+                         started_at=now, step_started_at=step_at or now, updated_at=now,
                          ended_at=now if ended else None, outcome=phase.value if ended else None)  # fmt: skip
 
     def registry_mark_good(
@@ -1077,3 +1112,9 @@ def _clean(weights: Mapping[str, float]) -> dict[str, float]:
 
 def _fmt_weights(weights: Mapping[str, float]) -> str:
     return " ".join(f"{v}={w:g}%" for v, w in weights.items())
+
+
+def _emergency(policy: Policy, fired: list[triggers.TriggerResult]) -> bool | None:
+    """True when a fired trigger asks for an emergency rollback; None: the policy's mode."""
+    modes = {t.name or t.kind: t.mode for t in policy.triggers}
+    return True if any(modes.get(f.name) == "emergency" for f in fired) else None

@@ -50,9 +50,17 @@ POLICY = """
 owners: [ml-platform@example.com]
 rollout:
   steps: [20, 50, 100]
-  bake: 8s
-  min_requests: 100
+  bake: 12s
+  min_requests: 150
   on_inconclusive: rollback
+  gate:
+    alpha: 0.05
+    judges:
+      - {judge: error_rate}
+      - {judge: latency}
+      - {judge: latency_budget, quantile: 0.99, max_ms: 40}
+      - {judge: drift}
+      - {judge: integrity}
 rollback:
   mode: staged
   steps: [90, 100]
@@ -60,7 +68,7 @@ rollback:
   verification: {duration: 6s, min_requests: 40}
 completion: {rollout: 6s}
 triggers:
-  - {name: error-rate, kind: error_rate, max_rate: 0.02, window: 5s, min_requests: 30}
+  - {name: error-rate, kind: error_rate, max_rate: 0.02, window: 5s, min_requests: 30, mode: emergency}
   - {name: integrity, kind: integrity, window: 5s, min_requests: 1}
   - {name: p99-latency, kind: latency, quantile: 0.99, max_ms: 2000, window: 5s, min_requests: 30}
 escalation:
@@ -107,7 +115,7 @@ def train(folder: Path) -> dict[str, tuple[Path, Any]]:
     models = {
         "0.9.0": (LogisticRegression(C=0.5, max_iter=1000).fit(x, y), "baseline logistic regression"),
         "1.0.0": (LogisticRegression(C=2.0, max_iter=1000).fit(x, y), "retrained on fresh data"),
-        "1.1.0": (RandomForestClassifier(n_estimators=300, random_state=0).fit(x, noisy),
+        "1.1.0": (RandomForestClassifier(n_estimators=500, random_state=0).fit(x, noisy),
                   "random forest: bigger, slower, trained on a bad label export"),
         "2.0.0": (LogisticRegression(max_iter=1000).fit(wide, y), "adds the petal_area feature"),
     }  # fmt: skip
@@ -294,13 +302,12 @@ class Demo:
         self.wait("1.0.0 rolls out", lambda: self._ended_op() == ("rollout", "1.0.0"), timeout=120)
 
         c.rule("2. a regressed release is caught and rolled back in stages")
-        canary_started = time.time()
-        self.controller.deploy(MODEL, "1.1.0", actor="demo", reason="bigger model")
+        canary = self.controller.deploy(MODEL, "1.1.0", actor="demo", reason="bigger model")
         self.wait(
             "the judges decide", lambda: self._ended_op() == ("rollback", "1.0.0"), timeout=120
         )
         incident = self.controller.operations(MODEL, limit=1)[0]
-        ttd = incident.started_at - canary_started
+        ttd = incident.started_at - canary.started_at  # first canary traffic → rollback started
 
         c.rule("3. a release that would break its callers is refused")
         try:
@@ -341,7 +348,7 @@ class Demo:
         )
         t.add_column("measure")
         t.add_column("value", justify="right")
-        t.add_row("time to detect (deploy → rollback started)", f"{ttd:.1f} s")
+        t.add_row("time to detect (canary takes traffic → rollback started)", f"{ttd:.1f} s")
         t.add_row(
             "time to recover (rollback started → 100% on 1.0.0)",
             "-" if recovered is None else f"{recovered - incident.started_at:.1f} s",
