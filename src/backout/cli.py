@@ -670,7 +670,9 @@ def serve(
     )
     stop = threading.Event()
     if controller:
-        ctl = s.controller()
+        from backout.controller import Controller
+
+        ctl = Controller(s.store(), s.registry(), actor="controller")
         threading.Thread(
             target=ctl.run, args=(stop,), name="backout-controller", daemon=True
         ).start()

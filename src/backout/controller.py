@@ -345,7 +345,8 @@ class Controller:
                 self._end(
                     conn, cur, Phase.ABORTED, actor, f"superseded by a rollback to {target}", {}
                 )
-            state = {"trigger": trigger, "mode": mode, "warm": warm, "from_weights": live}
+            state = {"trigger": trigger, "mode": mode, "warm": warm, "from_weights": live,
+                     "superseded": cur.id if cur is not None else None}  # fmt: skip
             if mode == "emergency" or skip_gates:
                 weights = {target: 100.0}
                 phase = Phase.VERIFYING

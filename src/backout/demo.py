@@ -320,9 +320,17 @@ class Demo:
         c.rule("4. a drill: inject 5% errors into the live release")
         from backout.drills import parse_fault, run_drill
 
-        drill = run_drill(self.store, self.registry, MODEL, parse_fault("errors=5%"), actor="demo", timeout=90,
-                          on_progress=lambda m: self.say(f"[magenta]drill[/magenta] {m}"))  # fmt: skip
-        self.narrate()
+        outcome: list[Any] = []
+        runner = threading.Thread(
+            target=lambda: outcome.append(run_drill(self.store, self.registry, MODEL, parse_fault("errors=5%"),
+                                                    actor="demo", timeout=90)),
+            name="demo-drill", daemon=True,
+        )  # fmt: skip
+        runner.start()
+        self.wait("the policy responds to the drill", lambda: not runner.is_alive(), timeout=120)
+        if not outcome:
+            raise BackoutError("demo: the drill did not finish")
+        drill = outcome[0]
         time.sleep(1)
         self.traffic.stop.set()
         time.sleep(1.5)

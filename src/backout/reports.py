@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -253,6 +253,9 @@ def build_report(store: Store, operation_id: int) -> IncidentReport:
     started = float(row.started_at)
     ended = None if row.ended_at is None else float(row.ended_at)
     rollout = _rollout(before, started) if before is not None and before.kind == "rollout" else None
+    if rollout is not None and state.get("superseded") == rollout.id:
+        # The controller records which rollout this rollback cut short: it was live at the trigger.
+        rollout = replace(rollout, active_at_trigger=True)
 
     # Before the trigger: the target's error rate (the baseline) and when the bad release
     # began to look bad, read over a look-back that does not depend on the window.
