@@ -25,7 +25,11 @@ at the boundary with ``raise ... from exc`` so callers only ever handle this tre
     │   ├── ArtifactCorrupt         a blob whose bytes do not hash to its address
     │   └── AuditChainBroken        an event log whose hash chain does not verify
     ├── ArtifactError               a file to register that is missing or unreadable
-    └── RuntimeLoadError            a release that cannot be loaded into a predictor
+    ├── RuntimeLoadError            a release that cannot be loaded into a predictor
+    │   └── MlflowMissing           an MLflow release where MLflow is not installed
+    └── ModelError                  a loaded release failed while predicting (500)
+        └── UpstreamError           an HTTP upstream answered with an error or not at all (502)
+            └── UpstreamTimeout     an HTTP upstream did not answer in time (504)
 """
 
 from __future__ import annotations
@@ -147,3 +151,29 @@ class RuntimeLoadError(BackoutError):
     """Raised when a release cannot be loaded into a predictor."""
 
     http_status = 503
+
+
+class MlflowMissing(RuntimeLoadError):
+    """Raised when an MLflow release is loaded where MLflow is not installed."""
+
+
+class ModelError(BackoutError):
+    """Raised when a loaded release fails while predicting (the model itself raised).
+
+    The gateway answers 500 and counts it as a model exception of that release.
+    """
+
+    http_status = 500
+
+
+class UpstreamError(ModelError):
+    """Raised when an HTTP upstream answers with a server error or cannot be reached."""
+
+    http_status = 502
+    retriable = True
+
+
+class UpstreamTimeout(UpstreamError):
+    """Raised when an HTTP upstream does not answer within the release's timeout."""
+
+    http_status = 504

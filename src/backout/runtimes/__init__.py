@@ -5,15 +5,13 @@ imported only when a release of its kind is loaded; :func:`load_release` verifie
 artifacts and dispatches. :mod:`backout.runtimes.tensors` converts JSON bodies to tensors.
 """
 
+from backout.errors import ModelError, UpstreamError, UpstreamTimeout
 from backout.runtimes.base import (
     DEFAULT_LOAD_TIMEOUT_S,
     LOADERS,
     LoadContext,
     Loader,
-    ModelError,
     Predictor,
-    UpstreamError,
-    UpstreamTimeout,
     load_release,
     verify_artifacts,
 )

@@ -5,15 +5,10 @@ For the gateway and the warm pool: :func:`load_release` turns a registered relea
 was registered with. Each runtime kind lives in its own module and is imported only when a
 release of that kind is loaded, so a gateway that serves ONNX never imports MLflow.
 
-Errors raised here and by the runtimes, until they move into :mod:`backout.errors`::
-
-    BackoutError
-    ├── RuntimeLoadError            (errors.py) the release cannot become a predictor
-    ├── ArtifactCorrupt             (errors.py) an artifact's bytes no longer match
-    ├── ValidationError             (errors.py) inputs that do not fit the model (422)
-    └── ModelError                  a loaded release failed while predicting (500)
-        └── UpstreamError           an HTTP upstream answered with an error or not at all (502)
-            └── UpstreamTimeout     an HTTP upstream did not answer in time (504)
+Errors (all in :mod:`backout.errors`): ``RuntimeLoadError`` when a release cannot become a
+predictor, ``ArtifactCorrupt`` when its bytes no longer match, ``ValidationError`` for inputs
+that do not fit the model (422), ``ModelError`` / ``UpstreamError`` / ``UpstreamTimeout`` when
+a loaded release fails while predicting (500 / 502 / 504).
 """
 
 from __future__ import annotations
@@ -40,28 +35,6 @@ from backout.errors import (
 from backout.releases import Artifact, ReleaseManifest, RuntimeKind
 
 DEFAULT_LOAD_TIMEOUT_S = 30.0
-
-
-class ModelError(BackoutError):
-    """Raised when a loaded release fails while predicting (the model itself raised).
-
-    The gateway answers 500 and counts it as a model exception of that release.
-    """
-
-    http_status = 500
-
-
-class UpstreamError(ModelError):
-    """Raised when an HTTP upstream answers with a server error or cannot be reached."""
-
-    http_status = 502
-    retriable = True
-
-
-class UpstreamTimeout(UpstreamError):
-    """Raised when an HTTP upstream does not answer within the release's timeout."""
-
-    http_status = 504
 
 
 @runtime_checkable

@@ -31,8 +31,8 @@ import httpx
 import numpy as np
 import orjson
 
-from backout.errors import ValidationError
-from backout.runtimes.base import LoadContext, UpstreamError, UpstreamTimeout, gather_matrix
+from backout.errors import UpstreamError, UpstreamTimeout, ValidationError
+from backout.runtimes.base import LoadContext, gather_matrix
 from backout.runtimes.tensors import DATATYPES, decode_tensors, encode_tensors
 
 _JSON = {"content-type": "application/json"}

@@ -28,10 +28,9 @@ from typing import Any
 
 import numpy as np
 
-from backout.errors import RuntimeLoadError, ValidationError
+from backout.errors import MlflowMissing, ModelError, ValidationError
 from backout.runtimes.base import (
     LoadContext,
-    ModelError,
     deep_sizeof,
     gather_matrix,
     pandas_frame,
@@ -52,10 +51,6 @@ def _mlflow() -> Any:
             f"the mlflow runtime needs MLflow, which is not installed: {INSTALL_HINT}"
         ) from exc
     return mlflow
-
-
-class MlflowMissing(RuntimeLoadError):
-    """Raised when MLflow is needed but not installed (local until errors.py has it)."""
 
 
 def resolve_mlflow_uri(

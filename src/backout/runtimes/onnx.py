@@ -20,8 +20,8 @@ from typing import Any
 import numpy as np
 import onnxruntime as ort
 
-from backout.errors import ValidationError
-from backout.runtimes.base import LoadContext, ModelError, gather_matrix
+from backout.errors import ModelError, ValidationError
+from backout.runtimes.base import LoadContext, gather_matrix
 
 # onnxruntime's type strings for tensor inputs → numpy dtypes.
 _DTYPES: dict[str, np.dtype[Any]] = {

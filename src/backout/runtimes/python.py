@@ -31,8 +31,8 @@ from typing import Any
 
 import numpy as np
 
-from backout.errors import ValidationError
-from backout.runtimes.base import LoadContext, ModelError, deep_sizeof
+from backout.errors import ModelError, ValidationError
+from backout.runtimes.base import LoadContext, deep_sizeof
 
 _counter = itertools.count()
 

@@ -24,10 +24,9 @@ from typing import Any
 import joblib
 import numpy as np
 
-from backout.errors import ValidationError
+from backout.errors import ModelError, ValidationError
 from backout.runtimes.base import (
     LoadContext,
-    ModelError,
     deep_sizeof,
     gather_matrix,
     pandas_frame,
