@@ -34,6 +34,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 from _results import write_section
 
+from backout import baselines
 from backout import judges as J
 from backout.telemetry import Batch
 
@@ -343,12 +344,12 @@ def run_regime(r: Regime, runs: int, seed: int, chunk: int) -> Outcome:
                 vb = np.divide(xb, sim.n_b, out=np.zeros_like(xb), where=sim.n_b > 0)
                 out.add(
                     f"kayenta:{metric}",
-                    J.kayenta_first_fail(vc, vb, interval=60, min_points=50, alpha=ALPHA),
+                    baselines.kayenta_first_fail(vc, vb, interval=60, min_points=50, alpha=ALPHA),
                 )
                 ratio = 1.5 if metric == "error_rate" else 1.05
                 out.add(
                     f"flagger:{metric}",
-                    J.flagger_first_fail(
+                    baselines.flagger_first_fail(
                         xc, sim.n_c, xb, sim.n_b, interval=60, max_ratio=ratio, threshold=3,
                         log_scale=metric == "latency",
                     ),
