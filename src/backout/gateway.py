@@ -506,7 +506,8 @@ class Gateway:
         if oip:
             request: dict[str, Any] = {"inputs": encode_tensors(inputs)}
         else:
-            request = {k: v for k, v in body.items() if k != "instances"}
+            # The rule's fields are scrubbed wherever a caller put them: top level or per instance.
+            request = scrub([{k: v for k, v in body.items() if k != "instances"}], rule)[0]
             if "instances" in body:
                 request["instances"] = scrub(body["instances"], rule)
         self.captures.add(

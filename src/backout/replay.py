@@ -120,17 +120,17 @@ def add_labels(store: Store, request_id: str, labels: Any) -> bool:
 # -- performance envelopes ------------------------------------------------------------------
 
 
-def record_envelope(
+def summarise(
     store: Store, model: str, version: str, *, since: float, until: float
 ) -> dict[str, Any] | None:
-    """Summarise ``version``'s production telemetry over [since, until) as its envelope."""
+    """``version``'s production telemetry over [since, until), as an envelope."""
     batches = read_batches(store, model, since=since, until=until).get(version, [])
     total = sum_batches(batches)
     if total is None or total.requests == 0:
         return None
     seconds = max(until - since, 1.0)
     busy = [b.requests / max(b.end - b.start, 1e-3) for b in batches if b.requests]
-    env = {
+    return {
         "requests": total.requests,
         "error_rate": total.error_count / total.requests,
         "p50_ms": latency_quantile(total.latency, 0.5) * 1000,
@@ -141,6 +141,15 @@ def record_envelope(
         "since": since,
         "until": until,
     }
+
+
+def record_envelope(
+    store: Store, model: str, version: str, *, since: float, until: float
+) -> dict[str, Any] | None:
+    """Summarise ``version``'s production telemetry over [since, until) and keep it."""
+    env = summarise(store, model, version, since=since, until=until)
+    if env is None:
+        return None
     E = schema.envelopes
     with store.write() as conn:
         conn.execute(E.delete().where(E.c.model == model, E.c.version == version))
@@ -148,13 +157,27 @@ def record_envelope(
     return env
 
 
+ENVELOPE_SPAN_S = 600.0  # the envelope covers the last ten minutes a release served
+
+
 def envelope(store: Store, model: str, version: str) -> dict[str, Any] | None:
+    """The release's envelope: the recorded one, else its last ten minutes in production."""
     E = schema.envelopes
+    T = schema.telemetry
     with store.read() as conn:
         row = conn.execute(
             sa.select(E.c.data).where(E.c.model == model, E.c.version == version)
         ).first()
-    return dict(row.data) if row else None
+        if row is not None:
+            return dict(row.data)
+        last = conn.execute(
+            sa.select(sa.func.max(T.c.start)).where(T.c.model == model, T.c.version == version)
+        ).scalar()
+    if last is None:
+        return None
+    return summarise(
+        store, model, version, since=float(last) - ENVELOPE_SPAN_S, until=float(last) + 1.0
+    )
 
 
 # -- replay ----------------------------------------------------------------------------------
