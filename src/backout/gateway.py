@@ -56,6 +56,11 @@ log = logging.getLogger("backout.gateway")
 PIN_HEADER = "x-backout-version"
 KEY_HEADER = "x-backout-key"
 WORKER_HEADER = "x-backout-worker"  # which worker answered: shows each worker's switch
+# The request headers an inference route reads (ASGI gives names in lower case).
+_JSON_HEADERS = frozenset(
+    h.encode() for h in ("traceparent", "x-request-id", PIN_HEADER, KEY_HEADER, "content-length")
+)
+_OIP_HEADERS = _JSON_HEADERS | {BINARY_HEADER.encode()}
 
 
 @dataclass
@@ -238,19 +243,21 @@ class Gateway:
     # -- routes ------------------------------------------------------------------------
 
     def _routes(self) -> list[Route]:
+        # Starlette tries routes in order, one regular expression each: the inference
+        # routes go first, so a prediction does not pay for matching the others.
         return [
+            Route("/models/{model}/predict", self.json_predict, methods=["POST"]),
+            Route("/v2/models/{model}/infer", self.oip_infer, methods=["POST"]),
+            Route(
+                "/models/{model}/versions/{version}/predict", self.json_predict, methods=["POST"]
+            ),
+            Route("/v2/models/{model}/versions/{version}/infer", self.oip_infer, methods=["POST"]),
             Route("/v2/health/live", self.live_endpoint, methods=["GET"]),
             Route("/v2/health/ready", self.ready_endpoint, methods=["GET"]),
             Route("/v2/models/{model}", self.model_metadata, methods=["GET"]),
             Route("/v2/models/{model}/ready", self.model_ready, methods=["GET"]),
-            Route("/v2/models/{model}/infer", self.oip_infer, methods=["POST"]),
             Route("/v2/models/{model}/versions/{version}", self.model_metadata, methods=["GET"]),
             Route("/v2/models/{model}/versions/{version}/ready", self.model_ready, methods=["GET"]),
-            Route("/v2/models/{model}/versions/{version}/infer", self.oip_infer, methods=["POST"]),
-            Route("/models/{model}/predict", self.json_predict, methods=["POST"]),
-            Route(
-                "/models/{model}/versions/{version}/predict", self.json_predict, methods=["POST"]
-            ),
             Route("/metrics", self.metrics_endpoint, methods=["GET"]),
             Route("/backout/state", self.state_endpoint, methods=["GET"]),
         ]
@@ -327,18 +334,26 @@ class Gateway:
 
     async def _serve(self, request: Request, *, oip: bool) -> Response:
         t0 = time.perf_counter()
-        rid, trace_headers = correlation(request.headers)
+        names = _OIP_HEADERS if oip else _JSON_HEADERS
+        # One pass over the raw headers for the few this route reads; Starlette's Headers
+        # scans the whole list again on every lookup.
+        hdr = {
+            k.decode("latin-1"): v.decode("latin-1")
+            for k, v in request.scope["headers"]
+            if k in names
+        }
+        rid, trace_headers = correlation(hdr)
         model = request.path_params["model"]
         version: str | None = None
         counted = False  # True once the request reached a loaded release: errors count for it
         status = 200
         try:
             table = self._table(model)
-            pinned = request.path_params.get("version") or request.headers.get(PIN_HEADER)
-            version = routing.choose(table, key=request.headers.get(KEY_HEADER), pinned=pinned)
+            pinned = request.path_params.get("version") or hdr.get(PIN_HEADER)
+            version = routing.choose(table, key=hdr.get(KEY_HEADER), pinned=pinned)
             entry = self._loaded(model, version, table)
-            raw = await self._read(request)
-            binary_len = request.headers.get(BINARY_HEADER) if oip else None
+            raw = await self._read(request, hdr.get("content-length"))
+            binary_len = hdr.get(BINARY_HEADER) if oip else None
             body: dict[str, Any]
             if binary_len is None:
                 body = self._parse(raw)
@@ -397,7 +412,7 @@ class Gateway:
             access_log.info(orjson.dumps({
                 "request_id": rid, "model": model, "release": version, "status": status,
                 "latency_ms": round(latency * 1000, 3), "path": request.url.path,
-                "key": request.headers.get(KEY_HEADER),
+                "key": hdr.get(KEY_HEADER),
             }).decode())  # fmt: skip
         return response
 
@@ -424,19 +439,26 @@ class Gateway:
             f"release {model}@{version} is not served here; served versions: {', '.join(served) or 'none'}",
         )
 
-    async def _read(self, request: Request) -> bytes:
+    async def _read(self, request: Request, declared: str | None) -> bytes:
         limit = self.settings.max_body_bytes
-        declared = request.headers.get("content-length")
         if declared is not None and declared.isdigit() and int(declared) > limit:
             raise HTTPError(413, f"request body is {int(declared):,} bytes; the limit is {limit:,}")
+        # Straight from the ASGI receive channel: Request.stream() wraps every message in an
+        # async generator, which costs more than the small body it carries.
         chunks: list[bytes] = []
         size = 0
-        async for chunk in request.stream():
+        receive = request.receive
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                raise HTTPError(400, "the client disconnected before sending the whole body")
+            chunk = message.get("body", b"")
             size += len(chunk)
             if size > limit:
                 raise HTTPError(413, f"request body exceeds the limit of {limit:,} bytes")
             chunks.append(chunk)
-        return b"".join(chunks)
+            if not message.get("more_body", False):
+                return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
     def _parse(self, raw: bytes) -> dict[str, Any]:
         try:
@@ -476,9 +498,10 @@ class Gateway:
 
     async def _infer(self, entry: Loaded, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         try:
-            return await asyncio.wait_for(
-                entry.predictor.infer(inputs), self.settings.predict_timeout_s
-            )
+            # asyncio.timeout, not wait_for: wait_for wraps the call in a new task, which cost
+            # more than an in-process model's whole prediction.
+            async with asyncio.timeout(self.settings.predict_timeout_s):
+                return await entry.predictor.infer(inputs)
         except (TimeoutError, UpstreamTimeout) as exc:
             raise HTTPError(
                 504,
