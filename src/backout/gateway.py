@@ -18,10 +18,11 @@ import logging
 import os
 import socket
 import sqlite3
+import sys
 import time
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
 import orjson
@@ -72,6 +73,7 @@ class GatewaySettings:
     poll_interval_s: float = 0.005  # how often the routes generation is checked
     flush_interval_s: float = 1.0  # telemetry batch length
     predict_timeout_s: float = 30.0  # a model slower than this answers 504
+    access_log: bool = False  # JSON access lines to stderr, written about once a second
     worker_id: str = field(default_factory=lambda: f"{socket.gethostname()}:{os.getpid()}")
 
 
@@ -123,6 +125,38 @@ class ChangeWatch:
             self._conn = None
 
 
+class AccessLog:
+    """The structured access log: one JSON line per request, written in blocks.
+
+    Lines wait in memory until the next telemetry flush (about a second) or until 64 KiB
+    are waiting, as nginx's ``access_log ... buffer= flush=`` does: a line through
+    :mod:`logging` cost about 30 µs, a sixth of a whole prediction.
+    """
+
+    def __init__(self, stream: BinaryIO, *, limit: int = 1 << 16) -> None:
+        self._stream = stream
+        self._limit = limit
+        self._lines: list[bytes] = []
+        self._size = 0
+
+    def write(self, doc: Mapping[str, Any]) -> None:
+        line = orjson.dumps(doc, option=orjson.OPT_APPEND_NEWLINE)
+        self._lines.append(line)
+        self._size += len(line)
+        if self._size >= self._limit:
+            self.flush()
+
+    def flush(self) -> None:
+        if not self._lines:
+            return
+        data = b"".join(self._lines)
+        self._lines.clear()
+        self._size = 0
+        with contextlib.suppress(OSError, ValueError):  # a closed stderr never fails a request
+            self._stream.write(data)
+            self._stream.flush()
+
+
 class HTTPError(Exception):
     """An error answer, raised inside a request and turned into a response in one place."""
 
@@ -163,6 +197,7 @@ class Gateway:
         self._background: set[asyncio.Task[None]] = set()
         self._refresh_lock = asyncio.Lock()
         self._watch = ChangeWatch(store)
+        self.access = AccessLog(sys.stderr.buffer) if self.settings.access_log else None
         self.app = Starlette(routes=self._routes(), lifespan=self._lifespan)
 
     # -- lifecycle ---------------------------------------------------------------------
@@ -184,6 +219,8 @@ class Gateway:
                 with contextlib.suppress(asyncio.CancelledError):
                     await t
             self.flush()
+            if self.access is not None:
+                self.access.flush()
             await self.pool.aclose()
             self._watch.close()
 
@@ -229,6 +266,8 @@ class Gateway:
     async def _flush_telemetry(self) -> None:
         while True:
             await asyncio.sleep(self.settings.flush_interval_s)
+            if self.access is not None:
+                self.access.flush()
             # Drain on the event loop (no request is mid-update then), write off it.
             batches = self.recorder.drain()
             try:
@@ -408,12 +447,16 @@ class Gateway:
             response = _json(body_err, status=status, headers=headers)
         latency = time.perf_counter() - t0
         self.metrics.observe(model, version or "-", status, latency)
-        if access_log.isEnabledFor(logging.INFO):
-            access_log.info(orjson.dumps({
+        if self.access is not None or access_log.isEnabledFor(logging.INFO):
+            line = {
                 "request_id": rid, "model": model, "release": version, "status": status,
-                "latency_ms": round(latency * 1000, 3), "path": request.url.path,
+                "latency_ms": round(latency * 1000, 3), "path": request.scope["path"],
                 "key": hdr.get(KEY_HEADER),
-            }).decode())  # fmt: skip
+            }  # fmt: skip
+            if self.access is not None:
+                self.access.write(line)
+            else:  # an embedding application routed the "backout.access" logger itself
+                access_log.info(orjson.dumps(line).decode())
         return response
 
     def _table(self, model: str) -> routing.RouteTable:
@@ -617,13 +660,8 @@ def create_app() -> Starlette:
     store = open_store(os.environ.get("BACKOUT_STORE"), migrate=False)
     home = Path(os.environ.get("BACKOUT_HOME", ".backout"))
     blobs = LocalBlobStore(Path(os.environ.get("BACKOUT_ARTIFACTS") or home / "artifacts"))
-    if os.environ.get("BACKOUT_ACCESS_LOG"):
-        handler = logging.StreamHandler()
-        handler.setFormatter(logging.Formatter("%(message)s"))
-        access_log.addHandler(handler)
-        access_log.setLevel(logging.INFO)
-        access_log.propagate = False
     settings = GatewaySettings(
+        access_log=bool(os.environ.get("BACKOUT_ACCESS_LOG")),
         max_body_bytes=int(os.environ.get("BACKOUT_MAX_BODY_BYTES", 1 << 20)),
         warm_rollback_points=int(os.environ.get("BACKOUT_WARM_ROLLBACK_POINTS", 2)),
     )
