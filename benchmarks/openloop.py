@@ -10,6 +10,10 @@ requests it delayed (no coordinated omission). It runs in its own process, on on
 with non-blocking keep-alive sockets and ``select`` (microsecond timeouts, unlike epoll's
 milliseconds), so a send is late by tens of microseconds at most.
 
+With ``--rate 0`` it runs closed loop instead: each connection sends its next request as
+soon as the previous one is answered, for ``--duration`` seconds (latency from the actual
+send). The cutover benchmark probes that way, so its probe never builds a backlog of its own.
+
 It prints one JSON document on stdout: counts, errors and latency percentiles in
 microseconds. With ``--log FILE`` it also writes one line per response, ``monotonic_ns
 status worker release``, with ``worker`` and ``release`` taken from the ``x-backout-worker``
@@ -92,8 +96,9 @@ def run(args: argparse.Namespace, log: TextIO | None) -> dict[str, Any]:
         f"POST {args.path} HTTP/1.1\r\nHost: {args.host}:{args.port}\r\n"
         f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n"
     ).encode()
-    interval_ns = NS // args.rate
-    total = int(args.rate * args.duration)
+    closed = args.rate == 0
+    interval_ns = NS // args.rate if not closed else NS
+    total = int(args.rate * args.duration) if not closed else 0
     warmup_ns = int(args.warmup * NS)
     idle = collections.deque(conns)
     by_fd = {c.sock.fileno(): c for c in conns}
@@ -118,17 +123,25 @@ def run(args: argparse.Namespace, log: TextIO | None) -> dict[str, Any]:
 
     while True:
         now = time.monotonic_ns()
+        if closed:
+            sending = now < start + int(args.duration * NS)
+            while sending and idle:
+                send(idle.popleft(), now, tally.sent)
+            if not sending and in_flight == 0:
+                break
         while k < total and start + k * interval_ns <= now:
             backlog.append(start + k * interval_ns)
             k += 1
         while backlog and idle:
             send(idle.popleft(), backlog.popleft(), tally.sent)
-        if k >= total and not backlog and in_flight == 0:
+        if not closed and k >= total and not backlog and in_flight == 0:
             break
         if now > deadline:
             tally.socket_errors += in_flight + len(backlog) + (total - k)
             break
         next_due = start + k * interval_ns if k < total else now + NS // 100
+        if closed:
+            next_due = max(now, start) + NS // 100 if now >= start else start
         timeout = max(0.0, (next_due - now) / NS) if not backlog or idle else 0.01
         busy = [c.sock for c in conns if c.scheduled_ns]
         readable, _, _ = select.select(busy, [], [], timeout) if busy else ([], [], [])
@@ -182,7 +195,7 @@ def run(args: argparse.Namespace, log: TextIO | None) -> dict[str, Any]:
 
     elapsed = (time.monotonic_ns() - start) / NS
     return {
-        "rate": args.rate,
+        "rate": args.rate or "closed loop",
         "sent": tally.sent,
         "ok": tally.ok,
         "non_2xx": tally.non_2xx,
@@ -204,7 +217,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--port", type=int, required=True)
     p.add_argument("--path", required=True)
     p.add_argument("--body", required=True)
-    p.add_argument("--rate", type=int, default=500, help="requests per second")
+    p.add_argument("--rate", type=int, default=500, help="requests per second; 0: closed loop")
     p.add_argument("--duration", type=float, default=10.0, help="seconds of sending")
     p.add_argument("--warmup", type=float, default=1.0, help="seconds not counted in latency")
     p.add_argument("--drain", type=float, default=5.0, help="seconds to wait for late answers")

@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
+import io
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import numpy as np
+import orjson
 import pytest
 
 from backout.artifacts import LocalBlobStore
 from backout.deployments import Deployments
-from backout.gateway import Gateway, GatewaySettings
+from backout.gateway import AccessLog, Gateway, GatewaySettings
 from backout.registry import Registry
 from backout.releases import Runtime, RuntimeKind
 from backout.store import Store, open_store
@@ -280,3 +282,18 @@ def test_rollback_points_are_kept_warm(world: World) -> None:
     state = world.http.get("/backout/state").json()
     assert {w["release"] for w in state["warm"]} == {"iris@1.0.0", "iris@1.1.0"}
     assert all(w["memory_bytes"] > 0 for w in state["warm"])
+
+
+def test_access_log_lines_are_json_and_written_in_blocks() -> None:
+    """Lines wait for a flush (or the size limit), then go out whole, one JSON per line."""
+    out = io.BytesIO()
+    access = AccessLog(out, limit=1 << 20)
+    access.write({"request_id": "a", "status": 200})
+    access.write({"request_id": "b", "status": 500})
+    assert out.getvalue() == b""
+    access.flush()
+    lines = out.getvalue().splitlines()
+    assert [orjson.loads(x)["request_id"] for x in lines] == ["a", "b"]
+    small = AccessLog(out := io.BytesIO(), limit=10)
+    small.write({"request_id": "c"})
+    assert orjson.loads(out.getvalue())["request_id"] == "c"
