@@ -648,7 +648,7 @@ class Gateway:
     async def feedback(self, request: Request) -> Response:
         """Ground truth for a captured request: ``{"request_id": ..., "labels": [...]}``."""
         try:
-            body = self._parse(await self._read(request))
+            body = self._parse(await self._read(request, request.headers.get("content-length")))
         except HTTPError as exc:
             return _json({"error": exc.message}, status=exc.status)
         rid = body.get("request_id")
