@@ -50,15 +50,16 @@ POLICY = """
 owners: [ml-platform@example.com]
 rollout:
   steps: [20, 50, 100]
-  bake: 12s
+  bake: 15s
   min_requests: 150
   on_inconclusive: rollback
+  # Judges that compare with the same-time baseline: a busy machine slows both releases
+  # alike, so it neither hides a regression nor fakes one (an absolute budget would).
   gate:
-    alpha: 0.05
+    alpha: 0.01
     judges:
       - {judge: error_rate}
       - {judge: latency}
-      - {judge: latency_budget, quantile: 0.99, max_ms: 40}
       - {judge: drift}
       - {judge: integrity}
 rollback:
@@ -77,7 +78,7 @@ escalation:
 capture: {rate: 0.25}
 # Loose on purpose: a strict replay (say min_agreement 0.95) refuses 1.1.0 before any
 # traffic moves — the demo lets the canary through so the judges show their work live.
-replay: {requests: 200, max_latency_ratio: 50, min_agreement: 0.6}
+replay: {requests: 100, max_latency_ratio: 50, min_agreement: 0.6}
 """
 
 CONSUMERS = [
@@ -299,12 +300,18 @@ class Demo:
 
         c.rule("1. a good release rolls out in gated steps")
         self.controller.deploy(MODEL, "1.0.0", actor="demo", reason="retrained on fresh data")
-        self.wait("1.0.0 rolls out", lambda: self._ended_op() == ("rollout", "1.0.0"), timeout=120)
+        self.wait("1.0.0 rolls out", lambda: self._ended_op() is not None, timeout=150)
+        if self._ended_op() != ("rollout", "1.0.0"):
+            self.say(
+                "[yellow]1.0.0 did not complete its rollout (see the timeline above); going on[/yellow]"
+            )
 
         c.rule("2. a regressed release is caught and rolled back in stages")
         canary = self.controller.deploy(MODEL, "1.1.0", actor="demo", reason="bigger model")
         self.wait(
-            "the judges decide", lambda: self._ended_op() == ("rollback", "1.0.0"), timeout=120
+            "the judges decide",
+            lambda: (self._ended_op() or ("", ""))[0] == "rollback",
+            timeout=150,
         )
         incident = self.controller.operations(MODEL, limit=1)[0]
         ttd = incident.started_at - canary.started_at  # first canary traffic → rollback started
