@@ -169,8 +169,13 @@ class Traffic:
                 task.add_done_callback(pending.discard)
                 next_at += interval
                 delay = next_at - time.perf_counter()
-                if delay > 0:
-                    await asyncio.sleep(delay)
+                if delay < -1.0:
+                    # Starved for a while (a busy machine): drop the backlog instead of
+                    # bursting it, and keep the steady rate from now on.
+                    next_at = time.perf_counter()
+                # Always yield, even when behind: without an await the loop would only ever
+                # create tasks and never run them.
+                await asyncio.sleep(max(delay, 0.0))
             if pending:
                 await asyncio.wait(pending, timeout=10)
 
