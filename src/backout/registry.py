@@ -156,6 +156,7 @@ class Registry:
         check_version(version)
         if not isinstance(runtime, Runtime):
             runtime = Runtime(kind=RuntimeKind(runtime))
+        runtime = pin_runtime(runtime)
         names = [Path(p).name for p in artifacts]
         dupes = sorted({n for n in names if names.count(n) > 1})
         if dupes:
@@ -408,6 +409,32 @@ class Registry:
             )
             raise ReleaseNotFound(f"release {model}@{version} is not registered ({hint})")
         return row
+
+
+def pin_runtime(runtime: Runtime) -> Runtime:
+    """Resolve what could move under a release to what it is now, so the release never changes.
+
+    An MLflow ``models:/name@alias`` (or a version) is resolved once, at registration, and
+    the concrete version is recorded in the runtime options: moving the alias later never
+    changes what this release serves.
+    """
+    if runtime.kind != RuntimeKind.MLFLOW or "version" in runtime.options:
+        return runtime
+    uri = runtime.options.get("uri")
+    if not isinstance(uri, str):
+        raise ValidationError(
+            "an mlflow release needs the runtime option uri=models:/NAME@ALIAS or models:/NAME/VERSION"
+        )
+    from backout.runtimes.mlflow import resolve_mlflow_uri
+
+    resolved, version = resolve_mlflow_uri(
+        uri,
+        tracking_uri=runtime.options.get("tracking_uri"),
+        registry_uri=runtime.options.get("registry_uri"),
+    )
+    return Runtime(
+        kind=runtime.kind, options={**runtime.options, "version": version, "resolved_uri": resolved}
+    )
 
 
 def _release(row: Any) -> Release:

@@ -144,3 +144,24 @@ def test_missing_mlflow_says_how_to_install(
     manifest = make_release(RuntimeKind.MLFLOW, {}, {"uri": "models:/iris/1"})
     with pytest.raises(RuntimeLoadError, match=r"pip install 'backout\[mlflow\]'"):
         load_release(manifest, blobs)
+
+
+@needs_mlflow
+def test_registering_an_alias_records_the_concrete_version(
+    registry: dict[str, Any], tmp_path: Any
+) -> None:
+    """A release pins what the alias meant when it was registered, and never changes."""
+    from backout.registry import Registry
+    from backout.releases import Runtime
+    from backout.store import open_store
+
+    uri = registry["uri"]
+    store = open_store(f"sqlite:///{tmp_path / 'store.db'}")
+    reg = Registry(store, LocalBlobStore(tmp_path / "blobs"))
+    options = {"uri": "models:/iris@champion", "tracking_uri": uri, "registry_uri": uri}
+    rel = reg.register(
+        "iris", "1.0.0", [], runtime=Runtime(kind=RuntimeKind.MLFLOW, options=options), actor="t"
+    ).release
+    assert rel.manifest.runtime.options["version"] == "1"
+    assert rel.manifest.runtime.options["resolved_uri"] == "models:/iris/1"
+    store.dispose()
