@@ -63,7 +63,9 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 WORK = HERE / ".work"
 MLSERVER_VENV = WORK / "mlserver-venv"
-MLSERVER_PINS = ["mlserver==1.7.1", "mlserver-sklearn==1.7.1"]
+# MLServer 1.7.1's inference workers call asyncio.get_event_loop() before setting a loop,
+# which uvloop 0.22 and later refuse (RuntimeError): pin the last uvloop that allows it.
+MLSERVER_PINS = ["mlserver==1.7.1", "mlserver-sklearn==1.7.1", "uvloop<0.22"]
 BIN = Path(sys.executable).parent
 ROW = [5.1, 3.5, 1.4, 0.2]
 JSON_BODY = json.dumps({"instances": [ROW]})
@@ -223,12 +225,14 @@ def ensure_wrk() -> str:
 def ensure_mlserver() -> Path:
     """MLServer's own virtual environment, used by nothing but this benchmark."""
     mlserver = MLSERVER_VENV / "bin" / "mlserver"
-    if not mlserver.exists():
-        print("creating MLServer's environment in", MLSERVER_VENV, file=sys.stderr)
+    stamp = MLSERVER_VENV / "backout-pins.txt"
+    if not mlserver.exists() or not stamp.exists() or stamp.read_text() != " ".join(MLSERVER_PINS):
+        print("setting up MLServer's environment in", MLSERVER_VENV, file=sys.stderr)
         subprocess.run([sys.executable, "-m", "venv", str(MLSERVER_VENV)], check=True)
         subprocess.run(
             [str(MLSERVER_VENV / "bin" / "pip"), "install", "-q", *MLSERVER_PINS], check=True
         )
+        stamp.write_text(" ".join(MLSERVER_PINS))
     return mlserver
 
 

@@ -18,7 +18,7 @@ from backout.gateway import AccessLog, Gateway, GatewaySettings
 from backout.registry import Registry
 from backout.releases import Runtime, RuntimeKind
 from backout.store import Store, open_store
-from backout.telemetry import read_batches
+from backout.telemetry import Metrics, read_batches
 from tests.models import iris, register_iris
 from tests.serving import serve
 
@@ -297,3 +297,25 @@ def test_access_log_lines_are_json_and_written_in_blocks() -> None:
     small = AccessLog(out := io.BytesIO(), limit=10)
     small.write({"request_id": "c"})
     assert orjson.loads(out.getvalue())["request_id"] == "c"
+
+
+def test_metrics_kept_in_memory_match_prometheus_after_a_flush() -> None:
+    """Pending observations reach the counter and histogram buckets exactly as observe would."""
+    metrics = Metrics()
+    for seconds in (0.0003, 0.003, 7.0):
+        metrics.observe("iris", "1.0.0", 200, seconds)
+    text = metrics.exposition()[0].decode()
+    lines = {
+        line.rsplit(" ", 1)[0]: float(line.rsplit(" ", 1)[1])
+        for line in text.splitlines()
+        if line and not line.startswith("#")
+    }
+    hist = 'backout_request_duration_seconds_bucket{le="%s",model="iris",release="1.0.0"}'
+    assert lines[hist % "0.0005"] == 1
+    assert lines[hist % "0.005"] == 2
+    assert lines[hist % "5.0"] == 2
+    assert lines[hist % "+Inf"] == 3
+    assert lines[
+        'backout_request_duration_seconds_sum{model="iris",release="1.0.0"}'
+    ] == pytest.approx(7.0033)
+    assert lines['backout_requests_total{code="200",model="iris",release="1.0.0"}'] == 3

@@ -223,6 +223,7 @@ class Gateway:
                 with contextlib.suppress(asyncio.CancelledError):
                     await t
             self.flush()
+            self.metrics.flush()
             if self.access is not None:
                 self.access.flush()
             await self.pool.aclose()
@@ -270,6 +271,7 @@ class Gateway:
     async def _flush_telemetry(self) -> None:
         while True:
             await asyncio.sleep(self.settings.flush_interval_s)
+            self.metrics.flush()
             if self.access is not None:
                 self.access.flush()
             # Drain on the event loop (no request is mid-update then), write off it.

@@ -8,6 +8,7 @@ for the mean tests. Batches merge by addition, so a window is the sum of its bat
 
 from __future__ import annotations
 
+import bisect
 import math
 import os
 import time
@@ -324,23 +325,48 @@ class Metrics:
             ["model", "release"], registry=self.registry, multiprocess_mode="liveall",
         )  # fmt: skip
         self._children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
+        self._bounds: list[float] = list(self.latency._upper_bounds)  # ends with +Inf
+        # Observations since the last flush: (count, sum of seconds, count per bucket).
+        self._pending: dict[tuple[str, str, int], tuple[list[int], list[float]]] = {}
 
     def observe(self, model: str, release: str, code: int, seconds: float) -> None:
+        """Count one answer. Kept in memory until :meth:`flush` (the gateway flushes about
+        once a second and before every ``/metrics``): in multiprocess mode each update of a
+        prometheus-client value takes a lock, a pid check and an mmap write, three times per
+        request."""
         key = (model, release, code)
-        pair = self._children.get(key)
-        if pair is None:
-            # Resolving labelled children is the slow part of prometheus-client: cache them.
-            pair = (
-                self.requests.labels(model, release, str(code)),
-                self.latency.labels(model, release),
-            )
-            self._children[key] = pair
-        pair[0].inc()
-        pair[1].observe(seconds)
+        pending = self._pending.get(key)
+        if pending is None:
+            pending = self._pending[key] = ([0] * (len(self._bounds) + 1), [0.0])
+        counts = pending[0]
+        counts[-1] += 1
+        counts[bisect.bisect_left(self._bounds, seconds)] += 1
+        pending[1][0] += seconds
+
+    def flush(self) -> None:
+        """Add the pending observations to the Prometheus values."""
+        pending, self._pending = self._pending, {}
+        for key, (counts, total) in pending.items():
+            pair = self._children.get(key)
+            if pair is None:
+                # Resolving labelled children is the slow part of prometheus-client: cache them.
+                model, release, code = key
+                pair = (
+                    self.requests.labels(model, release, str(code)),
+                    self.latency.labels(model, release),
+                )
+                self._children[key] = pair
+            pair[0].inc(counts[-1])
+            # Histogram has no "observe n times": add to its sum and buckets as observe does.
+            pair[1]._sum.inc(total[0])
+            for i, n in enumerate(counts[:-1]):
+                if n:
+                    pair[1]._buckets[i].inc(n)
 
     def exposition(self) -> tuple[bytes, str]:
         from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
+        self.flush()
         if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
             from prometheus_client import multiprocess
 
