@@ -6,7 +6,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck pytest postgres chromium bench clean
+.PHONY: demo test lint typecheck pytest postgres chromium wrk bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -26,6 +26,10 @@ postgres:
 chromium:
 	@bash scripts/ensure-chromium.sh
 
+# The gateway benchmark's smoke test drives load with Debian's wrk.
+wrk:
+	@bash scripts/ensure-wrk.sh
+
 lint: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks
 	$(BIN)/ruff format --check src tests benchmarks
@@ -33,13 +37,18 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
-pytest: $(STAMP) postgres chromium
+pytest: $(STAMP) postgres chromium wrk
 	$(BIN)/pytest -q
 
 test: lint typecheck pytest
 
-bench: $(STAMP)
+# Every benchmark, one after another (about 40 minutes); each also runs on its own.
+bench: $(STAMP) wrk
 	$(BIN)/python benchmarks/registry.py
+	$(BIN)/python benchmarks/gateway.py
+	$(BIN)/python benchmarks/detection.py
+	$(BIN)/python benchmarks/recovery.py
+	$(BIN)/python benchmarks/replay.py
 
 clean:
 	rm -rf $(VENV) .backout .pytest_cache .mypy_cache .ruff_cache
