@@ -78,7 +78,7 @@ escalation:
 capture: {rate: 0.25}
 # Loose on purpose: a strict replay (say min_agreement 0.95) refuses 1.1.0 before any
 # traffic moves — the demo lets the canary through so the judges show their work live.
-replay: {requests: 100, max_latency_ratio: 50, min_agreement: 0.6}
+replay: {requests: 50, max_latency_ratio: 50, min_agreement: 0.6}
 """
 
 CONSUMERS = [
@@ -116,7 +116,7 @@ def train(folder: Path) -> dict[str, tuple[Path, Any]]:
     models = {
         "0.9.0": (LogisticRegression(C=0.5, max_iter=1000).fit(x, y), "baseline logistic regression"),
         "1.0.0": (LogisticRegression(C=2.0, max_iter=1000).fit(x, y), "retrained on fresh data"),
-        "1.1.0": (RandomForestClassifier(n_estimators=500, random_state=0).fit(x, noisy),
+        "1.1.0": (RandomForestClassifier(n_estimators=120, random_state=0).fit(x, noisy),
                   "random forest: bigger, slower, trained on a bad label export"),
         "2.0.0": (LogisticRegression(max_iter=1000).fit(wide, y), "adds the petal_area feature"),
     }  # fmt: skip
@@ -137,7 +137,7 @@ class Traffic:
     """Synthetic consumers calling the gateway at a steady rate, counting every outcome."""
 
     url: str
-    rate: float = 150.0
+    rate: float = 100.0
     sent: Counter[str] = field(default_factory=Counter)
     failed: Counter[str] = field(default_factory=Counter)
     by_release: Counter[str] = field(default_factory=Counter)
@@ -211,8 +211,8 @@ class Demo:
         self.server: subprocess.Popen[bytes] | None = None
         self.traffic: Traffic | None = None
 
-    def say(self, text: str) -> None:
-        self.console.print(f"[dim]{time.time() - self.t0:6.1f}s[/dim]  {text}")
+    def say(self, text: str, at: float | None = None) -> None:
+        self.console.print(f"[dim]{(at or time.time()) - self.t0:6.1f}s[/dim]  {text}")
 
     def narrate(self) -> None:
         """Print the audit events that happened since the last call, as a timeline."""
@@ -228,7 +228,7 @@ class Demo:
                 if any(k in e.kind for k in ("fail", "rollback", "frozen", "drill"))
                 else "cyan"
             )
-            self.say(f"[{style}]{e.kind:<22}[/{style}] {e.reason}")
+            self.say(f"[{style}]{e.kind:<22}[/{style}] {e.reason}", at=e.at.timestamp())
 
     def wait(self, what: str, done: Any, timeout: float = 90.0) -> None:
         deadline = time.time() + timeout
