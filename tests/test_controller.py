@@ -211,3 +211,18 @@ def test_random_commands_and_crashes_keep_the_invariants(tmp_path: Path) -> None
                 assert isinstance(exc, BackoutError), exc
             w.second()
             w.check_invariants()
+
+
+def test_a_much_slower_candidate_never_gets_past_its_first_step(world: World) -> None:
+    """Its estimate leans towards a regression, so the step holds until the test proves it."""
+    world.set_health("1.1.0", latency_ms=60.0)
+    world.controller.deploy("iris", "1.1.0", actor="ana")
+    seen = set()
+
+    def rolled_back() -> bool:
+        seen.add(world.weights().get("1.1.0", 0.0))
+        return world.last_op().kind == "rollback"
+
+    world.run_until(rolled_back, limit=200)
+    assert max(seen) == 10
+    assert "mean latency" in world.last_op().reason

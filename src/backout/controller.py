@@ -12,6 +12,7 @@ one was, because nothing it needs lives only in memory.
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -559,15 +560,24 @@ class Controller:
             return
         if requests < p.min_requests:
             return
+        approved = op.state.get("approved_step") == op.step
         # A gate that proved the candidate no worse moves on at once; one that has seen no
         # regression yet moves on once the bake time is over (the sequential test keeps
-        # watching at the next step, so a late regression still fails it).
-        if (
-            result.verdict == Verdict.PASS
-            or elapsed >= p.bake
-            or op.state.get("approved_step") == op.step
-        ):
+        # watching at the next step, so a late regression still fails it). But a gate whose
+        # estimates lean towards a regression it cannot prove yet keeps baking: moving more
+        # traffic onto a release that looks worse only because the test lacks data would be
+        # the wrong way to spend its uncertainty.
+        leaning = leaning_judges(result)
+        if result.verdict == Verdict.PASS or approved or (elapsed >= p.bake and not leaning):
             self._next_rollout_step(op, result)
+        elif elapsed >= p.bake * HOLD_FACTOR:
+            why = "; ".join(j.summary for j in leaning)
+            self._act(
+                op,
+                p.on_inconclusive,
+                f"still leaning towards a regression after {elapsed:.0f} s: {why}",
+                evidence,
+            )
 
     def _next_rollout_step(self, op: Operation, result: GateResult) -> None:
         steps = op.policy.rollout.steps
@@ -1094,6 +1104,17 @@ def _op(r: Any) -> Operation:
                      policy=Policy.model_validate(r.policy), reason=r.reason, actor=r.actor,
                      started_at=r.started_at, step_started_at=r.step_started_at, updated_at=r.updated_at,
                      ended_at=r.ended_at, outcome=r.outcome)  # fmt: skip
+
+
+HOLD_FACTOR = 4  # a step whose gate leans towards a regression bakes at most this many bakes
+
+
+def leaning_judges(result: GateResult) -> list[Any]:
+    """Judges whose point estimate is past their tolerance, though not yet proven so."""
+    return [
+        j for j in result.judgements
+        if j.verdict != Verdict.PASS and math.isfinite(j.estimate) and j.estimate > j.tolerance
+    ]  # fmt: skip
 
 
 def _split(stable: str, candidate: str, candidate_pct: float) -> dict[str, float]:
