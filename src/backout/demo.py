@@ -313,11 +313,13 @@ class Demo:
 
         c.rule("2. a regressed release is caught and rolled back in stages")
         canary = self.controller.deploy(MODEL, "1.1.0", actor="demo", reason="bigger model")
-        self.wait(
-            "the judges decide",
-            lambda: (self._ended_op() or ("", ""))[0] == "rollback",
-            timeout=150,
-        )
+        self.wait("the judges decide", lambda: self._ended_op() is not None, timeout=150)
+        if (self._ended_op() or ("", ""))[0] != "rollback":
+            self.say("[red]the judges did not catch 1.1.0[/red]: rolling back by hand")
+            self.controller.rollback(
+                MODEL, actor="demo", emergency=True, reason="missed by the judges"
+            )
+            self.wait("the rollback completes", lambda: self._ended_op() is not None, timeout=60)
         incident = self.controller.operations(MODEL, limit=1)[0]
         ttd = incident.started_at - canary.started_at  # first canary traffic → rollback started
 
