@@ -1,21 +1,23 @@
 """A controller process for the crash tests, with a gateway's telemetry built in.
 
-``tests/test_controller_crash.py`` starts it as ``python tests/crash_controller.py``. It
-imports everything first and then waits for one JSON line on stdin (store URL, artifact
-folder, lease holder, health file, tick interval, lease length, seed), so the test can keep a
-warm process ready and start a controller as fast as a supervisor restarts one after
-``kill -9``. From then on it runs :meth:`Controller.run` on the real clock: while it holds
-the lease, each tick first writes the traffic since the previous tick as telemetry batches
-(split by the live route table, failing as often as the health file says) and then ticks
-every model. It runs until it is killed; SIGTERM stops it cleanly.
+``tests/test_controller_crash.py`` starts it as ``python tests/crash_controller.py``: a fork
+server that imports everything once and then forks one controller process per JSON line it
+reads on stdin (store URL, artifact folder, lease holder, health file, log file, tick
+interval, lease length, seed), answering with the child's pid. Each controller runs
+:meth:`Controller.run` on the real clock: while it holds the lease, each tick first writes
+the traffic since the previous tick as telemetry batches (split by the live route table,
+failing as often as the health file says) and then ticks every model. It runs until it is
+killed; SIGTERM stops it cleanly.
 """
 
 from __future__ import annotations
 
+import os
 import signal
 import sys
 import threading
 import time
+import traceback
 from pathlib import Path
 from typing import Any
 
@@ -97,11 +99,8 @@ class TrafficController(Controller):
         return b
 
 
-def main() -> None:
-    line = sys.stdin.readline()
-    if not line.strip():
-        return  # the test ended without needing this warm process
-    cfg = orjson.loads(line)
+def run_controller(cfg: dict[str, Any]) -> None:
+    """Run one controller until SIGTERM (or SIGKILL, which is the point)."""
     store = open_store(cfg["store"], migrate=False)
     registry = Registry(store, LocalBlobStore(Path(cfg["artifacts"])))
     controller = TrafficController(
@@ -118,6 +117,37 @@ def main() -> None:
     controller.run(
         stop, interval=float(cfg["interval"]), holder=cfg["holder"], lease_s=float(cfg["lease"])
     )
+
+
+def main() -> None:
+    """A fork server: one JSON line in, one controller process forked, its pid out.
+
+    Importing backout takes a second or two; forking this already-imported, single-threaded
+    process takes a millisecond, so a controller restarts as fast as a supervisor would
+    restart it. Each child is a process of its own, killed by pid like any other.
+    """
+    signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # children are reaped by the kernel
+    print("ready", flush=True)
+    for line in sys.stdin:
+        cfg = orjson.loads(line)
+        pid = os.fork()
+        if pid == 0:
+            code = 0
+            try:
+                signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+                null = os.open(os.devnull, os.O_RDWR)
+                log = os.open(cfg["log"], os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+                os.dup2(null, 0)
+                os.dup2(null, 1)
+                os.dup2(log, 2)
+                run_controller(cfg)
+            except BaseException:
+                traceback.print_exc()
+                code = 1
+            finally:
+                sys.stderr.flush()
+                os._exit(code)
+        print(pid, flush=True)
 
 
 if __name__ == "__main__":

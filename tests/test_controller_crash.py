@@ -10,6 +10,7 @@ time, and the other takes over once the holder dies and its lease expires.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import os
 import random
@@ -23,7 +24,7 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import orjson
 import pytest
@@ -39,10 +40,12 @@ from backout.policy import parse_policy
 from backout.registry import Registry
 from backout.store import Store, open_store, schema
 from backout.telemetry import read_batches
+from tests.controller_world import POLICY as WORLD_POLICY
+from tests.controller_world import World, make_world, restart
 
 SCRIPT = Path(__file__).with_name("crash_controller.py")
 MODEL = "iris"
-RUNS = 20
+RUNS = int(os.environ.get("CRASH_RUNS", 20))
 PARALLEL = 4
 LEASE_S = 1.0
 INTERVAL = 0.05
@@ -67,6 +70,7 @@ escalation:
   contacts: [{name: ana, email: ana@example.com}]
 """
 
+_MIGRATE = threading.Lock()  # Alembic's migration context is process-global
 _INITIAL = {"rollout": {Phase.ROLLING_OUT}, "rollback": {Phase.ROLLING_BACK, Phase.VERIFYING}}
 
 
@@ -74,72 +78,83 @@ _INITIAL = {"rollout": {Phase.ROLLING_OUT}, "rollback": {Phase.ROLLING_BACK, Pha
 
 
 class Spawner:
-    """Keeps controller processes warm (imports done) and starts one on demand."""
+    """Starts controller processes through the fork server of ``crash_controller.py``."""
 
-    def __init__(self, logs: Path, warm: int) -> None:
+    def __init__(self, logs: Path) -> None:
         self.logs = logs
         logs.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
-        self._count = itertools.count()
-        self._ready = [self._spawn() for _ in range(warm)]
-        self._started: list[subprocess.Popen[bytes]] = []
-        self._files: list[IO[bytes]] = []
+        self._pids: list[int] = []
+        env = dict(os.environ, OPENBLAS_NUM_THREADS="1", OMP_NUM_THREADS="1")
+        self.server = subprocess.Popen(
+            [sys.executable, str(SCRIPT)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env
+        )
+        assert self._line() == "ready"
 
-    def _spawn(self) -> tuple[subprocess.Popen[bytes], Path]:
-        log = self.logs / f"controller-{next(self._count)}.log"
-        with log.open("wb") as f:
-            proc = subprocess.Popen(
-                [sys.executable, str(SCRIPT)],
-                stdin=subprocess.PIPE,
-                stdout=subprocess.DEVNULL,
-                stderr=f,
-            )
-        return proc, log
+    def _line(self) -> str:
+        assert self.server.stdout is not None
+        return self.server.stdout.readline().decode().strip()
 
     def start(self, store: str, artifacts: Path, health: Path, holder: str, seed: int) -> Proc:
-        with self._lock:
-            proc, log = self._ready.pop(0)
-            self._ready.append(self._spawn())
-            self._started.append(proc)
-        cfg = {"store": store, "artifacts": str(artifacts), "health": str(health),
+        log = self.logs / f"{holder}.log"
+        cfg = {"store": store, "artifacts": str(artifacts), "health": str(health), "log": str(log),
                "holder": holder, "seed": seed, "interval": INTERVAL, "lease": LEASE_S}  # fmt: skip
-        assert proc.stdin is not None
-        proc.stdin.write(orjson.dumps(cfg) + b"\n")
-        proc.stdin.close()
-        return Proc(proc, holder, log)
+        with self._lock:
+            assert self.server.stdin is not None
+            self.server.stdin.write(orjson.dumps(cfg) + b"\n")
+            self.server.stdin.flush()
+            pid = int(self._line())
+            self._pids.append(pid)
+        return Proc(pid, holder, log)
 
     def close(self) -> None:
-        for proc, _ in self._ready:
-            assert proc.stdin is not None
-            proc.stdin.close()  # a warm process that reads nothing exits at once
-        for proc in [p for p, _ in self._ready] + self._started:
-            if proc.poll() is None:
-                proc.kill()
-            proc.wait()
+        for pid in self._pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        assert self.server.stdin is not None and self.server.stdout is not None
+        self.server.stdin.close()
+        self.server.wait(timeout=10)
+        self.server.stdout.close()
 
 
 @dataclass
 class Proc:
-    popen: subprocess.Popen[bytes]
+    """A controller process (a child of the fork server, reaped by the kernel)."""
+
+    pid: int
     holder: str
     log: Path
 
+    def alive(self) -> bool:
+        try:
+            os.kill(self.pid, 0)
+        except ProcessLookupError:
+            return False
+        return True
+
+    def _signal(self, sig: int, timeout: float) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(self.pid, sig)
+        deadline = time.time() + timeout
+        while self.alive():
+            if time.time() > deadline:
+                raise AssertionError(f"{self.holder} (pid {self.pid}) did not exit on signal {sig}")
+            time.sleep(0.005)
+
     def kill(self) -> None:
         """kill -9: no cleanup, no goodbye."""
-        os.kill(self.popen.pid, signal.SIGKILL)
-        self.popen.wait()
+        self._signal(signal.SIGKILL, 5.0)
 
     def stop(self) -> None:
-        self.popen.terminate()
-        self.popen.wait(timeout=10)
+        self._signal(signal.SIGTERM, 10.0)
 
     def stderr(self) -> str:
-        return self.log.read_text(errors="replace")[-3000:]
+        return self.log.read_text(errors="replace")[-3000:] if self.log.exists() else ""
 
 
 @pytest.fixture(scope="module")
 def spawner(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Spawner]:
-    s = Spawner(tmp_path_factory.mktemp("controller-logs"), warm=PARALLEL + 1)
+    s = Spawner(tmp_path_factory.mktemp("controller-logs"))
     try:
         yield s
     finally:
@@ -175,7 +190,7 @@ class Site:
         """Run an operator command; a refusal is fine, as long as it is a BackoutError."""
         try:
             op = getattr(self.ops, name)(MODEL, actor="ops", **kw)
-            self.note(f"{name} {kw} -> op {op.id} {op.phase.value}")
+            self.note(f"{name} {kw} -> {_describe(op)}")
         except BackoutError as exc:
             self.note(f"{name} {kw} refused: {exc.message}")
 
@@ -189,7 +204,8 @@ class Site:
 def make_site(path: Path) -> Site:
     path.mkdir(parents=True)
     url = f"sqlite:///{path / 'store.db'}"
-    store = open_store(url)
+    with _MIGRATE:
+        store = open_store(url)
     registry = Registry(store, LocalBlobStore(path / "artifacts"))
     for v in ("1.0.0", "1.1.0", "1.2.0"):
         f = path / f"model-{v}.bin"
@@ -206,9 +222,8 @@ def make_site(path: Path) -> Site:
 # -- the invariants ------------------------------------------------------------------------
 
 
-def check_invariants(site: Site, *, final: bool = False) -> None:
+def check_invariants(store: Store, *, final: bool = False) -> None:
     """What must hold whenever no controller is halfway through a tick."""
-    store = site.store
     with store.read() as conn:
         table = Deployments._get(conn, MODEL)
         releases = {
@@ -339,29 +354,36 @@ def crash_run(spawner: Spawner, path: Path, seed: int) -> None:
     )
     procs = [start(f"ctl-{seed}-a")]
     time.sleep(rng.uniform(0.0, 0.5))
-    kill_at = rng.uniform(0.0, 3.5)
+    kills = sorted(rng.uniform(0.0, 2.5) for _ in range(rng.choice([1, 1, 2])))
     site.t0 = time.time()
-    site.note(f"scenario {scenario}, kill at {kill_at:.2f}s")
+    site.note(f"scenario {scenario}, kills at {', '.join(f'{k:.2f}s' for k in kills)}")
     try:
-        for at, name, act in sorted([*actions, (kill_at, "kill", lambda: None)], key=lambda a: a[0]):
+        plan = [*actions, *((k, "kill", lambda: None) for k in kills)]
+        for n, (at, name, act) in enumerate(sorted(plan, key=lambda a: a[0])):
             time.sleep(max(0.0, site.t0 + at - time.time()))
             if name != "kill":
                 act()
                 continue
             procs[-1].kill()
             site.note(f"killed {procs[-1].holder}; active: {_describe(site.active())}")
-            check_invariants(site)
-            procs.append(start(f"ctl-{seed}-b"))
+            check_invariants(site.store)
+            procs.append(start(f"ctl-{seed}-{n}"))
         _settle(site)
         procs[-1].stop()
-        check_invariants(site, final=True)
+        check_invariants(site.store, final=True)
         _check_outcome(site, scenario)
-    except AssertionError as exc:
+        site.note("done")
+        print(
+            "\n".join(site.log)
+            + "\n"
+            + _timeline(site)
+            + "".join(f"\n--- {p.holder} stderr ---\n{p.stderr()}" for p in procs)
+        )
+    except Exception as exc:
         for p in procs:
-            if p.popen.poll() is None:
-                p.kill()
+            p.kill()
         raise AssertionError(
-            f"seed {seed}: {exc}\n" + "\n".join(site.log) + "\n" + _timeline(site)
+            f"seed {seed}: {type(exc).__name__}: {exc}\n" + "\n".join(site.log) + "\n" + _timeline(site)
             + "".join(f"\n--- {p.holder} stderr ---\n{p.stderr()}" for p in procs)
         ) from None  # fmt: skip
     finally:
@@ -427,8 +449,7 @@ def _timeline(site: Site) -> str:
     with site.store.read() as conn:
         events = audit.list_events(conn, MODEL)
     return "\n".join(
-        f"  {e.seq:4} {e.at:%H:%M:%S.%f} {e.actor:<12} {e.kind:<22} {e.reason[:90]}"
-        for e in events
+        f"  {e.seq:4} {e.at:%H:%M:%S.%f} {e.actor:<12} {e.kind:<22} {e.reason[:90]}" for e in events
     )
 
 
@@ -470,30 +491,44 @@ def _watch_lease(store: Store) -> Iterator[list[tuple[float, str, float]]]:
         t.join()
 
 
+def _wait_for_event(
+    site: Site, predicate: Callable[[audit.Event], bool], timeout: float = 10.0
+) -> audit.Event:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        with site.store.read() as conn:
+            found = [e for e in audit.list_events(conn, MODEL) if predicate(e)]
+        if found:
+            return found[0]
+        time.sleep(0.01)
+    raise AssertionError("the awaited event never came\n" + _timeline(site))
+
+
 def test_one_controller_acts_per_store_and_the_other_takes_over_when_it_dies(
     spawner: Spawner, tmp_path: Path
 ) -> None:
     site = make_site(tmp_path / "site")
     try:
         with _watch_lease(site.store) as lease:
-            a = spawner.start(site.url, tmp_path / "site" / "artifacts", site.health_file, "ctl-a", 1)
-            b = spawner.start(site.url, tmp_path / "site" / "artifacts", site.health_file, "ctl-b", 2)
+            a = spawner.start(
+                site.url, tmp_path / "site" / "artifacts", site.health_file, "ctl-a", 1
+            )
+            b = spawner.start(
+                site.url, tmp_path / "site" / "artifacts", site.health_file, "ctl-b", 2
+            )
             site.command("deploy", version="1.1.0")
-            deadline = time.time() + 10
-            while not lease and time.time() < deadline:
-                time.sleep(0.05)
-            time.sleep(0.6)  # the holder takes the first step; the other waits
-            holder, other = (a, b) if lease[-1][1] == "ctl-a" else (b, a)
+            first = _wait_for_event(
+                site, lambda e: e.kind.startswith("phase.") and e.actor != "ops"
+            )
+            holder, other = (a, b) if first.actor == "ctl-a" else (b, a)
             holder.kill()
             died = time.time()
             expires = lease[-1][2]
             _settle(site)
             other.stop()
-        check_invariants(site, final=True)
+        check_invariants(site.store, final=True)
         with site.store.read() as conn:
-            acted = [
-                e for e in audit.list_events(conn, MODEL) if e.actor in ("ctl-a", "ctl-b")
-            ]
+            acted = [e for e in audit.list_events(conn, MODEL) if e.actor in ("ctl-a", "ctl-b")]
         actors = [e.actor for e in acted]
         # Only one acts at a time: all of the first holder's events, then all of the other's.
         assert actors == sorted(actors, key=lambda x: x != holder.holder), actors
@@ -506,3 +541,105 @@ def test_one_controller_acts_per_store_and_the_other_takes_over_when_it_dies(
         assert site.operations()[-1].outcome == "succeeded"
     finally:
         site.store.dispose()
+
+
+# -- every crash point, deterministically ---------------------------------------------------
+
+
+class Killed(BaseException):
+    """The process died here (a BaseException, so nothing in the controller catches it)."""
+
+
+class DyingStore(Store):
+    """A store whose ``write()`` kills its caller right after the N-th commit."""
+
+    def __init__(self, store: Store, die_after: int) -> None:
+        super().__init__(store.engine)
+        self.left = die_after
+
+    @contextmanager
+    def write(self) -> Iterator[sa.Connection]:
+        with super().write() as conn:
+            yield conn
+        self.left -= 1
+        if self.left == 0:
+            raise Killed
+
+
+def _crash_world(tmp_path: Path, die_after: int | None) -> tuple[World, int]:
+    """Both releases go bad during a rollout: trigger, rollback, freeze. The controller dies
+    after its ``die_after``-th commit; a new one finishes. Returns the world and the commits
+    of the first controller."""
+    w = make_world(tmp_path, WORLD_POLICY.replace("10s", "2s").replace("20s", "2s"))
+    w.controller.deploy("iris", "1.1.0", actor="ana")
+    dying = DyingStore(w.store, die_after or 10**9)
+    w.controller = Controller(dying, w.registry, notifier=w.notifier, clock=w.clock)
+    w.set_health("1.1.0", error_rate=0.5)
+    w.set_health("1.0.0", error_rate=0.5)
+    commits = 0
+    for _ in range(60):
+        try:
+            w.second()
+        except Killed:
+            restart(w)
+            check_invariants(w.store)
+        op = w.op()
+        if op is not None and op.phase == Phase.FROZEN:
+            break
+    commits = 10**9 - dying.left if die_after is None else die_after
+    w.run(3)  # the controller that is alive now escalates, if nobody did
+    return w, commits
+
+
+def test_a_controller_killed_after_any_commit_is_resumed_by_the_next(tmp_path: Path) -> None:
+    """Crash after each of the controller's commits in turn: the invariants hold and the next
+    controller finishes the job (here: a freeze that escalated)."""
+    _, commits = _crash_world(tmp_path / "dry", None)
+    assert commits > 5
+    for k in range(1, commits + 1):
+        w, _ = _crash_world(tmp_path / f"k{k}", k)
+        op = w.op()
+        assert op is not None and op.phase == Phase.FROZEN, f"crash after commit {k}: {op}"
+        check_invariants(w.store, final=True)
+        w.controller.unfreeze("iris", actor="lead", reason="fixed")
+        check_invariants(w.store, final=True)
+
+
+# -- commands that land in the middle of a tick ---------------------------------------------
+
+
+def _command_mid_tick(w: World, command: Callable[[], object]) -> dict[str, float]:
+    """Run ``command`` (another process's) in each tick after it has read the operation and
+    before it writes its decision, until a tick would have moved a step; returns the weights
+    the command left."""
+    read = w.controller._batches
+    left: dict[str, float] = {}
+
+    def batches(*args: Any, **kw: Any) -> dict[str, list[Any]]:
+        op = w.op()
+        if not left and op is not None and w.clock() - op.step_started_at >= op.policy.rollout.bake:
+            command()
+            left.update(w.weights())
+        return read(*args, **kw)
+
+    w.controller._batches = batches  # type: ignore[method-assign]
+    w.run_until(lambda: bool(left), limit=30)
+    return left
+
+
+@pytest.mark.parametrize("command", ["pause", "abort"])
+def test_a_command_landing_mid_tick_is_not_overwritten_by_the_tick(
+    tmp_path: Path, command: str
+) -> None:
+    w = make_world(tmp_path)
+    w.controller.deploy("iris", "1.1.0", actor="ana")
+    other = Controller(w.store, w.registry, notifier=w.notifier, clock=w.clock, actor="ops")
+    left = _command_mid_tick(w, lambda: getattr(other, command)("iris", actor="bo"))
+    check_invariants(w.store)
+    last = w.last_op()
+    assert last.phase == (Phase.PAUSED if command == "pause" else Phase.ABORTED)
+    assert w.weights() == left
+    w.run(15)
+    check_invariants(w.store)
+    assert w.last_op().phase == last.phase, "the command was lost"
+    assert w.weights() == left
