@@ -117,6 +117,11 @@ class Operation:
         }  # fmt: skip
 
 
+class _Stale(Exception):
+    """The operation changed after this tick read it (a command from another process landed
+    in between): the tick's decision is void, and the next tick decides on fresh state."""
+
+
 @dataclass
 class _Pending:
     notices: list[Notice] = field(default_factory=list)
@@ -287,8 +292,13 @@ class Controller:
         return op
 
     def rollback(self, model: str, *, actor: str, to: str | None = None, emergency: bool | None = None,
-                 reason: str = "", trigger: dict[str, Any] | None = None) -> Operation:  # fmt: skip
-        """Start a rollback of ``model`` to ``to`` (default: the policy's target)."""
+                 reason: str = "", trigger: dict[str, Any] | None = None,
+                 expect: Operation | None = None) -> Operation:  # fmt: skip
+        """Start a rollback of ``model`` to ``to`` (default: the policy's target).
+
+        ``expect``: the operation a tick decided to roll back, as it read it; if it changed
+        since, the decision is void (raises the tick's stale-state signal).
+        """
         self._refuse_if_frozen(model)
         table = self.deployments.require(model)
         current = self.active(model)
@@ -336,6 +346,8 @@ class Controller:
             # traffic actually moves, after the checks above.
             moved_at = self.clock()
             cur = _active(conn, model)
+            if expect is not None:
+                _check_fresh(conn, expect)
             if cur is not None and cur.kind == "rollback":
                 raise OperationInProgress(
                     f"{model} is already rolling back to {cur.target} (phase {cur.phase.value})"
@@ -484,11 +496,21 @@ class Controller:
         if op.phase in (Phase.PAUSED, Phase.FROZEN):
             self._escalate(op, now)
             return op
-        table = self.deployments.get(model)
+        try:
+            self._step(op, now)
+        except _Stale:
+            log.info("%s: operation %d changed during the tick; deciding again", model, op.id)
+            return self.active(model)
+        self._escalate(op, now)
+        return self.active(model) or op
+
+    def _step(self, op: Operation, now: float) -> None:
+        table = self.deployments.get(op.model)
         if table is not None and {v: w / 100 for v, w in table.weights.items()} != _clean(
             op.weights
         ):
             with self.store.write() as conn:
+                _check_fresh(conn, op)
                 self._apply(
                     conn,
                     op,
@@ -503,8 +525,6 @@ class Controller:
             self._tick_rolling_back(op, now)
         elif op.phase == Phase.VERIFYING:
             self._tick_verifying(op, now)
-        self._escalate(op, now)
-        return self.active(model) or op
 
     def _batches(
         self, model: str, since: float, until: float | None = None
@@ -528,11 +548,17 @@ class Controller:
         # Keep the latest verdict with the operation, for `backout status` and reports.
         op.state["last_gate"] = {"at": self.clock(), "step": op.step, **result.to_dict()}
         with self.store.write() as conn:
-            conn.execute(
-                OPS.update()
-                .where(OPS.c.id == op.id, OPS.c.ended_at.is_(None))
-                .values(state=op.state)
-            )
+            # Only the verdict is ours to write: the rest of the state may have changed since
+            # this tick read it (a pause records where it paused from).
+            stored = conn.execute(
+                sa.select(OPS.c.state).where(OPS.c.id == op.id, OPS.c.ended_at.is_(None))
+            ).scalar()
+            if stored is not None:
+                conn.execute(
+                    OPS.update()
+                    .where(OPS.c.id == op.id)
+                    .values(state={**stored, "last_gate": op.state["last_gate"]})
+                )
         return result
 
     def _tick_rollout(self, op: Operation, now: float) -> None:
@@ -771,6 +797,7 @@ class Controller:
                 reason=reason,
                 trigger=trigger,
                 emergency=emergency,
+                expect=op,
             )
         except (ValidationError, ModelNotFound) as exc:
             # No safe way back (the target fails its checks): stop here and get a human.
@@ -876,7 +903,7 @@ class Controller:
         """The one place a phase changes: checked, applied, recorded, in the caller's write."""
         if to not in TRANSITIONS[op.phase]:
             raise Conflict(f"{op.model}: cannot go from {op.phase.value} to {to.value}")
-        before = op.phase
+        before, seen = op.phase, op.updated_at
         op.phase = to
         now = self.clock()
         if new_step:
@@ -885,10 +912,17 @@ class Controller:
         if to in TERMINAL:
             op.ended_at = now
             op.outcome = to.value
-        conn.execute(OPS.update().where(OPS.c.id == op.id).values(
+        # Only if the operation is still as this controller read it: a tick decides on what
+        # it read before this write began, and a command from another process (pause, abort)
+        # may have landed in between; writing over it would undo the command.
+        written = conn.execute(OPS.update().where(
+            OPS.c.id == op.id, OPS.c.phase == before.value, OPS.c.updated_at == seen, OPS.c.ended_at.is_(None),
+        ).values(
             phase=op.phase.value, step=op.step, weights=op.weights, state=op.state,
             step_started_at=op.step_started_at, updated_at=now, ended_at=op.ended_at, outcome=op.outcome,
-        ))  # fmt: skip
+        )).rowcount  # fmt: skip
+        if written != 1:
+            raise _Stale(op.id)
         if apply and to not in (Phase.FROZEN, Phase.PAUSED):
             self._apply(conn, op, actor, reason)
         audit.append(conn, f"phase.{to.value}", model=op.model, actor=actor, reason=reason,
@@ -1081,6 +1115,15 @@ def acquire_lease(store: Store, name: str, holder: str, ttl: float, now: float) 
             )
             return True
         return False
+
+
+def _check_fresh(conn: Connection, op: Operation) -> None:
+    """Raise :class:`_Stale` unless ``op`` is still active and unchanged in the store."""
+    row = conn.execute(
+        sa.select(OPS.c.phase, OPS.c.updated_at).where(OPS.c.id == op.id, OPS.c.ended_at.is_(None))
+    ).first()
+    if row is None or row.phase != op.phase.value or row.updated_at != op.updated_at:
+        raise _Stale(op.id)
 
 
 def _active(conn: Connection, model: str) -> Operation | None:
