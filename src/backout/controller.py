@@ -840,6 +840,7 @@ class Controller:
             op.weights = {op.stable: 100.0}
             self._apply(conn, op, self.actor, f"rollback aborted: traffic back on {op.stable}")
             self._end(conn, op, Phase.ABORTED, self.actor, f"rollback aborted: {why}", evidence)
+            escalation = self._escalation(conn, op, self.clock(), force=True)
         self._notify(
             "abort",
             op.model,
@@ -848,7 +849,8 @@ class Controller:
             op.id,
             severity="critical",
         )
-        self._escalate(op, self.clock(), force=True)
+        if escalation is not None:
+            self._send(op.model, op.policy, escalation)
 
     def _freeze(self, op: Operation, why: str, evidence: dict[str, Any]) -> None:
         F = schema.freezes
@@ -860,8 +862,10 @@ class Controller:
                     )
                 )
             self._transition(conn, op, Phase.FROZEN, self.actor, why, evidence, apply=False)
+            escalation = self._escalation(conn, op, self.clock(), force=True)
         self._notify("freeze", op.model, f"{op.model} is frozen", why, op.id, severity="critical")
-        self._escalate(op, self.clock(), force=True)
+        if escalation is not None:
+            self._send(op.model, op.policy, escalation)
 
     def _freeze_model(self, model: str, why: str, evidence: dict[str, Any]) -> None:
         """Freeze a model that has no operation in progress (a trigger with no way back)."""
@@ -877,24 +881,36 @@ class Controller:
 
     def _escalate(self, op: Operation, now: float, *, force: bool = False) -> None:
         """Call the next contact when recovery is late (or at once, with ``force``)."""
+        with self.store.write() as conn:
+            notice = self._escalation(conn, op, now, force=force)
+        if notice is not None:
+            self._send(op.model, op.policy, notice)
+
+    def _escalation(
+        self, conn: Connection, op: Operation, now: float, *, force: bool = False
+    ) -> Notice | None:
+        """Record the next escalation in the caller's write; the notice to send after commit.
+
+        A freeze or an aborted rollback records its escalation in its own transaction, so a
+        controller that dies after the commit cannot leave the freeze without a contact.
+        """
         if op.kind != "rollback" and op.phase != Phase.FROZEN and not force:
-            return
+            return None
         esc = Escalator(op.policy.escalation)
         level = int(op.state.get("escalated", 0))
         contact = esc.contact(level) if force else esc.due(op.started_at, now, level)
         if contact is None:
-            return
-        with self.store.write() as conn:
-            fresh = _active(conn, op.model)
-            if fresh is not None and fresh.id == op.id:
-                fresh.state["escalated"] = level + 1
-                conn.execute(OPS.update().where(OPS.c.id == op.id).values(state=fresh.state))
-            audit.append(conn, "escalation", model=op.model, actor=self.actor,
-                         reason=f"escalated to {contact.name}: {op.kind} {op.phase.value} after {now - op.started_at:.0f} s",
-                         data={"operation": op.id, "contact": contact.name, "level": level + 1})  # fmt: skip
+            return None
+        fresh = _active(conn, op.model)
+        if fresh is not None and fresh.id == op.id:
+            fresh.state["escalated"] = level + 1
+            conn.execute(OPS.update().where(OPS.c.id == op.id).values(state=fresh.state))
+        audit.append(conn, "escalation", model=op.model, actor=self.actor,
+                     reason=f"escalated to {contact.name}: {op.kind} {op.phase.value} after {now - op.started_at:.0f} s",
+                     data={"operation": op.id, "contact": contact.name, "level": level + 1})  # fmt: skip
         op.state["escalated"] = level + 1
-        self._send(op.model, op.policy, esc.notice(level, model=op.model, started_at=op.started_at, now=now,
-                                                   incident=str(op.id), reason=f"{op.kind} {op.phase.value}"))  # fmt: skip
+        return esc.notice(level, model=op.model, started_at=op.started_at, now=now,
+                          incident=str(op.id), reason=f"{op.kind} {op.phase.value}")  # fmt: skip
 
     # -- mechanics ---------------------------------------------------------------------
 
