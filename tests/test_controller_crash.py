@@ -45,7 +45,7 @@ from tests.controller_world import World, make_world, restart
 
 SCRIPT = Path(__file__).with_name("crash_controller.py")
 MODEL = "iris"
-RUNS = int(os.environ.get("CRASH_RUNS", 20))
+RUNS = int(os.environ.get("BACKOUT_CRASH_RUNS", 24))  # raise it for a longer soak
 PARALLEL = 4
 LEASE_S = 1.0
 INTERVAL = 0.05
@@ -180,9 +180,10 @@ class Site:
     def note(self, text: str) -> None:
         self.log.append(f"{time.time() - self.t0:6.2f}s {text}")
 
-    def health(self, **rates: float) -> None:
+    def health(self, rates: dict[str, float]) -> None:
+        """Error rates by version (the rest are healthy), read by the controller's traffic."""
         tmp = self.health_file.with_suffix(".tmp")
-        tmp.write_bytes(orjson.dumps({v.replace("_", "."): r for v, r in rates.items()}))
+        tmp.write_bytes(orjson.dumps(rates))
         os.replace(tmp, self.health_file)
         self.note(f"health {rates}")
 
@@ -193,6 +194,12 @@ class Site:
             self.note(f"{name} {kw} -> {_describe(op)}")
         except BackoutError as exc:
             self.note(f"{name} {kw} refused: {exc.message}")
+
+    def force(self, weights: dict[str, float]) -> None:
+        """What `backout traffic --force` does: pause the operation, then set the weights."""
+        self.command("pause", reason="traffic forced by hand", forced=True)
+        Deployments(self.store, self.registry).set_traffic(MODEL, weights, actor="ops")
+        self.note(f"traffic forced to {weights}")
 
     def active(self) -> Operation | None:
         return self.ops.active(MODEL)
@@ -215,7 +222,7 @@ def make_site(path: Path) -> Site:
     ops.set_policy(MODEL, parse_policy(POLICY), source="test", actor="test")
     ops.deploy(MODEL, "1.0.0", actor="test")
     site = Site(path, url, store, registry, ops, path / "health.json")
-    site.health()
+    site.health({})
     return site
 
 
@@ -323,13 +330,13 @@ def _plan(site: Site, rng: random.Random) -> tuple[str, list[Action]]:
     """A scenario: what the operator does, and when (seconds after the first command)."""
     deploy: Action = (0.0, "deploy", lambda: site.command("deploy", version="1.1.0"))
     scenario = rng.choice(
-        ["rollout", "bad-candidate", "both-bad", "rollback", "pause", "abort", "promote"]
+        ["rollout", "bad-candidate", "both-bad", "rollback", "pause", "forced", "abort", "promote"]
     )
     actions = [deploy]
     if scenario == "bad-candidate":
-        actions.insert(0, (0.0, "health", lambda: site.health(**{"1_1_0": BAD})))
+        actions.insert(0, (0.0, "health", lambda: site.health({"1.1.0": BAD})))
     elif scenario == "both-bad":
-        actions.insert(0, (0.0, "health", lambda: site.health(**{"1_1_0": BAD, "1_0_0": BAD})))
+        actions.insert(0, (0.0, "health", lambda: site.health({"1.1.0": BAD, "1.0.0": BAD})))
     elif scenario == "rollback":
         emergency = rng.random() < 0.5
         actions.append((rng.uniform(0.1, 3.0), "rollback",
@@ -337,6 +344,10 @@ def _plan(site: Site, rng: random.Random) -> tuple[str, list[Action]]:
     elif scenario == "pause":
         at = rng.uniform(0.0, 2.0)
         actions.append((at, "pause", lambda: site.command("pause")))
+        actions.append((at + rng.uniform(0.2, 2.0), "resume", lambda: site.command("resume")))
+    elif scenario == "forced":  # `backout traffic --force`: pause the rollout, set the weights
+        at = rng.uniform(0.0, 2.0)
+        actions.append((at, "force", lambda: site.force({"1.0.0": 100.0})))
         actions.append((at + rng.uniform(0.2, 2.0), "resume", lambda: site.command("resume")))
     elif scenario == "abort":
         actions.append((rng.uniform(0.0, 2.5), "abort", lambda: site.command("abort")))
@@ -349,9 +360,10 @@ def crash_run(spawner: Spawner, path: Path, seed: int) -> None:
     rng = random.Random(seed)
     site = make_site(path)
     scenario, actions = _plan(site, rng)
-    start = lambda holder: spawner.start(  # noqa: E731
-        site.url, path / "artifacts", site.health_file, holder, seed
-    )
+
+    def start(holder: str) -> Proc:
+        return spawner.start(site.url, path / "artifacts", site.health_file, holder, seed)
+
     procs = [start(f"ctl-{seed}-a")]
     time.sleep(rng.uniform(0.0, 0.5))
     kills = sorted(rng.uniform(0.0, 2.5) for _ in range(rng.choice([1, 1, 2])))
@@ -372,13 +384,6 @@ def crash_run(spawner: Spawner, path: Path, seed: int) -> None:
         procs[-1].stop()
         check_invariants(site.store, final=True)
         _check_outcome(site, scenario)
-        site.note("done")
-        print(
-            "\n".join(site.log)
-            + "\n"
-            + _timeline(site)
-            + "".join(f"\n--- {p.holder} stderr ---\n{p.stderr()}" for p in procs)
-        )
     except Exception as exc:
         for p in procs:
             p.kill()
@@ -437,7 +442,7 @@ def _check_outcome(site: Site, scenario: str) -> None:
         assert live == {"1.0.0": 100}
     elif scenario == "abort":
         assert kinds in ([("rollout", "aborted")], [("rollout", "succeeded")]), kinds
-    elif scenario == "pause":
+    elif scenario in ("pause", "forced"):
         assert kinds == [("rollout", "succeeded")], kinds
 
 
