@@ -302,6 +302,11 @@ class Controller:
         self._refuse_if_frozen(model)
         table = self.deployments.require(model)
         current = self.active(model)
+        if current is not None and current.kind == "rollback":
+            # Said first: otherwise the target search below reports a misleading reason.
+            raise OperationInProgress(
+                f"{model} is already rolling back to {current.target} (phase {current.phase.value})"
+            )
         policy = current.policy if current else self.policy_for(model)
         live = {v: w / 100 for v, w in table.weights.items()}  # percent
         if current is not None and current.kind == "rollout":
@@ -392,6 +397,8 @@ class Controller:
         """Stop the operation: a rollout returns to stable, a rollback to where it came from."""
         with self.store.write() as conn:
             op = self._require_active(conn, model)
+            if Phase.ABORTED not in TRANSITIONS[op.phase]:
+                raise Conflict(_not_abortable(op))
             back = op.stable
             op.weights = {back: 100.0}
             self._apply(conn, op, actor, f"abort: all traffic back on {back}")
@@ -414,6 +421,11 @@ class Controller:
             op = self._require_active(conn, model)
             if op.kind != "rollout":
                 raise Conflict(f"{model} is rolling back; there is nothing to promote")
+            if op.phase == Phase.COMPLETING:
+                raise Conflict(
+                    f"{model}@{op.target} already takes all traffic and is completing: "
+                    "nothing left to promote"
+                )
             op.weights = {op.target: 100.0}
             self._transition(
                 conn, op, Phase.COMPLETING, actor, reason or "promoted by hand", {}, new_step=True
@@ -1140,6 +1152,15 @@ def _check_fresh(conn: Connection, op: Operation) -> None:
     ).first()
     if row is None or row.phase != op.phase.value or row.updated_at != op.updated_at:
         raise _Stale(op.id)
+
+
+def _not_abortable(op: Operation) -> str:
+    if op.phase == Phase.FROZEN:
+        return f"{op.model} is frozen: lift it with `backout unfreeze {op.model} --reason ...`"
+    return (
+        f"{op.model}'s rollback is {op.phase.value} {op.target} with all traffic on it and "
+        "cannot be aborted: wait for its verification to end, then deploy the release you want"
+    )
 
 
 def _active(conn: Connection, model: str) -> Operation | None:
