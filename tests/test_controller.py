@@ -211,3 +211,12 @@ def test_random_commands_and_crashes_keep_the_invariants(tmp_path: Path) -> None
                 assert isinstance(exc, BackoutError), exc
             w.second()
             w.check_invariants()
+
+
+def test_a_rollout_under_the_default_policy_ticks_without_errors(tmp_path: Path) -> None:
+    """The default error-rate trigger has no fixed limit (use_judge only): it must not crash."""
+    w = make_world(tmp_path, "{}")
+    w.controller.deploy("iris", "1.1.0", actor="ana")
+    w.run(5)
+    assert "controller.error" not in w.event_kinds()
+    assert w.op() is not None and w.op().phase == Phase.ROLLING_OUT  # type: ignore[union-attr]
