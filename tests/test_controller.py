@@ -226,3 +226,12 @@ def test_a_much_slower_candidate_never_gets_past_its_first_step(world: World) ->
     world.run_until(rolled_back, limit=200)
     assert max(seen) == 10
     assert "mean latency" in world.last_op().reason
+
+
+def test_a_rollout_under_the_default_policy_ticks_without_errors(tmp_path: Path) -> None:
+    """The default error-rate trigger has no fixed limit (use_judge only): it must not crash."""
+    w = make_world(tmp_path, "{}")
+    w.controller.deploy("iris", "1.1.0", actor="ana")
+    w.run(5)
+    assert "controller.error" not in w.event_kinds()
+    assert w.op() is not None and w.op().phase == Phase.ROLLING_OUT  # type: ignore[union-attr]

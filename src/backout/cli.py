@@ -480,6 +480,9 @@ def traffic(
     pins = dict(_split(p, "=", "--pin", "acme=1.4.0") for p in pin) if pin else None
     ctl = s.controller()
     ctl._refuse_if_frozen(model)
+    # Bad input is refused before anything else: --force must not pause a rollout for a
+    # route change that is then rejected.
+    s.deployments().check_traffic(model, parsed, shadow=shadow_spec, pins=pins)
     op = ctl.active(model)
     if op is not None and op.phase.value != "paused":
         from backout.errors import OperationInProgress

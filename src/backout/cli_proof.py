@@ -230,6 +230,11 @@ def drill(
         if json:
             _print_json(past)
             return
+        if not past:
+            out.print(
+                f"no drills of {model} yet: run one with `backout drill {model} --fault errors=5%`"
+            )
+            return
         t = Table(box=None, header_style="bold")
         for col in ("drill", "fault", "release", "outcome", "detect", "recover", "affected"):
             t.add_column(col)

@@ -118,6 +118,11 @@ class Operation:
         }  # fmt: skip
 
 
+class _Stale(Exception):
+    """The operation changed after this tick read it (a command from another process landed
+    in between): the tick's decision is void, and the next tick decides on fresh state."""
+
+
 @dataclass
 class _Pending:
     notices: list[Notice] = field(default_factory=list)
@@ -288,11 +293,21 @@ class Controller:
         return op
 
     def rollback(self, model: str, *, actor: str, to: str | None = None, emergency: bool | None = None,
-                 reason: str = "", trigger: dict[str, Any] | None = None) -> Operation:  # fmt: skip
-        """Start a rollback of ``model`` to ``to`` (default: the policy's target)."""
+                 reason: str = "", trigger: dict[str, Any] | None = None,
+                 expect: Operation | None = None) -> Operation:  # fmt: skip
+        """Start a rollback of ``model`` to ``to`` (default: the policy's target).
+
+        ``expect``: the operation a tick decided to roll back, as it read it; if it changed
+        since, the decision is void (raises the tick's stale-state signal).
+        """
         self._refuse_if_frozen(model)
         table = self.deployments.require(model)
         current = self.active(model)
+        if current is not None and current.kind == "rollback":
+            # Said first: otherwise the target search below reports a misleading reason.
+            raise OperationInProgress(
+                f"{model} is already rolling back to {current.target} (phase {current.phase.value})"
+            )
         policy = current.policy if current else self.policy_for(model)
         live = {v: w / 100 for v, w in table.weights.items()}  # percent
         if current is not None and current.kind == "rollout":
@@ -337,6 +352,8 @@ class Controller:
             # traffic actually moves, after the checks above.
             moved_at = self.clock()
             cur = _active(conn, model)
+            if expect is not None:
+                _check_fresh(conn, expect)
             if cur is not None and cur.kind == "rollback":
                 raise OperationInProgress(
                     f"{model} is already rolling back to {cur.target} (phase {cur.phase.value})"
@@ -381,6 +398,8 @@ class Controller:
         """Stop the operation: a rollout returns to stable, a rollback to where it came from."""
         with self.store.write() as conn:
             op = self._require_active(conn, model)
+            if Phase.ABORTED not in TRANSITIONS[op.phase]:
+                raise Conflict(_not_abortable(op))
             back = op.stable
             op.weights = {back: 100.0}
             self._apply(conn, op, actor, f"abort: all traffic back on {back}")
@@ -403,6 +422,11 @@ class Controller:
             op = self._require_active(conn, model)
             if op.kind != "rollout":
                 raise Conflict(f"{model} is rolling back; there is nothing to promote")
+            if op.phase == Phase.COMPLETING:
+                raise Conflict(
+                    f"{model}@{op.target} already takes all traffic and is completing: "
+                    "nothing left to promote"
+                )
             op.weights = {op.target: 100.0}
             self._transition(
                 conn, op, Phase.COMPLETING, actor, reason or "promoted by hand", {}, new_step=True
@@ -485,11 +509,21 @@ class Controller:
         if op.phase in (Phase.PAUSED, Phase.FROZEN):
             self._escalate(op, now)
             return op
-        table = self.deployments.get(model)
+        try:
+            self._step(op, now)
+        except _Stale:
+            log.info("%s: operation %d changed during the tick; deciding again", model, op.id)
+            return self.active(model)
+        self._escalate(op, now)
+        return self.active(model) or op
+
+    def _step(self, op: Operation, now: float) -> None:
+        table = self.deployments.get(op.model)
         if table is not None and {v: w / 100 for v, w in table.weights.items()} != _clean(
             op.weights
         ):
             with self.store.write() as conn:
+                _check_fresh(conn, op)
                 self._apply(
                     conn,
                     op,
@@ -504,8 +538,6 @@ class Controller:
             self._tick_rolling_back(op, now)
         elif op.phase == Phase.VERIFYING:
             self._tick_verifying(op, now)
-        self._escalate(op, now)
-        return self.active(model) or op
 
     def _batches(
         self, model: str, since: float, until: float | None = None
@@ -529,11 +561,17 @@ class Controller:
         # Keep the latest verdict with the operation, for `backout status` and reports.
         op.state["last_gate"] = {"at": self.clock(), "step": op.step, **result.to_dict()}
         with self.store.write() as conn:
-            conn.execute(
-                OPS.update()
-                .where(OPS.c.id == op.id, OPS.c.ended_at.is_(None))
-                .values(state=op.state)
-            )
+            # Only the verdict is ours to write: the rest of the state may have changed since
+            # this tick read it (a pause records where it paused from).
+            stored = conn.execute(
+                sa.select(OPS.c.state).where(OPS.c.id == op.id, OPS.c.ended_at.is_(None))
+            ).scalar()
+            if stored is not None:
+                conn.execute(
+                    OPS.update()
+                    .where(OPS.c.id == op.id)
+                    .values(state={**stored, "last_gate": op.state["last_gate"]})
+                )
         return result
 
     def _tick_rollout(self, op: Operation, now: float) -> None:
@@ -781,6 +819,7 @@ class Controller:
                 reason=reason,
                 trigger=trigger,
                 emergency=emergency,
+                expect=op,
             )
         except (ValidationError, ModelNotFound) as exc:
             # No safe way back (the target fails its checks): stop here and get a human.
@@ -823,6 +862,7 @@ class Controller:
             op.weights = {op.stable: 100.0}
             self._apply(conn, op, self.actor, f"rollback aborted: traffic back on {op.stable}")
             self._end(conn, op, Phase.ABORTED, self.actor, f"rollback aborted: {why}", evidence)
+            escalation = self._escalation(conn, op, self.clock(), force=True)
         self._notify(
             "abort",
             op.model,
@@ -831,7 +871,8 @@ class Controller:
             op.id,
             severity="critical",
         )
-        self._escalate(op, self.clock(), force=True)
+        if escalation is not None:
+            self._send(op.model, op.policy, escalation)
 
     def _freeze(self, op: Operation, why: str, evidence: dict[str, Any]) -> None:
         F = schema.freezes
@@ -843,8 +884,10 @@ class Controller:
                     )
                 )
             self._transition(conn, op, Phase.FROZEN, self.actor, why, evidence, apply=False)
+            escalation = self._escalation(conn, op, self.clock(), force=True)
         self._notify("freeze", op.model, f"{op.model} is frozen", why, op.id, severity="critical")
-        self._escalate(op, self.clock(), force=True)
+        if escalation is not None:
+            self._send(op.model, op.policy, escalation)
 
     def _freeze_model(self, model: str, why: str, evidence: dict[str, Any]) -> None:
         """Freeze a model that has no operation in progress (a trigger with no way back)."""
@@ -860,24 +903,36 @@ class Controller:
 
     def _escalate(self, op: Operation, now: float, *, force: bool = False) -> None:
         """Call the next contact when recovery is late (or at once, with ``force``)."""
+        with self.store.write() as conn:
+            notice = self._escalation(conn, op, now, force=force)
+        if notice is not None:
+            self._send(op.model, op.policy, notice)
+
+    def _escalation(
+        self, conn: Connection, op: Operation, now: float, *, force: bool = False
+    ) -> Notice | None:
+        """Record the next escalation in the caller's write; the notice to send after commit.
+
+        A freeze or an aborted rollback records its escalation in its own transaction, so a
+        controller that dies after the commit cannot leave the freeze without a contact.
+        """
         if op.kind != "rollback" and op.phase != Phase.FROZEN and not force:
-            return
+            return None
         esc = Escalator(op.policy.escalation)
         level = int(op.state.get("escalated", 0))
         contact = esc.contact(level) if force else esc.due(op.started_at, now, level)
         if contact is None:
-            return
-        with self.store.write() as conn:
-            fresh = _active(conn, op.model)
-            if fresh is not None and fresh.id == op.id:
-                fresh.state["escalated"] = level + 1
-                conn.execute(OPS.update().where(OPS.c.id == op.id).values(state=fresh.state))
-            audit.append(conn, "escalation", model=op.model, actor=self.actor,
-                         reason=f"escalated to {contact.name}: {op.kind} {op.phase.value} after {now - op.started_at:.0f} s",
-                         data={"operation": op.id, "contact": contact.name, "level": level + 1})  # fmt: skip
+            return None
+        fresh = _active(conn, op.model)
+        if fresh is not None and fresh.id == op.id:
+            fresh.state["escalated"] = level + 1
+            conn.execute(OPS.update().where(OPS.c.id == op.id).values(state=fresh.state))
+        audit.append(conn, "escalation", model=op.model, actor=self.actor,
+                     reason=f"escalated to {contact.name}: {op.kind} {op.phase.value} after {now - op.started_at:.0f} s",
+                     data={"operation": op.id, "contact": contact.name, "level": level + 1})  # fmt: skip
         op.state["escalated"] = level + 1
-        self._send(op.model, op.policy, esc.notice(level, model=op.model, started_at=op.started_at, now=now,
-                                                   incident=str(op.id), reason=f"{op.kind} {op.phase.value}"))  # fmt: skip
+        return esc.notice(level, model=op.model, started_at=op.started_at, now=now,
+                          incident=str(op.id), reason=f"{op.kind} {op.phase.value}")  # fmt: skip
 
     # -- mechanics ---------------------------------------------------------------------
 
@@ -886,7 +941,7 @@ class Controller:
         """The one place a phase changes: checked, applied, recorded, in the caller's write."""
         if to not in TRANSITIONS[op.phase]:
             raise Conflict(f"{op.model}: cannot go from {op.phase.value} to {to.value}")
-        before = op.phase
+        before, seen = op.phase, op.updated_at
         op.phase = to
         now = self.clock()
         if new_step:
@@ -895,10 +950,17 @@ class Controller:
         if to in TERMINAL:
             op.ended_at = now
             op.outcome = to.value
-        conn.execute(OPS.update().where(OPS.c.id == op.id).values(
+        # Only if the operation is still as this controller read it: a tick decides on what
+        # it read before this write began, and a command from another process (pause, abort)
+        # may have landed in between; writing over it would undo the command.
+        written = conn.execute(OPS.update().where(
+            OPS.c.id == op.id, OPS.c.phase == before.value, OPS.c.updated_at == seen, OPS.c.ended_at.is_(None),
+        ).values(
             phase=op.phase.value, step=op.step, weights=op.weights, state=op.state,
             step_started_at=op.step_started_at, updated_at=now, ended_at=op.ended_at, outcome=op.outcome,
-        ))  # fmt: skip
+        )).rowcount  # fmt: skip
+        if written != 1:
+            raise _Stale(op.id)
         if apply and to not in (Phase.FROZEN, Phase.PAUSED):
             self._apply(conn, op, actor, reason)
         audit.append(conn, f"phase.{to.value}", model=op.model, actor=actor, reason=reason,
@@ -1091,6 +1153,24 @@ def acquire_lease(store: Store, name: str, holder: str, ttl: float, now: float) 
             )
             return True
         return False
+
+
+def _check_fresh(conn: Connection, op: Operation) -> None:
+    """Raise :class:`_Stale` unless ``op`` is still active and unchanged in the store."""
+    row = conn.execute(
+        sa.select(OPS.c.phase, OPS.c.updated_at).where(OPS.c.id == op.id, OPS.c.ended_at.is_(None))
+    ).first()
+    if row is None or row.phase != op.phase.value or row.updated_at != op.updated_at:
+        raise _Stale(op.id)
+
+
+def _not_abortable(op: Operation) -> str:
+    if op.phase == Phase.FROZEN:
+        return f"{op.model} is frozen: lift it with `backout unfreeze {op.model} --reason ...`"
+    return (
+        f"{op.model}'s rollback is {op.phase.value} {op.target} with all traffic on it and "
+        "cannot be aborted: wait for its verification to end, then deploy the release you want"
+    )
 
 
 def _active(conn: Connection, model: str) -> Operation | None:

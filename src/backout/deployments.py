@@ -126,6 +126,26 @@ class Deployments:
         False, for callers that verified already) pass ``registry.verify``. Pins and the
         shadow keep their previous values unless given.
         """
+        bp = self.check_traffic(model, weights, shadow=shadow, pins=pins, verify=verify)
+        if conn is not None:
+            return self._write(conn, model, bp, shadow, pins, actor, reason, kind, data)
+        with self.store.write() as c:
+            return self._write(c, model, bp, shadow, pins, actor, reason, kind, data)
+
+    def check_traffic(
+        self,
+        model: str,
+        weights: Mapping[str, float],
+        *,
+        shadow: tuple[str, float] | None = None,
+        pins: Mapping[str, str] | None = None,
+        verify: bool = True,
+    ) -> dict[str, int]:
+        """Validate a route change without writing it; the weights in basis points.
+
+        Raises :class:`InvalidTraffic` (or the registry's errors) exactly as
+        :meth:`set_traffic` would, so a caller can refuse bad input before acting on it.
+        """
         check_model_name(model)
         bp = {check_version(v): percent_to_bp(p) for v, p in weights.items()}
         if sum(bp.values()) != BUCKETS:
@@ -137,10 +157,7 @@ class Deployments:
         named = set(bp) | set((pins or {}).values()) | ({shadow[0]} if shadow else set())
         for version in sorted(named):
             self._check_usable(model, version, verify=verify)
-        if conn is not None:
-            return self._write(conn, model, bp, shadow, pins, actor, reason, kind, data)
-        with self.store.write() as c:
-            return self._write(c, model, bp, shadow, pins, actor, reason, kind, data)
+        return bp
 
     def _write(
         self,

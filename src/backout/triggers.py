@@ -82,6 +82,13 @@ def evaluate(
     if kind == "error_rate":
         errors = total.error_count - total.errors.get("input_contract", 0) if total else 0
         rate = errors / n if n else 0.0
+        if trigger.max_rate is None:
+            # ``use_judge`` alone (the default policy's trigger): the sequential test against
+            # a baseline is not evaluated here yet, so without a fixed limit nothing fires.
+            # Before, float(None) raised on every tick that saw traffic.
+            return TriggerResult(name, kind, False,
+                                 f"error rate {rate:.2%} over {n:,} requests (no fixed limit)",
+                                 {"rate": rate, "requests": n, "errors": errors, "limit": None})  # fmt: skip
         limit = float(trigger.max_rate)
         fired = n >= floor and rate > limit
         return TriggerResult(name, kind, fired,
