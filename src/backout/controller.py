@@ -761,7 +761,7 @@ class Controller:
             start = max(now - t.window, since)
             per = self._batches(model, start)
             reference: list[Batch] = []
-            if t.kind == "drift":
+            if t.kind == "drift" or getattr(t, "use_judge", False):
                 reference = self._batches(model, start - 10 * t.window, start).get(version, [])
             result = triggers.evaluate(
                 t, per.get(version, []), reference=reference, metrics=self.metrics

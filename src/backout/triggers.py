@@ -82,13 +82,10 @@ def evaluate(
     if kind == "error_rate":
         errors = total.error_count - total.errors.get("input_contract", 0) if total else 0
         rate = errors / n if n else 0.0
-        if trigger.max_rate is None:
-            # ``use_judge`` alone (the default policy's trigger): the sequential test against
-            # a baseline is not evaluated here yet, so without a fixed limit nothing fires.
-            # Before, float(None) raised on every tick that saw traffic.
-            return TriggerResult(name, kind, False,
-                                 f"error rate {rate:.2%} over {n:,} requests (no fixed limit)",
-                                 {"rate": rate, "requests": n, "errors": errors, "limit": None})  # fmt: skip
+        if getattr(trigger, "use_judge", False):
+            judged = _judge_errors(name, errors, n, reference, floor)
+            if judged.fired or trigger.max_rate is None:
+                return judged
         limit = float(trigger.max_rate)
         fired = n >= floor and rate > limit
         return TriggerResult(name, kind, fired,
@@ -138,6 +135,44 @@ def evaluate(
                              f"{trigger.query} = {value_q} ({op} {threshold:g} fires)",
                              {"value": value_q, "threshold": threshold, "op": op})  # fmt: skip
     raise ValueError(f"unknown trigger kind {kind!r}")
+
+
+# The release's own recent error rate, doubled, is what counts as "worse" for a trigger that
+# judges instead of using a fixed limit; a release with no recent errors is held to this.
+JUDGE_RATE_FLOOR = 0.001
+JUDGE_ALPHA = 0.01
+
+
+def _judge_errors(
+    name: str, errors: int, n: int, reference: Sequence[Batch], floor: int
+) -> TriggerResult:
+    """Fires when the window's error rate is credibly above twice the release's recent rate.
+
+    A one-sample mixture likelihood ratio (a binomial e-value over a grid of rate ratios,
+    the same family the error-rate judge uses) against p0 = 2 × the rate of the reference
+    period before the window, at alpha = 1%. It needs no second release to compare with,
+    so it watches a release that serves alone.
+    """
+    from backout.judges import binomial_llr, log_mixture, prior_log_weights
+
+    ref = sum_batches(reference)
+    ref_errors = (ref.error_count - ref.errors.get("input_contract", 0)) if ref else 0
+    ref_rate = ref_errors / ref.requests if ref and ref.requests else 0.0
+    p0 = min(max(2 * ref_rate, JUDGE_RATE_FLOOR), 0.5)
+    rate = errors / n if n else 0.0
+    log_e = (
+        float(log_mixture(binomial_llr(np.array(errors), np.array(n), p0), prior_log_weights(1.0)))
+        if n
+        else 0.0
+    )
+    fired = n >= floor and log_e >= math.log(1 / JUDGE_ALPHA)
+    return TriggerResult(
+        name, "error_rate", fired,
+        f"error rate {rate:.2%} over {n:,} requests vs {ref_rate:.2%} before "
+        f"(e-value {math.exp(min(log_e, 700)):.3g}, fires at {1 / JUDGE_ALPHA:g})",
+        {"rate": rate, "requests": n, "errors": errors, "reference_rate": ref_rate, "p0": p0,
+         "e_value": math.exp(min(log_e, 700)), "threshold": 1 / JUDGE_ALPHA},
+    )  # fmt: skip
 
 
 def psi(reference: Mapping[str, int], current: Mapping[str, int], eps: float = 1e-4) -> float:
