@@ -237,7 +237,14 @@ def one_rollback(
         summary = load.stop()
     op = _rollback_op(ctl, drill)
     if op is None or drill is None or drill.detected_at is None:
-        raise RuntimeError(f"run {i}: no rollback happened ({drill and drill.outcome})")
+        # Say why (the timeline and what the trigger sees now), count the run as not
+        # recovered, and leave the model in a state the next run can start from.
+        diagnose(store, registry, drill)
+        reset(ctl)
+        return Run(mode=mode, source=source, target="-", detection=float("nan"), recovery=None,
+                   per_worker={}, drain=None, store=None, failed=int(summary["non_2xx"]) + int(summary["socket_errors"]),
+                   requests=int(summary["sent"]), outcome=drill.outcome if drill else "error",
+                   load=" ".join(f"{x:.2f}" for x in os.getloadavg()))  # fmt: skip
     # time.time() and the monotonic clock differ by a constant: map the decision onto the
     # clock the load generator logged.
     offset_ns = time.time_ns() - time.monotonic_ns()
@@ -267,6 +274,40 @@ def one_rollback(
         load=" ".join(f"{x:.2f}" for x in os.getloadavg()),
         steps=step_times(store, op),
     )
+
+
+def diagnose(store: Store, registry: Registry, drill: DrillResult | None) -> None:
+    """Print the model's timeline since the drill and what its triggers see now."""
+    from backout import audit, triggers
+    from backout.telemetry import read_batches
+
+    ctl = Controller(store, registry, actor="bench")
+    print(f"no rollback: drill {drill and drill.to_dict()}", file=sys.stderr)
+    with store.read() as conn:
+        events = audit.list_events(conn, MODEL)
+    since = drill.started_at - 5 if drill else 0.0
+    for e in events:
+        if e.kind != "traffic.applied" and e.at.replace(tzinfo=UTC).timestamp() >= since:
+            print(f"  {e.at:%H:%M:%S.%f} {e.actor} {e.kind}: {e.reason}", file=sys.stderr)
+    print(f"  frozen: {ctl.frozen(MODEL)}; active: {ctl.active(MODEL)}", file=sys.stderr)
+    policy = ctl.policy_for(MODEL)
+    now = time.time()
+    for t in policy.triggers:
+        per = read_batches(store, MODEL, since=now - 30)
+        for version, batches in per.items():
+            recent = [b for b in batches if b.start >= now - t.window]
+            result = triggers.evaluate(t, recent)
+            print(f"  {version}: {len(batches)} batches in 30 s, last at "
+                  f"{batches[-1].start - now:+.1f} s; {t.name} over the window: {result.summary}",
+                  file=sys.stderr)  # fmt: skip
+
+
+def reset(ctl: Controller) -> None:
+    """Lift a freeze and end an operation a failed run left behind."""
+    if ctl.frozen(MODEL):
+        ctl.unfreeze(MODEL, actor="bench", reason="benchmark reset")
+    if ctl.active(MODEL) is not None:
+        ctl.abort(MODEL, actor="bench", reason="benchmark reset")
 
 
 def _rollback_op(ctl: Controller, drill: DrillResult | None) -> Operation | None:
