@@ -10,7 +10,7 @@ which ticks in its own thread). Each run starts ``openloop.py`` in its own proce
 rate, a new routing key per request, one log line per response with its send time, the
 answering worker and release), lets it settle, and injects a drill fault ``latency=+300ms``
 into the live release with :func:`backout.drills.run_drill`. Requests get slower; none
-fails. The policy's trigger ``{kind: latency, quantile: 0.99, max_ms: 150, window: 2s,
+fails. The policy's trigger ``{kind: latency, quantile: 0.5, max_ms: 250, window: 2s,
 min_requests: 20}`` fires, the controller rolls back to the other release, and the next run
 goes the other way, so the live release alternates between the two.
 
@@ -52,7 +52,7 @@ from _results import write_section
 from gateway import JSON_BODY, VERSIONS, Server, free_port, make_models, start_server
 
 from backout.artifacts import LocalBlobStore
-from backout.controller import Controller, Operation
+from backout.controller import Controller, Operation, Phase
 from backout.drills import DrillResult, parse_fault, run_drill
 from backout.policy import parse_policy
 from backout.registry import Registry
@@ -66,7 +66,12 @@ FAULT = "latency=+300ms"
 CONNECTIONS = 128  # at 300 requests/s and +300 ms, about 90 are in flight during the fault
 TARGET_P99_S = 1.0
 
-TRIGGER = "{name: p99, kind: latency, quantile: 0.99, max_ms: 150, window: 2s, min_requests: 20%s}"
+# The median, not p99: over a 2 s window at 300 requests/s a p99 rests on the 6 slowest
+# requests, and on a 2-core machine shared with other work (another engineer's wrk at full
+# load) healthy traffic reached a p90 of 450 ms: false alarms, and freezes when one hit the
+# target while it verified. The fault makes *every* request 300 ms slower, so the median
+# still sees it, a second or so later than p99 would.
+TRIGGER = "{name: p50, kind: latency, quantile: 0.5, max_ms: 250, window: 2s, min_requests: 20%s}"
 POLICY = """
 rollback:
   mode: %(mode)s
@@ -206,6 +211,7 @@ class Run:
     outcome: str
     load: str  # the machine's load averages when the run ended
     steps: list[tuple[float, float]] = field(default_factory=list)  # (weight, seconds held)
+    spurious: int = 0  # rollbacks the trigger started before the fault (false alarms)
 
 
 def switch_after(answers: list[Answer], target: str, after_ns: int) -> int | None:
@@ -230,21 +236,42 @@ def one_rollback(
     drill: DrillResult | None = None
     try:
         # Long enough for the trigger's window to hold only this run's healthy traffic.
-        time.sleep(plan.settle_s)
-        drill = run_drill(store, registry, MODEL, parse_fault(FAULT), actor="bench", timeout=60)
+        spurious = settle(ctl, plan.settle_s)
+        table = ctl.deployments.require(MODEL)
+        source = max(table.weights, key=lambda v: table.weights[v])
+        # Detection takes 1-2 s and verification 2 s: 20 s is plenty, and a run whose
+        # rollback froze (the target failed its verification) need not wait longer.
+        drill = run_drill(store, registry, MODEL, parse_fault(FAULT), actor="bench", timeout=20)
         time.sleep(0.3)  # a few answers after the end, so the last switch is visible
     finally:
         summary = load.stop()
     op = _rollback_op(ctl, drill)
+    if op is not None and op.phase == Phase.FROZEN:
+        # Traffic did move (the recovery below is real) but the target then failed its
+        # verification window: lift the freeze so the next run starts from a live model.
+        print(f"run {i}: frozen after the switch: {op.reason}", file=sys.stderr)
+        reset(ctl)
     if op is None or drill is None or drill.detected_at is None:
         # Say why (the timeline and what the trigger sees now), count the run as not
         # recovered, and leave the model in a state the next run can start from.
         diagnose(store, registry, drill)
         reset(ctl)
-        return Run(mode=mode, source=source, target="-", detection=float("nan"), recovery=None,
-                   per_worker={}, drain=None, store=None, failed=int(summary["non_2xx"]) + int(summary["socket_errors"]),
-                   requests=int(summary["sent"]), outcome=drill.outcome if drill else "error",
-                   load=" ".join(f"{x:.2f}" for x in os.getloadavg()))  # fmt: skip
+        failed = int(summary["non_2xx"]) + int(summary["socket_errors"])
+        return Run(
+            mode=mode,
+            source=source,
+            target="-",
+            detection=float("nan"),
+            recovery=None,
+            per_worker={},
+            drain=None,
+            store=None,
+            failed=failed,
+            requests=int(summary["sent"]),
+            outcome=drill.outcome if drill else "error",
+            load=" ".join(f"{x:.2f}" for x in os.getloadavg()),
+            spurious=spurious,
+        )
     # time.time() and the monotonic clock differ by a constant: map the decision onto the
     # clock the load generator logged.
     offset_ns = time.time_ns() - time.monotonic_ns()
@@ -273,7 +300,35 @@ def one_rollback(
         outcome=drill.outcome,
         load=" ".join(f"{x:.2f}" for x in os.getloadavg()),
         steps=step_times(store, op),
+        spurious=spurious,
     )
+
+
+def settle(ctl: Controller, seconds: float) -> int:
+    """Wait ``seconds`` with the model idle; returns the rollbacks that started meanwhile.
+
+    On a machine loaded by others, healthy traffic can itself pass the trigger's 250 ms median
+    (a false alarm). A fault injected while such a rollback verifies would freeze the model,
+    so wait for it to end and count it instead.
+    """
+    last = max((op.id for op in ctl.operations(MODEL, limit=1)), default=0)
+    spurious = 0
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        time.sleep(seconds)
+        ops = ctl.operations(MODEL, limit=5)
+        fresh = [op for op in ops if op.id > last]
+        if not fresh and (not ops or ops[0].ended_at is not None):
+            return spurious
+        spurious += len(fresh)
+        last = max(op.id for op in ops)
+        print(f"a rollback started without a fault ({fresh[0].reason if fresh else ops[0].reason}): "
+              "waiting for it to end", file=sys.stderr)  # fmt: skip
+        while (op := ctl.active(MODEL)) is not None and time.monotonic() < deadline:
+            if op.phase == Phase.FROZEN:
+                reset(ctl)  # its target failed verification on load alone: lift it
+            time.sleep(0.2)
+    raise RuntimeError("the model did not settle within 120 s")
 
 
 def diagnose(store: Store, registry: Registry, drill: DrillResult | None) -> None:
@@ -303,11 +358,9 @@ def diagnose(store: Store, registry: Registry, drill: DrillResult | None) -> Non
 
 
 def reset(ctl: Controller) -> None:
-    """Lift a freeze and end an operation a failed run left behind."""
+    """Lift a freeze a run left behind (it ends the frozen operation too)."""
     if ctl.frozen(MODEL):
         ctl.unfreeze(MODEL, actor="bench", reason="benchmark reset")
-    if ctl.active(MODEL) is not None:
-        ctl.abort(MODEL, actor="bench", reason="benchmark reset")
 
 
 def _rollback_op(ctl: Controller, drill: DrillResult | None) -> Operation | None:
@@ -370,7 +423,7 @@ def report(runs: list[Run], plan: Plan, load_before: str) -> str:
         f"`openloop.py` in its own process at {plan.rate} requests/s ({CONNECTIONS} keep-alive "
         f"connections, a new routing key per request). Each run injects the drill fault "
         f"`{FAULT}` into the live release ({plan.settle_s:g} s after the load starts); the "
-        "policy's trigger `{kind: latency, quantile: 0.99, max_ms: 150, window: 2s, "
+        "policy's trigger `{kind: latency, quantile: 0.5, max_ms: 250, window: 2s, "
         "min_requests: 20}` fires and the controller rolls back to the other release; the next "
         "run goes the other way. Machine load before the runs (1, 5, 15 min): "
         f"{load_before}; after: {runs[-1].load if runs else '-'}.",
@@ -405,6 +458,13 @@ def report(runs: list[Run], plan: Plan, load_before: str) -> str:
         f"{sum(r.failed for r in em)}. Outcomes: "
         + ", ".join(f"{k} {v}" for k, v in _count(r.outcome for r in em).items())
         + ".",
+        "",
+        f"False alarms: {sum(r.spurious for r in runs)} rollback(s) started during the healthy "
+        "settle time before a fault (healthy traffic passing the 250 ms median when the machine is "
+        "loaded by other work); the run then waited for it to end and settled again. Runs "
+        f"whose decision came sooner than the fault's 300 ms could show (the trigger was "
+        f"already about to fire on load alone): {sum(1 for d in det if d < 0.3)}; their "
+        "recovery is measured all the same.",
     ]
     if st:
         lines += [
