@@ -35,6 +35,7 @@ import statistics
 import sys
 import tempfile
 import time
+import timeit
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -240,12 +241,42 @@ def worker_cpu_seconds(server: Server) -> float:
     return total
 
 
+def validation_us(model_path: Path) -> float:
+    """µs the gateway spends validating one single-instance request and its answer.
+
+    The same calls ``Gateway._inputs`` and ``Gateway._check_outputs`` make, on the same
+    contract, best of five: the component cost, free of the noise of a whole server.
+    """
+    from backout.contracts import compile_validator
+
+    estimator = joblib.load(model_path)
+    contract = infer_sklearn_contract(estimator)
+    assert contract.input is not None and contract.output is not None
+    check_in, check_out = compile_validator(contract.input), compile_validator(contract.output)
+    instances = [[5.1, 3.5, 1.4, 0.2]]
+    x = np.asarray(instances, dtype=np.float64)
+    predictions = outputs_to_predictions(
+        {
+            "label": np.asarray(estimator.predict(x)),
+            "probabilities": np.asarray(estimator.predict_proba(x), dtype=np.float32),
+        }
+    )
+
+    def both() -> None:
+        check_in.check_batch(instances)
+        check_out.check_batch(predictions)
+
+    n = 20_000
+    return min(timeit.repeat(both, number=n, repeat=5)) / n * 1e6
+
+
 @dataclass
 class ContractSamples:
     """Per run: wrk throughput, and worker CPU µs per request at a fixed open-loop rate."""
 
     rps: list[float]
     cpu_us: list[float]
+    validation_us: float = 0.0  # the component cost, with the contract
 
 
 def contract_runs(plan: Plan, work: Path) -> dict[str, ContractSamples]:
@@ -255,6 +286,7 @@ def contract_runs(plan: Plan, work: Path) -> dict[str, ContractSamples]:
     stores = []
     servers: list[Server] = []
     out = {"with": ContractSamples([], []), "without": ContractSamples([], [])}
+    out["with"].validation_us = validation_us(model_path)
     try:
         for name in ("with", "without"):
             home = work / f"contract-{name}"
@@ -334,10 +366,16 @@ def contract_report(
             + ("met" if cpu_share <= TARGET_SHARE else "**NOT met**"),
             f"- the same from wrk throughput (1 − with / without): {rps_share:.1%} (run by "
             "run: " + ", ".join(f"{x:.1%}" for x in paired_rps) + ")",
+            f"- the component: validating the request's instance and the answer's prediction "
+            f"with the compiled validators costs **{w.validation_us:.1f} µs** (in-process, best "
+            f"of five), {w.validation_us / cpu_with:.2%} of the {cpu_with:,.0f} CPU µs a worker "
+            "spends per request",
             "",
-            "The CPU figure is the one to read on this machine: other engineers' benchmarks "
-            "share its two cores, which moves wrk's throughput by far more than 5% from run to "
-            "run, while the CPU a worker spends on one request hardly changes with them.",
+            "Reading them: other engineers' benchmarks share this machine's two cores, which "
+            "moves whole-server figures (throughput most, CPU per request less) by several "
+            "percent from run to run, the same order as the 5% target; the run-by-run shares "
+            "show that spread. The component figure has no such noise and bounds what the "
+            "contract can add.",
         ]
     )
 
