@@ -17,7 +17,13 @@ send). The cutover benchmark probes that way, so its probe never builds a backlo
 It prints one JSON document on stdout: counts, errors and latency percentiles in
 microseconds. With ``--log FILE`` it also writes one line per response, ``monotonic_ns
 status worker release``, with ``worker`` and ``release`` taken from the ``x-backout-worker``
-and ``x-backout-release`` response headers (the cutover benchmark reads them).
+and ``x-backout-release`` response headers (the cutover benchmark reads them); with
+``--log-sent`` each line also ends with the request's actual send time (``monotonic_ns``), so
+a reader can tell which requests were *sent* after a switch, whatever their latency.
+
+SIGTERM stops it early and gracefully: nothing new is sent, answers in flight are awaited
+(up to ``--drain``), and the summary is printed as usual. ``--duration`` still bounds a run
+nobody stops.
 """
 
 from __future__ import annotations
@@ -27,6 +33,7 @@ import collections
 import ctypes
 import json
 import select
+import signal
 import socket
 import sys
 import time
@@ -42,6 +49,7 @@ class Conn:
 
     sock: socket.socket
     scheduled_ns: int = 0  # when the request in flight was due; 0 when idle
+    sent_ns: int = 0  # when the request in flight actually went out
     buf: bytearray = field(default_factory=bytearray)
 
 
@@ -108,6 +116,14 @@ def run(args: argparse.Namespace, log: TextIO | None) -> dict[str, Any]:
     deadline = start + int((args.duration + args.drain) * NS)
     k = 0
     in_flight = 0
+    stopping = False
+
+    def stop(_signum: int, _frame: Any) -> None:
+        # Stop scheduling; the loop below then drains what is in flight and returns.
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGTERM, stop)
 
     def send(conn: Conn, scheduled: int, n: int) -> None:
         nonlocal in_flight
@@ -118,17 +134,22 @@ def run(args: argparse.Namespace, log: TextIO | None) -> dict[str, Any]:
             tally.socket_errors += 1
             return
         conn.scheduled_ns = scheduled
+        conn.sent_ns = time.monotonic_ns()
         tally.sent += 1
         in_flight += 1
 
     while True:
         now = time.monotonic_ns()
         if closed:
-            sending = now < start + int(args.duration * NS)
+            sending = now < start + int(args.duration * NS) and not stopping
             while sending and idle:
                 send(idle.popleft(), now, tally.sent)
             if not sending and in_flight == 0:
                 break
+        if stopping and k < total:
+            total = k
+            backlog.clear()
+            deadline = min(deadline, now + int(args.drain * NS))
         while k < total and start + k * interval_ns <= now:
             backlog.append(start + k * interval_ns)
             k += 1
@@ -182,7 +203,8 @@ def run(args: argparse.Namespace, log: TextIO | None) -> dict[str, Any]:
             if log is not None:
                 worker = headers.get(b"x-backout-worker", b"-").decode()
                 release = headers.get(b"x-backout-release", b"-").decode()
-                log.write(f"{now} {status} {worker} {release}\n")
+                sent = f" {conn.sent_ns}" if args.log_sent else ""
+                log.write(f"{now} {status} {worker} {release}{sent}\n")
             conn.scheduled_ns = 0
             in_flight -= 1
             idle.append(conn)
@@ -224,6 +246,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--connections", type=int, default=8)
     p.add_argument("--keys", type=int, default=1, help="1: send x-backout-key per request")
     p.add_argument("--log", help="write one line per response here")
+    p.add_argument("--log-sent", action="store_true", help="end each log line with its send time")
     args = p.parse_args(argv)
     if args.log:
         with open(args.log, "w") as log:

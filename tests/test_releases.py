@@ -88,3 +88,18 @@ def test_parse_ref_names_the_expected_form() -> None:
 def test_an_integer_beyond_64_bits_is_refused_clearly() -> None:
     with pytest.raises(ValidationError, match="canonical JSON"):
         manifest(config={"n": 2**70}).digest()
+
+
+def test_schema_verdicts_are_cached_by_content_and_still_name_each_caller() -> None:
+    """A cached verdict gives the same answer, and the message names whoever asked."""
+    from backout.releases import check_json_schema
+
+    bad = {"type": "object", "properties": {"x": {"type": "decimal"}}}
+    for what in ("contract", "input contract"):
+        with pytest.raises(
+            InvalidContract, match=f"^{what} is not valid JSON Schema at properties/x/type"
+        ):
+            check_json_schema(dict(bad), what)
+    good = {"type": "object", "properties": {"x": {"type": "number"}}}
+    assert check_json_schema(good, "contract") is good
+    assert check_json_schema(dict(good), "contract") == good

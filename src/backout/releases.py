@@ -6,6 +6,7 @@ that will ever be served under ``model@version``.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import re
 from datetime import UTC, datetime
@@ -71,6 +72,28 @@ def parse_ref(ref: str) -> tuple[str, str]:
 
 def check_json_schema(schema: dict[str, Any], what: str) -> dict[str, Any]:
     """Raise :class:`InvalidContract` unless ``schema`` is a valid JSON Schema (2020-12)."""
+    try:
+        key = canonical_json(schema)
+    except ValidationError:
+        problem = _schema_problem_uncached(schema)  # not JSON: jsonschema will say why
+    else:
+        problem = _schema_problem(key)
+    if problem is not None:
+        raise InvalidContract(f"{what} is not valid JSON Schema at {problem}")
+    return schema
+
+
+@functools.lru_cache(maxsize=1024)
+def _schema_problem(canonical: bytes) -> str | None:
+    # Every stored manifest is re-validated when it is read, and checking a schema against the
+    # meta-schema costs milliseconds: it was most of an emergency rollback's time between the
+    # decision and the traffic write (eight manifest reads). The verdict depends on the
+    # schema's content only, so it is cached by its canonical JSON.
+    return _schema_problem_uncached(orjson.loads(canonical))
+
+
+def _schema_problem_uncached(schema: Any) -> str | None:
+    """``PATH: MESSAGE`` of the first problem of ``schema`` as a JSON Schema, or None."""
     import jsonschema
 
     try:
@@ -80,8 +103,8 @@ def check_json_schema(schema: dict[str, Any], what: str) -> dict[str, Any]:
         validator_cls.check_schema(schema)
     except jsonschema.SchemaError as exc:
         path = "/".join(str(p) for p in exc.absolute_path) or "(root)"
-        raise InvalidContract(f"{what} is not valid JSON Schema at {path}: {exc.message}") from exc
-    return schema
+        return f"{path}: {exc.message}"
+    return None
 
 
 class _Frozen(BaseModel):
