@@ -492,8 +492,16 @@ def pctl(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else float("nan")
 
 
-def verdict(ok: bool) -> str:
+def verdict(ok: bool, busy: bool = False) -> str:
+    """met / NOT met; on a busy machine a timing verdict is only a hint, and says so."""
+    if busy:
+        return "met, but inconclusive (busy machine)" if ok else "**NOT met** (busy machine)"
     return "met" if ok else "**NOT met**"
+
+
+def per_run(a: Samples, b: Samples) -> str:
+    ratios = [x["rps"] / y["rps"] for x, y in zip(a.throughput, b.throughput, strict=True)]
+    return ", ".join(f"{r:.2f}" for r in ratios)
 
 
 def report(
@@ -504,6 +512,9 @@ def report(
     load: tuple[float, float],
 ) -> str:
     bare = samples["bare"]
+    # Timing targets are judged only when the machine was not busy with other work before
+    # the run (the load at the end includes this benchmark's own minute of load).
+    busy = load[0] > 0.75 * (os.cpu_count() or 1)
     lines = [
         f"Load average of this machine (1 min) at the start and end of the run: {load[0]:.1f} "
         f"and {load[1]:.1f} on {os.cpu_count()} cores. Anything near or above the core count "
@@ -593,17 +604,19 @@ def report(
         "",
         "Targets:",
         "",
-        f"- throughput gateway / bare ≥ 0.85 (no access log): **{ratio:.2f}**: {verdict(ratio >= 0.85)}",
-        f"- the same with the access log on: **{ratio_log:.2f}**: {verdict(ratio_log >= 0.85)}",
+        f"- throughput gateway / bare ≥ 0.85 (no access log): **{ratio:.2f}** (runs: "
+        f"{per_run(samples['gateway'], bare)}): {verdict(ratio >= 0.85, busy)}",
+        f"- the same with the access log on: **{ratio_log:.2f}** (runs: "
+        f"{per_run(samples['gateway-log'], bare)}): {verdict(ratio_log >= 0.85, busy)}",
         f"- (for reference, not the target) CPU per request, bare / gateway: "
         f"**{cpu_ratio:.2f}** without the access log, **{cpu_ratio_log:.2f}** with it",
-        f"- added p50 at {FIXED_RATE}/s ≤ 0.2 ms: **{add50:.3f} ms**: {verdict(add50 <= 0.2)}",
-        f"- added p99 at {FIXED_RATE}/s ≤ 0.5 ms: **{add99:.3f} ms**: {verdict(add99 <= 0.5)}",
+        f"- added p50 at {FIXED_RATE}/s ≤ 0.2 ms: **{add50:.3f} ms**: {verdict(add50 <= 0.2, busy)}",
+        f"- added p99 at {FIXED_RATE}/s ≤ 0.5 ms: **{add99:.3f} ms**: {verdict(add99 <= 0.5, busy)}",
         f"- cutover, requests failed = 0: **{cut.failed}**: {verdict(cut.failed == 0)}",
         f"- cutover, switch p99 ≤ 50 ms in every worker, from the commit: "
         f"**{p99_switch:.1f} ms** ({cut.unobserved} of {plan.cutovers} not seen in every "
-        f"worker): {verdict(p99_switch <= 50)}; from the start of the write call: "
-        f"**{p99_call:.1f} ms**: {verdict(p99_call <= 50)}",
+        f"worker): {verdict(p99_switch <= 50, busy)}; from the start of the write call: "
+        f"**{p99_call:.1f} ms**: {verdict(p99_call <= 50, busy)}",
     ]
     if ml is not None:
         ml_rps = ml.med("throughput", "rps")
