@@ -119,6 +119,22 @@ class Server:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}{self.path}"
 
+    def cpu_seconds(self) -> float:
+        """User + system CPU time of the server's whole process tree so far (Linux /proc)."""
+        total = 0.0
+        ticks = os.sysconf("SC_CLK_TCK")
+        pending = [self.proc.pid]
+        while pending:
+            pid = pending.pop()
+            try:
+                fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+                total += (int(fields[11]) + int(fields[12])) / ticks
+                for task in Path(f"/proc/{pid}/task").iterdir():
+                    pending += [int(c) for c in (task / "children").read_text().split()]
+            except (OSError, IndexError, ValueError):  # a process that just exited
+                continue
+        return total
+
     def stop(self) -> None:
         if self.proc.poll() is None:
             with contextlib.suppress(ProcessLookupError):
@@ -353,9 +369,14 @@ def measure(
     for run in range(plan.runs):
         for s in servers:
             wrk(wrk_bin, s, min(2.0, plan.wrk_seconds))  # warm-up, not counted
+            cpu = s.cpu_seconds()
             r = wrk(wrk_bin, s, plan.wrk_seconds)
+            r["cpu_us"] = (s.cpu_seconds() - cpu) / max(1, r["requests"]) * 1e6
             samples[s.name].throughput.append(r)
-            print(f"run {run + 1} {s.name}: {r['rps']:,.0f} req/s", file=sys.stderr)
+            print(
+                f"run {run + 1} {s.name}: {r['rps']:,.0f} req/s, {r['cpu_us']:.0f} µs CPU/request",
+                file=sys.stderr,
+            )
         for s in servers:
             if s.name in latency_of:
                 r = openloop(s, rate=FIXED_RATE, seconds=plan.latency_seconds)
@@ -471,13 +492,37 @@ def pctl(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else float("nan")
 
 
-def verdict(ok: bool) -> str:
+def verdict(ok: bool, busy: bool = False) -> str:
+    """met / NOT met; on a busy machine a timing verdict is only a hint, and says so."""
+    if busy:
+        return "met, but inconclusive (busy machine)" if ok else "**NOT met** (busy machine)"
     return "met" if ok else "**NOT met**"
 
 
-def report(samples: dict[str, Samples], cut: Cutover, plan: Plan, labels: dict[str, str]) -> str:
+def per_run(a: Samples, b: Samples) -> str:
+    ratios = [x["rps"] / y["rps"] for x, y in zip(a.throughput, b.throughput, strict=True)]
+    return ", ".join(f"{r:.2f}" for r in ratios)
+
+
+def report(
+    samples: dict[str, Samples],
+    cut: Cutover,
+    plan: Plan,
+    labels: dict[str, str],
+    load: tuple[float, float],
+) -> str:
     bare = samples["bare"]
+    # Timing targets are judged only when the machine was not busy with other work before
+    # the run (the load at the end includes this benchmark's own minute of load).
+    busy = load[0] > 0.75 * (os.cpu_count() or 1)
     lines = [
+        f"Load average of this machine (1 min) at the start and end of the run: {load[0]:.1f} "
+        f"and {load[1]:.1f} on {os.cpu_count()} cores. Anything near or above the core count "
+        "means other work competed for the CPU and the absolute figures are low and noisy; "
+        "the CPU time per request (server processes only, from /proc) is far less sensitive "
+        "to that, and its ratio is what the throughput ratio tends to on an idle machine "
+        "(less the load generator's own share).",
+        "",
         f"iris LogisticRegression (scikit-learn, joblib); every server on 127.0.0.1 with "
         f"{WORKERS} workers. Throughput: wrk, {CONNECTIONS} connections, {WRK_THREADS} threads, "
         f"{plan.wrk_seconds:g} s, POST body `{JSON_BODY}` (MLServer and the gateway's OIP row: "
@@ -487,13 +532,16 @@ def report(samples: dict[str, Samples], cut: Cutover, plan: Plan, labels: dict[s
         f"of {plan.runs} runs, servers interleaved within each run. The gateway serves two "
         "releases at 90/10 with telemetry on (batches to SQLite, Prometheus multiprocess).",
         "",
-        "| server | requests/s | ratio to bare | p50 ms (wrk) | p99 ms (wrk) | failed |",
-        "| --- | ---: | ---: | ---: | ---: | ---: |",
+        "| server | requests/s | ratio to bare | server CPU µs per request | CPU ratio "
+        "(bare / server) | p50 ms (wrk) | p99 ms (wrk) | failed |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for name, s in samples.items():
         rps = s.med("throughput", "rps")
+        cpu = s.med("throughput", "cpu_us")
         lines.append(
             f"| {labels[name]} | {rps:,.0f} | {rps / bare.med('throughput', 'rps'):.2f} | "
+            f"{cpu:.0f} | {bare.med('throughput', 'cpu_us') / cpu:.2f} | "
             f"{s.med('throughput', 'p50_us') / 1000:.2f} | {s.med('throughput', 'p99_us') / 1000:.2f} "
             f"| {sum(r['failed'] for r in s.throughput)} |"
         )
@@ -541,6 +589,10 @@ def report(samples: dict[str, Samples], cut: Cutover, plan: Plan, labels: dict[s
     ]
     ratio = samples["gateway"].med("throughput", "rps") / bare.med("throughput", "rps")
     ratio_log = samples["gateway-log"].med("throughput", "rps") / bare.med("throughput", "rps")
+    cpu_ratio = bare.med("throughput", "cpu_us") / samples["gateway"].med("throughput", "cpu_us")
+    cpu_ratio_log = bare.med("throughput", "cpu_us") / samples["gateway-log"].med(
+        "throughput", "cpu_us"
+    )
     add50 = added(samples["gateway"], bare, "p50_us") / 1000
     add99 = added(samples["gateway"], bare, "p99_us") / 1000
     # A cutover that some worker never showed is as bad as a slow one: count it against p99.
@@ -552,15 +604,19 @@ def report(samples: dict[str, Samples], cut: Cutover, plan: Plan, labels: dict[s
         "",
         "Targets:",
         "",
-        f"- throughput gateway / bare ≥ 0.85 (no access log): **{ratio:.2f}**: {verdict(ratio >= 0.85)}",
-        f"- the same with the access log on: **{ratio_log:.2f}**: {verdict(ratio_log >= 0.85)}",
-        f"- added p50 at {FIXED_RATE}/s ≤ 0.2 ms: **{add50:.3f} ms**: {verdict(add50 <= 0.2)}",
-        f"- added p99 at {FIXED_RATE}/s ≤ 0.5 ms: **{add99:.3f} ms**: {verdict(add99 <= 0.5)}",
+        f"- throughput gateway / bare ≥ 0.85 (no access log): **{ratio:.2f}** (runs: "
+        f"{per_run(samples['gateway'], bare)}): {verdict(ratio >= 0.85, busy)}",
+        f"- the same with the access log on: **{ratio_log:.2f}** (runs: "
+        f"{per_run(samples['gateway-log'], bare)}): {verdict(ratio_log >= 0.85, busy)}",
+        f"- (for reference, not the target) CPU per request, bare / gateway: "
+        f"**{cpu_ratio:.2f}** without the access log, **{cpu_ratio_log:.2f}** with it",
+        f"- added p50 at {FIXED_RATE}/s ≤ 0.2 ms: **{add50:.3f} ms**: {verdict(add50 <= 0.2, busy)}",
+        f"- added p99 at {FIXED_RATE}/s ≤ 0.5 ms: **{add99:.3f} ms**: {verdict(add99 <= 0.5, busy)}",
         f"- cutover, requests failed = 0: **{cut.failed}**: {verdict(cut.failed == 0)}",
         f"- cutover, switch p99 ≤ 50 ms in every worker, from the commit: "
         f"**{p99_switch:.1f} ms** ({cut.unobserved} of {plan.cutovers} not seen in every "
-        f"worker): {verdict(p99_switch <= 50)}; from the start of the write call: "
-        f"**{p99_call:.1f} ms**: {verdict(p99_call <= 50)}",
+        f"worker): {verdict(p99_switch <= 50, busy)}; from the start of the write call: "
+        f"**{p99_call:.1f} ms**: {verdict(p99_call <= 50, busy)}",
     ]
     if ml is not None:
         ml_rps = ml.med("throughput", "rps")
@@ -618,6 +674,7 @@ def main(argv: list[str] | None = None) -> int:
         "mlserver": "MLServer 1.7.1 (mlserver-sklearn)",
     }
     servers: list[Server] = []
+    load_start = os.getloadavg()[0]
     try:
         servers.append(start_bare(models[VERSIONS[0]]))
         servers.append(start_gateway("gateway", home, access_log=False))
@@ -634,7 +691,7 @@ def main(argv: list[str] | None = None) -> int:
         for s in servers:
             s.stop()
         store.dispose()
-    body = report(samples, cut, plan, labels)
+    body = report(samples, cut, plan, labels, (load_start, os.getloadavg()[0]))
     print(body)
     if not args.no_write:
         write_section("gateway", "Gateway: throughput, latency, cutover", body)
