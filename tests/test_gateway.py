@@ -319,3 +319,25 @@ def test_metrics_kept_in_memory_match_prometheus_after_a_flush() -> None:
         'backout_request_duration_seconds_sum{model="iris",release="1.0.0"}'
     ] == pytest.approx(7.0033)
     assert lines['backout_requests_total{code="200",model="iris",release="1.0.0"}'] == 3
+
+
+@pytest.mark.postgres
+def test_on_postgresql_a_route_change_is_notified(postgres: object) -> None:
+    """LISTEN/NOTIFY: the watch says "changed" only after a generation bump commits."""
+    from backout.gateway import ChangeWatch
+    from backout.store import bump_generation
+
+    store = open_store(postgres.create_database())  # type: ignore[attr-defined]
+    watch = ChangeWatch(store, recheck_s=3600)
+    watch.maybe_changed()  # the first call always says "maybe"
+    assert watch._pg is not None
+    assert not watch.maybe_changed()
+    with store.write() as conn:
+        bump_generation(conn)
+    deadline = time.monotonic() + 5
+    while not watch.maybe_changed():
+        assert time.monotonic() < deadline, "no notification arrived"
+        time.sleep(0.01)
+    assert not watch.maybe_changed()
+    watch.close()
+    store.dispose()

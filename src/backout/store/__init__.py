@@ -206,6 +206,15 @@ def bump_generation(conn: Connection) -> int:
     current = conn.execute(sa.select(M.c.number).where(M.c.key == ROUTES_GENERATION)).scalar()
     if current is None:
         conn.execute(M.insert().values(key=ROUTES_GENERATION, value="", number=1))
+        _notify_routes(conn)
         return 1
     conn.execute(M.update().where(M.c.key == ROUTES_GENERATION).values(number=current + 1))
+    _notify_routes(conn)
     return int(current) + 1
+
+
+def _notify_routes(conn: Connection) -> None:
+    # PostgreSQL delivers the notification when this transaction commits, so listening
+    # gateway workers learn of the change at once instead of on their next poll.
+    if conn.dialect.name == "postgresql":
+        conn.execute(sa.text("SELECT pg_notify('backout_routes', '')"))
