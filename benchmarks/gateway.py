@@ -632,7 +632,7 @@ def report(
         "Notes: the bare app calls `predict` and `predict_proba`, as the gateway's sklearn "
         "runtime does, and answers the same JSON; MLServer's sklearn runtime calls `predict` "
         "only. All processes, the load generators included, share this machine's cores, and "
-        "other work on it adds noise; the ratio is the figure to read.",
+        "other work on it adds noise; the CPU time per request is the steadier figure.",
     ]
     return "\n".join(lines)
 
