@@ -341,3 +341,55 @@ def test_on_postgresql_a_route_change_is_notified(postgres: object) -> None:
     assert not watch.maybe_changed()
     watch.close()
     store.dispose()
+
+
+SLOW = b"""
+import asyncio
+import numpy as np
+
+async def predict(inputs):
+    await asyncio.sleep(0.6)
+    return {"prediction": np.zeros(len(inputs["input"]))}
+"""
+
+
+def test_a_request_in_flight_finishes_on_a_release_the_switch_drops(world: World) -> None:
+    """No request fails because of a switch, even when its release leaves the warm pool."""
+    import threading
+
+    world.python_release("4.0.0", SLOW)
+    world.set_traffic({"4.0.0": 100})
+    answers: list[httpx.Response] = []
+    t = threading.Thread(target=lambda: answers.append(world.predict()))
+    t.start()
+    time.sleep(0.2)  # the request is inside the slow model now
+    world.set_traffic({"1.0.0": 100})  # 4.0.0 is neither live nor known-good: dropped
+    assert ("iris", "4.0.0") not in world.gateway.pool.entries
+    t.join(10)
+    assert answers[0].status_code == 200 and answers[0].json()["version"] == "4.0.0"
+    assert world.predict().json()["version"] == "1.0.0"
+
+
+def test_a_dropped_release_is_closed_only_after_a_grace_period() -> None:
+    """A runtime's close frees its model: closing at once would fail requests that chose it."""
+    import asyncio
+
+    from backout.pool import WarmPool
+
+    closed: list[float] = []
+
+    class Predictor:
+        async def aclose(self) -> None:
+            closed.append(time.monotonic())
+
+    async def scenario() -> float:
+        pool = WarmPool(None, None, close_grace_s=0.3)  # type: ignore[arg-type]
+        pool.entries[("iris", "1.0.0")] = type("E", (), {"predictor": Predictor()})()  # type: ignore[assignment]
+        t0 = time.monotonic()
+        await pool.ensure(set())
+        assert closed == []  # not yet: requests may still be on it
+        await asyncio.sleep(0.5)
+        return t0
+
+    t0 = asyncio.run(scenario())
+    assert len(closed) == 1 and closed[0] - t0 >= 0.3

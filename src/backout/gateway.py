@@ -222,7 +222,9 @@ class Gateway:
         self.settings = settings or GatewaySettings()
         self.registry = Registry(store, blobs)
         self.deployments = Deployments(store, self.registry)
-        self.pool = WarmPool(self.registry, blobs)
+        self.pool = WarmPool(
+            self.registry, blobs, close_grace_s=self.settings.predict_timeout_s + 5.0
+        )
         self.recorder = Recorder(self.settings.worker_id)
         self.captures = CaptureBuffer()
         self.metrics = metrics_for()

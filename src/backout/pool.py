@@ -49,9 +49,13 @@ class Loaded:
 class WarmPool:
     """Loaded releases keyed by (model, version)."""
 
-    def __init__(self, registry: Registry, blobs: BlobStore) -> None:
+    def __init__(
+        self, registry: Registry, blobs: BlobStore, *, close_grace_s: float = 35.0
+    ) -> None:
         self.registry = registry
         self.blobs = blobs
+        self.close_grace_s = close_grace_s  # longer than any request may take
+        self._closing: set[asyncio.Task[None]] = set()
         self.entries: dict[Key, Loaded] = {}
         self.failures: dict[Key, str] = {}
 
@@ -90,13 +94,25 @@ class WarmPool:
                 self.failures[key] = exc.message
                 log.error("cannot load %s@%s: %s", key[0], key[1], exc.message)
         for key in list(self.entries.keys() - wanted - set(keep)):
-            # In-flight requests hold their own reference to the predictor, so dropping it
-            # here never cuts a request short; it is freed when the last one finishes.
+            # Requests already on this release hold the predictor and must finish on it:
+            # closing now would fail them (a runtime's close frees its model). Close it once
+            # the longest request could have ended.
             entry = self.entries.pop(key)
-            await entry.predictor.aclose()
+            self._retire(entry)
         return failed
 
+    def _retire(self, entry: Loaded) -> None:
+        async def close_later() -> None:
+            await asyncio.sleep(self.close_grace_s)
+            await entry.predictor.aclose()
+
+        task = asyncio.get_running_loop().create_task(close_later())
+        self._closing.add(task)
+        task.add_done_callback(self._closing.discard)
+
     async def aclose(self) -> None:
+        for task in list(self._closing):
+            task.cancel()
         for entry in self.entries.values():
             await entry.predictor.aclose()
         self.entries.clear()
