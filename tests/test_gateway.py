@@ -267,9 +267,13 @@ def test_shadow_copies_are_compared_off_the_request_path(world: World) -> None:
     for i in range(0, 150, 10):
         r = world.predict(rows=x[i : i + 10].tolist())
         assert r.json()["version"] == "1.0.0"
-    time.sleep(0.05)
-    world.gateway.flush()
-    shadow = read_batches(world.store, "iris")["1.1.0"]
+    # The copies are answered off the request path: wait for them to land in telemetry.
+    deadline = time.monotonic() + 10
+    shadow: list[Batch] = []
+    while sum(b.shadow_requests for b in shadow) < 150 and time.monotonic() < deadline:
+        time.sleep(0.05)
+        world.gateway.flush()
+        shadow = read_batches(world.store, "iris").get("1.1.0", [])
     assert sum(b.shadow_requests for b in shadow) == 150
     assert sum(b.requests for b in shadow) == 0
     assert sum(b.shadow_disagreements for b in shadow) > 0  # C=0.01 is a much weaker model
