@@ -18,7 +18,7 @@ from backout.gateway import AccessLog, Gateway, GatewaySettings
 from backout.registry import Registry
 from backout.releases import Runtime, RuntimeKind
 from backout.store import Store, open_store
-from backout.telemetry import Metrics, read_batches
+from backout.telemetry import Batch, Metrics, read_batches
 from tests.models import iris, register_iris
 from tests.serving import serve
 
