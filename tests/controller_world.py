@@ -14,9 +14,10 @@ import numpy as np
 
 from backout import audit
 from backout.artifacts import LocalBlobStore
-from backout.controller import Controller, Operation
+from backout.controller import Controller
 from backout.deployments import Deployments
 from backout.notify import InMemoryNotifier
+from backout.operations import Operation
 from backout.policy import Policy, parse_policy
 from backout.registry import Registry
 from backout.store import Store, open_store

@@ -25,9 +25,10 @@ import numpy as np
 import orjson
 
 from backout.artifacts import LocalBlobStore
-from backout.controller import Controller, Operation
+from backout.controller import Controller
 from backout.deployments import Deployments
 from backout.notify import InMemoryNotifier
+from backout.operations import Operation
 from backout.registry import Registry
 from backout.store import Store, open_store
 from backout.telemetry import Batch, latency_bucket, write_batches

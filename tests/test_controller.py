@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from backout.controller import TRANSITIONS, Phase
 from backout.errors import Frozen, OperationInProgress
+from backout.operations import TRANSITIONS, Phase
 from tests.controller_world import World, make_world, restart
 
 

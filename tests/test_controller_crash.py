@@ -32,10 +32,11 @@ import sqlalchemy as sa
 
 from backout import audit, triggers
 from backout.artifacts import LocalBlobStore
-from backout.controller import TERMINAL, TRANSITIONS, Controller, Operation, Phase
+from backout.controller import Controller
 from backout.deployments import Deployments
 from backout.errors import BackoutError
 from backout.notify import InMemoryNotifier
+from backout.operations import TERMINAL, TRANSITIONS, Operation, Phase
 from backout.policy import parse_policy
 from backout.registry import Registry
 from backout.store import Store, open_store, schema
@@ -270,7 +271,7 @@ def check_invariants(store: Store, *, final: bool = False) -> None:
 
 
 def _op_row(r: Any) -> Operation:
-    from backout.controller import _op
+    from backout.operations import _op
 
     return _op(r)
 

@@ -30,7 +30,7 @@ _EXPORTS = {
     "Gateway": "backout.gateway",
     "GatewaySettings": "backout.gateway",
     "Controller": "backout.controller",
-    "Phase": "backout.controller",
+    "Phase": "backout.operations",
     "Policy": "backout.policy",
     "load_policy": "backout.policy",
     "parse_policy": "backout.policy",
@@ -86,12 +86,13 @@ if TYPE_CHECKING:
     from backout.artifacts import LocalBlobStore
     from backout.compat import CompatReport, diff_contracts
     from backout.consumers import ConsumerContract
-    from backout.controller import Controller, Phase
+    from backout.controller import Controller
     from backout.deployments import Deployments
     from backout.drills import run_drill
     from backout.errors import BackoutError
     from backout.gateway import Gateway, GatewaySettings
     from backout.judges import Gate, Judgement, Verdict
+    from backout.operations import Phase
     from backout.policy import Policy, load_policy, parse_policy
     from backout.registry import Registry, Release
     from backout.releases import Artifact, Contract, ReleaseManifest, Runtime, RuntimeKind
