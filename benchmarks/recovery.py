@@ -213,6 +213,12 @@ class Run:
     steps: list[tuple[float, float]] = field(default_factory=list)  # (weight, seconds held)
     spurious: int = 0  # rollbacks the trigger started before the fault (false alarms)
 
+    @property
+    def first_step(self) -> float | None:
+        """Decision → the first traffic step (the pre-flight checks run in between)."""
+        held = sum(s for w, s in self.steps if w < 100)
+        return None if self.store is None else self.store - held
+
 
 def switch_after(answers: list[Answer], target: str, after_ns: int) -> int | None:
     """Send time of the first request after the last one a non-target release answered."""
@@ -472,9 +478,9 @@ def report(runs: list[Run], plan: Plan, load_before: str) -> str:
             f"Staged mode (steps 50% → 100%, bake {plan.bake_s:g} s, the default gate judging the "
             f"target against the release it replaces), {len(st)} rollbacks:",
             "",
-            "| run | detection ms | recovery ms | store ms | steps: target weight, seconds held "
-            "(bake) | failed |",
-            "| ---: | ---: | ---: | ---: | --- | ---: |",
+            "| run | detection ms | decision → first step ms | recovery ms | store ms | steps: "
+            "target weight, seconds held (bake) | failed |",
+            "| ---: | ---: | ---: | ---: | ---: | --- | ---: |",
         ]
         for j, r in enumerate(st, 1):
             steps = "; ".join(
@@ -482,15 +488,17 @@ def report(runs: list[Run], plan: Plan, load_before: str) -> str:
                 for w, s in r.steps
             )
             lines.append(
-                f"| {j} | {ms(r.detection)} | {ms(r.recovery)} | {ms(r.store)} | {steps} | "
+                f"| {j} | {ms(r.detection)} | {ms(r.first_step)} | {ms(r.recovery)} | "
+                f"{ms(r.store)} | {steps} | "
                 f"{r.failed} |"
             )
         lines += [
             "",
             "A staged step is held for the bake time and then moves on the next tick (0.5 s), "
             "so each step takes between the bake and the bake plus a tick; recovery is "
-            "the bake of every step below 100% plus the pre-flight replay the staged path runs "
-            "before traffic moves.",
+            "the bake of every step below 100% plus the pre-flight checks (compatibility and a "
+            "replay of captured requests against the target) the staged path runs before "
+            "traffic first moves.",
         ]
     p99 = pctl(rec, 0.99)
     lines += [
