@@ -1059,8 +1059,12 @@ class Controller:
             target=self.warm_preflight, name="backout-controller-warm", daemon=True
         ).start()
         while not stop.is_set():
-            if acquire_lease(self.store, "controller", holder, lease_s, self.clock()):
-                self.tick_all()
+            try:
+                if acquire_lease(self.store, "controller", holder, lease_s, self.clock()):
+                    self.tick_all()
+            except Exception:  # a store that is briefly unreachable must not end the controller
+                log.exception("controller loop failed; retrying in %.1f s", max(interval, 1.0))
+                stop.wait(max(interval, 1.0))
             stop.wait(interval)
 
     def warm_preflight(self) -> None:
