@@ -523,21 +523,14 @@ class Controller:
         approved = op.state.get("approved_step") == op.step
         # A gate that proved the candidate no worse moves on at once; one that has seen no
         # regression yet moves on once the bake time is over (the sequential test keeps
-        # watching at the next step, so a late regression still fails it). But a gate whose
-        # estimates lean towards a regression it cannot prove yet keeps baking: moving more
-        # traffic onto a release that looks worse only because the test lacks data would be
-        # the wrong way to spend its uncertainty.
-        leaning = leaning_judges(result)
-        if result.verdict == Verdict.PASS or approved or (elapsed >= p.bake and not leaning):
+        # watching at the next step, so a late regression still fails it). But a step never
+        # ends while a judge has not seen enough to say anything at all (the mean-latency
+        # test needs a few blocks of batches before it has any bound): a bake shorter than
+        # that would move traffic on before the test could look. The wait is capped.
+        blind = blind_judges(result)
+        baked = elapsed >= p.bake and (not blind or elapsed >= p.bake * HOLD_FACTOR)
+        if result.verdict == Verdict.PASS or approved or baked:
             self._next_rollout_step(op, result)
-        elif elapsed >= p.bake * HOLD_FACTOR:
-            why = "; ".join(j.summary for j in leaning)
-            self._act(
-                op,
-                p.on_inconclusive,
-                f"still leaning towards a regression after {elapsed:.0f} s: {why}",
-                evidence,
-            )
 
     def _next_rollout_step(self, op: Operation, result: GateResult) -> None:
         steps = op.policy.rollout.steps
@@ -1110,14 +1103,15 @@ def _not_abortable(op: Operation) -> str:
     )
 
 
-HOLD_FACTOR = 4  # a step whose gate leans towards a regression bakes at most this many bakes
+HOLD_FACTOR = 4  # a step waits at most this many bakes for a judge that cannot see yet
 
 
-def leaning_judges(result: GateResult) -> list[Any]:
-    """Judges whose point estimate is past their tolerance, though not yet proven so."""
+def blind_judges(result: GateResult) -> list[Any]:
+    """Judges that have no bound on either side yet: they have not seen enough to speak."""
     return [
         j for j in result.judgements
-        if j.verdict != Verdict.PASS and math.isfinite(j.estimate) and j.estimate > j.tolerance
+        if j.verdict == Verdict.CONTINUE and not math.isfinite(j.lower) and not math.isfinite(j.upper)
+        and j.judge == "latency"  # the others give bounds from their first events (or warm up)
     ]  # fmt: skip
 
 
