@@ -221,8 +221,8 @@ class Demo:
         skip = {"traffic.applied", "release.registered", "consumer.registered", "policy.set"}
         for e in events:
             self.seen_seq = e.seq
-            if e.kind in skip:
-                continue
+            if e.kind in skip and not (e.kind == "traffic.applied" and "rollback" in e.reason):
+                continue  # the steps of a rollback are worth seeing; other traffic writes echo a phase
             style = (
                 "red"
                 if any(k in e.kind for k in ("fail", "rollback", "frozen", "drill"))
