@@ -397,3 +397,35 @@ def test_a_dropped_release_is_closed_only_after_a_grace_period() -> None:
 
     t0 = asyncio.run(scenario())
     assert len(closed) == 1 and closed[0] - t0 >= 0.3
+
+
+def test_an_upstream_that_times_out_is_504_and_counted(world: World) -> None:
+    """An http-runtime release forwards to another model server; a slow one answers 504."""
+    import asyncio
+
+    from starlette.applications import Starlette
+    from starlette.requests import Request
+    from starlette.responses import JSONResponse
+    from starlette.routing import Route
+
+    meta = {"inputs": [{"name": "input", "datatype": "FP64", "shape": [-1, 4]}],
+            "outputs": [{"name": "label", "datatype": "INT64", "shape": [-1]}]}  # fmt: skip
+
+    async def metadata(request: Request) -> JSONResponse:
+        return JSONResponse({"name": "slow", **meta})
+
+    async def infer(request: Request) -> JSONResponse:
+        await asyncio.sleep(2.0)
+        return JSONResponse({"model_name": "slow", "outputs": []})
+
+    upstream = Starlette(routes=[Route("/v2/models/{name}", metadata),
+                                 Route("/v2/models/{name}/infer", infer, methods=["POST"])])  # fmt: skip
+    with serve(upstream) as url:
+        world.registry.register("iris", "5.0.0", [], actor="test", runtime=Runtime(
+            kind=RuntimeKind.HTTP, options={"url": url, "model": "slow", "timeout_s": 0.3}))  # fmt: skip
+        world.set_traffic({"5.0.0": 100})
+        r = world.predict(**{"x-request-id": "slow-1"})
+        assert r.status_code == 504 and r.json()["request_id"] == "slow-1"
+        assert "did not answer" in r.json()["error"] or "timed out" in r.json()["error"]
+    world.gateway.flush()
+    assert sum(b.errors.get("timeout", 0) for b in read_batches(world.store, "iris")["5.0.0"]) == 1
