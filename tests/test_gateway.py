@@ -14,11 +14,11 @@ import pytest
 
 from backout.artifacts import LocalBlobStore
 from backout.deployments import Deployments
-from backout.gateway import AccessLog, Gateway, GatewaySettings
+from backout.gateway import Gateway, GatewaySettings
 from backout.registry import Registry
 from backout.releases import Runtime, RuntimeKind
 from backout.store import Store, open_store
-from backout.telemetry import Batch, Metrics, read_batches
+from backout.telemetry import AccessLog, Batch, Metrics, read_batches
 from tests.models import iris, register_iris
 from tests.serving import serve
 
@@ -328,7 +328,7 @@ def test_metrics_kept_in_memory_match_prometheus_after_a_flush() -> None:
 @pytest.mark.postgres
 def test_on_postgresql_a_route_change_is_notified(postgres: object) -> None:
     """LISTEN/NOTIFY: the watch says "changed" only after a generation bump commits."""
-    from backout.gateway import ChangeWatch
+    from backout.changes import ChangeWatch
     from backout.store import bump_generation
 
     store = open_store(postgres.create_database())  # type: ignore[attr-defined]

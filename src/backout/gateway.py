@@ -18,12 +18,11 @@ import logging
 import os
 import random
 import socket
-import sqlite3
 import sys
 import time
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any, BinaryIO
+from typing import Any
 
 import numpy as np
 import orjson
@@ -34,6 +33,7 @@ from starlette.routing import Route
 
 from backout import routing
 from backout.artifacts import BlobStore
+from backout.changes import ChangeWatch
 from backout.deployments import Deployments, LiveState
 from backout.errors import BackoutError, ValidationError
 from backout.pool import Loaded, WarmPool
@@ -51,7 +51,14 @@ from backout.runtimes.tensors import (
     wants_binary,
 )
 from backout.store import Store, read_generation
-from backout.telemetry import ErrorKind, Recorder, correlation, metrics_for, write_batches
+from backout.telemetry import (
+    AccessLog,
+    ErrorKind,
+    Recorder,
+    correlation,
+    metrics_for,
+    write_batches,
+)
 
 access_log = logging.getLogger("backout.access")
 log = logging.getLogger("backout.gateway")
@@ -78,118 +85,6 @@ class GatewaySettings:
     predict_timeout_s: float = 30.0  # a model slower than this answers 504
     access_log: bool = False  # JSON access lines to stderr, written about once a second
     worker_id: str = field(default_factory=lambda: f"{socket.gethostname()}:{os.getpid()}")
-
-
-ROUTES_CHANNEL = "backout_routes"
-
-
-def _listen(store: Store) -> Any:
-    """A dedicated autocommit PostgreSQL connection listening for route changes, or None."""
-    try:
-        import psycopg
-
-        url = store.url.set(drivername="postgresql")
-        conn = psycopg.connect(url.render_as_string(hide_password=False), autocommit=True)
-        conn.execute(f"LISTEN {ROUTES_CHANNEL}")
-        return conn
-    except Exception:  # no listener: the watch answers "maybe" and the poll reads instead
-        log.warning("cannot LISTEN for route changes; polling the store instead")
-        return None
-
-
-class ChangeWatch:
-    """A cheap hint that the store may have changed, so the routes generation is read only then.
-
-    Workers check for a new route table every few milliseconds. On a SQLite file store,
-    ``PRAGMA data_version`` on a private connection changes whenever any other connection,
-    in any process, commits; it costs about 3 µs where a SQLAlchemy read of the generation
-    costs about 100 µs, which 200 times a second was several percent of a busy worker's CPU.
-    On PostgreSQL the hint is LISTEN/NOTIFY: every routes-generation bump notifies
-    ``backout_routes`` in its transaction, delivered on commit. Either way a real read happens
-    at least once a second whatever the hint says.
-    """
-
-    def __init__(self, store: Store, *, recheck_s: float = 1.0) -> None:
-        self._conn: sqlite3.Connection | None = None
-        self._pg: Any = None
-        self._last: int | None = None
-        self._recheck_s = recheck_s
-        self._checked = 0.0
-        database = store.url.database or ""
-        if (
-            store.is_sqlite
-            and database
-            and database != ":memory:"
-            and not database.startswith("file:")
-        ):
-            with contextlib.suppress(sqlite3.Error):
-                self._conn = sqlite3.connect(
-                    database, isolation_level=None, check_same_thread=False
-                )
-        elif not store.is_sqlite:
-            self._pg = _listen(store)
-
-    def maybe_changed(self) -> bool:
-        now = time.monotonic()
-        if (self._conn is None and self._pg is None) or now - self._checked >= self._recheck_s:
-            self._checked = now
-            return True
-        if self._pg is not None:
-            try:
-                return any(True for _ in self._pg.notifies(timeout=0))
-            except Exception:  # a broken listener connection: fall back to reading each time
-                self._pg = None
-                return True
-        if self._conn is None:
-            return True
-        try:
-            version = self._conn.execute("PRAGMA data_version").fetchone()[0]
-        except sqlite3.Error:
-            return True
-        if version == self._last:
-            return False
-        self._last = version
-        return True
-
-    def close(self) -> None:
-        if self._conn is not None:
-            self._conn.close()
-            self._conn = None
-        if self._pg is not None:
-            self._pg.close()
-            self._pg = None
-
-
-class AccessLog:
-    """The structured access log: one JSON line per request, written in blocks.
-
-    Lines wait in memory until the next telemetry flush (about a second) or until 64 KiB
-    are waiting, as nginx's ``access_log ... buffer= flush=`` does: a line through
-    :mod:`logging` cost about 30 µs, a sixth of a whole prediction.
-    """
-
-    def __init__(self, stream: BinaryIO, *, limit: int = 1 << 16) -> None:
-        self._stream = stream
-        self._limit = limit
-        self._lines: list[bytes] = []
-        self._size = 0
-
-    def write(self, doc: Mapping[str, Any]) -> None:
-        line = orjson.dumps(doc, option=orjson.OPT_APPEND_NEWLINE)
-        self._lines.append(line)
-        self._size += len(line)
-        if self._size >= self._limit:
-            self.flush()
-
-    def flush(self) -> None:
-        if not self._lines:
-            return
-        data = b"".join(self._lines)
-        self._lines.clear()
-        self._size = 0
-        with contextlib.suppress(OSError, ValueError):  # a closed stderr never fails a request
-            self._stream.write(data)
-            self._stream.flush()
 
 
 class HTTPError(Exception):

@@ -9,14 +9,16 @@ for the mean tests. Batches merge by addition, so a window is the sum of its bat
 from __future__ import annotations
 
 import bisect
+import contextlib
 import math
 import os
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any
+from typing import Any, BinaryIO
 
+import orjson
 import sqlalchemy as sa
 
 from backout.store import Store, schema
@@ -378,3 +380,38 @@ class Metrics:
 
 def metrics_for() -> Metrics:
     return Metrics()
+
+
+# -- the access log ---------------------------------------------------------------------------
+
+
+class AccessLog:
+    """The structured access log: one JSON line per request, written in blocks.
+
+    Lines wait in memory until the next telemetry flush (about a second) or until 64 KiB
+    are waiting, as nginx's ``access_log ... buffer= flush=`` does: a line through
+    :mod:`logging` cost about 30 µs, a sixth of a whole prediction.
+    """
+
+    def __init__(self, stream: BinaryIO, *, limit: int = 1 << 16) -> None:
+        self._stream = stream
+        self._limit = limit
+        self._lines: list[bytes] = []
+        self._size = 0
+
+    def write(self, doc: Mapping[str, Any]) -> None:
+        line = orjson.dumps(doc, option=orjson.OPT_APPEND_NEWLINE)
+        self._lines.append(line)
+        self._size += len(line)
+        if self._size >= self._limit:
+            self.flush()
+
+    def flush(self) -> None:
+        if not self._lines:
+            return
+        data = b"".join(self._lines)
+        self._lines.clear()
+        self._size = 0
+        with contextlib.suppress(OSError, ValueError):  # a closed stderr never fails a request
+            self._stream.write(data)
+            self._stream.flush()
