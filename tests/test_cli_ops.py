@@ -291,7 +291,7 @@ def test_status_shows_the_operation_its_phase_and_its_last_gate(live: Cli, tmp_p
     assert lines[:3] == [
         "fraud: 1.0.0=95% 1.1.0=5%  (generation 2)",
         "rollout 1.0.0 → 1.1.0: rolling-out, step 1 of 4, N s in step",
-        f"  gate: {gate['summary']}",
+        f"  gate ({gate['alpha']:g} family-wise): {gate['verdict']}",
     ]
     judged = [line.split()[:2] for line in lines[3:7]]
     assert judged == [[j["judge"], j["verdict"]] for j in gate["judgements"]]

@@ -506,7 +506,7 @@ def status(
             )
             gate = op["state"].get("last_gate")
             if gate:
-                out.print(f"  gate: {gate['summary']}")
+                out.print(f"  gate ({gate['alpha']:g} family-wise): [bold]{gate['verdict']}[/bold]")
                 for j in gate.get("judgements", []):
                     out.print(f"    {j['judge']:<14} {j['verdict']:<12} {j['summary']}")
         t = Table(box=None, header_style="bold")
