@@ -22,10 +22,11 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from backout import audit, preflight, triggers
+from backout.alerts import Alerts
 from backout.deployments import Deployments
 from backout.errors import Conflict, Frozen, ModelNotFound, OperationInProgress, ValidationError
 from backout.judges import GateResult, Verdict, pair_by_time
-from backout.notify import Escalator, FailedDelivery, Notice, Notifier, Severity, notifier_for
+from backout.notify import Notice, Notifier
 from backout.operations import (
     OPS,
     TERMINAL,
@@ -42,7 +43,7 @@ from backout.operations import (
     _Stale,
     acquire_lease,
 )
-from backout.policy import Action, NoticeKind, Policy, default_policy
+from backout.policy import Action, Policy, default_policy
 from backout.registry import Registry
 from backout.store import Store, schema
 from backout.telemetry import Batch, read_batches
@@ -67,7 +68,7 @@ class Controller:
         self.registry = registry
         self.deployments = Deployments(store, registry)
         self.notifier = notifier  # None: each model's policy names its webhooks
-        self._notifiers: dict[str, tuple[tuple[str, ...], Notifier]] = {}
+        self.alerts = Alerts(store, actor=actor, notifier=notifier)
         self.clock = clock
         self.metrics = metrics
         self.actor = actor
@@ -826,28 +827,7 @@ class Controller:
     def _escalation(
         self, conn: Connection, op: Operation, now: float, *, force: bool = False
     ) -> Notice | None:
-        """Record the next escalation in the caller's write; the notice to send after commit.
-
-        A freeze or an aborted rollback records its escalation in its own transaction, so a
-        controller that dies after the commit cannot leave the freeze without a contact.
-        """
-        if op.kind != "rollback" and op.phase != Phase.FROZEN and not force:
-            return None
-        esc = Escalator(op.policy.escalation)
-        level = int(op.state.get("escalated", 0))
-        contact = esc.contact(level) if force else esc.due(op.started_at, now, level)
-        if contact is None:
-            return None
-        fresh = _active(conn, op.model)
-        if fresh is not None and fresh.id == op.id:
-            fresh.state["escalated"] = level + 1
-            conn.execute(OPS.update().where(OPS.c.id == op.id).values(state=fresh.state))
-        audit.append(conn, "escalation", model=op.model, actor=self.actor,
-                     reason=f"escalated to {contact.name}: {op.kind} {op.phase.value} after {now - op.started_at:.0f} s",
-                     data={"operation": op.id, "contact": contact.name, "level": level + 1})  # fmt: skip
-        op.state["escalated"] = level + 1
-        return esc.notice(level, model=op.model, started_at=op.started_at, now=now,
-                          incident=str(op.id), reason=f"{op.kind} {op.phase.value}")  # fmt: skip
+        return self.alerts.escalation(conn, op, now, force=force)
 
     # -- mechanics ---------------------------------------------------------------------
 
@@ -994,44 +974,15 @@ class Controller:
     def _notify(
         self, kind: str, model: str, title: str, text: str, op_id: int, *, severity: str = "info"
     ) -> None:
-        notice = Notice(kind=NoticeKind(kind), model=model, title=title, text=text,
-                        severity=Severity(severity), incident=str(op_id))  # fmt: skip
         policy = self._policy_cache.get(model) or self.policy_for(model)
-        self._send(model, policy, notice)
+        self.alerts.notify(kind, model, title, text, op_id, policy=policy, severity=severity)
 
     def _send(self, model: str, policy: Policy, notice: Notice) -> None:
-        try:
-            self._notifier(model, policy).send(notice)
-        except Exception:  # a failing notifier never blocks or slows a rollback
-            log.exception("notification failed")
-
-    def _notifier(self, model: str, policy: Policy) -> Notifier:
-        if self.notifier is not None:
-            return self.notifier
-        hooks = tuple(policy.notifications.webhooks)
-        cached = self._notifiers.get(model)
-        if cached is None or cached[0] != hooks:
-            if cached is not None:
-                cached[1].close(0.1)
-            n = notifier_for(policy, on_failure=lambda failed: self._delivery_failed(model, failed))
-            self._notifiers[model] = cached = (hooks, n)
-        return cached[1]
-
-    def _delivery_failed(self, model: str, failed: FailedDelivery) -> None:
-        with self.store.write() as conn:
-            audit.append(
-                conn,
-                "notify.failed",
-                model=model,
-                actor=self.actor,
-                reason=failed.summary,
-                data=failed.to_dict(),
-            )
+        self.alerts.send(model, policy, notice)
 
     def close(self) -> None:
         """Drain pending notifications (at shutdown)."""
-        for _, n in self._notifiers.values():
-            n.close(2.0)
+        self.alerts.close()
 
     # -- running -----------------------------------------------------------------------
 
