@@ -235,3 +235,22 @@ def test_a_rollout_under_the_default_policy_ticks_without_errors(tmp_path: Path)
     w.run(5)
     assert "controller.error" not in w.event_kinds()
     assert w.op() is not None and w.op().phase == Phase.ROLLING_OUT  # type: ignore[union-attr]
+
+
+def test_a_controller_whose_lease_was_taken_over_writes_nothing(world: World) -> None:
+    """Fencing: a controller that wakes after another took its lease must not act."""
+    from backout.operations import acquire_lease
+
+    world.controller.deploy("iris", "1.1.0", actor="ana")
+    world.controller._holder = "old"
+    assert acquire_lease(world.store, "controller", "old", 5.0, world.clock())
+    world.clock.t += 10  # the old holder stalls past its lease; another takes over
+    assert acquire_lease(world.store, "controller", "new", 5.0, world.clock())
+    world.set_health("1.1.0", error_rate=0.5)
+    before = world.event_kinds()
+    world.run(30)  # the stalled controller wakes and ticks: every decision is refused
+    assert [k for k in world.event_kinds() if k.startswith(("phase.", "rollback."))] == [
+        k for k in before if k.startswith(("phase.", "rollback."))
+    ]
+    world.controller._holder = "new"
+    world.run_until(lambda: world.last_op().kind == "rollback", limit=60)

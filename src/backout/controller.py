@@ -69,6 +69,7 @@ class Controller:
         self.deployments = Deployments(store, registry)
         self.notifier = notifier  # None: each model's policy names its webhooks
         self.alerts = Alerts(store, actor=actor, notifier=notifier)
+        self._holder: str | None = None  # the lease this controller ticks under, in run()
         self.clock = clock
         self.metrics = metrics
         self.actor = actor
@@ -427,7 +428,10 @@ class Controller:
         now = self.clock()
         op = self.active(model)
         if op is None:
-            self._watch_idle(model, now)
+            try:
+                self._watch_idle(model, now)
+            except _Stale:
+                log.info("%s: lease lost during the tick; writing nothing", model)
             return None
         if op.phase in (Phase.PAUSED, Phase.FROZEN):
             self._escalate(op, now)
@@ -848,6 +852,7 @@ class Controller:
         # Only if the operation is still as this controller read it: a tick decides on what
         # it read before this write began, and a command from another process (pause, abort)
         # may have landed in between; writing over it would undo the command.
+        self._fence(conn)
         written = conn.execute(OPS.update().where(
             OPS.c.id == op.id, OPS.c.phase == before.value, OPS.c.updated_at == seen, OPS.c.ended_at.is_(None),
         ).values(
@@ -876,7 +881,26 @@ class Controller:
     ) -> None:
         self._transition(conn, op, to, actor, reason, evidence, apply=False)
 
+    def _fence(self, conn: Connection) -> None:
+        """Refuse to write for a controller whose lease has lapsed (fencing).
+
+        A controller paused rather than killed (a long GC pause, a stopped process) may wake
+        after its lease expired and another controller took it over; its tick must not write.
+        Commands run by people (no holder) are not fenced.
+        """
+        if self._holder is None:
+            return
+        L = schema.leases
+        row = conn.execute(
+            sa.select(L.c.holder, L.c.expires_at).where(L.c.name == "controller")
+        ).first()
+        # Only another holder fences us out: a lease that merely ran out during a long tick
+        # (a big replay) with no one taking over still belongs to this controller.
+        if row is not None and row.holder != self._holder:
+            raise _Stale(0)
+
     def _apply(self, conn: Connection, op: Operation, actor: str, reason: str) -> None:
+        self._fence(conn)
         self.deployments.set_traffic(op.model, op.weights, actor=actor, reason=reason, kind="traffic.applied",
                                      data={"operation": op.id}, verify=False, conn=conn)  # fmt: skip
 
@@ -999,6 +1023,7 @@ class Controller:
         import socket
 
         holder = holder or f"{socket.gethostname()}:{os.getpid()}"
+        self._holder = holder
         threading.Thread(
             target=self.warm_preflight, name="backout-controller-warm", daemon=True
         ).start()
