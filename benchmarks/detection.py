@@ -242,8 +242,9 @@ def _split_path(kc: F64, kb: F64, share: F64, log_w: F64) -> F64:
 
 
 def _t_path(
-    x_c: F64, n_c: F64, x_b: F64, n_b: F64, c: float, start: int = 0, block: int = 1
-) -> tuple[F64, F64]:
+    x_c: F64, n_c: F64, x_b: F64, n_b: F64, c: float, start: int = 0, block: int = 1,
+    mean: float = 0.0,
+) -> tuple[F64, F64]:  # fmt: skip
     """Log e-value path of Lai's t-mixture per slot (over blocks of ``block`` slots, as the
     judge does) and the running sum s (its sign is the direction)."""
     r, t = x_c.shape
@@ -253,7 +254,7 @@ def _t_path(
     w[:, : start // block] = 0
     n = np.cumsum(w > 0, axis=1).astype(np.float64)
     a, s, q = np.cumsum(w, axis=1), np.cumsum(w * d, axis=1), np.cumsum(w * d * d, axis=1)
-    le = J.t_mixture_log_evalue(n, a, s, q, c)
+    le = J.t_mixture_log_evalue(n, a, s, q, c, mean)
     # A block's evidence exists from its last slot on.
     le = np.concatenate([np.zeros((r, block - 1)), np.repeat(le, block, axis=1)], axis=1)[:, :t]
     s = np.concatenate([np.zeros((r, block - 1)), np.repeat(s, block, axis=1)], axis=1)[:, :t]
@@ -266,11 +267,19 @@ def paths(sim: Sim) -> dict[str, tuple[F64, float]]:
     er = J.ErrorRateConfig()
     out: dict[str, tuple[F64, float]] = {}
     out["error_rate"] = (
-        _split_path(sim.e_c, sim.e_b, share, J.prior_log_weights(er.prior_scale, "greater")),
+        _split_path(
+            sim.e_c,
+            sim.e_b,
+            share,
+            J.prior_log_weights(er.prior_scale, "greater", mean=er.prior_mean),
+        ),
         1,
     )
     lat = J.LatencyConfig()
-    le, s = _t_path(sim.ls_c, sim.n_c, sim.ls_b, sim.n_b, lat.effect_scale, block=lat.block_batches)
+    le, s = _t_path(
+        sim.ls_c, sim.n_c, sim.ls_b, sim.n_b, lat.effect_scale, block=lat.block_batches,
+        mean=lat.effect_mean,
+    )  # fmt: skip
     out["latency"] = (np.where(s > 0, le, -np.inf), 1)
     tail = J.TailLatencyConfig()
     tails = []
