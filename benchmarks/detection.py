@@ -280,7 +280,12 @@ def paths(sim: Sim) -> dict[str, tuple[F64, float]]:
         sim.ls_c, sim.n_c, sim.ls_b, sim.n_b, lat.effect_scale, block=lat.block_batches,
         mean=lat.effect_mean,
     )  # fmt: skip
-    out["latency"] = (np.where(s > 0, le, -np.inf), 1)
+    block = np.where(s > 0, le + math.log1p(-lat.early_weight), -np.inf)
+    # The early per-batch fallback: batches after early_batches get weight 0 (frozen path).
+    first = np.arange(sim.n_c.shape[1]) < lat.early_batches
+    le, s = _t_path(sim.ls_c, sim.n_c * first, sim.ls_b, sim.n_b * first, lat.early_scale)
+    early = np.where(s > 0, le + math.log(lat.early_weight), -np.inf)
+    out["latency"] = (np.logaddexp(block, early), 1)
     tail = J.TailLatencyConfig()
     tails = []
     for xc, xb in zip(sim.x_c, sim.x_b, strict=True):
