@@ -506,11 +506,14 @@ class LatencyConfig:
     common: Common = Common()
     tolerance: float = 0.1
     # The failing test's prior on the effect, in per-request standard deviations of
-    # log-latency: normal(0.2, 0.15). +10% latency at sigma 0.5 is 0.19; centring the
-    # t-mixture there (see ``t_mixture_log_evalue``) cuts its median delay by about a fifth
-    # against the zero-centred normal(0, 0.3), and costs nothing in validity.
-    effect_mean: float = 0.2
-    effect_scale: float = 0.15
+    # log-latency: normal(effect_mean, effect_scale). A prior centred on +10% (mean 0.2,
+    # sd 0.15; see ``t_mixture_log_evalue``) cut the median delay at +10% from 51 s to 45 s
+    # in the detection benchmark, but it also leans on the block means being independent:
+    # with AR(1) latency (phi = 0.9) this judge alone then failed 7% of healthy runs at
+    # alpha = 0.05, against 4.4% for normal(0, 0.3). Robustness wins; the centred prior is a
+    # policy knob for traffic known not to be autocorrelated beyond a block.
+    effect_mean: float = 0.0
+    effect_scale: float = 0.3
     interval_scale: float = 0.3  # the confidence sequence's prior: normal(0, 0.3)
     # Slots per block: the test uses block means, and blocks of a few seconds make latency
     # autocorrelated over about a second (queues, GC pauses) nearly independent across blocks.
