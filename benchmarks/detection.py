@@ -630,7 +630,11 @@ def report(
         f"integrity) with K = {K} Bonferroni checks at family-wise alpha = {ALPHA}. Baselines: "
         f"Kayenta-style one-sided Mann-Whitney on per-batch values every 60 s once 50 points "
         f"exist; Flagger-style per-minute check against 1.5x (errors) or 1.05x (latency) of the "
-        f"same-time baseline, rollback after 3 consecutive breaches. Batch statistics are drawn "
+        f"same-time baseline, rollback after 3 consecutive breaches. Each baseline is compared "
+        f"as deployed, watching errors and latency: its false rollbacks are those of either "
+        f"check, on the i.i.d., diurnal and AR(1) null regimes; delays in the comparisons are "
+        f"medians over all runs with a miss counted as never ('–'). The oracle is an SPRT "
+        f"told the true effect (and sd), at the gate's alpha / K. Batch statistics are drawn "
         f"independently within a batch (see the module docstring). Total time "
         f"{elapsed / 60:.1f} min.\n"
     )
