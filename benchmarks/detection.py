@@ -77,8 +77,8 @@ class Regime:
 
 REGIMES = [
     Regime("i.i.d.", True, (), baselines=True),
-    Regime("diurnal load (shared)", True, (), diurnal=True),
-    Regime("AR(1) latency, phi=0.9", True, (), ar=True),
+    Regime("diurnal load (shared)", True, (), diurnal=True, baselines=True),
+    Regime("AR(1) latency, phi=0.9", True, (), ar=True, baselines=True),
     Regime("log-normal sigma=1", True, (), sigma=1.0),
     Regime("Pareto tails (a=2)", True, (), dist="pareto"),
     Regime("share 1%", True, (), share=0.01),
@@ -242,8 +242,9 @@ def _split_path(kc: F64, kb: F64, share: F64, log_w: F64) -> F64:
 
 
 def _t_path(
-    x_c: F64, n_c: F64, x_b: F64, n_b: F64, c: float, start: int = 0, block: int = 1
-) -> tuple[F64, F64]:
+    x_c: F64, n_c: F64, x_b: F64, n_b: F64, c: float, start: int = 0, block: int = 1,
+    mean: float = 0.0,
+) -> tuple[F64, F64]:  # fmt: skip
     """Log e-value path of Lai's t-mixture per slot (over blocks of ``block`` slots, as the
     judge does) and the running sum s (its sign is the direction)."""
     r, t = x_c.shape
@@ -253,7 +254,7 @@ def _t_path(
     w[:, : start // block] = 0
     n = np.cumsum(w > 0, axis=1).astype(np.float64)
     a, s, q = np.cumsum(w, axis=1), np.cumsum(w * d, axis=1), np.cumsum(w * d * d, axis=1)
-    le = J.t_mixture_log_evalue(n, a, s, q, c)
+    le = J.t_mixture_log_evalue(n, a, s, q, c, mean)
     # A block's evidence exists from its last slot on.
     le = np.concatenate([np.zeros((r, block - 1)), np.repeat(le, block, axis=1)], axis=1)[:, :t]
     s = np.concatenate([np.zeros((r, block - 1)), np.repeat(s, block, axis=1)], axis=1)[:, :t]
@@ -266,12 +267,25 @@ def paths(sim: Sim) -> dict[str, tuple[F64, float]]:
     er = J.ErrorRateConfig()
     out: dict[str, tuple[F64, float]] = {}
     out["error_rate"] = (
-        _split_path(sim.e_c, sim.e_b, share, J.prior_log_weights(er.prior_scale, "greater")),
+        _split_path(
+            sim.e_c,
+            sim.e_b,
+            share,
+            J.prior_log_weights(er.prior_scale, "greater", mean=er.prior_mean),
+        ),
         1,
     )
     lat = J.LatencyConfig()
-    le, s = _t_path(sim.ls_c, sim.n_c, sim.ls_b, sim.n_b, lat.effect_scale, block=lat.block_batches)
-    out["latency"] = (np.where(s > 0, le, -np.inf), 1)
+    le, s = _t_path(
+        sim.ls_c, sim.n_c, sim.ls_b, sim.n_b, lat.effect_scale, block=lat.block_batches,
+        mean=lat.effect_mean,
+    )  # fmt: skip
+    block = np.where(s > 0, le + math.log1p(-lat.early_weight), -np.inf)
+    # The early per-batch fallback: batches after early_batches get weight 0 (frozen path).
+    first = np.arange(sim.n_c.shape[1]) < lat.early_batches
+    le, s = _t_path(sim.ls_c, sim.n_c * first, sim.ls_b, sim.n_b * first, lat.early_scale)
+    early = np.where(s > 0, le + math.log(lat.early_weight), -np.inf)
+    out["latency"] = (np.logaddexp(block, early), 1)
     tail = J.TailLatencyConfig()
     tails = []
     for xc, xb in zip(sim.x_c, sim.x_b, strict=True):
@@ -296,6 +310,23 @@ def paths(sim: Sim) -> dict[str, tuple[F64, float]]:
     out["output_drift"] = (_split_path(sim.pos_c * mask, sim.pos_b * mask, pshare, w2), 1)
     integ = np.where(np.cumsum(sim.nan_c, axis=1) > 0, np.inf, -np.inf)
     out["integrity"] = (integ, 0)
+    return out
+
+
+def oracle_paths(r: Regime, sim: Sim) -> dict[str, F64]:
+    """Log-likelihood-ratio paths of SPRTs told the true effect (and, for latency, the true
+    per-request sd): no valid test can do much better, so they bound what any judge at the
+    gate's alpha / K can reach."""
+    out: dict[str, F64] = {}
+    if r.err_mult != 1 and not r.err_ramp:
+        share = J._share(sim.n_c, sim.n_b)
+        g = np.array([math.log(r.err_mult)])
+        out["oracle:error_rate"] = np.cumsum(J.split_llr(sim.e_c, sim.e_b, share, g)[..., 0], 1)
+    if r.lat_mult != 1 and not r.lat_ramp:
+        delta, var = math.log(r.lat_mult), r.sigma * r.sigma
+        w = J.batch_weights(sim.n_c, sim.n_b)
+        d = J.mean_difference(sim.ls_c, sim.n_c, sim.ls_b, sim.n_b)
+        out["oracle:latency"] = np.cumsum(w * (delta * d - delta * delta / 2) / var, axis=1)
     return out
 
 
@@ -354,6 +385,13 @@ def run_regime(r: Regime, runs: int, seed: int, chunk: int) -> Outcome:
                         log_scale=metric == "latency",
                     ),
                 )  # fmt: skip
+            for other in ("kayenta", "flagger"):  # a baseline judge watches both metrics
+                a, b = out.fail[f"{other}:error_rate"][-1], out.fail[f"{other}:latency"][-1]
+                both = np.minimum(np.where(a >= 0, a, T), np.where(b >= 0, b, T))
+                out.add(other, np.where(both < T, both, -1))
+            if not r.null:
+                for name, path in oracle_paths(r, sim).items():
+                    out.add(name, first_cross(path, math.log(K / ALPHA)))
         out.n_c.append(np.cumsum(sim.n_c, axis=1))
         out.n_all.append(np.cumsum(sim.n_c + sim.n_b, axis=1))
         done += m
@@ -385,6 +423,9 @@ class Row:
     p90_creq: float = math.nan
     med_s: float = math.nan
     p90_s: float = math.nan
+    # Median seconds over *all* runs, a run that never fails counting as never (inf): the
+    # fair delay of a judge whose power is below 100%; the other delays are over hits only.
+    med_s_all: float = math.inf
 
 
 def summarise(r: Regime, name: str, o: Outcome) -> Row:
@@ -401,6 +442,8 @@ def summarise(r: Regime, name: str, o: Outcome) -> Row:
         row.med_req, row.p90_req = (float(x) for x in np.percentile(req, [50, 90]))
         row.med_creq, row.p90_creq = (float(x) for x in np.percentile(creq, [50, 90]))
         row.med_s, row.p90_s = (float(x) for x in np.percentile(sec, [50, 90]))
+        every = np.sort(np.where(hit, idx + 1.0, math.inf))
+        row.med_s_all = float(every[(runs - 1) // 2])
     return row
 
 
@@ -476,7 +519,12 @@ def main(argv: list[str] | None = None) -> int:
         names = [*JUDGES, "gate"] if r.null else [*r.judges, "gate"]
         if r.baselines:
             metric = "latency" if r.null or "latency" in r.judges else "error_rate"
-            names += [n for n in o.fail if ":" in n and (r.null or n.endswith(metric))]
+            names += [
+                n
+                for n in o.fail
+                if (":" in n and (r.null or n.endswith(metric)))
+                or (r.null and n in ("kayenta", "flagger"))
+            ]
         for name in names:
             row = summarise(r, name, o)
             found[(r.name, name)] = row
@@ -530,23 +578,40 @@ def report(
                 f"{reg}: median delay {_n(v)} {unit}{extra}, power {x.rate:.1%}; target <= "
                 f"{limit:,.0f}",
             )
+    # "At least 3x faster than both baselines, at an equal or lower false-alarm rate": the
+    # gate (what rolls back) against each baseline judge as deployed, watching the same two
+    # metrics (errors and latency), so a baseline's false rollbacks are those of either of its
+    # checks, on the same null regimes, i.i.d., diurnal and AR(1). Delays are medians over
+    # all runs with a miss counted as never, so a baseline that rarely fires is not "fast"
+    # because its few hits came early, and one that never fires (0% power) is a win for the
+    # gate, not a loss. The oracle is an SPRT told the true effect at the gate's alpha / K:
+    # when the oracle itself is not 3x faster than a baseline, no valid judge can be.
+    nulls = ("i.i.d.", "diurnal load (shared)", "AR(1) latency, phi=0.9")
     for reg, metric in (("errors x2", "error_rate"), ("errors x5", "error_rate"),
                         ("latency +10%", "latency")):  # fmt: skip
         ours = get(reg, "gate")
         if not ours:
             continue
+        oracle = get(reg, f"oracle:{metric}")
         for other in ("kayenta", "flagger"):
             b = get(reg, f"{other}:{metric}")
-            fa_b = get("i.i.d.", f"{other}:{metric}")
-            fa_ours = get("i.i.d.", "gate")
-            if not b or not fa_b or not fa_ours:
+            fa = [(get(n, "gate"), get(n, other)) for n in nulls]
+            fa_pairs = [(g, x) for g, x in fa if g and x]
+            if not b or not fa_pairs:
                 continue
-            ratio = b.med_s / ours.med_s if b.rate > 0 else math.inf
+            ratio = b.med_s_all / ours.med_s_all
+            fa_ok = all(g.rate <= x.rate for g, x in fa_pairs)
+            fa_text = ", ".join(f"{g.rate:.1%} vs {x.rate:.1%}" for g, x in fa_pairs)
+            bound = ""
+            if oracle and math.isfinite(b.med_s_all):
+                best = b.med_s_all / oracle.med_s_all
+                bound = f"; an oracle SPRT is x{best:.1f} faster ({_n(oracle.med_s_all)} s)"
             check(
-                ratio >= 3 and fa_ours.rate <= fa_b.rate,
-                f"{reg} vs {other}: median delay {_n(ours.med_s)} s vs {_n(b.med_s)} s "
-                f"(x{ratio:.1f} faster; {other} power {b.rate:.0%}), false rollbacks "
-                f"{fa_ours.rate:.1%} vs {fa_b.rate:.1%}",
+                ratio >= 3 and fa_ok,
+                f"{reg} vs {other}: median delay {_n(ours.med_s_all)} s vs "
+                f"{_n(b.med_s_all)} s (x{ratio:.1f} faster; {other} power {b.rate:.0%}{bound}); "
+                f"false rollbacks, gate vs {other} on errors or latency, i.i.d. / diurnal / "
+                f"AR(1): {fa_text}",
             )
     check(
         inc < 1e-3,
@@ -565,7 +630,11 @@ def report(
         f"integrity) with K = {K} Bonferroni checks at family-wise alpha = {ALPHA}. Baselines: "
         f"Kayenta-style one-sided Mann-Whitney on per-batch values every 60 s once 50 points "
         f"exist; Flagger-style per-minute check against 1.5x (errors) or 1.05x (latency) of the "
-        f"same-time baseline, rollback after 3 consecutive breaches. Batch statistics are drawn "
+        f"same-time baseline, rollback after 3 consecutive breaches. Each baseline is compared "
+        f"as deployed, watching errors and latency: its false rollbacks are those of either "
+        f"check, on the i.i.d., diurnal and AR(1) null regimes; delays in the comparisons are "
+        f"medians over all runs with a miss counted as never ('–'). The oracle is an SPRT "
+        f"told the true effect (and sd), at the gate's alpha / K. Batch statistics are drawn "
         f"independently within a batch (see the module docstring). Total time "
         f"{elapsed / 60:.1f} min.\n"
     )

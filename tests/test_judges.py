@@ -21,7 +21,9 @@ from backout.judges import (
     Judgement,
     LatencyBudgetConfig,
     LatencyBudgetJudge,
+    LatencyConfig,
     LatencyJudge,
+    Series,
     TailLatencyJudge,
     Verdict,
     default_gate,
@@ -29,6 +31,7 @@ from backout.judges import (
     pair_by_time,
     prior_log_weights,
     split_llr,
+    t_mixture_log_evalue,
 )
 from backout.telemetry import Batch, ErrorKind, latency_bucket
 
@@ -87,7 +90,8 @@ def test_error_judge_false_alarms_stay_under_alpha_on_a_null_stream() -> None:
     """300 seeded healthy runs of 600 slots, looked at after every slot: <= alpha fail."""
     rng = np.random.default_rng(11)
     e_c, e_b, share = error_counts(rng, 300, 600, 1.0)
-    log_w = prior_log_weights(ErrorRateConfig().prior_scale, "greater")
+    cfg = ErrorRateConfig()
+    log_w = prior_log_weights(cfg.prior_scale, "greater", mean=cfg.prior_mean)
     fails = 0
     for i in range(300):
         path = log_mixture(np.cumsum(split_llr(e_c[i], e_b[i], share[i]), axis=0), log_w)
@@ -251,3 +255,58 @@ def test_detection_benchmark_quick_run_writes_nothing(tmp_path: Path) -> None:
     )
     assert "### Targets" in out.stdout
     assert (results.read_text() if results.exists() else None) == before
+
+
+def test_centred_t_mixture_with_zero_mean_is_lais_closed_form() -> None:
+    """The quadrature path with mean 0 reproduces the closed form (it skips it) and a tiny
+    mean moves the e-value only a little: the two formulas agree at their junction."""
+    n, a = np.array([2.0, 5.0, 40.0]), np.array([54.0, 135.0, 1080.0])
+    s, q = np.array([3.0, -4.0, 30.0]), np.array([2.0, 3.0, 20.0])
+    closed = t_mixture_log_evalue(n, a, s, q, 0.3)
+    near = t_mixture_log_evalue(n, a, s, q, 0.3, 1e-6)
+    assert np.allclose(closed, near, atol=1e-3)
+
+
+def test_centred_t_mixture_keeps_false_alarms_under_alpha() -> None:
+    """400 healthy runs of 200 block differences, looked at after each: <= alpha cross 1/alpha."""
+    rng = np.random.default_rng(3)
+    d = rng.standard_normal((400, 200)) * 0.5 / math.sqrt(27)
+    w = np.full_like(d, 27.0)
+    n = np.cumsum(np.ones_like(d), axis=1)
+    a, s, q = np.cumsum(w, axis=1), np.cumsum(w * d, axis=1), np.cumsum(w * d * d, axis=1)
+    le = t_mixture_log_evalue(n, a, s, q, 0.15, 0.2)
+    assert ((le >= math.log(20)) & (s > 0)).any(axis=1).mean() <= 0.05 + 0.02
+
+
+def test_centred_t_mixture_detects_a_ten_percent_slowdown_sooner() -> None:
+    """At +10% latency (0.19 per-request sd) the prior centred there beats normal(0, 0.3)."""
+    rng = np.random.default_rng(4)
+    d = (0.19 + rng.standard_normal((200, 100)) / math.sqrt(27)) * 0.5
+    w = np.full_like(d, 27.0)
+    n = np.cumsum(np.ones_like(d), axis=1)
+    a, s, q = np.cumsum(w, axis=1), np.cumsum(w * d, axis=1), np.cumsum(w * d * d, axis=1)
+
+    def median_first(le: np.ndarray) -> float:
+        return float(np.median(np.argmax(le >= math.log(100), axis=1)))
+
+    centred = t_mixture_log_evalue(n, a, s, q, 0.15, 0.2)
+    zero = t_mixture_log_evalue(n, a, s, q, 0.3)
+    assert median_first(centred) < median_first(zero)
+
+
+def test_latency_judge_catches_a_doubled_latency_before_blocks_accumulate() -> None:
+    """Twice the latency fails within 9 one-second batches (3 blocks) thanks to the early
+    per-batch fallback; without it the block test alone cannot reach 1/alpha by then."""
+    cand, base = make_stream(21, 9, median_s=0.1)
+    assert LatencyJudge().evaluate(cand, base).verdict == Verdict.FAIL
+    blocks_only = LatencyJudge(LatencyConfig(early_weight=0.0))
+    assert blocks_only.evaluate(cand, base).verdict != Verdict.FAIL
+
+
+def test_latency_judge_early_fallback_stops_after_its_batches() -> None:
+    """The per-batch fallback reads only the first early_batches and is then frozen."""
+    cand, base = make_stream(22, 30)
+    judge = LatencyJudge()
+    state = judge.start()
+    judge.update(state, Series.from_batches(cand), Series.from_batches(base))
+    assert state.early.n == LatencyConfig().early_batches
