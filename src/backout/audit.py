@@ -20,7 +20,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from backout.releases import canonical_json
-from backout.store import schema
+from backout.store import as_utc, schema
 
 GENESIS = "0" * 64
 _HEAD = "events.head"
@@ -68,7 +68,7 @@ def event_hash(
     """The SHA-256 that chains an event to the one before it."""
     body = {
         "seq": seq,
-        "at": _utc(at).isoformat(),
+        "at": as_utc(at).isoformat(),
         "model": model,
         "kind": kind,
         "actor": actor,
@@ -93,7 +93,7 @@ def append(
     data = data or {}
     # Round-trip through JSON once so the hash is computed over exactly what is stored.
     data = orjson.loads(canonical_json(data))
-    at = _utc(at or datetime.now(UTC))
+    at = as_utc(at or datetime.now(UTC))
     head = conn.execute(
         sa.select(schema.meta.c.value, schema.meta.c.number).where(schema.meta.c.key == _HEAD)
     ).first()
@@ -176,7 +176,7 @@ def verify_chain(conn: Connection) -> list[ChainProblem]:
 def _row(r: Any) -> Event:
     return Event(
         seq=int(r.seq),
-        at=_utc(r.at),
+        at=as_utc(r.at),
         model=r.model,
         kind=r.kind,
         actor=r.actor,
@@ -185,8 +185,3 @@ def _row(r: Any) -> Event:
         prev_hash=r.prev_hash,
         hash=r.hash,
     )
-
-
-def _utc(at: datetime) -> datetime:
-    # SQLite hands back naive datetimes; everything backout stores is UTC.
-    return at.replace(tzinfo=UTC) if at.tzinfo is None else at.astimezone(UTC)

@@ -171,7 +171,9 @@ class Controller:
             if table is None:
                 self.deployments.set_traffic(model, {version: 100}, actor=actor, reason=reason or f"first deploy of {model}@{version}",
                                              kind="deploy.first", verify=False, conn=conn)  # fmt: skip
-                self.registry_mark_good(conn, model, version, actor, "first release of the model")
+                Registry.record_mark(
+                    conn, model, version, actor=actor, reason="first release of the model"
+                )
                 return self._insert(
                     conn,
                     model,
@@ -503,7 +505,7 @@ class Controller:
 
     def _tick_rollout(self, op: Operation, now: float) -> None:
         p = op.policy.rollout
-        fired = self._fired_triggers(op.model, op.target, now)
+        fired = self._fired_triggers(op.model, op.target, now, op.policy)
         if fired:
             self._trigger_rollback(op, fired)
             return
@@ -552,14 +554,14 @@ class Controller:
                                  f"gate passed; {op.target} takes all traffic", result.to_dict(), new_step=True)  # fmt: skip
 
     def _tick_completing(self, op: Operation, now: float) -> None:
-        fired = self._fired_triggers(op.model, op.target, now)
+        fired = self._fired_triggers(op.model, op.target, now, op.policy)
         if fired:
             self._trigger_rollback(op, fired)
             return
         if now - op.step_started_at >= op.policy.completion.rollout:
             with self.store.write() as conn:
-                self.registry_mark_good(
-                    conn, op.model, op.target, self.actor, f"rollout {op.id} completed"
+                Registry.record_mark(
+                    conn, op.model, op.target, actor=self.actor, reason=f"rollout {op.id} completed"
                 )
                 self._end(
                     conn,
@@ -580,7 +582,9 @@ class Controller:
     def _tick_rolling_back(self, op: Operation, now: float) -> None:
         p = op.policy.rollback
         # The gate compares the target (as candidate) against the release it replaces.
-        target_fired = self._fired_triggers(op.model, op.target, now, since=op.step_started_at)
+        target_fired = self._fired_triggers(
+            op.model, op.target, now, op.policy, since=op.step_started_at
+        )
         if target_fired:
             self._target_unhealthy(
                 op,
@@ -630,7 +634,7 @@ class Controller:
 
     def _tick_verifying(self, op: Operation, now: float) -> None:
         v = op.policy.rollback.verification
-        fired = self._fired_triggers(op.model, op.target, now, since=op.step_started_at)
+        fired = self._fired_triggers(op.model, op.target, now, op.policy, since=op.step_started_at)
         if fired:
             # The target failed its verification: do not flap back to a release that was
             # already unhealthy — halt where we are and get a human.
@@ -673,11 +677,13 @@ class Controller:
     # -- decisions ---------------------------------------------------------------------
 
     def _fired_triggers(
-        self, model: str, version: str, now: float, since: float = 0.0
+        self, model: str, version: str, now: float, policy: Policy, since: float = 0.0
     ) -> list[triggers.TriggerResult]:
-        policy = self.policy_for(model) if (op := self.active(model)) is None else op.policy
+        """The policy's triggers that fire on ``version``'s traffic over their windows."""
         fired = []
         for t in policy.triggers:
+            # Each window is read on its own: telemetry is merged per second after reading,
+            # so cutting one wide read would drop the second the window starts in.
             start = max(now - t.window, since)
             per = self._batches(model, start)
             reference: list[Batch] = []
@@ -697,10 +703,11 @@ class Controller:
         if table is None:
             return
         live = _dominant(table.weights)
-        fired = self._fired_triggers(model, live, now)
+        policy = self.policy_for(model)
+        fired = self._fired_triggers(model, live, now, policy)
         if fired:
             try:
-                target = self._target(model, self.policy_for(model), exclude={live})
+                target = self._target(model, policy, exclude={live})
             except ModelNotFound:
                 with self.store.write() as conn:
                     audit.append(conn, "trigger.fired-no-target", model=model, actor=self.actor,
@@ -711,7 +718,7 @@ class Controller:
             evidence = {"triggers": [t.to_dict() for t in fired]}
             try:
                 self.rollback(model, actor=self.actor, to=target, reason=reason, trigger=evidence,
-                              emergency=_emergency(self.policy_for(model), fired))  # fmt: skip
+                              emergency=_emergency(policy, fired))  # fmt: skip
             except (ValidationError, ModelNotFound) as exc:
                 # The live release is unhealthy and the way back is not safe either.
                 self._freeze_model(
@@ -919,34 +926,6 @@ class Controller:
                          weights=weights, state=state or {}, policy=policy, reason=reason, actor=actor,
                          started_at=now, step_started_at=step_at or now, updated_at=now,
                          ended_at=now if ended else None, outcome=phase.value if ended else None)  # fmt: skip
-
-    def registry_mark_good(
-        self, conn: Connection, model: str, version: str, actor: str, reason: str
-    ) -> None:
-        R = schema.releases
-        conn.execute(
-            R.update().where(R.c.model == model, R.c.version == version).values(known_good=True)
-        )
-        from datetime import UTC, datetime
-
-        conn.execute(
-            schema.release_marks.insert().values(
-                model=model,
-                version=version,
-                action="mark",
-                actor=actor,
-                reason=reason,
-                at=datetime.now(UTC),
-            )
-        )
-        audit.append(
-            conn,
-            "release.marked-good",
-            model=model,
-            actor=actor,
-            reason=reason,
-            data={"version": version},
-        )
 
     def _target(self, model: str, policy: Policy, exclude: set[str]) -> str:
         if policy.rollback.target != "last-known-good":

@@ -12,7 +12,6 @@ import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC
 from typing import Any
 
 import sqlalchemy as sa
@@ -21,7 +20,7 @@ from backout import audit
 from backout.deployments import Deployments
 from backout.errors import ConfigError, NotFound
 from backout.registry import Registry
-from backout.store import Store, bump_generation, schema
+from backout.store import Store, as_utc, bump_generation, schema
 from backout.telemetry import read_batches
 
 F = schema.faults
@@ -250,7 +249,7 @@ def full_on_target(store: Store, model: str, op_id: int, target: str) -> float |
             .limit(50)
         )
         hits = [
-            (r.at if r.at.tzinfo else r.at.replace(tzinfo=UTC)).timestamp()
+            as_utc(r.at).timestamp()
             for r in rows
             if (r.data or {}).get("operation") == op_id
             and (r.data or {}).get("weights") == {target: 100.0}

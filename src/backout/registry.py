@@ -41,7 +41,7 @@ from backout.releases import (
     manifest_from_json,
     parse_ref,
 )
-from backout.store import Store, bump_generation, schema
+from backout.store import Store, as_utc, bump_generation, schema
 
 R = schema.releases
 
@@ -244,21 +244,28 @@ class Registry:
                 raise ValidationError(
                     f"{ref} is quarantined ({row.quarantined}) and cannot be marked known-good"
                 )
-            action = "mark" if good else "unmark"
-            now = datetime.now(UTC)
-            conn.execute(R.update().where(R.c.id == row.id).values(known_good=good))
-            bump_generation(conn)  # gateways keep rollback points warm: tell them
-            conn.execute(
-                schema.release_marks.insert().values(
-                    model=model, version=version, action=action, actor=actor,
-                    reason=reason, at=now,
-                )
-            )  # fmt: skip
-            audit.append(
-                conn, f"release.{action}ed-good", model=model, actor=actor,
-                reason=reason or f"{action}ed known-good", data={"version": version},
-            )  # fmt: skip
+            self.record_mark(conn, model, version, actor=actor, reason=reason, good=good)
         return self.get(ref)
+
+    @staticmethod
+    def record_mark(conn: Connection, model: str, version: str, *, actor: str, reason: str,
+                    good: bool = True) -> None:  # fmt: skip
+        """Mark or unmark a release known-good inside the caller's write, with its history."""
+        action = "mark" if good else "unmark"
+        conn.execute(
+            R.update().where(R.c.model == model, R.c.version == version).values(known_good=good)
+        )
+        bump_generation(conn)  # gateways keep rollback points warm: tell them
+        conn.execute(
+            schema.release_marks.insert().values(
+                model=model, version=version, action=action, actor=actor, reason=reason,
+                at=datetime.now(UTC),
+            )
+        )  # fmt: skip
+        audit.append(
+            conn, f"release.{action}ed-good", model=model, actor=actor,
+            reason=reason or f"{action}ed known-good", data={"version": version},
+        )  # fmt: skip
 
     def quarantine(self, ref: str, *, actor: str, reason: str, lift: bool = False) -> Release:
         """Bar a release from traffic (or, with ``lift``, allow it again), with the reason.
@@ -287,7 +294,7 @@ class Registry:
         with self.store.write() as conn:
             row = self._require(conn, model, version)
             if row.first_served_at is not None:
-                since = f"{_utc(row.first_served_at):%Y-%m-%d %H:%M}"
+                since = f"{as_utc(row.first_served_at):%Y-%m-%d %H:%M}"
                 raise ReleaseInUse(
                     f"{ref} has served production traffic (since {since} UTC) and can never be "
                     "deleted; quarantine it instead"
@@ -352,7 +359,9 @@ class Registry:
             rows = conn.execute(
                 sa.select(M).where(M.c.model == model, M.c.version == version).order_by(M.c.id)
             )
-            return [Mark(r.model, r.version, r.action, r.actor, r.reason, _utc(r.at)) for r in rows]
+            return [
+                Mark(r.model, r.version, r.action, r.actor, r.reason, as_utc(r.at)) for r in rows
+            ]
 
     def verify(self, ref: str) -> VerifyReport:
         """Re-hash the stored manifest and every artifact; report each mismatch."""
@@ -441,12 +450,8 @@ def _release(row: Any) -> Release:
     return Release(
         manifest=manifest_from_json(row.manifest),
         digest=row.digest,
-        registered_at=_utc(row.registered_at),
+        registered_at=as_utc(row.registered_at),
         known_good=bool(row.known_good),
-        first_served_at=_utc(row.first_served_at) if row.first_served_at else None,
+        first_served_at=as_utc(row.first_served_at) if row.first_served_at else None,
         quarantined=row.quarantined,
     )
-
-
-def _utc(at: datetime) -> datetime:
-    return at.replace(tzinfo=UTC) if at.tzinfo is None else at.astimezone(UTC)

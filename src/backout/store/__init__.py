@@ -13,6 +13,7 @@ import contextlib
 import fcntl
 import os
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +27,7 @@ from backout.store.schema import metadata
 __all__ = [
     "DEFAULT_HOME",
     "Store",
+    "as_utc",
     "bump_generation",
     "default_url",
     "open_store",
@@ -191,6 +193,11 @@ def _migration_lock(store: Store) -> Iterator[None]:
             yield
         finally:
             fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def as_utc(at: datetime) -> datetime:
+    """A stored time as an aware UTC datetime (SQLite hands back naive ones; all are UTC)."""
+    return at.replace(tzinfo=UTC) if at.tzinfo is None else at.astimezone(UTC)
 
 
 def read_generation(conn: Connection) -> int:
