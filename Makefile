@@ -31,6 +31,7 @@ wrk:
 	@bash scripts/ensure-wrk.sh
 
 lint: $(STAMP)
+	$(BIN)/lint-imports
 	$(BIN)/ruff check src tests benchmarks
 	$(BIN)/ruff format --check src tests benchmarks
 

@@ -18,7 +18,7 @@ import jsonschema
 sys.path.insert(0, str(Path(__file__).parent))
 from _results import write_section  # benchmarks is not a package
 
-from backout.contracts import compile_validator
+from backout.proof.contracts import compile_validator
 
 FEATURES = ["sepal_length", "sepal_width", "petal_length", "petal_width"]
 SCHEMA: dict[str, Any] = {

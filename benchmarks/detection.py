@@ -4,7 +4,7 @@ For the people who tune gates and for anyone asking "how fast, how safe?". Strea
 one-second telemetry batches are simulated at the batch level with numpy, vectorised across
 runs (counts are Poisson/binomial, log-latency sums normal or gamma, exceedances binomial;
 the AR(1) regime is simulated request by request). Each judge's e-value path is computed with
-the same functions ``backout.judges`` uses, then read for the first crossing of its threshold.
+the same functions ``backout.judges.core`` uses, then read for the first crossing of its threshold.
 
 Simplification, stated honestly: within a batch, the error, latency, exceedance and class
 statistics are drawn independently of each other (real batches correlate them); each judge's
@@ -32,11 +32,11 @@ from scipy.stats import norm
 
 sys.path.insert(0, str(Path(__file__).parent))
 
+import baselines
 from _results import write_section
 
-from backout import baselines
-from backout import judges as J
-from backout.telemetry import Batch
+from backout.judges import core as J
+from backout.telemetry.batches import Batch
 
 F64 = NDArray[np.float64]
 I64 = NDArray[np.int64]

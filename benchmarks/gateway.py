@@ -52,12 +52,12 @@ from sklearn.linear_model import LogisticRegression
 sys.path.insert(0, str(Path(__file__).parent))
 from _results import write_section
 
-from backout.artifacts import LocalBlobStore
-from backout.contracts import infer_sklearn_contract
-from backout.deployments import Deployments
-from backout.registry import Registry
-from backout.releases import Runtime, RuntimeKind
+from backout.proof.contracts import infer_sklearn_contract
+from backout.registry.artifacts import LocalBlobStore
+from backout.registry.manifest import Runtime, RuntimeKind
+from backout.registry.releases import Registry
 from backout.store import Store, open_store
+from backout.traffic.deployments import Deployments
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent

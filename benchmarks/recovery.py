@@ -9,7 +9,7 @@ and ``python -m backout serve --workers 2`` on 127.0.0.1 (the gateway and the co
 which ticks in its own thread). Each run starts ``openloop.py`` in its own process (a fixed
 rate, a new routing key per request, one log line per response with its send time, the
 answering worker and release), lets it settle, and injects a drill fault ``latency=+300ms``
-into the live release with :func:`backout.drills.run_drill`. Requests get slower; none
+into the live release with :func:`backout.control.drills.run_drill`. Requests get slower; none
 fails. The policy's trigger ``{kind: latency, quantile: 0.5, max_ms: 250, window: 2s,
 min_requests: 20}`` fires, the controller rolls back to the other release, and the next run
 goes the other way, so the live release alternates between the two.
@@ -51,13 +51,14 @@ sys.path.insert(0, str(Path(__file__).parent))
 from _results import write_section
 from gateway import JSON_BODY, VERSIONS, Server, free_port, make_models, start_server
 
-from backout.artifacts import LocalBlobStore
-from backout.controller import Controller, Operation, Phase
-from backout.drills import DrillResult, parse_fault, run_drill
-from backout.policy import parse_policy
-from backout.registry import Registry
-from backout.releases import Runtime, RuntimeKind
+from backout.control.controller import Controller, Operation, Phase
+from backout.control.drills import DrillResult, run_drill
+from backout.control.policy import parse_policy
+from backout.registry.artifacts import LocalBlobStore
+from backout.registry.manifest import Runtime, RuntimeKind
+from backout.registry.releases import Registry
 from backout.store import Store, open_store, schema
+from backout.traffic.faults import parse_fault
 
 HERE = Path(__file__).resolve().parent
 BIN = Path(sys.executable).parent
@@ -112,7 +113,7 @@ def make_store(home: Path) -> tuple[Store, Registry]:
     """Two iris releases, both known-good (so both stay warm), the first live at 100%."""
     import joblib
 
-    from backout.contracts import infer_sklearn_contract
+    from backout.proof.contracts import infer_sklearn_contract
 
     models = make_models(home)
     store = open_store(f"sqlite:///{home / 'backout.db'}")
@@ -339,8 +340,9 @@ def settle(ctl: Controller, seconds: float) -> int:
 
 def diagnose(store: Store, registry: Registry, drill: DrillResult | None) -> None:
     """Print the model's timeline since the drill and what its triggers see now."""
-    from backout import audit, triggers
-    from backout.telemetry import read_batches
+    from backout.control import triggers
+    from backout.store import audit
+    from backout.telemetry.batches import read_batches
 
     ctl = Controller(store, registry, actor="bench")
     print(f"no rollback: drill {drill and drill.to_dict()}", file=sys.stderr)

@@ -22,7 +22,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).parent))
 from _results import write_section
 
-from backout.artifacts import hash_file
+from backout.registry.artifacts import hash_file
 
 BACKOUT = str(Path(sys.executable).with_name("backout"))
 

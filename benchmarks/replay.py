@@ -7,9 +7,9 @@
 
 **Replay** (issue 6: at least 2,000 captured requests/s in-process): an iris
 LogisticRegression registered with its inferred contract in a temporary SQLite store, and a
-capture log of single-instance requests written with :func:`backout.replay.write_captures`
+capture log of single-instance requests written with :func:`backout.proof.replay.write_captures`
 (the live answers come from the same model, so every replayed answer agrees). The figure is
-the wall time of one :func:`backout.replay.replay` call — reading the captures from the store,
+the wall time of one :func:`backout.proof.replay.replay` call — reading the captures from the store,
 loading and verifying the release, then decoding, validating (input and output contracts),
 predicting and comparing every request — next to two plain loops over the same requests,
 decoded beforehand, calling the same loaded estimator one request at a time: ``predict``
@@ -49,14 +49,14 @@ sys.path.insert(0, str(Path(__file__).parent))
 from _results import write_section
 from gateway import WORK, Server, ensure_wrk, make_models, openloop, start_gateway, wrk
 
-from backout.artifacts import LocalBlobStore
-from backout.contracts import infer_sklearn_contract
-from backout.deployments import Deployments
-from backout.registry import Registry
-from backout.releases import Runtime, RuntimeKind
-from backout.replay import replay, write_captures
+from backout.proof.contracts import infer_sklearn_contract
+from backout.proof.replay import replay, write_captures
+from backout.registry.artifacts import LocalBlobStore
+from backout.registry.manifest import Runtime, RuntimeKind
+from backout.registry.releases import Registry
 from backout.runtimes.tensors import outputs_to_predictions
 from backout.store import Store, open_store
+from backout.traffic.deployments import Deployments
 
 MODEL = "iris"
 VERSION = "1.0.0"
@@ -247,7 +247,7 @@ def validation_us(model_path: Path) -> float:
     The same calls ``Gateway._inputs`` and ``Gateway._check_outputs`` make, on the same
     contract, best of five: the component cost, free of the noise of a whole server.
     """
-    from backout.contracts import compile_validator
+    from backout.proof.contracts import compile_validator
 
     estimator = joblib.load(model_path)
     contract = infer_sklearn_contract(estimator)

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from backout.artifacts import LocalBlobStore
-from backout.registry import Registry
+from backout.registry.artifacts import LocalBlobStore
+from backout.registry.releases import Registry
 from backout.store import Store, open_store
 from tests.postgres_server import PostgresServer
 

@@ -12,16 +12,15 @@ from pathlib import Path
 
 import numpy as np
 
-from backout import audit
-from backout.artifacts import LocalBlobStore
-from backout.controller import Controller
-from backout.deployments import Deployments
-from backout.notify import InMemoryNotifier
-from backout.operations import Operation
-from backout.policy import Policy, parse_policy
-from backout.registry import Registry
-from backout.store import Store, open_store
-from backout.telemetry import Batch, latency_bucket, write_batches
+from backout.control.controller import Controller
+from backout.control.notify import InMemoryNotifier
+from backout.control.operations import Operation
+from backout.control.policy import Policy, parse_policy
+from backout.registry.artifacts import LocalBlobStore
+from backout.registry.releases import Registry
+from backout.store import Store, audit, open_store
+from backout.telemetry.batches import Batch, latency_bucket, write_batches
+from backout.traffic.deployments import Deployments
 
 POLICY = """
 rollout:

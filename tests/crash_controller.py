@@ -24,14 +24,14 @@ from typing import Any
 import numpy as np
 import orjson
 
-from backout.artifacts import LocalBlobStore
-from backout.controller import Controller
-from backout.deployments import Deployments
-from backout.notify import InMemoryNotifier
-from backout.operations import Operation
-from backout.registry import Registry
+from backout.control.controller import Controller
+from backout.control.notify import InMemoryNotifier
+from backout.control.operations import Operation
+from backout.registry.artifacts import LocalBlobStore
+from backout.registry.releases import Registry
 from backout.store import Store, open_store
-from backout.telemetry import Batch, latency_bucket, write_batches
+from backout.telemetry.batches import Batch, latency_bucket, write_batches
+from backout.traffic.deployments import Deployments
 
 RPS = 400  # requests per second across a model's releases
 HEALTHY_ERROR_RATE = 0.01

@@ -9,9 +9,9 @@ import numpy as np
 from sklearn.datasets import load_iris
 from sklearn.linear_model import LogisticRegression
 
-from backout.contracts import infer_sklearn_contract
-from backout.registry import Registry
-from backout.releases import Runtime, RuntimeKind
+from backout.proof.contracts import infer_sklearn_contract
+from backout.registry.manifest import Runtime, RuntimeKind
+from backout.registry.releases import Registry
 
 
 def iris() -> tuple[np.ndarray, np.ndarray]:

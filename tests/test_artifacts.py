@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from backout.artifacts import LocalBlobStore, MemoryBlobStore, hash_file
 from backout.errors import ArtifactCorrupt, ArtifactError
+from backout.registry.artifacts import LocalBlobStore, MemoryBlobStore, hash_file
 
 
 def test_put_file_stores_under_its_sha256(tmp_path: Path, artifact: Path) -> None:

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import sqlalchemy as sa
 
-from backout import audit
-from backout.store import Store, schema
+from backout.store import Store, audit, schema
 
 
 def _append(store: Store, n: int) -> None:

@@ -8,7 +8,7 @@ from pathlib import Path
 import orjson
 import pytest
 
-from backout.cli import main
+from backout.cli.app import main
 
 
 class Cli:

@@ -16,11 +16,11 @@ from typing import Any
 import orjson
 import pytest
 
-from backout.artifacts import LocalBlobStore
-from backout.controller import Controller
-from backout.registry import Registry
+from backout.control.controller import Controller
+from backout.registry.artifacts import LocalBlobStore
+from backout.registry.releases import Registry
 from backout.store import open_store
-from backout.telemetry import Batch, latency_bucket, write_batches
+from backout.telemetry.batches import Batch, latency_bucket, write_batches
 from tests.test_cli import Cli
 
 MODEL = "fraud"

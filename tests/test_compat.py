@@ -8,10 +8,10 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from backout.compat import CompatReport, Direction, Severity, diff_contracts
-from backout.consumers import ConsumerContract, load_consumer_file
-from backout.contracts import contract_from_mlflow_signature
-from backout.releases import Contract
+from backout.proof.compat import CompatReport, Direction, Severity, diff_contracts
+from backout.proof.consumers import ConsumerContract, load_consumer_file
+from backout.proof.contracts import contract_from_mlflow_signature
+from backout.registry.manifest import Contract
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples" / "consumers"
 FEATURES = ["sepal_length", "sepal_width", "petal_length", "petal_width"]

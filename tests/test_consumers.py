@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from backout.consumers import ConsumerContract, load_consumer_file, parse_consumer_yaml
 from backout.errors import ConfigError
+from backout.proof.consumers import ConsumerContract, load_consumer_file, parse_consumer_yaml
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples" / "consumers"
 

@@ -12,7 +12,8 @@ from hypothesis import strategies as st
 from sklearn.linear_model import LinearRegression, LogisticRegression
 from sklearn.svm import SVC
 
-from backout.contracts import (
+from backout.errors import InvalidContract
+from backout.proof.contracts import (
     TENSORS_KEY,
     _onnx_specs_from_graph,
     _onnx_specs_from_session,
@@ -22,7 +23,6 @@ from backout.contracts import (
     infer_sklearn_contract,
     mlflow_accepts,
 )
-from backout.errors import InvalidContract
 
 FEATURES = ["sepal_length", "sepal_width", "petal_length", "petal_width"]
 IRIS_INPUT: dict[str, Any] = {

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from backout.control.operations import TRANSITIONS, Phase
 from backout.errors import Frozen, OperationInProgress
-from backout.operations import TRANSITIONS, Phase
 from tests.controller_world import World, make_world, restart
 
 
@@ -239,7 +239,7 @@ def test_a_rollout_under_the_default_policy_ticks_without_errors(tmp_path: Path)
 
 def test_a_controller_whose_lease_was_taken_over_writes_nothing(world: World) -> None:
     """Fencing: a controller that wakes after another took its lease must not act."""
-    from backout.operations import acquire_lease
+    from backout.control.operations import acquire_lease
 
     world.controller.deploy("iris", "1.1.0", actor="ana")
     world.controller._holder = "old"

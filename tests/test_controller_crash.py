@@ -30,17 +30,17 @@ import orjson
 import pytest
 import sqlalchemy as sa
 
-from backout import audit, triggers
-from backout.artifacts import LocalBlobStore
-from backout.controller import Controller
-from backout.deployments import Deployments
+from backout.control import triggers
+from backout.control.controller import Controller
+from backout.control.notify import InMemoryNotifier
+from backout.control.operations import TERMINAL, TRANSITIONS, Operation, Phase
+from backout.control.policy import parse_policy
 from backout.errors import BackoutError
-from backout.notify import InMemoryNotifier
-from backout.operations import TERMINAL, TRANSITIONS, Operation, Phase
-from backout.policy import parse_policy
-from backout.registry import Registry
-from backout.store import Store, open_store, schema
-from backout.telemetry import read_batches
+from backout.registry.artifacts import LocalBlobStore
+from backout.registry.releases import Registry
+from backout.store import Store, audit, open_store, schema
+from backout.telemetry.batches import read_batches
+from backout.traffic.deployments import Deployments
 from tests.controller_world import POLICY as WORLD_POLICY
 from tests.controller_world import World, make_world, restart
 
@@ -271,7 +271,7 @@ def check_invariants(store: Store, *, final: bool = False) -> None:
 
 
 def _op_row(r: Any) -> Operation:
-    from backout.operations import _op
+    from backout.control.operations import _op
 
     return _op(r)
 

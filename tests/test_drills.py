@@ -10,15 +10,16 @@ from pathlib import Path
 import httpx
 import pytest
 
-from backout.artifacts import LocalBlobStore
-from backout.controller import Controller
-from backout.deployments import Deployments
-from backout.drills import Fault, list_drills, parse_fault, run_drill
+from backout.control.controller import Controller
+from backout.control.drills import list_drills, run_drill
+from backout.control.policy import parse_policy
 from backout.errors import ConfigError
-from backout.gateway import Gateway, GatewaySettings
-from backout.policy import parse_policy
-from backout.registry import Registry
+from backout.registry.artifacts import LocalBlobStore
+from backout.registry.releases import Registry
+from backout.serving.gateway import Gateway, GatewaySettings
 from backout.store import Store, bump_generation, open_store, schema
+from backout.traffic.deployments import Deployments
+from backout.traffic.faults import Fault, parse_fault
 from tests.models import register_iris
 from tests.serving import serve
 

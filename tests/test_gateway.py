@@ -12,13 +12,13 @@ import numpy as np
 import orjson
 import pytest
 
-from backout.artifacts import LocalBlobStore
-from backout.deployments import Deployments
-from backout.gateway import Gateway, GatewaySettings
-from backout.registry import Registry
-from backout.releases import Runtime, RuntimeKind
+from backout.registry.artifacts import LocalBlobStore
+from backout.registry.manifest import Runtime, RuntimeKind
+from backout.registry.releases import Registry
+from backout.serving.gateway import Gateway, GatewaySettings
 from backout.store import Store, open_store
-from backout.telemetry import AccessLog, Batch, Metrics, read_batches
+from backout.telemetry.batches import AccessLog, Batch, Metrics, read_batches
+from backout.traffic.deployments import Deployments
 from tests.models import iris, register_iris
 from tests.serving import serve
 
@@ -328,7 +328,7 @@ def test_metrics_kept_in_memory_match_prometheus_after_a_flush() -> None:
 @pytest.mark.postgres
 def test_on_postgresql_a_route_change_is_notified(postgres: object) -> None:
     """LISTEN/NOTIFY: the watch says "changed" only after a generation bump commits."""
-    from backout.changes import ChangeWatch
+    from backout.serving.changes import ChangeWatch
     from backout.store import bump_generation
 
     store = open_store(postgres.create_database())  # type: ignore[attr-defined]
@@ -378,7 +378,7 @@ def test_a_dropped_release_is_closed_only_after_a_grace_period() -> None:
     """A runtime's close frees its model: closing at once would fail requests that chose it."""
     import asyncio
 
-    from backout.pool import WarmPool
+    from backout.serving.pool import WarmPool
 
     closed: list[float] = []
 

@@ -1,4 +1,4 @@
-"""Tests for backout.judges: verdicts, evidence, the gate's Bonferroni split, the benchmark."""
+"""Tests for backout.judges.core: verdicts, evidence, the gate's Bonferroni split, the benchmark."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from backout.errors import ValidationError
-from backout.judges import (
+from backout.judges.core import (
     GRID,
     DriftJudge,
     ErrorRateConfig,
@@ -33,7 +33,7 @@ from backout.judges import (
     split_llr,
     t_mixture_log_evalue,
 )
-from backout.telemetry import Batch, ErrorKind, latency_bucket
+from backout.telemetry.batches import Batch, ErrorKind, latency_bucket
 
 ROOT = Path(__file__).resolve().parents[1]
 

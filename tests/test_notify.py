@@ -13,7 +13,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import orjson
 import pytest
 
-from backout.notify import (
+from backout.control.notify import (
     Escalator,
     FailedDelivery,
     InMemoryNotifier,
@@ -25,7 +25,7 @@ from backout.notify import (
     notifier_for,
     redact_url,
 )
-from backout.policy import Contact, Escalation, parse_policy
+from backout.control.policy import Contact, Escalation, parse_policy
 
 
 class Receiver:
@@ -323,6 +323,8 @@ def test_escalation_notice_is_addressed_to_the_contact_webhook() -> None:
 
 
 def test_public_names_all_exist() -> None:
-    import backout.notify
+    import backout.control.notify
 
-    assert [n for n in backout.notify.__all__ if not hasattr(backout.notify, n)] == []
+    assert [
+        n for n in backout.control.notify.__all__ if not hasattr(backout.control.notify, n)
+    ] == []

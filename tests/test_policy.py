@@ -10,10 +10,8 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from backout import judges as j
-from backout.cli_policy import policy_app
-from backout.errors import PolicyError
-from backout.policy import (
+from backout.cli.policy import policy_app
+from backout.control.policy import (
     Action,
     GateSpec,
     LatencyTrigger,
@@ -27,6 +25,8 @@ from backout.policy import (
     parse_policy,
     render_policy,
 )
+from backout.errors import PolicyError
+from backout.judges import core as j
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = ROOT / "examples" / "policies"
@@ -394,6 +394,8 @@ def test_check_prints_one_line_per_error_and_exits_2(tmp_path: Path) -> None:
 
 
 def test_public_names_all_exist() -> None:
-    import backout.policy
+    import backout.control.policy
 
-    assert [n for n in backout.policy.__all__ if not hasattr(backout.policy, n)] == []
+    assert [
+        n for n in backout.control.policy.__all__ if not hasattr(backout.control.policy, n)
+    ] == []

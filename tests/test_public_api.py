@@ -18,8 +18,8 @@ def test_every_exported_name_resolves() -> None:
 
 
 def test_exports_are_the_objects_of_their_modules() -> None:
-    from backout.controller import Controller
-    from backout.registry import Registry
+    from backout.control.controller import Controller
+    from backout.registry.releases import Registry
 
     assert backout.Controller is Controller
     assert backout.Registry is Registry

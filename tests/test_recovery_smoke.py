@@ -15,12 +15,13 @@ from pathlib import Path
 import httpx
 import pytest
 
-from backout.artifacts import LocalBlobStore
-from backout.controller import Controller
-from backout.drills import parse_fault, run_drill
-from backout.policy import parse_policy
-from backout.registry import Registry
+from backout.control.controller import Controller
+from backout.control.drills import run_drill
+from backout.control.policy import parse_policy
+from backout.registry.artifacts import LocalBlobStore
+from backout.registry.releases import Registry
 from backout.store import Store, open_store
+from backout.traffic.faults import parse_fault
 from tests.models import register_iris
 from tests.serving import free_port
 

@@ -10,11 +10,10 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-from backout import audit
-from backout.artifacts import LocalBlobStore
 from backout.errors import ReleaseExists, ReleaseInUse, ReleaseNotFound
-from backout.registry import Registry
-from backout.store import open_store, schema
+from backout.registry.artifacts import LocalBlobStore
+from backout.registry.releases import Registry
+from backout.store import audit, open_store, schema
 
 
 def test_register_then_get_returns_the_manifest(registry: Registry, artifact: Path) -> None:

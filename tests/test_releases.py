@@ -7,7 +7,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from backout.errors import InvalidContract, InvalidVersion, ValidationError
-from backout.releases import (
+from backout.registry.manifest import (
     Artifact,
     Contract,
     ReleaseManifest,
@@ -92,7 +92,7 @@ def test_an_integer_beyond_64_bits_is_refused_clearly() -> None:
 
 def test_schema_verdicts_are_cached_by_content_and_still_name_each_caller() -> None:
     """A cached verdict gives the same answer, and the message names whoever asked."""
-    from backout.releases import check_json_schema
+    from backout.registry.manifest import check_json_schema
 
     bad = {"type": "object", "properties": {"x": {"type": "decimal"}}}
     for what in ("contract", "input contract"):

@@ -11,14 +11,10 @@ import orjson
 import pytest
 import sqlalchemy as sa
 
-from backout.artifacts import LocalBlobStore
-from backout.controller import Controller
-from backout.deployments import Deployments
+from backout.control.controller import Controller
+from backout.control.policy import parse_policy
 from backout.errors import ArtifactCorrupt
-from backout.gateway import Gateway, GatewaySettings
-from backout.policy import parse_policy
-from backout.registry import Registry
-from backout.replay import (
+from backout.proof.replay import (
     CaptureBuffer,
     CaptureRule,
     Limits,
@@ -28,7 +24,11 @@ from backout.replay import (
     scrub,
     write_captures,
 )
+from backout.registry.artifacts import LocalBlobStore
+from backout.registry.releases import Registry
+from backout.serving.gateway import Gateway, GatewaySettings
 from backout.store import Store, open_store, schema
+from backout.traffic.deployments import Deployments
 from tests.models import iris, register_iris
 from tests.serving import serve
 
@@ -193,7 +193,7 @@ def test_the_gateway_captures_a_sample_with_fields_redacted(
 def test_envelope_summarises_production_telemetry(
     world: tuple[Store, Registry, LocalBlobStore],
 ) -> None:
-    from backout.telemetry import Batch, write_batches
+    from backout.telemetry.batches import Batch, write_batches
 
     store, _, _ = world
     b = Batch("iris", "1.0.0", start=100.0, end=101.0)

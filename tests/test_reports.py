@@ -19,18 +19,18 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from backout import audit, cli
-from backout.cli_report import report_command
+from backout.cli import app as cli
+from backout.cli.report import report_command
 from backout.errors import NotFound
-from backout.registry import Registry
-from backout.reports import (
+from backout.registry.releases import Registry
+from backout.reports.report import (
     build_report,
     latest_incident,
     render_markdown,
     write_report,
 )
-from backout.store import Store, open_store, schema
-from backout.telemetry import Batch, ErrorKind, write_batches
+from backout.store import Store, audit, open_store, schema
+from backout.telemetry.batches import Batch, ErrorKind, write_batches
 
 T0 = 1_717_000_000.0  # 2024-05-29 16:26:40 UTC
 RATE = 40  # requests per second across the model
@@ -411,6 +411,6 @@ def test_the_report_renders_in_headless_chromium(incident: Incident, tmp_path: P
 
 
 def test_the_public_names_are_real() -> None:
-    import backout.reports
+    import backout.reports.report
 
-    assert all(hasattr(backout.reports, name) for name in backout.reports.__all__)
+    assert all(hasattr(backout.reports.report, name) for name in backout.reports.report.__all__)

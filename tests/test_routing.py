@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from backout.errors import InvalidTraffic
-from backout.routing import (
+from backout.traffic.routes import (
     BUCKETS,
     RouteTable,
     Shadow,

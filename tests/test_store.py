@@ -59,7 +59,7 @@ def test_redact_url_hides_the_password() -> None:
 
 
 def test_a_failed_write_leaves_the_store_as_it_was(store: Store) -> None:
-    from backout import audit
+    from backout.store import audit
 
     with pytest.raises(RuntimeError), store.write() as conn:
         audit.append(conn, "test", model=None, actor="t")

@@ -10,9 +10,9 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from backout import triggers
-from backout.policy import parse_policy
-from backout.telemetry import Batch, ErrorKind
+from backout.control import triggers
+from backout.control.policy import parse_policy
+from backout.telemetry.batches import Batch, ErrorKind
 from tests.serving import serve
 
 

@@ -15,36 +15,36 @@ __version__ = "0.1.0"
 # name -> module that defines it
 _EXPORTS = {
     "BackoutError": "backout.errors",
-    "Artifact": "backout.releases",
-    "Contract": "backout.releases",
-    "ReleaseManifest": "backout.releases",
-    "Runtime": "backout.releases",
-    "RuntimeKind": "backout.releases",
+    "Artifact": "backout.registry.manifest",
+    "Contract": "backout.registry.manifest",
+    "ReleaseManifest": "backout.registry.manifest",
+    "Runtime": "backout.registry.manifest",
+    "RuntimeKind": "backout.registry.manifest",
     "Store": "backout.store",
     "open_store": "backout.store",
-    "LocalBlobStore": "backout.artifacts",
-    "Registry": "backout.registry",
-    "Release": "backout.registry",
-    "Deployments": "backout.deployments",
-    "RouteTable": "backout.routing",
-    "Gateway": "backout.gateway",
-    "GatewaySettings": "backout.gateway",
-    "Controller": "backout.controller",
-    "Phase": "backout.operations",
-    "Policy": "backout.policy",
-    "load_policy": "backout.policy",
-    "parse_policy": "backout.policy",
-    "Gate": "backout.judges",
-    "Judgement": "backout.judges",
-    "Verdict": "backout.judges",
-    "CompatReport": "backout.compat",
-    "diff_contracts": "backout.compat",
-    "ConsumerContract": "backout.consumers",
-    "ReplayReport": "backout.replay",
-    "replay": "backout.replay",
-    "run_drill": "backout.drills",
-    "build_report": "backout.reports",
-    "write_report": "backout.reports",
+    "LocalBlobStore": "backout.registry.artifacts",
+    "Registry": "backout.registry.releases",
+    "Release": "backout.registry.releases",
+    "Deployments": "backout.traffic.deployments",
+    "RouteTable": "backout.traffic.routes",
+    "Gateway": "backout.serving.gateway",
+    "GatewaySettings": "backout.serving.gateway",
+    "Controller": "backout.control.controller",
+    "Phase": "backout.control.operations",
+    "Policy": "backout.control.policy",
+    "load_policy": "backout.control.policy",
+    "parse_policy": "backout.control.policy",
+    "Gate": "backout.judges.core",
+    "Judgement": "backout.judges.core",
+    "Verdict": "backout.judges.core",
+    "CompatReport": "backout.proof.compat",
+    "diff_contracts": "backout.proof.compat",
+    "ConsumerContract": "backout.proof.consumers",
+    "ReplayReport": "backout.proof.replay",
+    "replay": "backout.proof.replay",
+    "run_drill": "backout.control.drills",
+    "build_report": "backout.reports.report",
+    "write_report": "backout.reports.report",
 }
 
 __all__ = [
@@ -83,23 +83,23 @@ __all__ = [
 ]
 
 if TYPE_CHECKING:
-    from backout.artifacts import LocalBlobStore
-    from backout.compat import CompatReport, diff_contracts
-    from backout.consumers import ConsumerContract
-    from backout.controller import Controller
-    from backout.deployments import Deployments
-    from backout.drills import run_drill
+    from backout.control.controller import Controller
+    from backout.control.drills import run_drill
+    from backout.control.operations import Phase
+    from backout.control.policy import Policy, load_policy, parse_policy
     from backout.errors import BackoutError
-    from backout.gateway import Gateway, GatewaySettings
-    from backout.judges import Gate, Judgement, Verdict
-    from backout.operations import Phase
-    from backout.policy import Policy, load_policy, parse_policy
-    from backout.registry import Registry, Release
-    from backout.releases import Artifact, Contract, ReleaseManifest, Runtime, RuntimeKind
-    from backout.replay import ReplayReport, replay
-    from backout.reports import build_report, write_report
-    from backout.routing import RouteTable
+    from backout.judges.core import Gate, Judgement, Verdict
+    from backout.proof.compat import CompatReport, diff_contracts
+    from backout.proof.consumers import ConsumerContract
+    from backout.proof.replay import ReplayReport, replay
+    from backout.registry.artifacts import LocalBlobStore
+    from backout.registry.manifest import Artifact, Contract, ReleaseManifest, Runtime, RuntimeKind
+    from backout.registry.releases import Registry, Release
+    from backout.reports.report import build_report, write_report
+    from backout.serving.gateway import Gateway, GatewaySettings
     from backout.store import Store, open_store
+    from backout.traffic.deployments import Deployments
+    from backout.traffic.routes import RouteTable
 
 
 def __getattr__(name: str) -> Any:

@@ -1,5 +1,5 @@
 """``python -m backout``: the command line."""
 
-from backout.cli import main
+from backout.cli.app import main
 
 main()

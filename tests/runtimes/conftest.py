@@ -22,8 +22,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from backout.artifacts import LocalBlobStore
-from backout.releases import Artifact, ReleaseManifest, Runtime, RuntimeKind
+from backout.registry.artifacts import LocalBlobStore
+from backout.registry.manifest import Artifact, ReleaseManifest, Runtime, RuntimeKind
 
 T = TypeVar("T")
 

@@ -8,9 +8,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from backout.artifacts import LocalBlobStore, MemoryBlobStore
 from backout.errors import ArtifactCorrupt, RuntimeLoadError
-from backout.releases import Artifact, ReleaseManifest, Runtime, RuntimeKind
+from backout.registry.artifacts import LocalBlobStore, MemoryBlobStore
+from backout.registry.manifest import Artifact, ReleaseManifest, Runtime, RuntimeKind
 from backout.runtimes import LOADERS, LoadContext, Predictor, load_release
 from backout.runtimes.base import deep_sizeof
 from tests.runtimes.conftest import MakeRelease, run

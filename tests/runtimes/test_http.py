@@ -8,9 +8,9 @@ from typing import Any
 import numpy as np
 import pytest
 
-from backout.artifacts import LocalBlobStore
 from backout.errors import RuntimeLoadError
-from backout.releases import RuntimeKind
+from backout.registry.artifacts import LocalBlobStore
+from backout.registry.manifest import RuntimeKind
 from backout.runtimes import Predictor, UpstreamError, UpstreamTimeout, load_release
 from tests.runtimes.conftest import MakeRelease, run
 

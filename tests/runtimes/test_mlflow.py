@@ -14,9 +14,9 @@ import numpy as np
 import pytest
 from sklearn.linear_model import LogisticRegression
 
-from backout.artifacts import LocalBlobStore
 from backout.errors import RuntimeLoadError, ValidationError
-from backout.releases import RuntimeKind
+from backout.registry.artifacts import LocalBlobStore
+from backout.registry.manifest import RuntimeKind
 from backout.runtimes import load_release
 from tests.runtimes.conftest import MakeRelease, run
 
@@ -151,8 +151,8 @@ def test_registering_an_alias_records_the_concrete_version(
     registry: dict[str, Any], tmp_path: Any
 ) -> None:
     """A release pins what the alias meant when it was registered, and never changes."""
-    from backout.registry import Registry
-    from backout.releases import Runtime
+    from backout.registry.manifest import Runtime
+    from backout.registry.releases import Registry
     from backout.store import open_store
 
     uri = registry["uri"]

@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 from sklearn.linear_model import LinearRegression, LogisticRegression
 
-from backout.artifacts import LocalBlobStore
 from backout.errors import RuntimeLoadError, ValidationError
-from backout.releases import RuntimeKind
+from backout.registry.artifacts import LocalBlobStore
+from backout.registry.manifest import RuntimeKind
 from backout.runtimes import load_release
 from tests.runtimes.conftest import MakeRelease, run
 

@@ -24,7 +24,6 @@ from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
-from backout.artifacts import BlobStore, hash_file
 from backout.errors import (
     ArtifactCorrupt,
     BackoutError,
@@ -32,7 +31,8 @@ from backout.errors import (
     RuntimeLoadError,
     ValidationError,
 )
-from backout.releases import Artifact, ReleaseManifest, RuntimeKind
+from backout.registry.artifacts import BlobStore, hash_file
+from backout.registry.manifest import Artifact, ReleaseManifest, RuntimeKind
 
 DEFAULT_LOAD_TIMEOUT_S = 30.0
 

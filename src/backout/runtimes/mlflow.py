@@ -20,7 +20,6 @@ model returns a table.
 
 from __future__ import annotations
 
-import re
 import shutil
 import tempfile
 from collections.abc import Mapping
@@ -29,64 +28,13 @@ from typing import Any
 import numpy as np
 
 from backout.errors import MlflowMissing, ModelError, ValidationError
+from backout.registry.mlflow import INSTALL_HINT, MODELS_URI, import_mlflow, resolve_mlflow_uri
 from backout.runtimes.base import (
     LoadContext,
     deep_sizeof,
     gather_matrix,
     pandas_frame,
 )
-
-INSTALL_HINT = "pip install 'backout[mlflow]'"
-# models:/name/version or models:/name@alias; names may hold '/' only in Unity Catalog,
-# which this runtime does not target.
-_MODELS_URI = re.compile(r"^models:/(?P<name>[^/@]+)(?:/(?P<version>[^/@]+)|@(?P<alias>[^/@]+))$")
-
-
-def _mlflow() -> Any:
-    try:
-        import mlflow
-        import mlflow.pyfunc
-    except ImportError as exc:
-        raise MlflowMissing(
-            f"the mlflow runtime needs MLflow, which is not installed: {INSTALL_HINT}"
-        ) from exc
-    return mlflow
-
-
-def resolve_mlflow_uri(
-    uri: str, *, tracking_uri: str | None = None, registry_uri: str | None = None
-) -> tuple[str, str]:
-    """``models:/name@alias`` or ``models:/name/version`` → ``("models:/name/N", "N")``.
-
-    For registration: record the concrete version in the release's ``runtime.options`` so
-    the release stays the same bytes when the alias moves. Raises
-    :class:`~backout.errors.ValidationError` for a malformed URI or an unknown model,
-    version or alias.
-    """
-    m = _MODELS_URI.match(uri)
-    if m is None:
-        raise ValidationError(
-            f"MLflow URI {uri!r} is not models:/NAME/VERSION or models:/NAME@ALIAS"
-        )
-    mlflow = _mlflow()
-    from mlflow.exceptions import MlflowException
-
-    client = mlflow.MlflowClient(tracking_uri=tracking_uri, registry_uri=registry_uri)
-    name = m["name"]
-    try:
-        if m["alias"] is not None:
-            mv = client.get_model_version_by_alias(name, m["alias"])
-        else:
-            if not m["version"].isdigit():
-                raise ValidationError(
-                    f"MLflow URI {uri!r}: version {m['version']!r} is not a number; "
-                    "use an alias (models:/NAME@ALIAS) for a moving reference"
-                )
-            mv = client.get_model_version(name, m["version"])
-    except MlflowException as exc:
-        raise ValidationError(f"MLflow URI {uri!r} does not resolve: {exc.message}") from exc
-    version = str(mv.version)
-    return f"models:/{name}/{version}", version
 
 
 class MlflowPredictor:
@@ -142,7 +90,7 @@ class MlflowPredictor:
 def load(ctx: LoadContext) -> MlflowPredictor:
     """Resolve the release's MLflow URI to its pinned version, download it, load it."""
     try:
-        mlflow = _mlflow()
+        mlflow = import_mlflow()
     except MlflowMissing as exc:
         raise ctx.fail("MLflow is not installed", INSTALL_HINT) from exc
     from mlflow.exceptions import MlflowException
@@ -151,7 +99,7 @@ def load(ctx: LoadContext) -> MlflowPredictor:
     tracking = ctx.options.get("tracking_uri")
     registry = ctx.options.get("registry_uri")
     pinned = ctx.options.get("version")
-    m = _MODELS_URI.match(uri)
+    m = MODELS_URI.match(uri)
     if m is None:
         raise ctx.fail(
             f"runtime.options.uri is {uri!r}", "use models:/NAME/VERSION or models:/NAME@ALIAS"

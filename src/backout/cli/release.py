@@ -1,0 +1,282 @@
+"""Command line for releases: register, list, show, verify, mark-good, quarantine, delete.
+
+Mounted on the main ``backout`` app by :mod:`backout.cli.app`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import orjson
+import typer
+from rich.table import Table
+
+from backout.cli.app import JsonOpt, _print_json, _settings, _short, app, err, out
+from backout.errors import ConfigError
+from backout.registry.manifest import Contract, Lineage, RollbackPlan, RuntimeKind
+
+release_app = typer.Typer(
+    help="Register, list, show, verify and mark releases.", no_args_is_help=True
+)
+app.add_typer(release_app, name="release")
+
+
+# -- release -------------------------------------------------------------------------------
+
+
+def _read_json_file(path: Path, what: str) -> Any:
+    try:
+        return orjson.loads(path.read_bytes())
+    except OSError as exc:
+        raise ConfigError(f"{what} file {str(path)!r} cannot be read: {exc.strerror}") from exc
+    except orjson.JSONDecodeError as exc:
+        raise ConfigError(f"{what} file {str(path)!r} is not valid JSON: {exc}") from exc
+
+
+def _load_contract(path: Path) -> Contract:
+    from backout.errors import InvalidContract
+
+    data = _read_json_file(path, "contract")
+    if not isinstance(data, dict) or not set(data) <= {"input", "output"}:
+        raise InvalidContract(
+            f"contract file {str(path)!r} must be a JSON object with 'input' and/or 'output' "
+            "JSON Schemas"
+        )
+    return Contract(**data)
+
+
+@release_app.command("register")
+def release_register(
+    ctx: typer.Context,
+    model: Annotated[str, typer.Argument(help="Model name, e.g. fraud.")],
+    version: Annotated[str, typer.Argument(help="Version: semver (1.4.0) or a safe tag.")],
+    artifact: Annotated[
+        list[Path], typer.Option("--artifact", "-a", help="A file of the release (repeatable).")
+    ],
+    runtime: Annotated[
+        RuntimeKind, typer.Option(help="How the artifacts are served.")
+    ] = RuntimeKind.SKLEARN,
+    runtime_option: Annotated[
+        list[str] | None,
+        typer.Option("--runtime-option", "-o", help="KEY=VALUE for the runtime (repeatable)."),
+    ] = None,
+    contract: Annotated[
+        Path | None, typer.Option(help="JSON file with input/output JSON Schemas.")
+    ] = None,
+    config: Annotated[
+        Path | None, typer.Option(help="JSON file with the release's config.")
+    ] = None,
+    changelog: Annotated[str, typer.Option(help="What changed in this release.")] = "",
+    rollback_plan: Annotated[str, typer.Option(help="What to do if this release misbehaves.")] = "",
+    rollback_target: Annotated[
+        str | None, typer.Option(help="Default rollback target version.")
+    ] = None,
+    owner: Annotated[str, typer.Option(help="Who owns this release.")] = "",
+    dataset: Annotated[str | None, typer.Option(help="Training data reference.")] = None,
+    dataset_digest: Annotated[str | None, typer.Option(help="Training data digest.")] = None,
+    code: Annotated[str | None, typer.Option(help="Code reference, e.g. a git commit.")] = None,
+    parent: Annotated[str | None, typer.Option(help="The release this one replaces.")] = None,
+    json: JsonOpt = False,
+) -> None:
+    """Register MODEL@VERSION from its artifact files. Registered releases never change."""
+    from backout.registry.manifest import Runtime
+
+    s = _settings(ctx)
+    options: dict[str, Any] = {}
+    for item in runtime_option or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"--runtime-option {item!r} must look like KEY=VALUE")
+        options[key] = value
+    result = s.registry().register(
+        model,
+        version,
+        artifact,
+        runtime=Runtime(kind=runtime, options=options),
+        contract=_load_contract(contract) if contract else None,
+        config=_read_json_file(config, "config") if config else None,
+        changelog=changelog,
+        rollback_plan=RollbackPlan(text=rollback_plan, target=rollback_target),
+        lineage=Lineage(dataset=dataset, dataset_digest=dataset_digest, code=code, parent=parent),
+        owner=owner,
+        actor=s.actor,
+    )
+    rel = result.release
+    if json:
+        _print_json({"created": result.created, **rel.to_dict()})
+        return
+    verb = "registered" if result.created else "already registered with identical content"
+    out.print(
+        f"{rel.ref} {verb}  manifest sha256:{rel.digest[:12]}…  {len(rel.manifest.artifacts)} artifact(s)"
+    )
+
+
+@release_app.command("list")
+def release_list(
+    ctx: typer.Context,
+    model: Annotated[str | None, typer.Argument(help="Only this model.")] = None,
+    known_good: Annotated[
+        bool, typer.Option("--known-good", help="Only known-good releases.")
+    ] = False,
+    owner: Annotated[str | None, typer.Option(help="Only releases of this owner.")] = None,
+    limit: Annotated[int | None, typer.Option(min=1, help="At most this many.")] = None,
+    json: JsonOpt = False,
+) -> None:
+    """List releases, newest first."""
+    rels = (
+        _settings(ctx)
+        .registry()
+        .list(model, owner=owner, known_good=True if known_good else None, limit=limit)
+    )
+    if json:
+        _print_json([r.to_dict() for r in rels])
+        return
+    if not rels:
+        out.print(
+            "no releases"
+            + (f" of {model}" if model else "")
+            + ": register one with `backout release register`"
+        )
+        return
+    t = Table(box=None, header_style="bold")
+    for col in ("release", "runtime", "known-good", "served", "registered", "owner", "changelog"):
+        t.add_column(col)
+    for r in rels:
+        t.add_row(
+            r.ref,
+            r.manifest.runtime.kind.value,
+            "yes" if r.known_good else "",
+            "yes" if r.first_served_at else "",
+            f"{r.registered_at:%Y-%m-%d %H:%M}",
+            r.manifest.owner,
+            _short(r.manifest.changelog),
+        )
+    out.print(t)
+
+
+@release_app.command("show")
+def release_show(
+    ctx: typer.Context,
+    ref: Annotated[str, typer.Argument(help="MODEL@VERSION")],
+    json: JsonOpt = False,
+) -> None:
+    """Show one release: manifest, artifacts, status and known-good history."""
+    reg = _settings(ctx).registry()
+    rel = reg.get(ref)
+    marks = reg.marks(ref)
+    if json:
+        _print_json({**rel.to_dict(), "marks": [m.to_dict() for m in marks]})
+        return
+    m = rel.manifest
+    rows = [
+        ("release", rel.ref),
+        ("digest", f"sha256:{rel.digest}"),
+        ("runtime", m.runtime.kind.value + (f" {m.runtime.options}" if m.runtime.options else "")),
+        ("owner", m.owner or "-"),
+        ("registered", f"{rel.registered_at:%Y-%m-%d %H:%M:%S} UTC by {m.created_by or '-'}"),
+        ("known-good", "yes" if rel.known_good else "no"),
+        (
+            "served",
+            f"since {rel.first_served_at:%Y-%m-%d %H:%M} UTC" if rel.first_served_at else "never",
+        ),
+        ("quarantined", rel.quarantined or "no"),
+        ("changelog", m.changelog or "-"),
+        (
+            "rollback plan",
+            (m.rollback_plan.text or "-")
+            + (f" (target {m.rollback_plan.target})" if m.rollback_plan.target else ""),
+        ),
+        ("contract", ", ".join(k for k in ("input", "output") if getattr(m.contract, k)) or "none"),
+        ("lineage", ", ".join(f"{k}={v}" for k, v in m.lineage.model_dump().items() if v) or "-"),
+    ]
+    t = Table(box=None, show_header=False)
+    t.add_column(style="bold")
+    t.add_column()
+    for k, v in rows:
+        t.add_row(k, v)
+    out.print(t)
+    a = Table(title="artifacts", box=None, header_style="bold", title_justify="left")
+    for col in ("path", "sha256", "size"):
+        a.add_column(col)
+    for art in m.artifacts:
+        a.add_row(art.path, art.sha256, f"{art.size:,}")
+    out.print(a)
+    for mark in marks:
+        out.print(
+            f"{mark.at:%Y-%m-%d %H:%M} {mark.action} known-good by {mark.actor}: {mark.reason}"
+        )
+
+
+@release_app.command("verify")
+def release_verify(
+    ctx: typer.Context,
+    ref: Annotated[str, typer.Argument(help="MODEL@VERSION")],
+    json: JsonOpt = False,
+) -> None:
+    """Re-hash the manifest and every artifact. Exit 1 on any mismatch, naming the file."""
+    report = _settings(ctx).registry().verify(ref)
+    if json:
+        _print_json(report.to_dict())
+    elif report.ok:
+        out.print(
+            f"{report.ref} verified: manifest and {len(report.checked) - 1} artifact(s) match their digests"
+        )
+    else:
+        for p in report.problems:
+            err.print(f"{report.ref}: {p}")
+    if not report.ok:
+        raise typer.Exit(1)
+
+
+@release_app.command("mark-good")
+def release_mark_good(
+    ctx: typer.Context,
+    ref: Annotated[str, typer.Argument(help="MODEL@VERSION")],
+    reason: Annotated[str, typer.Option(help="Why, for the audit log.")] = "",
+    unmark: Annotated[bool, typer.Option("--unmark", help="Remove the known-good mark.")] = False,
+    json: JsonOpt = False,
+) -> None:
+    """Mark a release as a known-good rollback point (or remove the mark)."""
+    s = _settings(ctx)
+    rel = s.registry().mark_good(ref, actor=s.actor, reason=reason, good=not unmark)
+    if json:
+        _print_json(rel.to_dict())
+    else:
+        out.print(f"{rel.ref} is {'now' if rel.known_good else 'no longer'} known-good")
+
+
+@release_app.command("delete")
+def release_delete(
+    ctx: typer.Context,
+    ref: Annotated[str, typer.Argument(help="MODEL@VERSION")],
+    reason: Annotated[str, typer.Option(help="Why, for the audit log.")],
+    yes: Annotated[bool, typer.Option("--yes", help="Confirm the deletion.")] = False,
+) -> None:
+    """Delete a release that has never served production traffic."""
+    if not yes:
+        raise ConfigError(f"deleting {ref} cannot be undone: add --yes to confirm")
+    s = _settings(ctx)
+    s.registry().delete(ref, actor=s.actor, reason=reason)
+    out.print(f"{ref} deleted")
+
+
+@release_app.command("quarantine")
+def release_quarantine(
+    ctx: typer.Context,
+    ref: Annotated[str, typer.Argument(help="MODEL@VERSION")],
+    reason: Annotated[str, typer.Option(help="Why, for callers and the audit log.")] = "",
+    lift: Annotated[
+        bool, typer.Option("--lift", help="Allow the release to take traffic again.")
+    ] = False,
+    json: JsonOpt = False,
+) -> None:
+    """Bar a release from all traffic (pins to it get 409 with the reason), or lift the bar."""
+    s = _settings(ctx)
+    rel = s.registry().quarantine(ref, actor=s.actor, reason=reason, lift=lift)
+    if json:
+        _print_json(rel.to_dict())
+    else:
+        out.print(
+            f"{rel.ref} is {'quarantined: ' + reason if rel.quarantined else 'no longer quarantined'}"
+        )

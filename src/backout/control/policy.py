@@ -1,0 +1,635 @@
+"""The policy: a model's runbook as code (YAML), validated, with safe defaults.
+
+For the engineer who writes a model's runbook and for the controller that follows it. A
+policy says how a rollout steps traffic and gates each step, what starts a rollback on its
+own (triggers), how the rollback runs (``emergency`` or ``staged``) and when it counts as
+complete, when to abort or freeze, and whom to tell. Every field has a default, so an empty
+file is a valid policy; unknown keys are errors, so a typo never passes silently.
+
+:func:`load_policy` reads a file; a malformed one raises :class:`~backout.errors.PolicyError`
+naming each bad field's path, value, allowed values and line. Durations are written ``30s``,
+``5m``, ``1h``, ``250ms``, ``1m30s`` or a number of seconds and held as float seconds;
+percentages are numbers from 0 to 100.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PlainSerializer,
+    field_validator,
+    model_validator,
+)
+
+from backout.configfile import (
+    Duration,
+    Email,
+    Fraction,
+    Percent,
+    Quantile,
+    Url,
+    format_duration,
+    parse_duration,
+    rule_error,
+    validate_yaml,
+)
+from backout.errors import BackoutError, PolicyError
+from backout.judges import core as j
+from backout.registry.manifest import check_model_name, check_version
+
+__all__ = [
+    "LAST_KNOWN_GOOD",
+    "Action",
+    "Capture",
+    "Completion",
+    "Contact",
+    "DriftJudgeSpec",
+    "DriftTrigger",
+    "Duration",
+    "ErrorRateJudgeSpec",
+    "ErrorRateTrigger",
+    "Escalation",
+    "Freeze",
+    "GateSpec",
+    "IntegrityJudgeSpec",
+    "IntegrityTrigger",
+    "JudgeSpec",
+    "LatencyBudgetJudgeSpec",
+    "LatencyJudgeSpec",
+    "LatencyTrigger",
+    "NoticeKind",
+    "Notifications",
+    "Policy",
+    "PrometheusTrigger",
+    "Replay",
+    "Rollback",
+    "Rollout",
+    "TailLatencyJudgeSpec",
+    "Termination",
+    "Trigger",
+    "Verification",
+    "default_policy",
+    "example_policy",
+    "format_duration",
+    "load_policy",
+    "parse_duration",
+    "parse_policy",
+    "render_policy",
+]
+
+LAST_KNOWN_GOOD = "last-known-good"
+
+
+def _increasing_to_100(steps: list[float], what: str) -> list[float]:
+    for i, (a, b) in enumerate(itertools.pairwise(steps)):
+        if b <= a:
+            raise rule_error(str(i + 1), f"{what} must be strictly increasing ({b:g} after {a:g})")
+    if steps and steps[-1] != 100:
+        raise rule_error(
+            str(len(steps) - 1), f"the last {what[:-1]} must be 100 (got {steps[-1]:g})"
+        )
+    return steps
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _empty_sections(cls, data: Any) -> Any:
+        """A section left empty (``rollout:`` with nothing under it) takes its defaults."""
+        if isinstance(data, dict):
+            return {
+                k: v
+                for k, v in data.items()
+                if not (v is None and k in cls.model_fields and _is_section(cls, k))
+            }
+        return data
+
+
+def _is_section(model: type[BaseModel], name: str) -> bool:
+    tp = model.model_fields[name].annotation
+    return isinstance(tp, type) and issubclass(tp, BaseModel)
+
+
+class Action(StrEnum):
+    """What the controller does when a gate cannot decide or its data is missing."""
+
+    WAIT = "wait"  # keep baking at the current step
+    ASK = "ask"  # pause and ask a person (notify the owners), traffic stays where it is
+    ROLLBACK = "rollback"  # treat it as a failure and roll back
+
+
+class NoticeKind(StrEnum):
+    """The kinds of notification a policy can subscribe its webhooks to."""
+
+    TRIGGER = "trigger"  # a trigger fired
+    PHASE = "phase"  # the controller changed phase
+    ABORT = "abort"  # a rollout or rollback was aborted
+    FREEZE = "freeze"  # the model was frozen
+    ESCALATION = "escalation"  # recovery is late: the next contact is called
+    COMPLETED = "completed"  # a rollout or rollback completed
+
+
+# --- judges and gates --------------------------------------------------------------------
+
+
+class _JudgeSpec(_Model):
+    min_requests: int | None = Field(default=None, ge=0)  # None: the gate's (the step's)
+
+    def _common(self, alpha: float, min_requests: int, horizon_batches: int) -> j.Common:
+        n = self.min_requests if self.min_requests is not None else min_requests
+        return j.Common(alpha=alpha, min_requests=n, horizon_batches=horizon_batches)
+
+
+class ErrorRateJudgeSpec(_JudgeSpec):
+    """Sequential test of the error rate against the baseline's."""
+
+    judge: Literal["error_rate"] = "error_rate"
+    tolerance: float = Field(default=j.ErrorRateConfig().tolerance, ge=0)
+
+    def build(self, common: j.Common) -> j.AnyJudge:
+        return j.ErrorRateJudge(j.ErrorRateConfig(common=common, tolerance=self.tolerance))
+
+
+class LatencyJudgeSpec(_JudgeSpec):
+    """Sequential test of the mean log-latency against the baseline's."""
+
+    judge: Literal["latency"] = "latency"
+    tolerance: float = Field(default=j.LatencyConfig().tolerance, ge=0)
+
+    def build(self, common: j.Common) -> j.AnyJudge:
+        return j.LatencyJudge(j.LatencyConfig(common=common, tolerance=self.tolerance))
+
+
+class TailLatencyJudgeSpec(_JudgeSpec):
+    """Sequential test of the share of requests above the baseline's quantiles."""
+
+    judge: Literal["tail_latency"] = "tail_latency"
+    quantiles: list[Quantile] = Field(
+        default_factory=lambda: list(j.TailLatencyConfig().quantiles), min_length=1
+    )
+    tolerance: float = Field(default=j.TailLatencyConfig().tolerance, ge=0)
+
+    @field_validator("quantiles")
+    @classmethod
+    def _sorted(cls, qs: list[float]) -> list[float]:
+        if len(set(qs)) != len(qs):
+            raise ValueError("quantiles must not repeat")
+        return sorted(qs)
+
+    def build(self, common: j.Common) -> j.AnyJudge:
+        cfg = j.TailLatencyConfig(
+            common=common, quantiles=tuple(self.quantiles), tolerance=self.tolerance
+        )
+        return j.TailLatencyJudge(cfg)
+
+
+class LatencyBudgetJudgeSpec(_JudgeSpec):
+    """An absolute budget: the quantile's latency must stay at or below ``max_ms``."""
+
+    judge: Literal["latency_budget"] = "latency_budget"
+    quantile: Quantile = j.LatencyBudgetConfig().quantile
+    max_ms: float = Field(default=j.LatencyBudgetConfig().limit_s * 1000, gt=0)
+
+    def build(self, common: j.Common) -> j.AnyJudge:
+        cfg = j.LatencyBudgetConfig(
+            limit_s=self.max_ms / 1000, quantile=self.quantile, common=common
+        )
+        return j.LatencyBudgetJudge(cfg)
+
+
+class DriftJudgeSpec(_JudgeSpec):
+    """Sequential test of each output class's share against the baseline's."""
+
+    judge: Literal["drift"] = "drift"
+    tolerance: float = Field(default=j.DriftConfig().tolerance, ge=0)
+    classes: list[str] = Field(default_factory=list)  # empty: the baseline's top classes
+
+    def build(self, common: j.Common) -> j.AnyJudge:
+        cfg = j.DriftConfig(common=common, classes=tuple(self.classes), tolerance=self.tolerance)
+        return j.DriftJudge(cfg)
+
+
+class IntegrityJudgeSpec(_JudgeSpec):
+    """Any NaN or infinity, contract violation or lost request fails at once."""
+
+    judge: Literal["integrity"] = "integrity"
+
+    def build(self, common: j.Common) -> j.AnyJudge:
+        return j.IntegrityJudge(j.IntegrityConfig(common=common))
+
+
+JudgeSpec = Annotated[
+    ErrorRateJudgeSpec
+    | LatencyJudgeSpec
+    | TailLatencyJudgeSpec
+    | LatencyBudgetJudgeSpec
+    | DriftJudgeSpec
+    | IntegrityJudgeSpec,
+    Field(discriminator="judge"),
+]
+
+
+def _default_judges() -> list[JudgeSpec]:
+    return [ErrorRateJudgeSpec(), LatencyJudgeSpec(), TailLatencyJudgeSpec(), IntegrityJudgeSpec()]
+
+
+class GateSpec(_Model):
+    """Which judges a gate runs, its family-wise false-fail rate, and its horizon."""
+
+    alpha: float = Field(default=0.05, gt=0, le=0.5)
+    judges: list[JudgeSpec] = Field(default_factory=_default_judges, min_length=1)
+    horizon: Duration | None = None  # inconclusive after this long; None: never
+
+    def build(self, *, min_requests: int = j.Common().min_requests) -> j.Gate:
+        """The judges' gate; ``min_requests`` applies to judges that do not set their own.
+        The horizon maps to batches (one batch is about one second)."""
+        batches = math.ceil(self.horizon) if self.horizon else 0
+        return j.Gate(
+            [s.build(s._common(self.alpha, min_requests, batches)) for s in self.judges],
+            self.alpha,
+        )
+
+
+# --- triggers ----------------------------------------------------------------------------
+
+
+class _TriggerBase(_Model):
+    name: str = ""  # empty: the kind
+    window: Duration = Field(default=60.0, gt=0)  # how far back the trigger looks
+    min_requests: int = Field(default=100, ge=0)  # fewer requests in the window: no verdict
+    mode: Literal["emergency", "staged"] | None = None  # None: the policy's rollback mode
+
+    @model_validator(mode="after")
+    def _named(self) -> _TriggerBase:
+        if not self.name:
+            self.name = str(getattr(self, "kind", ""))
+        return self
+
+
+class ErrorRateTrigger(_TriggerBase):
+    """Fires when the error rate passes ``max_rate`` or (``use_judge``) the sequential test
+    against the baseline fails."""
+
+    kind: Literal["error_rate"] = "error_rate"
+    max_rate: Fraction | None = None
+    use_judge: bool = False
+
+    @model_validator(mode="after")
+    def _something(self) -> ErrorRateTrigger:
+        if self.max_rate is None and not self.use_judge:
+            raise rule_error("max_rate", "an error_rate trigger needs max_rate or use_judge: true")
+        return self
+
+
+class LatencyTrigger(_TriggerBase):
+    """Fires when the latency at ``quantile`` passes ``max_ms``."""
+
+    kind: Literal["latency"] = "latency"
+    quantile: Quantile = 0.99
+    max_ms: float = Field(gt=0)
+
+
+class IntegrityTrigger(_TriggerBase):
+    """Fires on any NaN or infinity in the outputs or any contract violation."""
+
+    kind: Literal["integrity"] = "integrity"
+
+
+class DriftTrigger(_TriggerBase):
+    """Fires when the population stability index of the outputs passes ``max_psi``."""
+
+    kind: Literal["drift"] = "drift"
+    max_psi: float = Field(default=0.2, gt=0)
+
+
+class PrometheusTrigger(_TriggerBase):
+    """Fires when ``query`` (read from ``url``) compared with ``threshold`` by ``op`` holds."""
+
+    kind: Literal["prometheus"] = "prometheus"
+    url: Url
+    query: str = Field(min_length=1)
+    op: Literal[">", "<", ">=", "<="] = ">"
+    threshold: float
+
+
+Trigger = Annotated[
+    ErrorRateTrigger | LatencyTrigger | IntegrityTrigger | DriftTrigger | PrometheusTrigger,
+    Field(discriminator="kind"),
+]
+
+
+# --- the sections ------------------------------------------------------------------------
+
+
+class Contact(_Model):
+    """A person or rota to escalate to, reached by a webhook and/or an email address."""
+
+    name: str = Field(min_length=1)
+    webhook: Url | None = None
+    email: Email | None = None
+
+    @model_validator(mode="after")
+    def _reachable(self) -> Contact:
+        if self.webhook is None and self.email is None:
+            raise rule_error("webhook", f"contact {self.name!r} needs a webhook or an email")
+        return self
+
+
+class Escalation(_Model):
+    """Whom to call, in order, when recovery is not complete in time."""
+
+    contacts: list[Contact] = Field(default_factory=list)
+    after: Duration = Field(default=900.0, gt=0)  # each further contact after this much more
+    repeat: bool = False  # after the last contact, start again from the first
+
+    @field_validator("contacts")
+    @classmethod
+    def _unique(cls, contacts: list[Contact]) -> list[Contact]:
+        names = [c.name for c in contacts]
+        for i, name in enumerate(names):
+            if name in names[:i]:
+                raise rule_error(f"{i}.name", f"contact name {name!r} is used twice")
+        return contacts
+
+
+def _default_on() -> set[NoticeKind]:
+    return set(NoticeKind) - {NoticeKind.COMPLETED}
+
+
+def _sorted_kinds(kinds: set[NoticeKind]) -> list[str]:
+    return sorted(k.value for k in kinds)
+
+
+class Notifications(_Model):
+    """Webhooks (Slack-compatible) that hear about the kinds of events in ``on``."""
+
+    webhooks: list[Url] = Field(default_factory=list)
+    on: Annotated[set[NoticeKind], PlainSerializer(_sorted_kinds, when_used="json")] = Field(
+        default_factory=_default_on
+    )
+
+
+class Rollout(_Model):
+    """How traffic moves to a candidate: weights, bake time and gate of every step."""
+
+    steps: list[Percent] = Field(default_factory=lambda: [5.0, 25.0, 50.0, 100.0], min_length=1)
+    bake: Duration = 30.0  # at least this long at each step before its gate may pass
+    min_requests: int = Field(default=200, ge=0)  # candidate requests per step
+    gate: GateSpec = Field(default_factory=GateSpec)
+    # Unproven is not good: an inconclusive candidate goes back while it has little traffic.
+    on_inconclusive: Action = Action.ROLLBACK
+    # No data is often no traffic (a quiet night): ask a person rather than guess.
+    on_missing_data: Action = Action.ASK
+    missing_data_after: Duration = Field(default=300.0, gt=0)
+
+    @field_validator("steps")
+    @classmethod
+    def _steps(cls, steps: list[float]) -> list[float]:
+        return _increasing_to_100(steps, "rollout steps")
+
+    @model_validator(mode="after")
+    def _horizon(self) -> Rollout:
+        if self.gate.horizon is not None and self.gate.horizon < self.bake:
+            raise rule_error(
+                "gate.horizon",
+                f"gate.horizon ({format_duration(self.gate.horizon)}) must be at least the "
+                f"bake time ({format_duration(self.bake)})",
+            )
+        return self
+
+
+class Verification(_Model):
+    """The window after every rollback in which the target serves alone and must stay healthy."""
+
+    duration: Duration = Field(default=60.0, gt=0)
+    gate: GateSpec | None = None  # None: the triggers and the target's envelope
+    min_requests: int = Field(default=200, ge=0)
+
+
+class Rollback(_Model):
+    """How traffic moves back to a known-good release."""
+
+    mode: Literal["emergency", "staged"] = "staged"
+    target: str = LAST_KNOWN_GOOD  # or a version of the model
+    steps: list[Percent] = Field(default_factory=lambda: [50.0, 100.0], min_length=1)
+    bake: Duration = 15.0
+    gate: GateSpec = Field(default_factory=GateSpec)  # the target judged against the current
+    window: Duration = 0.0  # a target known-good within this may skip gates; 0: never
+    # An emergency trades the replay for time; digests and warmth are still checked and the
+    # verification window still follows.
+    skip_replay_in_emergency: bool = True
+    verification: Verification = Field(default_factory=Verification)
+
+    @field_validator("steps")
+    @classmethod
+    def _steps(cls, steps: list[float]) -> list[float]:
+        return _increasing_to_100(steps, "rollback steps")
+
+    @field_validator("target")
+    @classmethod
+    def _target(cls, target: str) -> str:
+        if target == LAST_KNOWN_GOOD:
+            return target
+        try:
+            return check_version(target)
+        except BackoutError as exc:
+            raise ValueError(f"must be {LAST_KNOWN_GOOD!r} or a version: {exc}") from None
+
+
+class Completion(_Model):
+    """How long things must stay healthy before they count as complete."""
+
+    rollout: Duration = 60.0  # at 100% before the candidate becomes known-good
+    rollback: Duration | None = None  # on the target; None: the verification duration
+
+
+class Termination(_Model):
+    """When a rollback gives up."""
+
+    abort_rollback_if_target_worse: bool = True
+    # An aborted rollback freezes traffic where it is rather than flap back to the release
+    # it was leaving; "revert" sends it back there.
+    on_abort: Literal["freeze", "revert"] = "freeze"
+    max_rollback_duration: Duration = Field(default=900.0, gt=0)
+
+
+class Freeze(_Model):
+    """Failures a rollback cannot fix: halt traffic changes and escalate instead."""
+
+    on_both_unhealthy: bool = True
+    on_integrity_both: bool = True
+
+
+class Capture(_Model):
+    """Which production requests are recorded for replay, and how they are scrubbed."""
+
+    rate: Fraction = 0.01
+    redact: list[str] = Field(default_factory=list)  # fields dropped before storing
+    hash: list[str] = Field(default_factory=list)  # fields replaced by a keyed hash
+    max_rows: int = Field(default=100_000, ge=0)
+
+    @model_validator(mode="after")
+    def _disjoint(self) -> Capture:
+        both = sorted(set(self.redact) & set(self.hash))
+        if both:
+            raise rule_error("hash", f"fields both redacted and hashed: {', '.join(both)}")
+        return self
+
+
+class Replay(_Model):
+    """How a rollback target is proven on recorded requests before it takes traffic."""
+
+    allowed: bool = True
+    requests: int = Field(default=500, ge=1)
+    max_error_rate: Fraction = 0.01
+    max_latency_ratio: float = Field(default=1.5, gt=0)  # of the envelope's p99
+    min_agreement: Fraction = 0.95  # share of outputs equal to the recorded ones
+
+
+class Policy(_Model):
+    """A model's runbook. Every field has a safe default; see ``examples/policies``."""
+
+    model: str | None = None  # when set, must match the deployed model
+    owners: list[str] = Field(default_factory=list)
+    escalation: Escalation = Field(default_factory=Escalation)
+    notifications: Notifications = Field(default_factory=Notifications)
+    rollout: Rollout = Field(default_factory=Rollout)
+    rollback: Rollback = Field(default_factory=Rollback)
+    triggers: list[Trigger] = Field(default_factory=lambda: _default_triggers())
+    completion: Completion = Field(default_factory=Completion)
+    termination: Termination = Field(default_factory=Termination)
+    freeze: Freeze = Field(default_factory=Freeze)
+    capture: Capture = Field(default_factory=Capture)
+    replay: Replay = Field(default_factory=Replay)
+
+    @field_validator("model")
+    @classmethod
+    def _model_name(cls, name: str | None) -> str | None:
+        try:
+            return None if name is None else check_model_name(name)
+        except BackoutError as exc:
+            raise ValueError(exc.message) from None
+
+    @field_validator("triggers")
+    @classmethod
+    def _unique(cls, triggers: list[Trigger]) -> list[Trigger]:
+        names = [t.name for t in triggers]
+        for i, name in enumerate(names):
+            if name in names[:i]:
+                raise rule_error(f"{i}.name", f"trigger name {name!r} is used twice; name each")
+        return triggers
+
+    @model_validator(mode="after")
+    def _rules(self) -> Policy:
+        if self.completion.rollback is None:
+            verification = self.rollback.verification.duration
+            self.completion = self.completion.model_copy(update={"rollback": verification})
+        rb = self.rollback
+        least = rb.verification.duration + (rb.bake * len(rb.steps) if rb.mode == "staged" else 0)
+        if self.termination.max_rollback_duration < least:
+            raise rule_error(
+                "termination.max_rollback_duration",
+                f"max_rollback_duration ({format_duration(self.termination.max_rollback_duration)})"
+                f" is shorter than the rollback's bakes and verification ({format_duration(least)})",
+            )
+        return self
+
+    @property
+    def rollback_completion(self) -> float:
+        """Seconds the target must stay healthy before a rollback is complete."""
+        return self.completion.rollback or self.rollback.verification.duration
+
+    def effective(self) -> dict[str, Any]:
+        """Every field with its defaults filled in, durations spelled like ``30s``."""
+        out: dict[str, Any] = _kind_first(self.model_dump(mode="json"))
+        return out
+
+    def validate_for(self, model: str) -> Policy:
+        """Return self if the policy may run ``model``, else raise :class:`PolicyError`."""
+        if self.model is not None and self.model != model:
+            raise PolicyError(
+                f"the policy is for model {self.model!r}, not {model!r}: fix its 'model' field"
+            )
+        return self
+
+
+def _default_triggers() -> list[Trigger]:
+    # Corrupt outputs are never worth a staged walk back: get off the release at once.
+    return [
+        IntegrityTrigger(name="integrity", mode="emergency"),
+        ErrorRateTrigger(name="error-rate", use_judge=True),
+    ]
+
+
+def _kind_first(value: Any) -> Any:
+    """The discriminator (``kind``, ``judge``) first in each mapping, as people write it."""
+    if isinstance(value, list):
+        return [_kind_first(v) for v in value]
+    if isinstance(value, dict):
+        first = [k for k in ("kind", "judge") if k in value]
+        return {k: _kind_first(value[k]) for k in [*first, *(k for k in value if k not in first)]}
+    return value
+
+
+def default_policy(model: str | None = None) -> Policy:
+    """The policy a model gets when it has none."""
+    return Policy(model=model)
+
+
+# --- loading ----------------------------------------------------------------------------
+
+
+def load_policy(path: Path) -> Policy:
+    """Read and validate the policy file at ``path``."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise PolicyError(f"{path}: policy file not found") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise PolicyError(f"{path}: cannot read the policy file: {exc}") from exc
+    return parse_policy(text, str(path))
+
+
+def parse_policy(text: str, source: str = "<policy>") -> Policy:
+    """Validate policy YAML; ``source`` names it in error messages."""
+    return validate_yaml(Policy, text, source, error=PolicyError, what="a policy")
+
+
+class _Dumper(yaml.SafeDumper):
+    """Lists of scalars on one line (``steps: [5, 25, 50, 100]``), the rest in blocks."""
+
+    def flow_list(self, data: Any) -> yaml.Node:
+        flow = all(not isinstance(v, dict | list) for v in data)
+        return self.represent_sequence("tag:yaml.org,2002:seq", data, flow_style=flow)
+
+
+_Dumper.add_representer(list, _Dumper.flow_list)
+
+
+def render_policy(policy: Policy) -> str:
+    """The effective policy as YAML, for ``backout policy check``."""
+    return yaml.dump(policy.effective(), Dumper=_Dumper, sort_keys=False, allow_unicode=True)
+
+
+def example_policy(name: str = "default") -> str:
+    """The text of a packaged example policy: ``default``, ``staged-rollback`` or
+    ``emergency`` (the files of ``examples/policies``)."""
+    from importlib.resources import files
+
+    resource = files("backout") / "examples" / f"{name}.yaml"
+    if not resource.is_file():
+        raise PolicyError(
+            f"no example policy {name!r}: choose default, staged-rollback or emergency"
+        )
+    return resource.read_text(encoding="utf-8")

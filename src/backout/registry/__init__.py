@@ -1,0 +1,6 @@
+"""The registry: immutable release manifests and the content-addressed artifacts they name.
+
+A release (``model@version``) is registered once and never changes; its artifacts live in
+a blob store under their SHA-256 and are verified on every read. Known-good marks,
+quarantine and deletion are recorded in the audit log.
+"""

@@ -1,0 +1,6 @@
+"""The data plane: backout's own gateway and what it needs on the request path.
+
+A Starlette app served by uvicorn workers: it reads the route table, picks a release per
+request (weights, sticky keys, pins), runs it through a runtime from the warm pool, records
+telemetry and captures, mirrors shadow traffic, and learns of route changes at once.
+"""
