@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from backout.control.operations import TRANSITIONS, Phase
+from backout.control.phases import TERMINAL, TRANSITIONS, Phase
 from backout.errors import Frozen, OperationInProgress
 from tests.controller_world import World, make_world, restart
 
@@ -95,7 +95,8 @@ def test_an_error_trigger_rolls_back_a_live_release_on_its_own(world: World) -> 
     world.run_until(lambda: world.op() is not None, limit=30)
     op = world.op()
     assert op is not None and op.kind == "rollback" and op.target == "1.0.0"
-    assert op.state["trigger"]["triggers"][0]["name"] == "errors"
+    assert op.state.trigger is not None
+    assert op.state.trigger["triggers"][0]["name"] == "errors"
 
 
 def test_a_target_that_fails_verification_after_a_trigger_freezes_the_model(world: World) -> None:
@@ -174,8 +175,26 @@ def test_tick_reapplies_weights_changed_behind_its_back(world: World) -> None:
 
 
 def test_every_transition_in_the_table_is_to_a_known_phase() -> None:
-    for src, dests in TRANSITIONS.items():
-        assert all(isinstance(d, Phase) for d in dests), src
+    for (src, event), dest in TRANSITIONS.items():
+        assert isinstance(dest, Phase), (src, event)
+        assert src is None or src not in TERMINAL, f"{src} is terminal but has a way out"
+
+
+def test_every_phase_has_a_handler_or_is_terminal_or_held() -> None:
+    from backout.control.controller import HANDLERS, HELD
+
+    for phase in Phase:
+        assert (phase in HANDLERS) + (phase in TERMINAL) + (phase in HELD) == 1, phase
+
+
+def test_every_phase_is_reachable_from_no_operation() -> None:
+    seen: set[Phase | None] = {None}
+    while True:
+        more = {to for (src, _), to in TRANSITIONS.items() if src in seen} - seen
+        if not more:
+            break
+        seen |= more
+    assert seen - {None} == set(Phase)
 
 
 def test_random_commands_and_crashes_keep_the_invariants(tmp_path: Path) -> None:

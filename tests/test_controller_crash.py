@@ -33,7 +33,8 @@ import sqlalchemy as sa
 from backout.control import triggers
 from backout.control.controller import Controller
 from backout.control.notify import InMemoryNotifier
-from backout.control.operations import TERMINAL, TRANSITIONS, Operation, Phase
+from backout.control.operations import Operation
+from backout.control.phases import TERMINAL, TRANSITIONS, Event, Phase
 from backout.control.policy import parse_policy
 from backout.errors import BackoutError
 from backout.registry.artifacts import LocalBlobStore
@@ -271,9 +272,9 @@ def check_invariants(store: Store, *, final: bool = False) -> None:
 
 
 def _op_row(r: Any) -> Operation:
-    from backout.control.operations import _op
+    from backout.control.operations import from_row
 
-    return _op(r)
+    return from_row(r)
 
 
 def _check_phase_events(ops: list[Operation], events: list[audit.Event]) -> None:
@@ -296,7 +297,8 @@ def _check_phase_events(ops: list[Operation], events: list[audit.Event]) -> None
                 f"op {op.id}: event {e.seq} moves from {came_from.value} but the operation was "
                 f"{phase.value}: a phase change has no event"
             )
-            assert e.kind == f"phase.{to.value}" and to in TRANSITIONS[came_from]
+            assert e.kind == f"phase.{to.value}"
+            assert TRANSITIONS[(came_from, Event(e.data["event"]))] == to, e.data
             phase = to
         assert phase == op.phase, (
             f"op {op.id} is {op.phase.value} but its last phase event says {phase.value}"
@@ -618,17 +620,26 @@ def _command_mid_tick(w: World, command: Callable[[], object]) -> dict[str, floa
     """Run ``command`` (another process's) in each tick after it has read the operation and
     before it writes its decision, until a tick would have moved a step; returns the weights
     the command left."""
-    read = w.controller._batches
+    source = w.controller.telemetry
     left: dict[str, float] = {}
 
-    def batches(*args: Any, **kw: Any) -> dict[str, list[Any]]:
-        op = w.op()
-        if not left and op is not None and w.clock() - op.step_started_at >= op.policy.rollout.bake:
-            command()
-            left.update(w.weights())
-        return read(*args, **kw)
+    class Interrupting:
+        """The world's telemetry, with another process's command landing during the read."""
 
-    w.controller._batches = batches  # type: ignore[method-assign]
+        def batches(
+            self, model: str, since: float, until: float | None = None
+        ) -> dict[str, list[Any]]:
+            op = w.op()
+            if (
+                not left
+                and op is not None
+                and w.clock() - op.step_started_at >= op.policy.rollout.bake
+            ):
+                command()
+                left.update(w.weights())
+            return source.batches(model, since, until)
+
+    w.controller.telemetry = Interrupting()
     w.run_until(lambda: bool(left), limit=30)
     return left
 

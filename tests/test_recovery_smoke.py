@@ -154,7 +154,7 @@ def test_a_latency_fault_rolls_back_in_emergency_with_no_failed_request(
     assert drill.outcome == "rolled-back", drill.to_dict()
     assert drill.target == "1.0.0"
     op = Controller(store, registry).operations("iris", limit=1)[0]
-    assert op.kind == "rollback" and op.state["mode"] == "emergency"
+    assert op.kind == "rollback" and op.state.mode == "emergency"
     assert Controller(store, registry).deployments.require("iris").weights == {"1.0.0": 10_000}
     late = [a for a in answers if a.sent > finished]
     assert late, "no traffic after the rollback"

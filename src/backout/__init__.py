@@ -30,7 +30,7 @@ _EXPORTS = {
     "Gateway": "backout.serving.gateway",
     "GatewaySettings": "backout.serving.gateway",
     "Controller": "backout.control.controller",
-    "Phase": "backout.control.operations",
+    "Phase": "backout.control.phases",
     "Policy": "backout.control.policy",
     "load_policy": "backout.control.policy",
     "parse_policy": "backout.control.policy",
@@ -85,7 +85,7 @@ __all__ = [
 if TYPE_CHECKING:
     from backout.control.controller import Controller
     from backout.control.drills import run_drill
-    from backout.control.operations import Phase
+    from backout.control.phases import Phase
     from backout.control.policy import Policy, load_policy, parse_policy
     from backout.errors import BackoutError
     from backout.judges.core import Gate, Judgement, Verdict

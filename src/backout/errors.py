@@ -8,7 +8,8 @@ at the boundary with ``raise ... from exc`` so callers only ever handle this tre
     BackoutError
     ├── ConfigError                 bad settings, URLs, flags or files given by the user
     │   ├── StoreUnavailable        a store URL that cannot be opened (retriable)
-    │   └── PolicyError             a malformed policy file (field, value, line)
+    │   ├── PolicyError             a malformed policy file (field, value, line)
+    │   └── UnsupportedByRouter     a policy that needs a capability its router lacks
     ├── ValidationError             a value that breaks the rules of the domain
     │   ├── InvalidVersion          a version that is neither semver nor a safe tag
     │   ├── InvalidContract         a contract that is not valid JSON Schema
@@ -24,6 +25,7 @@ at the boundary with ``raise ... from exc`` so callers only ever handle this tre
     ├── IntegrityError              stored bytes no longer match their digest
     │   ├── ArtifactCorrupt         a blob whose bytes do not hash to its address
     │   └── AuditChainBroken        an event log whose hash chain does not verify
+    ├── RouterError                 a traffic router that cannot be reached or refuses (retriable)
     ├── ArtifactError               a file to register that is missing or unreadable
     ├── RuntimeLoadError            a release that cannot be loaded into a predictor
     │   └── MlflowMissing           an MLflow release where MLflow is not installed
@@ -68,6 +70,12 @@ class StoreUnavailable(ConfigError):
 
 class PolicyError(ConfigError):
     """Raised for a malformed policy: names the field path, the value and the line."""
+
+    http_status = 422
+
+
+class UnsupportedByRouter(ConfigError):
+    """Raised when a policy needs a capability (pins, capture, ...) its router lacks."""
 
     http_status = 422
 
@@ -139,6 +147,14 @@ class ArtifactCorrupt(IntegrityError):
 
 class AuditChainBroken(IntegrityError):
     """Raised when the event log's hash chain does not verify."""
+
+
+class RouterError(BackoutError):
+    """Raised when a traffic router cannot be reached, refuses a table, or cannot say what it
+    serves. The controller records it and tries again on its next tick."""
+
+    http_status = 502
+    retriable = True
 
 
 class ArtifactError(BackoutError):

@@ -213,25 +213,8 @@ def traffic(
         version, pct = _split(shadow, ":", "--shadow", "1.5.0:10")
         shadow_spec = (version, _percent(pct, shadow))
     pins = dict(_split(p, "=", "--pin", "acme=1.4.0") for p in pin) if pin else None
-    ctl = s.controller()
-    ctl._refuse_if_frozen(model)
-    # Bad input is refused before anything else: --force must not pause a rollout for a
-    # route change that is then rejected.
-    s.deployments().check_traffic(model, parsed, shadow=shadow_spec, pins=pins)
-    op = ctl.active(model)
-    if op is not None and op.phase.value != "paused":
-        from backout.errors import OperationInProgress
-
-        if not force:
-            raise OperationInProgress(
-                f"{model} has a {op.kind} in progress ({op.phase.value}): traffic set by hand would "
-                "fight it; `backout pause` it first or pass --force (which pauses it)"
-            )
-        ctl.pause(
-            model, actor=s.actor, reason=f"traffic forced by hand: {' '.join(weights)}", forced=True
-        )
-    table = s.deployments().set_traffic(
-        model, parsed, shadow=shadow_spec, pins=pins, actor=s.actor, reason=reason
+    table = s.controller().set_traffic(
+        model, parsed, shadow=shadow_spec, pins=pins, actor=s.actor, reason=reason, force=force
     )
     if json:
         _print_json(table.to_dict() | {"weights": {v: w / 100 for v, w in table.weights.items()}})
@@ -313,12 +296,11 @@ def rollback(
     if json:
         _print_json(op.to_dict())
     else:
-        mode = op.state.get("mode", "")
         out.print(
-            f"{mode} rollback of {model} from {op.stable} to {op.target} started: {_weights(op.weights)} ({op.phase.value})"
+            f"{op.state.mode} rollback of {model} from {op.stable} to {op.target} started: {_weights(op.weights)} ({op.phase.value})"
         )
-        if op.state.get("warm"):
-            out.print(op.state["warm"])
+        if op.state.warm:
+            out.print(op.state.warm)
 
 
 def _op_command(name: str, doc: str) -> None:

@@ -9,6 +9,7 @@ recorded in the same transaction as the decision that needs it.
 from __future__ import annotations
 
 import logging
+from datetime import UTC, datetime
 
 from sqlalchemy.engine import Connection
 
@@ -20,9 +21,11 @@ from backout.control.notify import (
     Severity,
     notifier_for,
 )
-from backout.control.operations import OPS, Operation, Phase, _active
+from backout.control.operations import Operation, Operations
+from backout.control.phases import Phase
 from backout.control.policy import NoticeKind, Policy
 from backout.store import Store, audit
+from backout.types import Clock, system_clock
 
 log = logging.getLogger("backout.controller")
 
@@ -30,8 +33,10 @@ log = logging.getLogger("backout.controller")
 class Alerts:
     """Notices and escalations for every model the controller drives."""
 
-    def __init__(self, store: Store, *, actor: str, notifier: Notifier | None = None) -> None:
+    def __init__(self, store: Store, *, actor: str, notifier: Notifier | None = None,
+                 clock: Clock = system_clock) -> None:  # fmt: skip
         self.store = store
+        self.clock = clock
         self.actor = actor
         self.fixed = notifier  # None: each model's policy names its webhooks
         self._notifiers: dict[str, tuple[tuple[str, ...], Notifier]] = {}
@@ -59,18 +64,15 @@ class Alerts:
         if op.kind != "rollback" and op.phase != Phase.FROZEN and not force:
             return None
         esc = Escalator(op.policy.escalation)
-        level = int(op.state.get("escalated", 0))
+        level = op.state.escalated
         contact = esc.contact(level) if force else esc.due(op.started_at, now, level)
         if contact is None:
             return None
-        fresh = _active(conn, op.model)
-        if fresh is not None and fresh.id == op.id:
-            fresh.state["escalated"] = level + 1
-            conn.execute(OPS.update().where(OPS.c.id == op.id).values(state=fresh.state))
-        audit.append(conn, "escalation", model=op.model, actor=self.actor,
+        Operations.merge_state(conn, op.id, escalated=level + 1)
+        audit.append(conn, "escalation", model=op.model, actor=self.actor, at=datetime.fromtimestamp(now, UTC),
                      reason=f"escalated to {contact.name}: {op.kind} {op.phase.value} after {now - op.started_at:.0f} s",
                      data={"operation": op.id, "contact": contact.name, "level": level + 1})  # fmt: skip
-        op.state["escalated"] = level + 1
+        op.state.escalated = level + 1
         return esc.notice(level, model=op.model, started_at=op.started_at, now=now,
                           incident=str(op.id), reason=f"{op.kind} {op.phase.value}")  # fmt: skip
 

@@ -1,69 +1,51 @@
-"""Operations: the stored state of rollouts and rollbacks, and their phases.
+"""Operations as stored: the typed record of a rollout or rollback, and every SQL it takes.
 
-An operation is one rollout or one rollback (an incident) of a model. Its row in the store
-holds everything the controller needs to resume it after a crash: the phase, the step, the
-weights that should be live, counters, and the policy it runs by, frozen at its start. At
-most one operation per model is active (``ended_at`` is NULL), which a unique index holds.
+An operation's row holds everything the controller needs to resume it after a crash: the
+phase, the step, the weights that should be live, its typed state, and the policy it runs
+by, frozen at its start. At most one operation per model is active (``ended_at`` is NULL),
+which a unique index holds. :class:`Operations` is the only code that reads or writes the
+``operations``, ``freezes``, ``policies`` and ``leases`` tables; everything else asks it.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass
-from enum import StrEnum
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 import sqlalchemy as sa
+from pydantic import BaseModel, ConfigDict
 from sqlalchemy.engine import Connection
 
-from backout.control.policy import Policy
+from backout.control.phases import TERMINAL, Phase
+from backout.control.policy import Policy, default_policy
 from backout.store import Store, schema
 
 OPS = schema.operations
+FREEZES = schema.freezes
+POLICIES = schema.policies
+LEASES = schema.leases
 
 
-class Phase(StrEnum):
-    """Where an operation is. Terminal phases end the operation."""
+class OperationState(BaseModel):
+    """What an operation carries besides its phase, step and weights, typed.
 
-    ROLLING_OUT = "rolling-out"  # the candidate takes a step's weight and bakes behind a gate
-    AWAITING_APPROVAL = "awaiting-approval"  # inconclusive or missing data: a human decides
-    PAUSED = "paused"  # held by a human (or a forced `backout traffic`); nothing moves
-    COMPLETING = "completing"  # candidate at 100%, proving the completion criteria
-    ROLLING_BACK = "rolling-back"  # staged rollback: the target takes steps behind a gate
-    VERIFYING = "verifying"  # all traffic on the target; its verification window runs
-    FROZEN = "frozen"  # both releases unhealthy: traffic halted where it is, escalated
-    SUCCEEDED = "succeeded"  # rollout complete; the candidate is known-good (terminal)
-    ROLLED_BACK = "rolled-back"  # rollback complete and verified (terminal)
-    ABORTED = "aborted"  # stopped by a human or a termination signal (terminal)
-    UNFROZEN = "unfrozen"  # a freeze lifted by an explicit command (terminal)
+    Stored as JSON in the operation's row; unknown keys from older rows are ignored.
+    """
 
+    model_config = ConfigDict(extra="ignore")
 
-TERMINAL = frozenset({Phase.SUCCEEDED, Phase.ROLLED_BACK, Phase.ABORTED, Phase.UNFROZEN})
-_ROLLBACK_ENTRY = frozenset({Phase.ROLLING_BACK, Phase.VERIFYING, Phase.FROZEN})
-
-TRANSITIONS: dict[Phase, frozenset[Phase]] = {
-    Phase.ROLLING_OUT: frozenset(
-        {Phase.ROLLING_OUT, Phase.AWAITING_APPROVAL, Phase.PAUSED, Phase.COMPLETING, Phase.ABORTED}
-        | _ROLLBACK_ENTRY
-    ),
-    Phase.AWAITING_APPROVAL: frozenset(
-        {Phase.ROLLING_OUT, Phase.COMPLETING, Phase.PAUSED, Phase.ABORTED} | _ROLLBACK_ENTRY
-    ),
-    Phase.PAUSED: frozenset(
-        {Phase.ROLLING_OUT, Phase.AWAITING_APPROVAL, Phase.COMPLETING, Phase.ABORTED}
-        | _ROLLBACK_ENTRY
-    ),
-    Phase.COMPLETING: frozenset({Phase.SUCCEEDED, Phase.PAUSED, Phase.ABORTED} | _ROLLBACK_ENTRY),
-    Phase.ROLLING_BACK: frozenset(
-        {Phase.ROLLING_BACK, Phase.VERIFYING, Phase.PAUSED, Phase.ABORTED, Phase.FROZEN}
-    ),
-    Phase.VERIFYING: frozenset({Phase.ROLLED_BACK, Phase.PAUSED, Phase.FROZEN}),
-    Phase.FROZEN: frozenset({Phase.UNFROZEN}),
-    Phase.SUCCEEDED: frozenset(),
-    Phase.ROLLED_BACK: frozenset(),
-    Phase.ABORTED: frozenset(),
-    Phase.UNFROZEN: frozenset(),
-}
+    mode: str = ""  # rollback: emergency | staged
+    trigger: dict[str, Any] | None = None  # rollback: the evidence that started it, if automatic
+    warm: str = ""  # rollback: a note when the target was not a warm rollback point
+    from_weights: dict[str, float] = {}  # rollback: the weights before it moved traffic
+    superseded: int | None = None  # rollback: the rollout it took over from
+    skip_gates: bool = False  # rollback: inside the policy's rollback window
+    last_gate: dict[str, Any] | None = None  # the latest gate verdict, for status and reports
+    paused_from: Phase | None = None  # paused: the phase to resume in
+    forced: bool = False  # paused because traffic was set by hand
+    approved_step: int | None = None  # the step a person approved despite its gate
+    escalated: int = 0  # how many contacts have been called
 
 
 @dataclass
@@ -78,13 +60,13 @@ class Operation:
     stable: str  # rollout: the release it replaces; rollback: the release rolled back from
     target: str  # rollout: the candidate; rollback: the target
     weights: dict[str, float]
-    state: dict[str, Any]
     policy: Policy
     reason: str
     actor: str
     started_at: float
     step_started_at: float
     updated_at: float
+    state: OperationState = field(default_factory=OperationState)
     ended_at: float | None = None
     outcome: str | None = None
 
@@ -96,70 +78,200 @@ class Operation:
         return {
             "id": self.id, "model": self.model, "kind": self.kind, "phase": self.phase.value,
             "step": self.step, "stable": self.stable, "target": self.target,
-            "weights": self.weights, "state": self.state, "reason": self.reason,
-            "actor": self.actor, "started_at": self.started_at,
+            "weights": self.weights, "state": self.state.model_dump(mode="json"),
+            "reason": self.reason, "actor": self.actor, "started_at": self.started_at,
             "step_started_at": self.step_started_at, "updated_at": self.updated_at,
             "ended_at": self.ended_at, "outcome": self.outcome,
         }  # fmt: skip
 
 
-class _Stale(Exception):
+class Stale(Exception):
     """The operation changed after this tick read it (a command from another process landed
     in between): the tick's decision is void, and the next tick decides on fresh state."""
 
 
-def acquire_lease(store: Store, name: str, holder: str, ttl: float, now: float) -> bool:
-    """Take or renew the lease ``name``; False when another live holder has it."""
-    L = schema.leases
-    with store.write() as conn:
-        row = conn.execute(sa.select(L).where(L.c.name == name)).first()
-        if row is None:
-            conn.execute(L.insert().values(name=name, holder=holder, expires_at=now + ttl))
-            return True
-        if row.holder == holder or row.expires_at < now:
-            conn.execute(
-                L.update().where(L.c.name == name).values(holder=holder, expires_at=now + ttl)
-            )
-            return True
-        return False
-
-
-def _check_fresh(conn: Connection, op: Operation) -> None:
-    """Raise :class:`_Stale` unless ``op`` is still active and unchanged in the store."""
-    row = conn.execute(
-        sa.select(OPS.c.phase, OPS.c.updated_at).where(OPS.c.id == op.id, OPS.c.ended_at.is_(None))
-    ).first()
-    if row is None or row.phase != op.phase.value or row.updated_at != op.updated_at:
-        raise _Stale(op.id)
-
-
-def _active(conn: Connection, model: str) -> Operation | None:
-    row = conn.execute(sa.select(OPS).where(OPS.c.model == model, OPS.c.ended_at.is_(None))).first()
-    return _op(row) if row else None
-
-
-def _op(r: Any) -> Operation:
+def from_row(r: Any) -> Operation:
+    """An :class:`Operation` from a row of the ``operations`` table."""
     return Operation(id=r.id, model=r.model, kind=r.kind, phase=Phase(r.phase), step=r.step, stable=r.stable,
-                     target=r.target, weights={k: float(v) for k, v in r.weights.items()}, state=dict(r.state),
+                     target=r.target, weights={k: float(v) for k, v in r.weights.items()},
+                     state=OperationState.model_validate(r.state or {}),
                      policy=Policy.model_validate(r.policy), reason=r.reason, actor=r.actor,
                      started_at=r.started_at, step_started_at=r.step_started_at, updated_at=r.updated_at,
                      ended_at=r.ended_at, outcome=r.outcome)  # fmt: skip
 
 
-def _split(stable: str, candidate: str, candidate_pct: float) -> dict[str, float]:
-    """Weights with the candidate at ``candidate_pct`` and the rest on stable."""
-    if candidate_pct >= 100:
-        return {candidate: 100.0}
-    return {stable: round(100.0 - candidate_pct, 2), candidate: round(candidate_pct, 2)}
+class Operations:
+    """The repository of operations, freezes, policies and the controller lease."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+
+    # -- operations ------------------------------------------------------------------------
+
+    @staticmethod
+    def active_in(conn: Connection, model: str) -> Operation | None:
+        """The model's operation in progress, read in the caller's transaction."""
+        row = conn.execute(
+            sa.select(OPS).where(OPS.c.model == model, OPS.c.ended_at.is_(None))
+        ).first()
+        return from_row(row) if row else None
+
+    def active(self, model: str) -> Operation | None:
+        with self.store.read() as conn:
+            return self.active_in(conn, model)
+
+    def get(self, op_id: int) -> Operation | None:
+        with self.store.read() as conn:
+            row = conn.execute(sa.select(OPS).where(OPS.c.id == op_id)).first()
+        return from_row(row) if row else None
+
+    def recent(
+        self, model: str, limit: int = 20, *, kind: str | None = None, after: int = 0
+    ) -> list[Operation]:
+        """The model's operations, newest first (``after``: only ids above it)."""
+        q = sa.select(OPS).where(OPS.c.model == model, OPS.c.id > after)
+        if kind is not None:
+            q = q.where(OPS.c.kind == kind)
+        with self.store.read() as conn:
+            return [from_row(r) for r in conn.execute(q.order_by(OPS.c.id.desc()).limit(limit))]
+
+    @staticmethod
+    def insert(conn: Connection, model: str, kind: str, phase: Phase, stable: str, target: str,
+               weights: dict[str, float], policy: Policy, reason: str, actor: str, now: float, *,
+               state: OperationState | None = None, step_at: float | None = None) -> Operation:  # fmt: skip
+        """Write a new operation in ``phase`` (ended at once when the phase is terminal)."""
+        ended = phase in TERMINAL
+        op = Operation(id=0, model=model, kind=kind, phase=phase, step=0, stable=stable, target=target,
+                       weights=weights, state=state or OperationState(), policy=policy, reason=reason,
+                       actor=actor, started_at=now, step_started_at=step_at or now, updated_at=now,
+                       ended_at=now if ended else None, outcome=phase.value if ended else None)  # fmt: skip
+        values = op.to_dict() | {"policy": policy.model_dump(mode="json")}
+        del values["id"]
+        key = conn.execute(OPS.insert().values(**values)).inserted_primary_key
+        assert key is not None
+        op.id = int(key[0])
+        return op
+
+    @staticmethod
+    def update_if_unchanged(
+        conn: Connection, op: Operation, seen_phase: Phase, seen_at: float
+    ) -> None:
+        """Write ``op`` over its row only if the row is still as it was read; else :class:`Stale`.
+
+        A tick decides on what it read before its write began, and a command from another
+        process (pause, abort) may have landed in between; writing over it would undo the
+        command.
+        """
+        written = conn.execute(OPS.update().where(
+            OPS.c.id == op.id, OPS.c.phase == seen_phase.value, OPS.c.updated_at == seen_at,
+            OPS.c.ended_at.is_(None),
+        ).values(
+            phase=op.phase.value, step=op.step, weights=op.weights,
+            state=op.state.model_dump(mode="json"), step_started_at=op.step_started_at,
+            updated_at=op.updated_at, ended_at=op.ended_at, outcome=op.outcome,
+        )).rowcount  # fmt: skip
+        if written != 1:
+            raise Stale(op.id)
+
+    @staticmethod
+    def check_fresh(conn: Connection, op: Operation) -> None:
+        """Raise :class:`Stale` unless ``op`` is still active and unchanged in the store."""
+        row = conn.execute(
+            sa.select(OPS.c.phase, OPS.c.updated_at).where(
+                OPS.c.id == op.id, OPS.c.ended_at.is_(None)
+            )
+        ).first()
+        if row is None or row.phase != op.phase.value or row.updated_at != op.updated_at:
+            raise Stale(op.id)
+
+    @staticmethod
+    def merge_state(conn: Connection, op_id: int, **fields: Any) -> None:
+        """Set some fields of an active operation's state, keeping the rest as stored.
+
+        For writes that are not decisions (the latest gate verdict, an escalation level):
+        the rest of the state may have changed since the caller read it.
+        """
+        stored = conn.execute(
+            sa.select(OPS.c.state).where(OPS.c.id == op_id, OPS.c.ended_at.is_(None))
+        ).scalar()
+        if stored is None:
+            return
+        state = OperationState.model_validate(stored).model_copy(update=fields)
+        conn.execute(
+            OPS.update().where(OPS.c.id == op_id).values(state=state.model_dump(mode="json"))
+        )
+
+    # -- freezes ---------------------------------------------------------------------------
+
+    @staticmethod
+    def freeze_reason(conn: Connection, model: str) -> str | None:
+        return conn.execute(sa.select(FREEZES.c.reason).where(FREEZES.c.model == model)).scalar()
+
+    def frozen(self, model: str) -> str | None:
+        """Why ``model`` is frozen, or None."""
+        with self.store.read() as conn:
+            return self.freeze_reason(conn, model)
+
+    @staticmethod
+    def add_freeze(conn: Connection, model: str, why: str, at: float, op_id: int | None) -> bool:
+        """Freeze ``model``; False when it already was."""
+        if Operations.freeze_reason(conn, model) is not None:
+            return False
+        conn.execute(FREEZES.insert().values(model=model, reason=why, at=at, operation_id=op_id))
+        return True
+
+    @staticmethod
+    def remove_freeze(conn: Connection, model: str) -> bool:
+        """Lift the freeze; False when ``model`` was not frozen."""
+        return bool(conn.execute(FREEZES.delete().where(FREEZES.c.model == model)).rowcount)
+
+    # -- policies --------------------------------------------------------------------------
+
+    def policy_for(self, model: str) -> Policy:
+        """The model's stored policy, or the default one."""
+        with self.store.read() as conn:
+            row = conn.execute(
+                sa.select(POLICIES.c.policy).where(POLICIES.c.model == model)
+            ).first()
+        return Policy.model_validate(row.policy) if row else default_policy(model)
+
+    @staticmethod
+    def save_policy(conn: Connection, model: str, doc: dict[str, Any], source: str) -> None:
+        now = datetime.now(UTC)
+        if conn.execute(sa.select(POLICIES.c.model).where(POLICIES.c.model == model)).first():
+            conn.execute(
+                POLICIES.update()
+                .where(POLICIES.c.model == model)
+                .values(policy=doc, source=source, updated_at=now)
+            )
+        else:
+            conn.execute(
+                POLICIES.insert().values(model=model, policy=doc, source=source, updated_at=now)
+            )
+
+    # -- the controller lease --------------------------------------------------------------
+
+    def acquire_lease(self, name: str, holder: str, ttl: float, now: float) -> bool:
+        """Take or renew the lease ``name``; False when another live holder has it."""
+        with self.store.write() as conn:
+            row = conn.execute(sa.select(LEASES).where(LEASES.c.name == name)).first()
+            if row is None:
+                conn.execute(LEASES.insert().values(name=name, holder=holder, expires_at=now + ttl))
+                return True
+            if row.holder == holder or row.expires_at < now:
+                conn.execute(
+                    LEASES.update()
+                    .where(LEASES.c.name == name)
+                    .values(holder=holder, expires_at=now + ttl)
+                )
+                return True
+            return False
+
+    @staticmethod
+    def lease_holder(conn: Connection, name: str) -> str | None:
+        return conn.execute(sa.select(LEASES.c.holder).where(LEASES.c.name == name)).scalar()
 
 
-def _dominant(weights: Mapping[str, int | float]) -> str:
-    return max(weights, key=lambda v: weights[v])
-
-
-def _clean(weights: Mapping[str, float]) -> dict[str, float]:
-    return {v: round(w, 2) for v, w in weights.items() if w > 0}
-
-
-def _fmt_weights(weights: Mapping[str, float]) -> str:
-    return " ".join(f"{v}={w:g}%" for v, w in weights.items())
+def acquire_lease(store: Store, name: str, holder: str, ttl: float, now: float) -> bool:
+    """Take or renew the lease ``name`` in ``store``; False when another live holder has it."""
+    return Operations(store).acquire_lease(name, holder, ttl, now)

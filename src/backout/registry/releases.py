@@ -41,6 +41,7 @@ from backout.registry.manifest import (
     parse_ref,
 )
 from backout.store import Store, as_utc, audit, bump_generation, schema
+from backout.types import Clock, system_clock
 
 R = schema.releases
 
@@ -125,9 +126,10 @@ class Mark:
 class Registry:
     """Releases in a store, their bytes in a blob store."""
 
-    def __init__(self, store: Store, blobs: BlobStore) -> None:
+    def __init__(self, store: Store, blobs: BlobStore, *, clock: Clock = system_clock) -> None:
         self.store = store
         self.blobs = blobs
+        self.clock = clock  # when marks and their events happened (shared with the controller)
 
     # -- writing -----------------------------------------------------------------------
 
@@ -243,14 +245,21 @@ class Registry:
                 raise ValidationError(
                     f"{ref} is quarantined ({row.quarantined}) and cannot be marked known-good"
                 )
-            self.record_mark(conn, model, version, actor=actor, reason=reason, good=good)
+            self.record_mark(
+                conn, model, version, actor=actor, reason=reason, good=good, at=self.clock()
+            )
         return self.get(ref)
 
     @staticmethod
     def record_mark(conn: Connection, model: str, version: str, *, actor: str, reason: str,
-                    good: bool = True) -> None:  # fmt: skip
-        """Mark or unmark a release known-good inside the caller's write, with its history."""
+                    good: bool = True, at: float | None = None) -> None:  # fmt: skip
+        """Mark or unmark a release known-good inside the caller's write, with its history.
+
+        ``at``: when, in seconds since the epoch (default: now); the rollback window is
+        measured from it.
+        """
         action = "mark" if good else "unmark"
+        when = datetime.fromtimestamp(at, UTC) if at is not None else datetime.now(UTC)
         conn.execute(
             R.update().where(R.c.model == model, R.c.version == version).values(known_good=good)
         )
@@ -258,12 +267,12 @@ class Registry:
         conn.execute(
             schema.release_marks.insert().values(
                 model=model, version=version, action=action, actor=actor, reason=reason,
-                at=datetime.now(UTC),
+                at=when,
             )
         )  # fmt: skip
         audit.append(
             conn, f"release.{action}ed-good", model=model, actor=actor,
-            reason=reason or f"{action}ed known-good", data={"version": version},
+            reason=reason or f"{action}ed known-good", data={"version": version}, at=when,
         )  # fmt: skip
 
     def quarantine(self, ref: str, *, actor: str, reason: str, lift: bool = False) -> Release:

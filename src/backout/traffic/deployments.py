@@ -196,7 +196,7 @@ class Deployments:
             shadow=sh,
             pins=dict(pins) if pins is not None else (dict(old.pins) if old else {}),
         )
-        now = datetime.now(UTC)
+        now = datetime.fromtimestamp(self.registry.clock(), UTC)
         row = {"generation": table.generation, "routes": table.to_dict(), "updated_at": now,
                "updated_by": actor}  # fmt: skip
         if old is None:
@@ -211,6 +211,7 @@ class Deployments:
             data={"weights": {v: w / 100 for v, w in table.weights.items()},
                   "shadow": table.to_dict()["shadow"], "pins": dict(table.pins),
                   "generation": table.generation, **(data or {})},
+            at=now,
         )  # fmt: skip
         return table
 

@@ -1,0 +1,208 @@
+"""The controller's mechanics: its collaborators, and the one place a phase changes.
+
+Everything the commands and the phase handlers share: the store and the repository of
+operations, the injected clock, the :class:`~backout.traffic.router.TrafficRouter` that
+carries traffic and the :class:`~backout.telemetry.source.TelemetrySource` that reports
+it, notifications, and :meth:`ControllerBase.transition`, which looks the change up in the
+state machine's table, writes it (fenced, and only over the state it was decided on), moves
+traffic and records an event, all in the caller's transaction.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy.engine import Connection
+
+from backout.control.alerts import Alerts
+from backout.control.notify import Notice, Notifier
+from backout.control.operations import Operation, Operations, OperationState, Stale
+from backout.control.phases import TERMINAL, Event, Phase, next_phase
+from backout.control.policy import Policy
+from backout.control.triggers import MetricSource
+from backout.errors import RouterError
+from backout.registry.releases import Registry
+from backout.store import Store, audit
+from backout.telemetry.batches import Batch
+from backout.telemetry.source import StoreTelemetry, TelemetrySource
+from backout.traffic.deployments import Deployments
+from backout.traffic.router import GatewayRouter, TrafficRouter
+from backout.types import Clock
+
+log = logging.getLogger("backout.controller")
+
+LEASE = "controller"
+
+
+class ControllerBase:
+    """The collaborators and the mechanics every part of the controller uses."""
+
+    def __init__(
+        self,
+        store: Store,
+        registry: Registry,
+        *,
+        notifier: Notifier | None = None,
+        clock: Clock | None = None,
+        metrics: MetricSource | None = None,
+        router: TrafficRouter | None = None,
+        telemetry: TelemetrySource | None = None,
+        actor: str = "controller",
+    ) -> None:
+        self.store = store
+        self.registry = registry
+        # One clock for the controller, the registry's marks and the audit log it writes.
+        self.clock: Clock = clock or registry.clock
+        if clock is not None:
+            registry.clock = clock
+        self.ops = Operations(store)
+        self.deployments = Deployments(store, registry)
+        self.router: TrafficRouter = router or GatewayRouter(self.deployments)
+        self.telemetry: TelemetrySource = telemetry or StoreTelemetry(store)
+        self.notifier = notifier  # None: each model's policy names its webhooks
+        self.alerts = Alerts(store, actor=actor, notifier=notifier, clock=self.clock)
+        self.metrics = metrics
+        self.actor = actor
+        self._holder: str | None = None  # the lease this controller ticks under, in run()
+        self._gates: dict[tuple[int, int, str], Any] = {}
+        self._policy_cache: dict[str, Policy] = {}
+
+    # -- reading -----------------------------------------------------------------------
+
+    def active(self, model: str) -> Operation | None:
+        """The model's operation in progress, or None."""
+        return self.ops.active(model)
+
+    def operations(self, model: str, limit: int = 20) -> list[Operation]:
+        """The model's operations, newest first."""
+        return self.ops.recent(model, limit)
+
+    def policy_for(self, model: str) -> Policy:
+        """The policy the model runs by (its stored one, or the default)."""
+        return self.ops.policy_for(model)
+
+    def frozen(self, model: str) -> str | None:
+        """Why the model is frozen, or None."""
+        return self.ops.frozen(model)
+
+    def now_utc(self) -> datetime:
+        """The controller's clock as an aware datetime, for events."""
+        return datetime.fromtimestamp(self.clock(), UTC)
+
+    def batches(
+        self, model: str, since: float, until: float | None = None
+    ) -> dict[str, list[Batch]]:
+        """Per-release telemetry of ``model`` from the telemetry source."""
+        return self.telemetry.batches(model, since, until)
+
+    # -- the one place a phase changes -------------------------------------------------
+
+    def transition(self, conn: Connection, op: Operation, event: Event, actor: str, reason: str,
+                   evidence: Mapping[str, Any], *, new_step: bool = False, move: bool = True) -> None:  # fmt: skip
+        """Apply ``event`` to ``op``: the table names the next phase; checked, written, moved
+        (unless ``move`` is False or the new phase holds traffic still) and recorded, in the
+        caller's write."""
+        to = next_phase(op.phase, event, model=op.model)
+        before, seen = op.phase, op.updated_at
+        op.phase = to
+        now = self.clock()
+        if new_step:
+            op.step_started_at = now
+        op.updated_at = now
+        if to in TERMINAL:
+            op.ended_at = now
+            op.outcome = to.value
+        self.fence(conn)
+        self.ops.update_if_unchanged(conn, op, before, seen)
+        if move and to not in (Phase.FROZEN, Phase.PAUSED) and to not in TERMINAL:
+            self.apply(conn, op, actor, reason)
+        self.event(conn, f"phase.{to.value}", op.model, actor, reason,
+                   {"operation": op.id, "kind": op.kind, "event": event.value, "from": before.value,
+                    "to": to.value, "step": op.step, "weights": op.weights, "evidence": dict(evidence)})  # fmt: skip
+        if to != before:
+            self.notify("phase", op.model, f"{op.model} {op.kind}: {to.value}", reason, op.id,
+                        severity="critical" if to == Phase.FROZEN else "info")  # fmt: skip
+
+    def start(self, conn: Connection, model: str, kind: str, event: Event, stable: str, target: str,
+              weights: dict[str, float], policy: Policy, reason: str, actor: str, now: float, *,
+              state: OperationState | None = None, step_at: float | None = None) -> Operation:  # fmt: skip
+        """Begin an operation by ``event`` (from "no operation" in the table)."""
+        phase = next_phase(None, event, model=model)
+        self.fence(conn)
+        return self.ops.insert(conn, model, kind, phase, stable, target, weights, policy, reason,
+                               actor, now, state=state, step_at=step_at)  # fmt: skip
+
+    def fence(self, conn: Connection) -> None:
+        """Refuse to write for a controller whose lease another holder took (fencing).
+
+        A controller paused rather than killed (a long GC pause, a stopped process) may wake
+        after its lease expired and another controller took it over; its tick must not write.
+        Commands run by people (no holder) are not fenced.
+        """
+        if self._holder is None:
+            return
+        # Only another holder fences us out: a lease that merely ran out during a long tick
+        # (a big replay) with no one taking over still belongs to this controller.
+        holder = self.ops.lease_holder(conn, LEASE)
+        if holder is not None and holder != self._holder:
+            raise Stale(0)
+
+    def apply(self, conn: Connection, op: Operation, actor: str, reason: str) -> None:
+        """Write the operation's weights as the model's route table, in the caller's write.
+
+        The router is asked to serve it after the commit (:meth:`push`): the store is the
+        source of truth, and a router that missed a table is given it again on the next tick.
+        """
+        self.fence(conn)
+        self.deployments.set_traffic(op.model, op.weights, actor=actor, reason=reason, kind="traffic.applied",
+                                     data={"operation": op.id}, verify=False, conn=conn)  # fmt: skip
+
+    def push(self, model: str) -> bool:
+        """Ask the router to serve the committed table; True when it serves it.
+
+        A router that cannot be reached is logged, not raised: the decision is committed and
+        the next tick pushes again. No step moves while what is served differs.
+        """
+        table = self.deployments.get(model)
+        if table is None:
+            return True
+        want = {v: w / 100 for v, w in table.weights.items()}
+        try:
+            if self.router.served(model) == want:
+                return True
+            self.router.apply(table)
+            return self.router.served(model) == want
+        except RouterError as exc:
+            log.warning("%s: router %s: %s", model, self.router.name, exc.message)
+            return False
+
+    def event(self, conn: Connection, kind: str, model: str | None, actor: str, reason: str = "",
+              data: Mapping[str, Any] | None = None) -> None:  # fmt: skip
+        """Append an audit event stamped with the controller's clock."""
+        audit.append(conn, kind, model=model, actor=actor, reason=reason, data=dict(data or {}),
+                     at=self.now_utc())  # fmt: skip
+
+    # -- notifications and escalation ----------------------------------------------------
+
+    def notify(
+        self, kind: str, model: str, title: str, text: str, op_id: int, *, severity: str = "info"
+    ) -> None:
+        policy = self._policy_cache.get(model) or self.policy_for(model)
+        self.alerts.notify(kind, model, title, text, op_id, policy=policy, severity=severity)
+
+    def escalate(self, op: Operation, now: float, *, force: bool = False) -> None:
+        """Call the next contact when recovery is late (or at once, with ``force``)."""
+        with self.store.write() as conn:
+            notice = self.alerts.escalation(conn, op, now, force=force)
+        if notice is not None:
+            self.send(op.model, op.policy, notice)
+
+    def send(self, model: str, policy: Policy, notice: Notice) -> None:
+        self.alerts.send(model, policy, notice)
+
+    def close(self) -> None:
+        """Drain pending notifications (at shutdown)."""
+        self.alerts.close()

@@ -1,0 +1,47 @@
+"""What a policy needs from the router that carries its traffic, and the check before it runs.
+
+A policy is refused — by ``backout policy check --router``, by ``deploy``, and when it is
+stored — if it needs a capability its router does not declare, with one line that names the
+setting, the capability and the router. Nothing moves on a policy that could not be carried
+out halfway through an incident.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from backout.control.policy import Policy
+from backout.errors import UnsupportedByRouter
+from backout.traffic.router import Capability
+
+
+def requirements(policy: Policy) -> list[tuple[str, Capability]]:
+    """(the setting, the capability it needs) for each router-dependent part of ``policy``."""
+    needs: list[tuple[str, Capability]] = []
+    if policy.capture.rate > 0:
+        needs.append((f"capture.rate: {policy.capture.rate:g}", Capability.CAPTURE))
+    if policy.replay.allowed:
+        # The pre-flight replay proves a target on captured requests: without capture it
+        # would have nothing to replay and every rollback would wait on an empty log.
+        needs.append(("replay.allowed: true", Capability.CAPTURE))
+    return needs
+
+
+def missing(policy: Policy, capabilities: Iterable[Capability]) -> list[str]:
+    """One line per requirement of ``policy`` that ``capabilities`` do not cover."""
+    have = frozenset(capabilities)
+    return [
+        f"{setting} needs the {cap.value} capability"
+        for setting, cap in requirements(policy)
+        if cap not in have
+    ]
+
+
+def check(policy: Policy, router: str, capabilities: Iterable[Capability]) -> None:
+    """Raise :class:`UnsupportedByRouter` when ``policy`` needs what ``router`` cannot do."""
+    gaps = missing(policy, capabilities)
+    if gaps:
+        raise UnsupportedByRouter(
+            f"the policy cannot run on the {router} router: {'; '.join(gaps)}, which it lacks "
+            "(turn those settings off for this model, or route it through a router that has them)"
+        )

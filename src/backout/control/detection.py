@@ -1,0 +1,169 @@
+"""Detection: gates and triggers over telemetry, and what the controller does when they fail.
+
+A gate compares the release under test with its baseline over the current step (the judges
+are built from the policy and kept per step); a trigger watches one release over its own
+window. When either fails, the controller rolls back on its own — or, when there is no safe
+way back, freezes the model and calls people. A live model with no operation is watched too.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from typing import Any
+
+from backout.control import triggers
+from backout.control.commands import Commands
+from backout.control.operations import Operation, Operations
+from backout.control.phases import Event
+from backout.control.policy import Action, Policy
+from backout.control.weights import dominant
+from backout.errors import ModelNotFound, ValidationError
+from backout.judges import GateResult, Verdict, pair_by_time
+from backout.telemetry.batches import Batch
+
+log = logging.getLogger("backout.controller")
+
+HOLD_FACTOR = 4  # a step waits at most this many bakes for a judge that cannot see yet
+
+
+def blind_judges(result: GateResult) -> list[Any]:
+    """Judges that have no bound on either side yet: they have not seen enough to speak."""
+    return [
+        j for j in result.judgements
+        if j.verdict == Verdict.CONTINUE and not math.isfinite(j.lower) and not math.isfinite(j.upper)
+        and j.judge == "latency"  # the others give bounds from their first events (or warm up)
+    ]  # fmt: skip
+
+
+def emergency_asked(policy: Policy, fired: list[triggers.TriggerResult]) -> bool | None:
+    """True when a fired trigger asks for an emergency rollback; None: the policy's mode."""
+    modes = {t.name or t.kind: t.mode for t in policy.triggers}
+    return True if any(modes.get(f.name) == "emergency" for f in fired) else None
+
+
+class Detection(Commands):
+    """Gates, triggers, and the automatic rollback or freeze they lead to."""
+
+    def gate(
+        self, op: Operation, spec: Any, candidate: str, baseline: str, since: float
+    ) -> GateResult | None:
+        """Evaluate the step's gate on telemetry since ``since``; None when the candidate has none."""
+        per = self.batches(op.model, since)
+        cand = per.get(candidate, [])
+        base = per.get(baseline, [])
+        if not cand:
+            return None
+        c, b = pair_by_time(cand, base)
+        key = (op.id, op.step, op.phase.value)
+        gate = self._gates.get(key)
+        if gate is None:
+            gate = self._gates[key] = spec.build()
+        result: GateResult = gate.evaluate(c, b)
+        # Keep the latest verdict with the operation, for `backout status` and reports. Only
+        # the verdict is ours to write: the rest of the state may have changed since this
+        # tick read it (a pause records where it paused from).
+        op.state.last_gate = {"at": self.clock(), "step": op.step, **result.to_dict()}
+        with self.store.write() as conn:
+            Operations.merge_state(conn, op.id, last_gate=op.state.last_gate)
+        return result
+
+    def fired_triggers(self, model: str, version: str, now: float, policy: Policy,
+                       since: float = 0.0) -> list[triggers.TriggerResult]:  # fmt: skip
+        """The policy's triggers that fire on ``version``'s traffic over their windows."""
+        fired = []
+        for t in policy.triggers:
+            # Each window is read on its own: telemetry is merged per second after reading,
+            # so cutting one wide read would drop the second the window starts in.
+            start = max(now - t.window, since)
+            per = self.batches(model, start)
+            reference: list[Batch] = []
+            if t.kind == "drift" or getattr(t, "use_judge", False):
+                reference = self.batches(model, start - 10 * t.window, start).get(version, [])
+            result = triggers.evaluate(
+                t, per.get(version, []), reference=reference, metrics=self.metrics
+            )
+            if result.fired:
+                fired.append(result)
+        return fired
+
+    def watch_idle(self, model: str, now: float) -> None:
+        """A live model with no operation: roll it back when a trigger fires on it."""
+        if self.frozen(model):
+            return
+        table = self.deployments.get(model)
+        if table is None:
+            return
+        live = dominant(table.weights)
+        policy = self.policy_for(model)
+        fired = self.fired_triggers(model, live, now, policy)
+        if not fired:
+            return
+        try:
+            target = self.rollback_target(model, policy, exclude={live})
+        except ModelNotFound:
+            with self.store.write() as conn:
+                self.event(conn, "trigger.fired-no-target", model, self.actor,
+                           "; ".join(t.summary for t in fired) + ": no known-good release to roll back to",
+                           {"triggers": [t.to_dict() for t in fired]})  # fmt: skip
+            return
+        reason = "trigger: " + "; ".join(t.summary for t in fired)
+        evidence = {"triggers": [t.to_dict() for t in fired]}
+        try:
+            self.rollback(model, actor=self.actor, to=target, reason=reason, trigger=evidence,
+                          emergency=emergency_asked(policy, fired))  # fmt: skip
+        except (ValidationError, ModelNotFound) as exc:
+            # The live release is unhealthy and the way back is not safe either.
+            self.freeze_model(model, f"{reason}; and no safe rollback: {exc.message}", evidence)
+
+    def trigger_rollback(self, op: Operation, fired: list[triggers.TriggerResult]) -> None:
+        reason = "trigger: " + "; ".join(t.summary for t in fired)
+        self.auto_rollback(op, reason, {"triggers": [t.to_dict() for t in fired]},
+                           emergency=emergency_asked(op.policy, fired))  # fmt: skip
+
+    def gate_failed(self, op: Operation, result: GateResult) -> None:
+        self.auto_rollback(
+            op, f"gate failed at step {op.step + 1}: {result.summary}", {"gate": result.to_dict()}
+        )
+
+    def auto_rollback(self, op: Operation, reason: str, trigger: dict[str, Any], *,
+                      emergency: bool | None = None) -> None:  # fmt: skip
+        """Roll ``op``'s model back to its stable release; freeze when that is not safe."""
+        try:
+            self.rollback(op.model, actor=self.actor, to=op.stable, reason=reason, trigger=trigger,
+                          emergency=emergency, expect=op)  # fmt: skip
+        except (ValidationError, ModelNotFound) as exc:
+            # No safe way back (the target fails its checks): stop here and get a human.
+            self.freeze(op, f"{reason}; and no safe rollback: {exc.message}", trigger)
+
+    def act(self, op: Operation, action: Action, why: str, evidence: dict[str, Any]) -> None:
+        """Do what the policy says for an inconclusive gate or missing data."""
+        if action == Action.ROLLBACK:
+            self.auto_rollback(op, f"{why}: the policy says roll back", {"gate": evidence})
+        elif action == Action.ASK:
+            with self.store.write() as conn:
+                self.transition(conn, op, Event.DECISION_NEEDED, self.actor,
+                                f"{why}: waiting for a human (`backout resume` or `backout rollback`)",
+                                evidence, move=False)  # fmt: skip
+            self.notify(
+                "phase", op.model, f"{op.model} needs a decision", why, op.id, severity="warning"
+            )
+        # WAIT: keep baking; the next tick looks again.
+
+    def freeze(self, op: Operation, why: str, evidence: dict[str, Any]) -> None:
+        """Halt ``op`` where it is and escalate: a rollback cannot fix this."""
+        with self.store.write() as conn:
+            Operations.add_freeze(conn, op.model, why, self.clock(), op.id)
+            self.transition(conn, op, Event.FROZE, self.actor, why, evidence, move=False)
+            escalation = self.alerts.escalation(conn, op, self.clock(), force=True)
+        self.notify("freeze", op.model, f"{op.model} is frozen", why, op.id, severity="critical")
+        if escalation is not None:
+            self.send(op.model, op.policy, escalation)
+
+    def freeze_model(self, model: str, why: str, evidence: dict[str, Any]) -> None:
+        """Freeze a model that has no operation in progress (a trigger with no way back)."""
+        with self.store.write() as conn:
+            if not Operations.add_freeze(conn, model, why, self.clock(), None):
+                return
+            self.event(conn, "freeze", model, self.actor, why, evidence)
+        self.notify("freeze", model, f"{model} is frozen", why, 0, severity="critical")
