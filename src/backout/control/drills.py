@@ -15,6 +15,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from backout.control.operations import Operation, Operations
 from backout.errors import NotFound
 from backout.registry.releases import Registry
 from backout.store import Store, as_utc, audit, bump_generation, schema
@@ -24,7 +25,6 @@ from backout.traffic.faults import Fault
 
 F = schema.faults
 D = schema.drills
-OPS = schema.operations
 
 
 @dataclass
@@ -97,9 +97,7 @@ def run_drill(
                 )
             ).inserted_primary_key[0]  # type: ignore[index]
         )
-        last_op = (
-            conn.execute(sa.select(sa.func.max(OPS.c.id)).where(OPS.c.model == model)).scalar() or 0
-        )
+        last_op = Operations.last_id_in(conn, model)
         conn.execute(F.insert().values(model=model, version=victim, kind=fault.kind, value=fault.value,
                                        start_at=start, end_at=start + timeout, drill_id=drill_id))  # fmt: skip
         bump_generation(conn)
@@ -163,24 +161,8 @@ def _s(v: float | None) -> str:
     return "-" if v is None else f"{v:.1f} s"
 
 
-@dataclass(frozen=True, slots=True)
-class _Op:
-    id: int
-    target: str
-    reason: str
-    started_at: float
-    ended_at: float | None
-    outcome: str | None
-
-
-def _rollback_since(store: Store, model: str, after_id: int) -> _Op | None:
-    with store.read() as conn:
-        r = conn.execute(
-            sa.select(OPS)
-            .where(OPS.c.model == model, OPS.c.id > after_id, OPS.c.kind == "rollback")
-            .order_by(OPS.c.id)
-        ).first()
-    return _Op(r.id, r.target, r.reason, r.started_at, r.ended_at, r.outcome) if r else None
+def _rollback_since(store: Store, model: str, after_id: int) -> Operation | None:
+    return Operations(store).first_rollback_after(model, after_id)
 
 
 def full_on_target(store: Store, model: str, op_id: int, target: str) -> float | None:

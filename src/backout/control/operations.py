@@ -136,6 +136,23 @@ class Operations:
             return [from_row(r) for r in conn.execute(q.order_by(OPS.c.id.desc()).limit(limit))]
 
     @staticmethod
+    def last_id_in(conn: Connection, model: str) -> int:
+        """The id of the model's newest operation (0 when it has none)."""
+        return int(
+            conn.execute(sa.select(sa.func.max(OPS.c.id)).where(OPS.c.model == model)).scalar() or 0
+        )
+
+    def first_rollback_after(self, model: str, after_id: int) -> Operation | None:
+        """The model's first rollback with an id above ``after_id``."""
+        with self.store.read() as conn:
+            row = conn.execute(
+                sa.select(OPS)
+                .where(OPS.c.model == model, OPS.c.id > after_id, OPS.c.kind == "rollback")
+                .order_by(OPS.c.id)
+            ).first()
+        return from_row(row) if row else None
+
+    @staticmethod
     def insert(conn: Connection, model: str, kind: str, phase: Phase, stable: str, target: str,
                weights: dict[str, float], policy: Policy, reason: str, actor: str, now: float, *,
                state: OperationState | None = None, step_at: float | None = None) -> Operation:  # fmt: skip
