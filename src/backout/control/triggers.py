@@ -153,7 +153,7 @@ def _judge_errors(
     period before the window, at alpha = 1%. It needs no second release to compare with,
     so it watches a release that serves alone.
     """
-    from backout.judges.core import binomial_llr, log_mixture, prior_log_weights
+    from backout.judges.stats import binomial_llr, log_mixture, prior_log_weights
 
     ref = sum_batches(reference)
     ref_errors = (ref.error_count - ref.errors.get("input_contract", 0)) if ref else 0
