@@ -138,7 +138,7 @@ class DriftJudge(Judge[DriftConfig, _DriftState]):
         if ordered:
             order = np.argsort([float(k.split(":", 1)[1]) for k in names])
             pc, pb = pc[order], pb[order]
-        effects = (("psi", psi(pc, pb)), ("wasserstein", normalised_wasserstein(pc, pb, ordered)))
+        effects = (("psi", psi(pb, pc)), ("wasserstein", normalised_wasserstein(pc, pb, ordered)))
         sp = state.splits[i]
         share_c = sp.k_c / sp.counts.n_c if sp.counts.n_c else math.nan
         share_b = sp.k_b / sp.counts.n_b if sp.counts.n_b else math.nan

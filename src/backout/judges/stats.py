@@ -233,11 +233,28 @@ def hist_quantile(hist: NDArray[np.int64], q: float) -> float:
     return bucket_mid(int(np.searchsorted(cum, q * cum[-1], side="left")))
 
 
-def psi(p: F64, q: F64, eps: float = 1e-4) -> float:
-    """Population stability index sum (p - q) ln(p / q) of two distributions (smoothed)."""
-    p, q = np.clip(p, eps, None), np.clip(q, eps, None)
-    p, q = p / p.sum(), q / q.sum()
-    return float(((p - q) * np.log(p / q)).sum())
+def psi(expected: ArrayLike, actual: ArrayLike, eps: float = 1e-4) -> float:
+    """Population stability index of ``actual`` against ``expected``, two count vectors over
+    the same bins: sum over bins i of (a_i - e_i) ln(a_i / e_i), where a_i and e_i are bin
+    i's shares of each side's total (the usual definition: Siddiqi 2006, *Credit Risk
+    Scorecards*; Yurdakul 2018, "Statistical properties of the population stability index").
+    It is the symmetrised Kullback-Leibler divergence KL(a || e) + KL(e || a), so the order
+    of the arguments does not change its value; by the customary rule of thumb below 0.1 is
+    stable, 0.1 to 0.25 a moderate shift and above 0.25 a major one.
+
+    The bins are the caller's: class labels, or the score bins the gateway counts
+    (``score:<bin>``); nothing is re-binned here. A bin empty on one side would make its
+    term infinite, so every share is floored at ``eps`` (0.01%), the usual smoothing, before
+    the logarithm (the floored shares are not renormalised). A side without counts has no
+    distribution to compare, and the index is then 0.
+    """
+    e = np.asarray(expected, dtype=np.float64)
+    a = np.asarray(actual, dtype=np.float64)
+    if e.sum() == 0 or a.sum() == 0:
+        return 0.0
+    e = np.clip(e / e.sum(), eps, None)
+    a = np.clip(a / a.sum(), eps, None)
+    return float(np.sum((a - e) * np.log(a / e)))
 
 
 def normalised_wasserstein(p: F64, q: F64, ordered: bool) -> float:
