@@ -2,7 +2,7 @@
 
 A Kayenta-style judge runs a fixed-window Mann-Whitney test per metric once it has enough
 points; a Flagger-style judge counts threshold breaches per interval. The detection
-benchmark runs them next to the sequential judges of :mod:`backout.judges.core`; nothing in the
+benchmark runs them next to the sequential judges of :mod:`backout.judges`; nothing in the
 controller uses them.
 """
 
@@ -16,7 +16,10 @@ import numpy as np
 from numpy.typing import NDArray
 
 from backout.errors import ValidationError
-from backout.judges.core import F64, Judgement, Series, Verdict, _check_paired, _fmt_int
+from backout.judges.base import fmt_int
+from backout.judges.series import Series, check_paired
+from backout.judges.stats import F64
+from backout.judges.verdict import Judgement, Verdict
 from backout.telemetry.batches import Batch
 
 # --- baseline judges for comparison ------------------------------------------------------
@@ -98,7 +101,7 @@ class KayentaJudge:
 
     def evaluate(self, candidate: Sequence[Batch], baseline: Sequence[Batch]) -> Judgement:
         """Fail if any analysis so far found the candidate's per-batch metric higher."""
-        _check_paired(candidate, baseline)
+        check_paired(candidate, baseline)
         cfg = self.config
         cs, bs = Series.from_batches(candidate), Series.from_batches(baseline)
         (xc, nc), (xb, nb) = _metric(cs, cfg.metric), _metric(bs, cfg.metric)
@@ -113,7 +116,7 @@ class KayentaJudge:
         est = float(np.mean(vc) - np.mean(vb)) if vc.size else math.nan
         summary = (
             f"kayenta {cfg.metric}: mean per-batch difference {est:+.4g} over {vc.size} "
-            f"points after {_fmt_int(cs.requests.sum())} requests: {verdict}"
+            f"points after {fmt_int(cs.requests.sum())} requests: {verdict}"
         )
         return Judgement(
             self.name, verdict, cfg.metric, est, math.nan, math.nan, 0.0, math.nan, math.nan,
@@ -143,7 +146,7 @@ class FlaggerJudge:
 
     def evaluate(self, candidate: Sequence[Batch], baseline: Sequence[Batch]) -> Judgement:
         """Fail once ``threshold`` consecutive intervals breached the limit."""
-        _check_paired(candidate, baseline)
+        check_paired(candidate, baseline)
         cfg = self.config
         cs, bs = Series.from_batches(candidate), Series.from_batches(baseline)
         (xc, nc), (xb, nb) = _metric(cs, cfg.metric), _metric(bs, cfg.metric)
@@ -157,7 +160,7 @@ class FlaggerJudge:
         summary = (
             f"flagger {cfg.metric}: {cfg.threshold} consecutive breaches of x{cfg.max_ratio:g} "
             f"{'reached' if hit >= 0 else 'not reached'} after "
-            f"{_fmt_int(cs.requests.sum())} requests: {verdict}"
+            f"{fmt_int(cs.requests.sum())} requests: {verdict}"
         )
         return Judgement(
             self.name, verdict, cfg.metric, math.nan, math.nan, math.nan, cfg.max_ratio,

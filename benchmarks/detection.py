@@ -4,7 +4,7 @@ For the people who tune gates and for anyone asking "how fast, how safe?". Strea
 one-second telemetry batches are simulated at the batch level with numpy, vectorised across
 runs (counts are Poisson/binomial, log-latency sums normal or gamma, exceedances binomial;
 the AR(1) regime is simulated request by request). Each judge's e-value path is computed with
-the same functions ``backout.judges.core`` uses, then read for the first crossing of its threshold.
+the same functions ``backout.judges`` uses, then read for the first crossing of its threshold.
 
 Simplification, stated honestly: within a batch, the error, latency, exceedance and class
 statistics are drawn independently of each other (real batches correlate them); each judge's
@@ -35,7 +35,23 @@ sys.path.insert(0, str(Path(__file__).parent))
 import baselines
 from _results import write_section
 
-from backout.judges import core as J
+from backout.judges.budget import LatencyBudgetConfig
+from backout.judges.drift import DriftConfig
+from backout.judges.error_rate import ErrorRateConfig
+from backout.judges.gate import default_gate
+from backout.judges.latency import LatencyConfig
+from backout.judges.stats import (
+    GRID,
+    batch_weights,
+    binomial_llr,
+    candidate_share,
+    log_mixture,
+    mean_difference,
+    prior_log_weights,
+    split_llr,
+    t_mixture_log_evalue,
+)
+from backout.judges.tail import TailLatencyConfig
 from backout.telemetry.batches import Batch
 
 F64 = NDArray[np.float64]
@@ -46,8 +62,8 @@ T = 600  # batches (seconds) per run: a ten-minute bake window
 MU0 = math.log(0.05)  # median latency 50 ms
 BUDGET_S = 0.2  # p99 budget of the gate's budget judge
 QUANTILES = (0.95, 0.99)
-TAIL_WARMUP = J.TailLatencyConfig().warmup_batches
-DRIFT_WARMUP = J.DriftConfig().warmup_batches
+TAIL_WARMUP = TailLatencyConfig().warmup_batches
+DRIFT_WARMUP = DriftConfig().warmup_batches
 
 
 @dataclass(frozen=True)
@@ -233,11 +249,11 @@ def simulate(r: Regime, runs: int, rng: np.random.Generator) -> Sim:
 
 def _split_path(kc: F64, kb: F64, share: F64, log_w: F64) -> F64:
     keep = np.isfinite(log_w)
-    grid, lw = J.GRID[keep], log_w[keep]
+    grid, lw = GRID[keep], log_w[keep]
     out = np.empty(kc.shape)
     for i in range(kc.shape[0]):  # one run at a time keeps memory small
-        llr = np.cumsum(J.split_llr(kc[i], kb[i], share[i], grid), axis=0)
-        out[i] = J.log_mixture(llr, lw)
+        llr = np.cumsum(split_llr(kc[i], kb[i], share[i], grid), axis=0)
+        out[i] = log_mixture(llr, lw)
     return out
 
 
@@ -249,12 +265,12 @@ def _t_path(
     judge does) and the running sum s (its sign is the direction)."""
     r, t = x_c.shape
     x_c, n_c, x_b, n_b = (a.reshape(r, t // block, block).sum(axis=2) for a in (x_c, n_c, x_b, n_b))
-    w = J.batch_weights(n_c, n_b)
-    d = J.mean_difference(x_c, n_c, x_b, n_b)
+    w = batch_weights(n_c, n_b)
+    d = mean_difference(x_c, n_c, x_b, n_b)
     w[:, : start // block] = 0
     n = np.cumsum(w > 0, axis=1).astype(np.float64)
     a, s, q = np.cumsum(w, axis=1), np.cumsum(w * d, axis=1), np.cumsum(w * d * d, axis=1)
-    le = J.t_mixture_log_evalue(n, a, s, q, c, mean)
+    le = t_mixture_log_evalue(n, a, s, q, c, mean)
     # A block's evidence exists from its last slot on.
     le = np.concatenate([np.zeros((r, block - 1)), np.repeat(le, block, axis=1)], axis=1)[:, :t]
     s = np.concatenate([np.zeros((r, block - 1)), np.repeat(s, block, axis=1)], axis=1)[:, :t]
@@ -263,19 +279,19 @@ def _t_path(
 
 def paths(sim: Sim) -> dict[str, tuple[F64, float]]:
     """Per judge: a 'signed' log e-value path (only values that may fail) and its checks."""
-    share = J._share(sim.n_c, sim.n_b)
-    er = J.ErrorRateConfig()
+    share = candidate_share(sim.n_c, sim.n_b)
+    er = ErrorRateConfig()
     out: dict[str, tuple[F64, float]] = {}
     out["error_rate"] = (
         _split_path(
             sim.e_c,
             sim.e_b,
             share,
-            J.prior_log_weights(er.prior_scale, "greater", mean=er.prior_mean),
+            prior_log_weights(er.prior_scale, "greater", mean=er.prior_mean),
         ),
         1,
     )
-    lat = J.LatencyConfig()
+    lat = LatencyConfig()
     le, s = _t_path(
         sim.ls_c, sim.n_c, sim.ls_b, sim.n_b, lat.effect_scale, block=lat.block_batches,
         mean=lat.effect_mean,
@@ -286,24 +302,24 @@ def paths(sim: Sim) -> dict[str, tuple[F64, float]]:
     le, s = _t_path(sim.ls_c, sim.n_c * first, sim.ls_b, sim.n_b * first, lat.early_scale)
     early = np.where(s > 0, le + math.log(lat.early_weight), -np.inf)
     out["latency"] = (np.logaddexp(block, early), 1)
-    tail = J.TailLatencyConfig()
+    tail = TailLatencyConfig()
     tails = []
     for xc, xb in zip(sim.x_c, sim.x_b, strict=True):
         le, s = _t_path(xc, sim.n_c, xb, sim.n_b, tail.effect_scale, start=TAIL_WARMUP)
         tails.append(np.where(s > 0, le, -np.inf))
     # The judge averages the quantiles' e-values (only those whose share went up).
     out["tail_latency"] = (np.logaddexp(*tails) - math.log(2), 1)
-    bud = J.LatencyBudgetConfig(limit_s=BUDGET_S)
+    bud = LatencyBudgetConfig(limit_s=BUDGET_S)
     kcum, ncum = np.cumsum(sim.over_c, axis=1), np.cumsum(sim.n_c, axis=1)
-    lw = J.prior_log_weights(bud.prior_scale, "greater")
+    lw = prior_log_weights(bud.prior_scale, "greater")
     keep = np.isfinite(lw)
     out["latency_budget"] = (
-        J.log_mixture(J.binomial_llr(kcum, ncum, 1 - bud.quantile, J.GRID[keep]), lw[keep]),
+        log_mixture(binomial_llr(kcum, ncum, 1 - bud.quantile, GRID[keep]), lw[keep]),
         1,
     )
-    dr = J.DriftConfig()
-    pshare = J._share(sim.n_c - sim.e_c, sim.n_b - sim.e_b)
-    w2 = J.prior_log_weights(dr.prior_scale, "two-sided")
+    dr = DriftConfig()
+    pshare = candidate_share(sim.n_c - sim.e_c, sim.n_b - sim.e_b)
+    w2 = prior_log_weights(dr.prior_scale, "two-sided")
     neg_c, neg_b = sim.n_c - sim.e_c - sim.pos_c, sim.n_b - sim.e_b - sim.pos_b
     mask = np.arange(sim.n_c.shape[1]) >= DRIFT_WARMUP
     del neg_c, neg_b  # with two labels the judge tests only the rarer one (see DriftJudge)
@@ -319,13 +335,13 @@ def oracle_paths(r: Regime, sim: Sim) -> dict[str, F64]:
     gate's alpha / K can reach."""
     out: dict[str, F64] = {}
     if r.err_mult != 1 and not r.err_ramp:
-        share = J._share(sim.n_c, sim.n_b)
+        share = candidate_share(sim.n_c, sim.n_b)
         g = np.array([math.log(r.err_mult)])
-        out["oracle:error_rate"] = np.cumsum(J.split_llr(sim.e_c, sim.e_b, share, g)[..., 0], 1)
+        out["oracle:error_rate"] = np.cumsum(split_llr(sim.e_c, sim.e_b, share, g)[..., 0], 1)
     if r.lat_mult != 1 and not r.lat_ramp:
         delta, var = math.log(r.lat_mult), r.sigma * r.sigma
-        w = J.batch_weights(sim.n_c, sim.n_b)
-        d = J.mean_difference(sim.ls_c, sim.n_c, sim.ls_b, sim.n_b)
+        w = batch_weights(sim.n_c, sim.n_b)
+        d = mean_difference(sim.ls_c, sim.n_c, sim.ls_b, sim.n_b)
         out["oracle:latency"] = np.cumsum(w * (delta * d - delta * delta / 2) / var, axis=1)
     return out
 
@@ -483,7 +499,7 @@ def time_gate(repeats: int) -> tuple[float, float]:
 
     cand = [batch("2", t, 10) for t in range(T + repeats)]
     base = [batch("1", t, 90) for t in range(T + repeats)]
-    gate = J.default_gate(ALPHA, budget_s=BUDGET_S)
+    gate = default_gate(ALPHA, budget_s=BUDGET_S)
     gate.evaluate(cand[: T - 1], base[: T - 1])
     inc = []
     for i in range(repeats):
@@ -493,7 +509,7 @@ def time_gate(repeats: int) -> tuple[float, float]:
         inc.append(time.perf_counter() - t0)
     cold = []
     for _ in range(max(repeats // 20, 3)):
-        g = J.default_gate(ALPHA, budget_s=BUDGET_S)
+        g = default_gate(ALPHA, budget_s=BUDGET_S)
         t0 = time.perf_counter()
         g.evaluate(cand[:T], base[:T])
         cold.append(time.perf_counter() - t0)

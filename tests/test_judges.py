@@ -1,4 +1,4 @@
-"""Tests for backout.judges.core: verdicts, evidence, the gate's Bonferroni split, the benchmark."""
+"""Tests for backout.judges: verdicts, evidence, the gate's Bonferroni split, the benchmark."""
 
 from __future__ import annotations
 
@@ -11,28 +11,22 @@ import numpy as np
 import pytest
 
 from backout.errors import ValidationError
-from backout.judges.core import (
+from backout.judges.budget import LatencyBudgetConfig, LatencyBudgetJudge
+from backout.judges.drift import DriftJudge
+from backout.judges.error_rate import ErrorRateConfig, ErrorRateJudge
+from backout.judges.gate import Gate, default_gate
+from backout.judges.integrity import IntegrityJudge
+from backout.judges.latency import LatencyConfig, LatencyJudge
+from backout.judges.series import Series, pair_by_time
+from backout.judges.stats import (
     GRID,
-    DriftJudge,
-    ErrorRateConfig,
-    ErrorRateJudge,
-    Gate,
-    IntegrityJudge,
-    Judgement,
-    LatencyBudgetConfig,
-    LatencyBudgetJudge,
-    LatencyConfig,
-    LatencyJudge,
-    Series,
-    TailLatencyJudge,
-    Verdict,
-    default_gate,
     log_mixture,
-    pair_by_time,
     prior_log_weights,
     split_llr,
     t_mixture_log_evalue,
 )
+from backout.judges.tail import TailLatencyJudge
+from backout.judges.verdict import Judgement, Verdict
 from backout.telemetry.batches import Batch, ErrorKind, latency_bucket
 
 ROOT = Path(__file__).resolve().parents[1]

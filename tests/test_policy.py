@@ -10,6 +10,7 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
+from backout import judges as j
 from backout.cli.policy import policy_app
 from backout.control.policy import (
     Action,
@@ -26,7 +27,6 @@ from backout.control.policy import (
     render_policy,
 )
 from backout.errors import PolicyError
-from backout.judges import core as j
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = ROOT / "examples" / "policies"

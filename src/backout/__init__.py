@@ -34,9 +34,9 @@ _EXPORTS = {
     "Policy": "backout.control.policy",
     "load_policy": "backout.control.policy",
     "parse_policy": "backout.control.policy",
-    "Gate": "backout.judges.core",
-    "Judgement": "backout.judges.core",
-    "Verdict": "backout.judges.core",
+    "Gate": "backout.judges.gate",
+    "Judgement": "backout.judges.verdict",
+    "Verdict": "backout.judges.verdict",
     "CompatReport": "backout.proof.compat",
     "diff_contracts": "backout.proof.compat",
     "ConsumerContract": "backout.proof.consumers",
@@ -88,7 +88,8 @@ if TYPE_CHECKING:
     from backout.control.phases import Phase
     from backout.control.policy import Policy, load_policy, parse_policy
     from backout.errors import BackoutError
-    from backout.judges.core import Gate, Judgement, Verdict
+    from backout.judges.gate import Gate
+    from backout.judges.verdict import Judgement, Verdict
     from backout.proof.compat import CompatReport, diff_contracts
     from backout.proof.consumers import ConsumerContract
     from backout.proof.replay import ReplayReport, replay

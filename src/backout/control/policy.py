@@ -43,7 +43,14 @@ from backout.configfile import (
     validate_yaml,
 )
 from backout.errors import BackoutError, PolicyError
-from backout.judges import core as j
+from backout.judges.base import AnyJudge, Common
+from backout.judges.budget import LatencyBudgetConfig, LatencyBudgetJudge
+from backout.judges.drift import DriftConfig, DriftJudge
+from backout.judges.error_rate import ErrorRateConfig, ErrorRateJudge
+from backout.judges.gate import Gate
+from backout.judges.integrity import IntegrityConfig, IntegrityJudge
+from backout.judges.latency import LatencyConfig, LatencyJudge
+from backout.judges.tail import TailLatencyConfig, TailLatencyJudge
 from backout.registry.manifest import check_model_name, check_version
 
 __all__ = [
@@ -146,29 +153,29 @@ class NoticeKind(StrEnum):
 class _JudgeSpec(_Model):
     min_requests: int | None = Field(default=None, ge=0)  # None: the gate's (the step's)
 
-    def _common(self, alpha: float, min_requests: int, horizon_batches: int) -> j.Common:
+    def _common(self, alpha: float, min_requests: int, horizon_batches: int) -> Common:
         n = self.min_requests if self.min_requests is not None else min_requests
-        return j.Common(alpha=alpha, min_requests=n, horizon_batches=horizon_batches)
+        return Common(alpha=alpha, min_requests=n, horizon_batches=horizon_batches)
 
 
 class ErrorRateJudgeSpec(_JudgeSpec):
     """Sequential test of the error rate against the baseline's."""
 
     judge: Literal["error_rate"] = "error_rate"
-    tolerance: float = Field(default=j.ErrorRateConfig().tolerance, ge=0)
+    tolerance: float = Field(default=ErrorRateConfig().tolerance, ge=0)
 
-    def build(self, common: j.Common) -> j.AnyJudge:
-        return j.ErrorRateJudge(j.ErrorRateConfig(common=common, tolerance=self.tolerance))
+    def build(self, common: Common) -> AnyJudge:
+        return ErrorRateJudge(ErrorRateConfig(common=common, tolerance=self.tolerance))
 
 
 class LatencyJudgeSpec(_JudgeSpec):
     """Sequential test of the mean log-latency against the baseline's."""
 
     judge: Literal["latency"] = "latency"
-    tolerance: float = Field(default=j.LatencyConfig().tolerance, ge=0)
+    tolerance: float = Field(default=LatencyConfig().tolerance, ge=0)
 
-    def build(self, common: j.Common) -> j.AnyJudge:
-        return j.LatencyJudge(j.LatencyConfig(common=common, tolerance=self.tolerance))
+    def build(self, common: Common) -> AnyJudge:
+        return LatencyJudge(LatencyConfig(common=common, tolerance=self.tolerance))
 
 
 class TailLatencyJudgeSpec(_JudgeSpec):
@@ -176,9 +183,9 @@ class TailLatencyJudgeSpec(_JudgeSpec):
 
     judge: Literal["tail_latency"] = "tail_latency"
     quantiles: list[Quantile] = Field(
-        default_factory=lambda: list(j.TailLatencyConfig().quantiles), min_length=1
+        default_factory=lambda: list(TailLatencyConfig().quantiles), min_length=1
     )
-    tolerance: float = Field(default=j.TailLatencyConfig().tolerance, ge=0)
+    tolerance: float = Field(default=TailLatencyConfig().tolerance, ge=0)
 
     @field_validator("quantiles")
     @classmethod
@@ -187,37 +194,35 @@ class TailLatencyJudgeSpec(_JudgeSpec):
             raise ValueError("quantiles must not repeat")
         return sorted(qs)
 
-    def build(self, common: j.Common) -> j.AnyJudge:
-        cfg = j.TailLatencyConfig(
+    def build(self, common: Common) -> AnyJudge:
+        cfg = TailLatencyConfig(
             common=common, quantiles=tuple(self.quantiles), tolerance=self.tolerance
         )
-        return j.TailLatencyJudge(cfg)
+        return TailLatencyJudge(cfg)
 
 
 class LatencyBudgetJudgeSpec(_JudgeSpec):
     """An absolute budget: the quantile's latency must stay at or below ``max_ms``."""
 
     judge: Literal["latency_budget"] = "latency_budget"
-    quantile: Quantile = j.LatencyBudgetConfig().quantile
-    max_ms: float = Field(default=j.LatencyBudgetConfig().limit_s * 1000, gt=0)
+    quantile: Quantile = LatencyBudgetConfig().quantile
+    max_ms: float = Field(default=LatencyBudgetConfig().limit_s * 1000, gt=0)
 
-    def build(self, common: j.Common) -> j.AnyJudge:
-        cfg = j.LatencyBudgetConfig(
-            limit_s=self.max_ms / 1000, quantile=self.quantile, common=common
-        )
-        return j.LatencyBudgetJudge(cfg)
+    def build(self, common: Common) -> AnyJudge:
+        cfg = LatencyBudgetConfig(limit_s=self.max_ms / 1000, quantile=self.quantile, common=common)
+        return LatencyBudgetJudge(cfg)
 
 
 class DriftJudgeSpec(_JudgeSpec):
     """Sequential test of each output class's share against the baseline's."""
 
     judge: Literal["drift"] = "drift"
-    tolerance: float = Field(default=j.DriftConfig().tolerance, ge=0)
+    tolerance: float = Field(default=DriftConfig().tolerance, ge=0)
     classes: list[str] = Field(default_factory=list)  # empty: the baseline's top classes
 
-    def build(self, common: j.Common) -> j.AnyJudge:
-        cfg = j.DriftConfig(common=common, classes=tuple(self.classes), tolerance=self.tolerance)
-        return j.DriftJudge(cfg)
+    def build(self, common: Common) -> AnyJudge:
+        cfg = DriftConfig(common=common, classes=tuple(self.classes), tolerance=self.tolerance)
+        return DriftJudge(cfg)
 
 
 class IntegrityJudgeSpec(_JudgeSpec):
@@ -225,8 +230,8 @@ class IntegrityJudgeSpec(_JudgeSpec):
 
     judge: Literal["integrity"] = "integrity"
 
-    def build(self, common: j.Common) -> j.AnyJudge:
-        return j.IntegrityJudge(j.IntegrityConfig(common=common))
+    def build(self, common: Common) -> AnyJudge:
+        return IntegrityJudge(IntegrityConfig(common=common))
 
 
 JudgeSpec = Annotated[
@@ -251,11 +256,11 @@ class GateSpec(_Model):
     judges: list[JudgeSpec] = Field(default_factory=_default_judges, min_length=1)
     horizon: Duration | None = None  # inconclusive after this long; None: never
 
-    def build(self, *, min_requests: int = j.Common().min_requests) -> j.Gate:
+    def build(self, *, min_requests: int = Common().min_requests) -> Gate:
         """The judges' gate; ``min_requests`` applies to judges that do not set their own.
         The horizon maps to batches (one batch is about one second)."""
         batches = math.ceil(self.horizon) if self.horizon else 0
-        return j.Gate(
+        return Gate(
             [s.build(s._common(self.alpha, min_requests, batches)) for s in self.judges],
             self.alpha,
         )

@@ -8,13 +8,14 @@ Prometheus server through the small :class:`MetricSource` interface.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import httpx
 import numpy as np
 
+from backout.judges.stats import binomial_llr, log_mixture, prior_log_weights, psi
 from backout.telemetry.batches import Batch, latency_quantile, sum_batches
 
 # Integrity errors are the release's own fault: a caller's bad input is not.
@@ -113,7 +114,9 @@ def evaluate(
                              {"violations": bad, "unreconciled": unreconciled, "requests": n})  # fmt: skip
     if kind == "drift":
         ref = sum_batches(reference)
-        value = psi(ref.outputs if ref else {}, total.outputs if total else {})
+        expected, actual = (ref.outputs if ref else {}), (total.outputs if total else {})
+        labels = sorted(expected.keys() | actual.keys())  # the bins: every label either side saw
+        value = psi([expected.get(k, 0) for k in labels], [actual.get(k, 0) for k in labels])
         limit = float(trigger.max_psi)
         enough = n >= floor and ref is not None and ref.requests >= floor
         fired = enough and value > limit
@@ -153,8 +156,6 @@ def _judge_errors(
     period before the window, at alpha = 1%. It needs no second release to compare with,
     so it watches a release that serves alone.
     """
-    from backout.judges.core import binomial_llr, log_mixture, prior_log_weights
-
     ref = sum_batches(reference)
     ref_errors = (ref.error_count - ref.errors.get("input_contract", 0)) if ref else 0
     ref_rate = ref_errors / ref.requests if ref and ref.requests else 0.0
@@ -173,17 +174,3 @@ def _judge_errors(
         {"rate": rate, "requests": n, "errors": errors, "reference_rate": ref_rate, "p0": p0,
          "e_value": math.exp(min(log_e, 700)), "threshold": 1 / JUDGE_ALPHA},
     )  # fmt: skip
-
-
-def psi(reference: Mapping[str, int], current: Mapping[str, int], eps: float = 1e-4) -> float:
-    """Population stability index between two label count maps."""
-    labels = sorted(set(reference) | set(current))
-    if not labels:
-        return 0.0
-    p = np.array([reference.get(k, 0) for k in labels], dtype=float)
-    q = np.array([current.get(k, 0) for k in labels], dtype=float)
-    if p.sum() == 0 or q.sum() == 0:
-        return 0.0
-    p = np.clip(p / p.sum(), eps, None)
-    q = np.clip(q / q.sum(), eps, None)
-    return float(np.sum((q - p) * np.log(q / p)))

@@ -1,0 +1,113 @@
+"""The error-rate judge, and the split-count test it shares with the drift judge.
+
+For the gate and the policy layer. Events (errors, or answers of one class) are split
+between the arms slot by slot and tested with Lindon & Malek's anytime-valid count test;
+:class:`SplitState` keeps its running log-likelihood ratios and :func:`split_decide` reads
+the e-value and the rate ratio's confidence sequence off them.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from backout.judges.base import Common, Counts, Judge, finish, fmt_int, fmt_pct
+from backout.judges.series import Series
+from backout.judges.stats import (
+    F64,
+    GRID,
+    candidate_share,
+    log_mixture,
+    prior_log_weights,
+    ratio_bounds,
+    split_llr,
+)
+from backout.judges.verdict import Judgement
+
+
+@dataclass(frozen=True, slots=True)
+class ErrorRateConfig:
+    """Error-rate judge: fail when the candidate's error rate is higher than the baseline's;
+    pass when the rate ratio's upper bound is at most 1 + ``tolerance``."""
+
+    common: Common = Common()  # noqa: RUF009 (frozen, so one shared default is safe)
+    tolerance: float = 0.2
+    # The failing test's mixture prior on the log rate ratio: normal(log 2, 0.4) on ratios
+    # above 1. Mixture SPRTs are most powerful near their prior's centre (Lindon & Malek 2022
+    # tune it to the effects a team cares about); x2 is the regression a rollout must catch
+    # quickly, x5 is still caught in under 2,000 requests, and validity holds for any prior.
+    prior_mean: float = math.log(2)
+    prior_scale: float = 0.4
+    # The confidence sequence's prior stays centred on no change (two-sided, sd 1), so that
+    # its bounds, and the pass verdict, are not pulled toward x2.
+    interval_scale: float = 1.0
+
+
+@dataclass(slots=True)
+class SplitState:
+    """Running state of the split-count test: log-likelihood ratios on the grid, each arm's
+    event count, and the sample counts."""
+
+    counts: Counts = field(default_factory=Counts)
+    llr: F64 = field(default_factory=lambda: np.zeros_like(GRID))
+    k_c: float = 0.0
+    k_b: float = 0.0
+
+
+def split_decide(
+    st: SplitState, alpha: float, log_w_fail: F64, log_w_cs: F64
+) -> tuple[float, float, float, float]:
+    """(log e-value, estimate, lower, upper) of the rate ratio for a split-count state."""
+    log_e = float(log_mixture(st.llr, log_w_fail))
+    lo, hi = ratio_bounds(st.llr, log_w_cs, alpha)
+    rate_c = st.k_c / st.counts.n_c if st.counts.n_c else math.nan
+    rate_b = st.k_b / st.counts.n_b if st.counts.n_b else math.nan
+    est = rate_c / rate_b if rate_b else (math.inf if rate_c else math.nan)
+    return log_e, est, math.exp(lo), math.exp(hi)
+
+
+class ErrorRateJudge(Judge[ErrorRateConfig, SplitState]):
+    """Is the candidate's error rate higher than the same-time baseline's?"""
+
+    name = "error_rate"
+
+    def __init__(self, config: ErrorRateConfig | None = None) -> None:
+        super().__init__(config or ErrorRateConfig())
+        cfg = self.config
+        self._w_fail = prior_log_weights(cfg.prior_scale, "greater", mean=cfg.prior_mean)
+        self._w_cs = prior_log_weights(cfg.interval_scale, "two-sided")
+
+    def start(self) -> SplitState:
+        return SplitState()
+
+    def update(self, state: SplitState, candidate: Series, baseline: Series) -> None:
+        state.counts.add(candidate, baseline)
+        if not len(candidate):
+            return
+        ec, eb = candidate.errors, baseline.errors
+        share = candidate_share(candidate.requests, baseline.requests)
+        busy = (ec + eb) > 0  # slots without errors carry no evidence
+        if busy.any():
+            state.llr += split_llr(ec[busy], eb[busy], share[busy]).sum(axis=0)
+        state.k_c += float(ec.sum())
+        state.k_b += float(eb.sum())
+
+    def decide(self, state: SplitState, alpha: float) -> Judgement:
+        common = self.config.common
+        log_e, est, lo, hi = split_decide(state, alpha, self._w_fail, self._w_cs)
+        failed = log_e >= math.log(1 / alpha)
+        passed = hi <= 1 + self.config.tolerance
+        verdict = finish(state.counts, common, failed=failed, passed=passed)
+        rate = state.k_c / state.counts.n_c if state.counts.n_c else 0.0
+        bound = f"{(1 - alpha) * 100:.4g}% bounds {fmt_pct(lo - 1)}..{fmt_pct(hi - 1)}"
+        summary = (
+            f"error rate {rate:.2%} ({fmt_pct(est - 1) if math.isfinite(est) else 'n/a'} vs "
+            f"baseline, {bound}) after {fmt_int(state.counts.n_c)} requests: {verdict}"
+        )
+        return Judgement(
+            self.name, verdict, "error_rate_ratio", est, lo, hi, 1 + self.config.tolerance,
+            math.exp(min(log_e, 700)), 1 / alpha, alpha, int(state.counts.n_c),
+            int(state.counts.n_b), state.counts.batches, summary,
+        )  # fmt: skip

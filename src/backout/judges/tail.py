@@ -1,0 +1,146 @@
+"""The tail-latency judge: are more of the candidate's requests above the baseline's p95 / p99?
+
+For the gate and the policy layer. Catches slow paths on a few percent of requests that the
+mean-latency judge misses.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+from numpy.typing import NDArray
+
+from backout.judges.base import Common, Counts, Judge, finish, fmt_int, fmt_pct
+from backout.judges.series import Series
+from backout.judges.stats import (
+    TMixtureSums,
+    batch_weights,
+    hist_quantile,
+    log_sum_exp,
+    mean_difference,
+    t_mixture_interval,
+    t_mixture_log_evalue,
+)
+from backout.judges.verdict import Judgement
+from backout.telemetry.batches import LAT_BUCKETS, bucket_mid, latency_bucket, latency_quantile
+
+
+@dataclass(frozen=True, slots=True)
+class TailLatencyConfig:
+    """Tail judge: exceedances of baseline quantile thresholds, frozen after a warm-up.
+
+    Fails when the candidate's share of requests above a threshold is higher than the
+    baseline's; passes when that share's increase is bounded by ``tolerance`` times the
+    quantile's nominal share (so p99 with tolerance 0.5: at most +0.5 points).
+    """
+
+    common: Common = Common()  # noqa: RUF009 (frozen, so one shared default is safe)
+    quantiles: tuple[float, ...] = (0.95, 0.99)
+    thresholds_s: tuple[float, ...] = ()  # fixed thresholds; empty: frozen from the baseline
+    warmup_batches: int = 30
+    tolerance: float = 0.5
+    effect_scale: float = 0.15
+
+
+@dataclass(slots=True)
+class _TailState:
+    counts: Counts = field(default_factory=Counts)
+    seen: int = 0
+    warm: NDArray[np.int64] = field(default_factory=lambda: np.zeros(LAT_BUCKETS, np.int64))
+    buckets: list[int] = field(default_factory=list)
+    t: list[TMixtureSums] = field(default_factory=list)
+    hist_c: NDArray[np.int64] = field(default_factory=lambda: np.zeros(LAT_BUCKETS, np.int64))
+    hist_b: NDArray[np.int64] = field(default_factory=lambda: np.zeros(LAT_BUCKETS, np.int64))
+
+
+class TailLatencyJudge(Judge[TailLatencyConfig, _TailState]):
+    """Are more of the candidate's requests above the baseline's p95 / p99 than expected?
+
+    Catches tail-only regressions (a slow path on a few percent of requests) that a mean test
+    misses. Each quantile is tested with Lai's t-mixture on per-slot differences of exceedance
+    shares, so clusters of slow requests within a slot do not cause false alarms.
+    """
+
+    name = "tail_latency"
+
+    def __init__(self, config: TailLatencyConfig | None = None) -> None:
+        super().__init__(config or TailLatencyConfig())
+
+    def start(self) -> _TailState:
+        st = _TailState(t=[TMixtureSums() for _ in self.config.quantiles])
+        if self.config.thresholds_s:
+            st.buckets = [latency_bucket(x) for x in self.config.thresholds_s]
+        return st
+
+    def update(self, state: _TailState, candidate: Series, baseline: Series) -> None:
+        state.counts.add(candidate, baseline)
+        lo = 0
+        if not state.buckets:
+            # Thresholds come from the baseline's warm-up only, and those slots are not
+            # tested: a threshold chosen from the data it then judges would bias the test.
+            lo = min(len(baseline), max(self.config.warmup_batches - state.seen, 0))
+            state.warm += baseline.hist[:lo].sum(axis=0)
+            if state.seen + lo >= self.config.warmup_batches and state.warm.sum() > 0:
+                warm = {i: int(c) for i, c in enumerate(state.warm) if c}
+                state.buckets = [
+                    latency_bucket(latency_quantile(warm, q)) for q in self.config.quantiles
+                ]
+        state.seen += len(candidate)
+        if not state.buckets or lo >= len(candidate):
+            return
+        hc, hb = candidate.hist[lo:], baseline.hist[lo:]
+        state.hist_c += hc.sum(axis=0)
+        state.hist_b += hb.sum(axis=0)
+        nc, nb = hc.sum(axis=1).astype(np.float64), hb.sum(axis=1).astype(np.float64)
+        w = batch_weights(nc, nb)
+        for b, t in zip(state.buckets, state.t, strict=True):
+            xc = hc[:, b + 1 :].sum(axis=1).astype(np.float64)
+            xb = hb[:, b + 1 :].sum(axis=1).astype(np.float64)
+            t.add(mean_difference(xc, nc, xb, nb), w)
+
+    def decide(self, state: _TailState, alpha: float) -> Judgement:
+        cfg = self.config
+        a_each = alpha / len(cfg.quantiles)  # bounds per quantile, Bonferroni
+        worst: tuple[float, int, float, float, float] | None = None
+        passed = bool(state.buckets)
+        up: list[float] = []
+        for i, (q, t) in enumerate(zip(cfg.quantiles, state.t, strict=True)):
+            log_e = float(t_mixture_log_evalue(t.n, t.a, t.s, t.q, cfg.effect_scale))
+            est, lo, hi = t_mixture_interval(t.n, t.a, t.s, t.q, cfg.effect_scale, a_each)
+            # Counting only the quantiles that moved up keeps the average below the full
+            # (two-sided) average, so the fail event stays within Ville's bound.
+            up.append(log_e if t.s > 0 else -math.inf)
+            passed &= hi <= cfg.tolerance * (1 - q)
+            score = log_e if t.s > 0 else -log_e
+            if worst is None or score > worst[0]:
+                worst = (score, i, est, lo, hi)
+        log_avg = float(log_sum_exp(np.array(up)) - math.log(len(up)))
+        failed = log_avg >= math.log(1 / alpha)
+        verdict = finish(state.counts, cfg.common, failed=failed, passed=passed)
+        if worst is None or not state.buckets:
+            summary = f"tail latency: thresholds not frozen yet (warm-up): {verdict}"
+            return Judgement(
+                self.name, verdict, "tail_exceedance_change", math.nan, -math.inf, math.inf,
+                cfg.tolerance, 1.0, 1 / alpha, alpha, int(state.counts.n_c),
+                int(state.counts.n_b), state.counts.batches, summary,
+            )  # fmt: skip
+        _, i, est, lo, hi = worst
+        q, b = cfg.quantiles[i], state.buckets[i]
+        log_e = max(log_avg, -700.0)
+        change = hist_quantile(state.hist_c, q) / hist_quantile(state.hist_b, q) - 1
+        share_b = state.hist_b[b + 1 :].sum() / max(state.hist_b.sum(), 1)
+        name = f"p{q * 100:g}"
+        summary = (
+            f"{name} latency {fmt_pct(change) if math.isfinite(change) else 'n/a'} "
+            f"(share above {bucket_mid(b) * 1000:.0f} ms {share_b + est:.1%} vs {share_b:.1%}, "
+            f"{(1 - a_each) * 100:.4g}% bound {hi * 100:+.1f} points) after "
+            f"{fmt_int(state.counts.n_c)} requests: {verdict}"
+        )
+        return Judgement(
+            self.name, verdict, f"{name}_exceedance_change", est, lo, hi,
+            cfg.tolerance * (1 - q), math.exp(min(log_e, 700)), 1 / alpha, alpha,
+            int(state.counts.n_c), int(state.counts.n_b), state.counts.batches, summary,
+            (("p_change", change), ("threshold_s", bucket_mid(b))),
+        )  # fmt: skip
