@@ -9,21 +9,19 @@ file is a valid policy; unknown keys are errors, so a typo never passes silently
 :func:`load_policy` reads a file; a malformed one raises :class:`~backout.errors.PolicyError`
 naming each bad field's path, value, allowed values and line. Durations are written ``30s``,
 ``5m``, ``1h``, ``250ms``, ``1m30s`` or a number of seconds and held as float seconds;
-percentages are numbers from 0 to 100.
+percentages are numbers from 0 to 100. The judges of its gates and its triggers are
+defined in :mod:`backout.control.rules`.
 """
 
 from __future__ import annotations
 
 import itertools
-import math
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import (
-    BaseModel,
-    ConfigDict,
     Field,
     PlainSerializer,
     field_validator,
@@ -35,22 +33,30 @@ from backout.configfile import (
     Email,
     Fraction,
     Percent,
-    Quantile,
     Url,
     format_duration,
     parse_duration,
     rule_error,
     validate_yaml,
 )
+from backout.control.rules import (
+    DriftJudgeSpec,
+    DriftTrigger,
+    ErrorRateJudgeSpec,
+    ErrorRateTrigger,
+    GateSpec,
+    IntegrityJudgeSpec,
+    IntegrityTrigger,
+    JudgeSpec,
+    LatencyBudgetJudgeSpec,
+    LatencyJudgeSpec,
+    LatencyTrigger,
+    PrometheusTrigger,
+    Section,
+    TailLatencyJudgeSpec,
+    Trigger,
+)
 from backout.errors import BackoutError, PolicyError
-from backout.judges.base import AnyJudge, Common
-from backout.judges.budget import LatencyBudgetConfig, LatencyBudgetJudge
-from backout.judges.drift import DriftConfig, DriftJudge
-from backout.judges.error_rate import ErrorRateConfig, ErrorRateJudge
-from backout.judges.gate import Gate
-from backout.judges.integrity import IntegrityConfig, IntegrityJudge
-from backout.judges.latency import LatencyConfig, LatencyJudge
-from backout.judges.tail import TailLatencyConfig, TailLatencyJudge
 from backout.registry.manifest import check_model_name, check_version
 
 __all__ = [
@@ -107,27 +113,6 @@ def _increasing_to_100(steps: list[float], what: str) -> list[float]:
     return steps
 
 
-class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    @model_validator(mode="before")
-    @classmethod
-    def _empty_sections(cls, data: Any) -> Any:
-        """A section left empty (``rollout:`` with nothing under it) takes its defaults."""
-        if isinstance(data, dict):
-            return {
-                k: v
-                for k, v in data.items()
-                if not (v is None and k in cls.model_fields and _is_section(cls, k))
-            }
-        return data
-
-
-def _is_section(model: type[BaseModel], name: str) -> bool:
-    tp = model.model_fields[name].annotation
-    return isinstance(tp, type) and issubclass(tp, BaseModel)
-
-
 class Action(StrEnum):
     """What the controller does when a gate cannot decide or its data is missing."""
 
@@ -147,197 +132,10 @@ class NoticeKind(StrEnum):
     COMPLETED = "completed"  # a rollout or rollback completed
 
 
-# --- judges and gates --------------------------------------------------------------------
-
-
-class _JudgeSpec(_Model):
-    min_requests: int | None = Field(default=None, ge=0)  # None: the gate's (the step's)
-
-    def _common(self, alpha: float, min_requests: int, horizon_batches: int) -> Common:
-        n = self.min_requests if self.min_requests is not None else min_requests
-        return Common(alpha=alpha, min_requests=n, horizon_batches=horizon_batches)
-
-
-class ErrorRateJudgeSpec(_JudgeSpec):
-    """Sequential test of the error rate against the baseline's."""
-
-    judge: Literal["error_rate"] = "error_rate"
-    tolerance: float = Field(default=ErrorRateConfig().tolerance, ge=0)
-
-    def build(self, common: Common) -> AnyJudge:
-        return ErrorRateJudge(ErrorRateConfig(common=common, tolerance=self.tolerance))
-
-
-class LatencyJudgeSpec(_JudgeSpec):
-    """Sequential test of the mean log-latency against the baseline's."""
-
-    judge: Literal["latency"] = "latency"
-    tolerance: float = Field(default=LatencyConfig().tolerance, ge=0)
-
-    def build(self, common: Common) -> AnyJudge:
-        return LatencyJudge(LatencyConfig(common=common, tolerance=self.tolerance))
-
-
-class TailLatencyJudgeSpec(_JudgeSpec):
-    """Sequential test of the share of requests above the baseline's quantiles."""
-
-    judge: Literal["tail_latency"] = "tail_latency"
-    quantiles: list[Quantile] = Field(
-        default_factory=lambda: list(TailLatencyConfig().quantiles), min_length=1
-    )
-    tolerance: float = Field(default=TailLatencyConfig().tolerance, ge=0)
-
-    @field_validator("quantiles")
-    @classmethod
-    def _sorted(cls, qs: list[float]) -> list[float]:
-        if len(set(qs)) != len(qs):
-            raise ValueError("quantiles must not repeat")
-        return sorted(qs)
-
-    def build(self, common: Common) -> AnyJudge:
-        cfg = TailLatencyConfig(
-            common=common, quantiles=tuple(self.quantiles), tolerance=self.tolerance
-        )
-        return TailLatencyJudge(cfg)
-
-
-class LatencyBudgetJudgeSpec(_JudgeSpec):
-    """An absolute budget: the quantile's latency must stay at or below ``max_ms``."""
-
-    judge: Literal["latency_budget"] = "latency_budget"
-    quantile: Quantile = LatencyBudgetConfig().quantile
-    max_ms: float = Field(default=LatencyBudgetConfig().limit_s * 1000, gt=0)
-
-    def build(self, common: Common) -> AnyJudge:
-        cfg = LatencyBudgetConfig(limit_s=self.max_ms / 1000, quantile=self.quantile, common=common)
-        return LatencyBudgetJudge(cfg)
-
-
-class DriftJudgeSpec(_JudgeSpec):
-    """Sequential test of each output class's share against the baseline's."""
-
-    judge: Literal["drift"] = "drift"
-    tolerance: float = Field(default=DriftConfig().tolerance, ge=0)
-    classes: list[str] = Field(default_factory=list)  # empty: the baseline's top classes
-
-    def build(self, common: Common) -> AnyJudge:
-        cfg = DriftConfig(common=common, classes=tuple(self.classes), tolerance=self.tolerance)
-        return DriftJudge(cfg)
-
-
-class IntegrityJudgeSpec(_JudgeSpec):
-    """Any NaN or infinity, contract violation or lost request fails at once."""
-
-    judge: Literal["integrity"] = "integrity"
-
-    def build(self, common: Common) -> AnyJudge:
-        return IntegrityJudge(IntegrityConfig(common=common))
-
-
-JudgeSpec = Annotated[
-    ErrorRateJudgeSpec
-    | LatencyJudgeSpec
-    | TailLatencyJudgeSpec
-    | LatencyBudgetJudgeSpec
-    | DriftJudgeSpec
-    | IntegrityJudgeSpec,
-    Field(discriminator="judge"),
-]
-
-
-def _default_judges() -> list[JudgeSpec]:
-    return [ErrorRateJudgeSpec(), LatencyJudgeSpec(), TailLatencyJudgeSpec(), IntegrityJudgeSpec()]
-
-
-class GateSpec(_Model):
-    """Which judges a gate runs, its family-wise false-fail rate, and its horizon."""
-
-    alpha: float = Field(default=0.05, gt=0, le=0.5)
-    judges: list[JudgeSpec] = Field(default_factory=_default_judges, min_length=1)
-    horizon: Duration | None = None  # inconclusive after this long; None: never
-
-    def build(self, *, min_requests: int = Common().min_requests) -> Gate:
-        """The judges' gate; ``min_requests`` applies to judges that do not set their own.
-        The horizon maps to batches (one batch is about one second)."""
-        batches = math.ceil(self.horizon) if self.horizon else 0
-        return Gate(
-            [s.build(s._common(self.alpha, min_requests, batches)) for s in self.judges],
-            self.alpha,
-        )
-
-
-# --- triggers ----------------------------------------------------------------------------
-
-
-class _TriggerBase(_Model):
-    name: str = ""  # empty: the kind
-    window: Duration = Field(default=60.0, gt=0)  # how far back the trigger looks
-    min_requests: int = Field(default=100, ge=0)  # fewer requests in the window: no verdict
-    mode: Literal["emergency", "staged"] | None = None  # None: the policy's rollback mode
-
-    @model_validator(mode="after")
-    def _named(self) -> _TriggerBase:
-        if not self.name:
-            self.name = str(getattr(self, "kind", ""))
-        return self
-
-
-class ErrorRateTrigger(_TriggerBase):
-    """Fires when the error rate passes ``max_rate`` or (``use_judge``) the sequential test
-    against the baseline fails."""
-
-    kind: Literal["error_rate"] = "error_rate"
-    max_rate: Fraction | None = None
-    use_judge: bool = False
-
-    @model_validator(mode="after")
-    def _something(self) -> ErrorRateTrigger:
-        if self.max_rate is None and not self.use_judge:
-            raise rule_error("max_rate", "an error_rate trigger needs max_rate or use_judge: true")
-        return self
-
-
-class LatencyTrigger(_TriggerBase):
-    """Fires when the latency at ``quantile`` passes ``max_ms``."""
-
-    kind: Literal["latency"] = "latency"
-    quantile: Quantile = 0.99
-    max_ms: float = Field(gt=0)
-
-
-class IntegrityTrigger(_TriggerBase):
-    """Fires on any NaN or infinity in the outputs or any contract violation."""
-
-    kind: Literal["integrity"] = "integrity"
-
-
-class DriftTrigger(_TriggerBase):
-    """Fires when the population stability index of the outputs passes ``max_psi``."""
-
-    kind: Literal["drift"] = "drift"
-    max_psi: float = Field(default=0.2, gt=0)
-
-
-class PrometheusTrigger(_TriggerBase):
-    """Fires when ``query`` (read from ``url``) compared with ``threshold`` by ``op`` holds."""
-
-    kind: Literal["prometheus"] = "prometheus"
-    url: Url
-    query: str = Field(min_length=1)
-    op: Literal[">", "<", ">=", "<="] = ">"
-    threshold: float
-
-
-Trigger = Annotated[
-    ErrorRateTrigger | LatencyTrigger | IntegrityTrigger | DriftTrigger | PrometheusTrigger,
-    Field(discriminator="kind"),
-]
-
-
 # --- the sections ------------------------------------------------------------------------
 
 
-class Contact(_Model):
+class Contact(Section):
     """A person or rota to escalate to, reached by a webhook and/or an email address."""
 
     name: str = Field(min_length=1)
@@ -351,7 +149,7 @@ class Contact(_Model):
         return self
 
 
-class Escalation(_Model):
+class Escalation(Section):
     """Whom to call, in order, when recovery is not complete in time."""
 
     contacts: list[Contact] = Field(default_factory=list)
@@ -376,7 +174,7 @@ def _sorted_kinds(kinds: set[NoticeKind]) -> list[str]:
     return sorted(k.value for k in kinds)
 
 
-class Notifications(_Model):
+class Notifications(Section):
     """Webhooks (Slack-compatible) that hear about the kinds of events in ``on``."""
 
     webhooks: list[Url] = Field(default_factory=list)
@@ -385,7 +183,7 @@ class Notifications(_Model):
     )
 
 
-class Rollout(_Model):
+class Rollout(Section):
     """How traffic moves to a candidate: weights, bake time and gate of every step."""
 
     steps: list[Percent] = Field(default_factory=lambda: [5.0, 25.0, 50.0, 100.0], min_length=1)
@@ -414,7 +212,7 @@ class Rollout(_Model):
         return self
 
 
-class Verification(_Model):
+class Verification(Section):
     """The window after every rollback in which the target serves alone and must stay healthy."""
 
     duration: Duration = Field(default=60.0, gt=0)
@@ -422,7 +220,7 @@ class Verification(_Model):
     min_requests: int = Field(default=200, ge=0)
 
 
-class Rollback(_Model):
+class Rollback(Section):
     """How traffic moves back to a known-good release."""
 
     mode: Literal["emergency", "staged"] = "staged"
@@ -452,14 +250,14 @@ class Rollback(_Model):
             raise ValueError(f"must be {LAST_KNOWN_GOOD!r} or a version: {exc}") from None
 
 
-class Completion(_Model):
+class Completion(Section):
     """How long things must stay healthy before they count as complete."""
 
     rollout: Duration = 60.0  # at 100% before the candidate becomes known-good
     rollback: Duration | None = None  # on the target; None: the verification duration
 
 
-class Termination(_Model):
+class Termination(Section):
     """When a rollback gives up."""
 
     abort_rollback_if_target_worse: bool = True
@@ -469,14 +267,14 @@ class Termination(_Model):
     max_rollback_duration: Duration = Field(default=900.0, gt=0)
 
 
-class Freeze(_Model):
+class Freeze(Section):
     """Failures a rollback cannot fix: halt traffic changes and escalate instead."""
 
     on_both_unhealthy: bool = True
     on_integrity_both: bool = True
 
 
-class Capture(_Model):
+class Capture(Section):
     """Which production requests are recorded for replay, and how they are scrubbed."""
 
     rate: Fraction = 0.01
@@ -492,7 +290,7 @@ class Capture(_Model):
         return self
 
 
-class Replay(_Model):
+class Replay(Section):
     """How a rollback target is proven on recorded requests before it takes traffic."""
 
     allowed: bool = True
@@ -502,7 +300,7 @@ class Replay(_Model):
     min_agreement: Fraction = 0.95  # share of outputs equal to the recorded ones
 
 
-class Policy(_Model):
+class Policy(Section):
     """A model's runbook. Every field has a safe default; see ``examples/policies``."""
 
     model: str | None = None  # when set, must match the deployed model
