@@ -411,7 +411,8 @@ class Demo:
             + ", ".join(f"{k} {v:,}" for k, v in sorted(self.traffic.by_release.items()))
         )
         try:
-            from backout.reports.report import build_report, write_report
+            from backout.reports.builder import build_report
+            from backout.reports.writer import write_report
 
             html, md = write_report(build_report(self.store, incident.id), self.home / "reports")
             c.print(f"incident report: [bold]{html}[/bold] (and {md.name})")

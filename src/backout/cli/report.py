@@ -32,7 +32,8 @@ def report_command(
 ) -> None:
     """Write an incident report: a self-contained HTML page and a Markdown summary."""
     from backout.reports import markdown as text
-    from backout.reports.report import build_report, latest_incident, write_report
+    from backout.reports.builder import build_report, latest_incident
+    from backout.reports.writer import write_report
 
     s = _settings(ctx)
     if last:
