@@ -283,6 +283,6 @@ def demo(
 ) -> None:
     """Run the whole story on the embedded default: rollout, a caught regression, a refused
     breaking release, a drill, and an incident report."""
-    from backout.cli.demo import run_demo
+    from backout.cli.demo_runner import run_demo
 
     raise typer.Exit(run_demo(out, home, keep=keep))
