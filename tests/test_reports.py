@@ -338,7 +338,7 @@ def test_the_html_is_self_contained(incident: Incident, tmp_path: Path) -> None:
 
 def test_the_cli_writes_both_files_and_prints_json(incident: Incident, tmp_path: Path) -> None:
     app = typer.Typer()
-    app.callback()(cli._root)
+    app.callback()(cli.global_options)
     app.command("report")(report_command)
     url = str(incident.store.url)
     out = tmp_path / "out"
