@@ -8,7 +8,7 @@ from pathlib import Path
 import orjson
 import pytest
 
-from backout.cli.app import main
+from backout.cli import main
 
 
 class Cli:

@@ -16,7 +16,11 @@ def _name(path: Path) -> str:
     return str(path.relative_to(SRC.parent))
 
 
-@pytest.mark.parametrize("package", sorted(p.parent for p in SRC.rglob("__init__.py") if "migrations" not in p.parts), ids=_name)
+@pytest.mark.parametrize(
+    "package",
+    sorted(p.parent for p in SRC.rglob("__init__.py") if "migrations" not in p.parts),
+    ids=_name,
+)
 def test_every_package_says_what_it_is_for(package: Path) -> None:
     doc = ast.get_docstring(ast.parse((package / "__init__.py").read_text()))
     assert doc and len(doc.split()) >= 12, f"{_name(package)}/__init__.py needs a docstring"
@@ -41,5 +45,9 @@ def test_no_private_name_is_imported_across_modules() -> None:
 
 
 def test_every_module_opens_with_a_docstring() -> None:
-    missing = [_name(p) for p in MODULES if p.name != "__main__.py" and not ast.get_docstring(ast.parse(p.read_text()))]
+    missing = [
+        _name(p)
+        for p in MODULES
+        if p.name != "__main__.py" and not ast.get_docstring(ast.parse(p.read_text()))
+    ]
     assert not missing, f"say what these modules are for: {missing}"

@@ -43,8 +43,8 @@ _EXPORTS = {
     "ReplayReport": "backout.proof.replay",
     "replay": "backout.proof.replay",
     "run_drill": "backout.control.drills",
-    "build_report": "backout.reports.report",
-    "write_report": "backout.reports.report",
+    "build_report": "backout.reports.builder",
+    "write_report": "backout.reports.writer",
 }
 
 __all__ = [
@@ -96,7 +96,8 @@ if TYPE_CHECKING:
     from backout.registry.artifacts import LocalBlobStore
     from backout.registry.manifest import Artifact, Contract, ReleaseManifest, Runtime, RuntimeKind
     from backout.registry.releases import Registry, Release
-    from backout.reports.report import build_report, write_report
+    from backout.reports.builder import build_report
+    from backout.reports.writer import write_report
     from backout.serving.gateway import Gateway, GatewaySettings
     from backout.store import Store, open_store
     from backout.traffic.deployments import Deployments

@@ -1,5 +1,5 @@
 """``python -m backout``: the command line."""
 
-from backout.cli.app import main
+from backout.cli import main
 
 main()

@@ -1,6 +1,6 @@
 """``backout policy``: check a runbook and show it with every default filled in.
 
-Mounted by :mod:`backout.cli.app` as ``app.add_typer(policy_app, name="policy")``.
+Mounted by :mod:`backout.cli.main` as ``app.add_typer(policy_app, name="policy")``.
 """
 
 from __future__ import annotations

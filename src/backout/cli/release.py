@@ -1,6 +1,6 @@
 """Command line for releases: register, list, show, verify, mark-good, quarantine, delete.
 
-Mounted on the main ``backout`` app by :mod:`backout.cli.app`.
+Mounted on the ``backout`` app by :mod:`backout.cli.main`.
 """
 
 from __future__ import annotations
@@ -12,14 +12,13 @@ import orjson
 import typer
 from rich.table import Table
 
-from backout.cli.app import JsonOpt, _print_json, _settings, _short, app, err, out
+from backout.cli.output import JsonOpt, err, out, print_json, settings, short
 from backout.errors import ConfigError
 from backout.registry.manifest import Contract, Lineage, RollbackPlan, RuntimeKind
 
 release_app = typer.Typer(
     help="Register, list, show, verify and mark releases.", no_args_is_help=True
 )
-app.add_typer(release_app, name="release")
 
 
 # -- release -------------------------------------------------------------------------------
@@ -82,7 +81,7 @@ def release_register(
     """Register MODEL@VERSION from its artifact files. Registered releases never change."""
     from backout.registry.manifest import Runtime
 
-    s = _settings(ctx)
+    s = settings(ctx)
     options: dict[str, Any] = {}
     for item in runtime_option or []:
         key, sep, value = item.partition("=")
@@ -104,7 +103,7 @@ def release_register(
     )
     rel = result.release
     if json:
-        _print_json({"created": result.created, **rel.to_dict()})
+        print_json({"created": result.created, **rel.to_dict()})
         return
     verb = "registered" if result.created else "already registered with identical content"
     out.print(
@@ -125,12 +124,12 @@ def release_list(
 ) -> None:
     """List releases, newest first."""
     rels = (
-        _settings(ctx)
+        settings(ctx)
         .registry()
         .list(model, owner=owner, known_good=True if known_good else None, limit=limit)
     )
     if json:
-        _print_json([r.to_dict() for r in rels])
+        print_json([r.to_dict() for r in rels])
         return
     if not rels:
         out.print(
@@ -150,7 +149,7 @@ def release_list(
             "yes" if r.first_served_at else "",
             f"{r.registered_at:%Y-%m-%d %H:%M}",
             r.manifest.owner,
-            _short(r.manifest.changelog),
+            short(r.manifest.changelog),
         )
     out.print(t)
 
@@ -162,11 +161,11 @@ def release_show(
     json: JsonOpt = False,
 ) -> None:
     """Show one release: manifest, artifacts, status and known-good history."""
-    reg = _settings(ctx).registry()
+    reg = settings(ctx).registry()
     rel = reg.get(ref)
     marks = reg.marks(ref)
     if json:
-        _print_json({**rel.to_dict(), "marks": [m.to_dict() for m in marks]})
+        print_json({**rel.to_dict(), "marks": [m.to_dict() for m in marks]})
         return
     m = rel.manifest
     rows = [
@@ -215,9 +214,9 @@ def release_verify(
     json: JsonOpt = False,
 ) -> None:
     """Re-hash the manifest and every artifact. Exit 1 on any mismatch, naming the file."""
-    report = _settings(ctx).registry().verify(ref)
+    report = settings(ctx).registry().verify(ref)
     if json:
-        _print_json(report.to_dict())
+        print_json(report.to_dict())
     elif report.ok:
         out.print(
             f"{report.ref} verified: manifest and {len(report.checked) - 1} artifact(s) match their digests"
@@ -238,10 +237,10 @@ def release_mark_good(
     json: JsonOpt = False,
 ) -> None:
     """Mark a release as a known-good rollback point (or remove the mark)."""
-    s = _settings(ctx)
+    s = settings(ctx)
     rel = s.registry().mark_good(ref, actor=s.actor, reason=reason, good=not unmark)
     if json:
-        _print_json(rel.to_dict())
+        print_json(rel.to_dict())
     else:
         out.print(f"{rel.ref} is {'now' if rel.known_good else 'no longer'} known-good")
 
@@ -256,7 +255,7 @@ def release_delete(
     """Delete a release that has never served production traffic."""
     if not yes:
         raise ConfigError(f"deleting {ref} cannot be undone: add --yes to confirm")
-    s = _settings(ctx)
+    s = settings(ctx)
     s.registry().delete(ref, actor=s.actor, reason=reason)
     out.print(f"{ref} deleted")
 
@@ -272,10 +271,10 @@ def release_quarantine(
     json: JsonOpt = False,
 ) -> None:
     """Bar a release from all traffic (pins to it get 409 with the reason), or lift the bar."""
-    s = _settings(ctx)
+    s = settings(ctx)
     rel = s.registry().quarantine(ref, actor=s.actor, reason=reason, lift=lift)
     if json:
-        _print_json(rel.to_dict())
+        print_json(rel.to_dict())
     else:
         out.print(
             f"{rel.ref} is {'quarantined: ' + reason if rel.quarantined else 'no longer quarantined'}"

@@ -1,6 +1,6 @@
 """``backout report INCIDENT`` and ``backout report MODEL --last``.
 
-Kept apart from ``cli.py`` so the command can be registered with one line::
+Registered on the ``backout`` app by :mod:`backout.cli.main` with one line::
 
     app.command("report")(report_command)
 """
@@ -12,8 +12,8 @@ from typing import Annotated
 
 import typer
 
-from backout.cli.app import JsonOpt, _print_json, _settings
-from backout.cli.app import out as console
+from backout.cli.output import JsonOpt, print_json, settings
+from backout.cli.output import out as console
 from backout.errors import ConfigError
 
 
@@ -32,9 +32,10 @@ def report_command(
 ) -> None:
     """Write an incident report: a self-contained HTML page and a Markdown summary."""
     from backout.reports import markdown as text
-    from backout.reports.report import build_report, latest_incident, write_report
+    from backout.reports.builder import build_report, latest_incident
+    from backout.reports.writer import write_report
 
-    s = _settings(ctx)
+    s = settings(ctx)
     if last:
         incident = latest_incident(s.store(), target)
     elif target.isdigit():
@@ -47,7 +48,7 @@ def report_command(
     report = build_report(s.store(), incident)
     html, md = write_report(report, out if out is not None else s.home() / "reports")
     if json:
-        _print_json({"html": str(html), "markdown": str(md), "report": report.to_dict()})
+        print_json({"html": str(html), "markdown": str(md), "report": report.to_dict()})
         return
     console.print(
         f"[bold]incident {report.id}[/bold]: {report.model} {report.from_version} → "

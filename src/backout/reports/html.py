@@ -12,7 +12,7 @@ from html import escape
 from backout import __version__ as _version
 from backout.reports import markdown as text
 from backout.reports import plots
-from backout.reports.report import Decision, Finding, IncidentReport, JudgeLine
+from backout.reports.model import Decision, Finding, IncidentReport, JudgeLine
 
 _BADGES = {
     "rolled-back": ("rolled back", "ok"),

@@ -1,7 +1,7 @@
 """The words of an incident report: event titles, judge evidence, the story, the questions.
 
 Everything here is a pure function of stored data (event payloads, an
-:class:`~backout.reports.report.IncidentReport`), shared by the HTML and Markdown renderers.
+:class:`~backout.reports.model.IncidentReport`), shared by the HTML and Markdown renderers.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from backout.reports.report import Finding, IncidentReport, JudgeLine, TriggerInfo
+from backout.reports.model import Finding, IncidentReport, JudgeLine, TriggerInfo
 from backout.store.audit import Event
 
 _PHASE_TITLES = {

@@ -17,7 +17,7 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter, PercentFormatter
 
-from backout.reports.report import IncidentReport
+from backout.reports.model import IncidentReport
 
 BAD = "#d1495b"  # the release rolled back from
 GOOD = "#2a7ab0"  # the rollback target

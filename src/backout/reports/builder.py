@@ -1,11 +1,11 @@
-"""Incident reports: one rollback, from trigger to completion, that people want to read.
+"""Building an incident report: everything one rollback left in the store, gathered.
 
-:func:`build_report` reads everything an incident left in the store — its ``operations`` row,
-the rollout before it, the model's audit events around it and the telemetry batches of every
-release — into an :class:`IncidentReport`: pure data, with the numbers already worked out.
-The renderers only format it: :func:`render_html` writes one self-contained page (inline CSS,
-plots embedded as SVG, nothing fetched), :func:`render_markdown` a short summary for a chat
-or a ticket, and :func:`write_report` puts both in a folder.
+For the ``backout report`` command and the demo: :func:`build_report` reads an incident's
+``operations`` row, the rollout before it, the model's audit events around it and the
+telemetry batches of every release into an :class:`~backout.reports.model.IncidentReport`,
+with the numbers (time to detect and to recover, requests affected) already worked out;
+:func:`latest_incident` finds a model's newest one. The words of the report come from
+:mod:`backout.reports.markdown`.
 
 Times are unix seconds throughout. The trigger (the start of the rollback) is the report's
 zero: the timeline and the plots count from it.
@@ -15,33 +15,25 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, field, replace
-from pathlib import Path
+from dataclasses import replace
 from typing import Any
 
 import sqlalchemy as sa
 
 from backout.errors import NotFound
+from backout.reports.markdown import (
+    decision_title,
+    finding_from,
+    questions,
+    trigger_info,
+    what_happened,
+)
+from backout.reports.model import Decision, IncidentReport, ReleaseSeries, RolloutInfo
 from backout.store import Store, audit, schema
 from backout.telemetry.batches import Batch, latency_quantile, read_batches, sum_batches
 
-__all__ = [
-    "DEFAULT_FOLDER",
-    "Decision",
-    "Finding",
-    "IncidentReport",
-    "JudgeLine",
-    "ReleaseSeries",
-    "RolloutInfo",
-    "TriggerInfo",
-    "build_report",
-    "latest_incident",
-    "render_html",
-    "render_markdown",
-    "write_report",
-]
+__all__ = ["build_report", "latest_incident"]
 
-DEFAULT_FOLDER = Path(".backout/reports")
 OPS = schema.operations
 TRAFFIC_KINDS = ("traffic.applied", "traffic.set", "deploy.first")  # events that set weights
 # Decisions a controller writes in the same transaction as the traffic change they cause.
@@ -51,154 +43,6 @@ _MAX_POINTS = 150  # plot resolution: batches are binned so a series has about t
 _LOOKBACK_S = 900.0  # how far before the trigger to look for the start of the trouble
 _OPEN_WINDOW_S = 3600.0  # an unfinished incident's plots reach at most this far past its start
 _SMOOTH_S = 10.0  # plotted rates and quantiles are over this many trailing seconds
-
-
-@dataclass(frozen=True, slots=True)
-class JudgeLine:
-    """One judge's (or trigger's) verdict, with its evidence in words a person reads."""
-
-    judge: str
-    verdict: str  # pass | fail | continue | inconclusive | fired | quiet
-    summary: str
-    detail: str = ""  # numbers behind the verdict: effect, bounds, e-value, samples
-
-
-@dataclass(frozen=True, slots=True)
-class TriggerInfo:
-    """What started the rollback: a gate that failed, triggers that fired, or a person."""
-
-    kind: str  # gate | trigger | manual
-    summary: str
-    judges: tuple[JudgeLine, ...] = ()
-
-
-@dataclass(frozen=True, slots=True)
-class Decision:
-    """One row of the decision timeline: an event, with the traffic it set if any."""
-
-    seq: int
-    at: float
-    kind: str  # the audit event's kind
-    actor: str
-    title: str
-    detail: str
-    verdict: str | None = None
-    weights: dict[str, float] | None = None  # percent, after this decision
-    judges: tuple[JudgeLine, ...] = ()
-
-
-@dataclass(frozen=True, slots=True)
-class Finding:
-    """A compatibility-gate or replay result, read from its event."""
-
-    at: float
-    kind: str
-    verdict: str
-    summary: str
-    details: tuple[str, ...] = ()
-
-
-@dataclass(frozen=True, slots=True)
-class ReleaseSeries:
-    """One release's telemetry across the incident, in bins of ``bin_s`` seconds.
-
-    ``t`` is each bin's start; ``requests`` and ``errors`` count each bin. The rate and the
-    quantiles are over the trailing ``smooth_s`` seconds (a one-second batch holds too few
-    requests for a rate), None where that window saw no request: a gap in the plot.
-    """
-
-    version: str
-    t: list[float]
-    requests: list[int]
-    errors: list[int]
-    error_rate: list[float | None]
-    p50_ms: list[float | None]
-    p99_ms: list[float | None]
-    bin_s: float
-    smooth_s: float
-
-
-@dataclass(frozen=True, slots=True)
-class RolloutInfo:
-    """The rollout that put the bad release in front of traffic."""
-
-    id: int
-    candidate: str
-    stable: str
-    started_at: float
-    ended_at: float | None
-    outcome: str | None
-    steps: tuple[float, ...]  # candidate percent per step
-    step: int  # index of the step it reached
-    step_started_at: float
-    bake_s: float | None
-    active_at_trigger: bool  # still running when the rollback started (it was superseded)
-    last_gate: str = ""
-
-
-@dataclass
-class IncidentReport:
-    """Everything the renderers need about one incident, already worked out."""
-
-    id: int
-    model: str
-    outcome: str  # rolled-back | aborted | frozen | unfrozen | in progress
-    phase: str
-    mode: str  # emergency | staged
-    from_version: str  # the release rolled back from
-    target: str
-    actor: str
-    reason: str
-    started_at: float  # the trigger: when the rollback started
-    ended_at: float | None
-    recovered_at: float | None  # when the target first held 100% of the traffic
-    detect_from: float | None  # when the trouble began, as far as the data tells
-    detect_basis: str  # what detect_from is: a rollout step start, the first bad batch …
-    first_bad_at: float | None
-    trigger: TriggerInfo
-    warm_note: str
-    escalations: list[str]
-    rollout: RolloutInfo | None
-    timeline: list[Decision]
-    weights: list[tuple[float, dict[str, float]]]  # (at, percent per release), a step function
-    series: list[ReleaseSeries]
-    compat: list[Finding]
-    replay: list[Finding]
-    window: tuple[float, float]
-    requests_total: int  # every request of the model from detect_from to the end
-    requests_affected: int  # requests the bad release answered from detect_from to recovery
-    requests_failed: int  # errors of every release from detect_from to the end
-    failed_on_bad: int  # of those, errors of the bad release
-    baseline_error_rate: float | None  # the target's error rate before the trigger
-    policy: dict[str, Any] = field(default_factory=dict)
-    chain: tuple[int, int, str] = (0, 0, "")  # first and last event seq shown, last hash
-    summary: str = ""
-    questions: list[str] = field(default_factory=list)
-
-    @property
-    def time_to_detect(self) -> float | None:
-        return None if self.detect_from is None else max(0.0, self.started_at - self.detect_from)
-
-    @property
-    def time_to_recover(self) -> float | None:
-        if self.recovered_at is None:
-            return None
-        return max(0.0, self.recovered_at - self.started_at)
-
-    @property
-    def time_to_verified(self) -> float | None:
-        if self.ended_at is None or self.outcome != "rolled-back":
-            return None
-        return max(0.0, self.ended_at - self.started_at)
-
-    def to_dict(self) -> dict[str, Any]:
-        """A JSON-ready dict, with the three durations added."""
-        doc = asdict(self)
-        doc["weights"] = [{"at": at, "weights": w} for at, w in self.weights]
-        doc["time_to_detect"] = self.time_to_detect
-        doc["time_to_recover"] = self.time_to_recover
-        doc["time_to_verified"] = self.time_to_verified
-        return doc
 
 
 # -- finding an incident -------------------------------------------------------------------
@@ -226,9 +70,6 @@ def latest_incident(store: Store, model: str) -> int:
 
 def build_report(store: Store, operation_id: int) -> IncidentReport:
     """Read incident ``operation_id`` (a rollback's operation id) from the store."""
-    # The words live in report_text, which builds on this module's dataclasses.
-    from backout.reports.markdown import finding_from, questions, trigger_info, what_happened
-
     with store.read() as conn:
         row = conn.execute(sa.select(OPS).where(OPS.c.id == operation_id)).first()
         if row is None:
@@ -437,8 +278,6 @@ def _weights(
 
 def _timeline(events: Sequence[audit.Event]) -> list[Decision]:
     """Decisions in order; a traffic change written with a decision is folded into its row."""
-    from backout.reports.markdown import decision_title
-
     folded: dict[int, dict[str, float]] = {}  # decision seq -> the weights it set
     skip: set[int] = set()
     by_seq = {e.seq: e for e in events}
@@ -579,30 +418,3 @@ def _series(
 def _q(b: Batch, q: float) -> float | None:
     v = latency_quantile(b.latency, q)
     return None if math.isnan(v) else v * 1000
-
-
-# -- rendering -----------------------------------------------------------------------------
-
-
-def render_html(report: IncidentReport) -> str:
-    """One self-contained HTML page: inline CSS, plots embedded, nothing fetched."""
-    from backout.reports.html import render
-
-    return render(report)
-
-
-def render_markdown(report: IncidentReport) -> str:
-    """A short Markdown summary: what happened, the numbers, the decisions, the questions."""
-    from backout.reports.markdown import markdown
-
-    return markdown(report)
-
-
-def write_report(report: IncidentReport, folder: Path = DEFAULT_FOLDER) -> tuple[Path, Path]:
-    """Write ``incident-<id>.html`` and ``incident-<id>.md`` into ``folder``."""
-    folder.mkdir(parents=True, exist_ok=True)
-    html = folder / f"incident-{report.id}.html"
-    md = folder / f"incident-{report.id}.md"
-    html.write_text(render_html(report), encoding="utf-8")
-    md.write_text(render_markdown(report), encoding="utf-8")
-    return html, md

@@ -1,0 +1,134 @@
+"""Operations, started and steered: deploy, rollback, abort, promote, pause, resume, unfreeze.
+
+For the releaser and the on-call responder: each is one call into the controller, printed
+as one line (or the operation as JSON).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from backout.cli.output import JsonOpt, out, print_json, settings
+from backout.errors import ConfigError
+
+
+def deploy(
+    ctx: typer.Context,
+    ref: Annotated[str, typer.Argument(help="MODEL@VERSION to deploy.")],
+    policy: Annotated[
+        Path | None,
+        typer.Option(help="Policy file (YAML) to run the rollout by; kept as the model's policy."),
+    ] = None,
+    reason: Annotated[str, typer.Option(help="Why, for the audit log.")] = "",
+    json: JsonOpt = False,
+) -> None:
+    """Roll a release out in gated steps (on a model with nothing live: make it live)."""
+    from backout.registry.manifest import parse_ref
+
+    s = settings(ctx)
+    model, version = parse_ref(ref)
+    ctl = s.controller()
+    pol = None
+    if policy is not None:
+        from backout.control.policy import load_policy
+
+        pol = load_policy(policy)
+        ctl.set_policy(model, pol, source=str(policy), actor=s.actor)
+    op = ctl.deploy(model, version, actor=s.actor, policy=pol, reason=reason)
+    if json:
+        print_json(op.to_dict())
+    elif op.phase.value == "succeeded":
+        out.print(f"{ref} is live at 100% (first release of {model}; marked known-good)")
+    else:
+        out.print(
+            f"rollout of {ref} started: {_weights(op.weights)} — watch it with `backout status {model}`"
+        )
+
+
+def _weights(weights: dict[str, float]) -> str:
+    return " ".join(f"{v}={w:g}%" for v, w in weights.items())
+
+
+def rollback(
+    ctx: typer.Context,
+    model: Annotated[str, typer.Argument(help="Model to roll back.")],
+    to: Annotated[
+        str | None,
+        typer.Option(
+            "--to", help="Target version (default: the policy's, usually the last known-good)."
+        ),
+    ] = None,
+    emergency: Annotated[
+        bool, typer.Option("--emergency", help="All traffic to the target in one step.")
+    ] = False,
+    staged: Annotated[
+        bool,
+        typer.Option("--staged", help="Step back behind gates even if the policy says emergency."),
+    ] = False,
+    reason: Annotated[
+        str, typer.Option(help="Why, for the audit log and the incident report.")
+    ] = "",
+    json: JsonOpt = False,
+) -> None:
+    """Roll MODEL back to a known-good release, then verify it."""
+    if emergency and staged:
+        raise ConfigError("--emergency and --staged contradict each other: pick one")
+    s = settings(ctx)
+    op = s.controller().rollback(
+        model,
+        actor=s.actor,
+        to=to,
+        emergency=True if emergency else (False if staged else None),
+        reason=reason,
+    )
+    if json:
+        print_json(op.to_dict())
+    else:
+        out.print(
+            f"{op.state.mode} rollback of {model} from {op.stable} to {op.target} started: {_weights(op.weights)} ({op.phase.value})"
+        )
+        if op.state.warm:
+            out.print(op.state.warm)
+
+
+def _op_command(name: str, doc: str) -> Callable[..., None]:
+    """The command ``name``: one call of the controller method of that name."""
+
+    def command(
+        ctx: typer.Context,
+        model: Annotated[str, typer.Argument(help="Model name.")],
+        reason: Annotated[str, typer.Option(help="Why, for the audit log.")] = "",
+        json: JsonOpt = False,
+    ) -> None:
+        s = settings(ctx)
+        op = getattr(s.controller(), name)(model, actor=s.actor, reason=reason)
+        if json:
+            print_json(op.to_dict())
+        else:
+            out.print(f"{model} {op.kind}: {op.phase.value} ({_weights(op.weights)})")
+
+    command.__doc__ = doc
+    return command
+
+
+abort = _op_command("abort", "Stop the rollout or rollback: traffic returns to where it started.")
+promote = _op_command(
+    "promote", "Skip a rollout's remaining steps: the candidate takes 100% and completes."
+)
+pause = _op_command("pause", "Hold the rollout or rollback where it is.")
+resume = _op_command("resume", "Resume a paused operation, or approve one awaiting a decision.")
+
+
+def unfreeze(
+    ctx: typer.Context,
+    model: Annotated[str, typer.Argument(help="Model name.")],
+    reason: Annotated[str, typer.Option(help="Why it is safe to move traffic again.")],
+) -> None:
+    """Lift a freeze. Only this command does."""
+    s = settings(ctx)
+    s.controller().unfreeze(model, actor=s.actor, reason=reason)
+    out.print(f"{model} is no longer frozen")

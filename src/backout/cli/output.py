@@ -1,0 +1,107 @@
+"""What every command of the command line shares: consoles, JSON, the global options.
+
+For the command modules of :mod:`backout.cli`: :data:`out` and :data:`err` print to stdout
+and stderr, :func:`print_json` prints the ``--json`` form of a command, :class:`Settings`
+holds the global options (``--store``, ``--artifacts``, ``--actor``, ``--debug``) and opens
+the store, registry, deployments and controller once per command, and :func:`settings`
+finds it in the Typer context. :data:`JsonOpt` is the ``--json`` option every command that
+prints data takes.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Annotated, Any
+
+import orjson
+import typer
+from rich.console import Console
+
+__all__ = ["JsonOpt", "Settings", "err", "out", "print_json", "settings", "short"]
+
+out = Console(highlight=False, soft_wrap=True)
+err = Console(stderr=True, highlight=False, soft_wrap=True)
+
+
+@dataclass
+class Settings:
+    """Global options, shared by every command through the Typer context."""
+
+    store_url: str | None = None
+    artifacts: Path | None = None
+    actor: str = "unknown"
+    debug: bool = False
+    _cache: dict[str, Any] = field(default_factory=dict)
+
+    def home(self) -> Path:
+        return Path(os.environ.get("BACKOUT_HOME", ".backout"))
+
+    def artifacts_root(self) -> Path:
+        if self.artifacts is not None:
+            return self.artifacts
+        env = os.environ.get("BACKOUT_ARTIFACTS")
+        return Path(env) if env else self.home() / "artifacts"
+
+    def url(self) -> str:
+        from backout.store import default_url
+
+        return self.store_url or os.environ.get("BACKOUT_STORE") or default_url(self.home())
+
+    def store(self) -> Any:
+        if "store" not in self._cache:
+            from backout.store import open_store
+
+            self._cache["store"] = open_store(self.url())
+        return self._cache["store"]
+
+    def close(self) -> None:
+        """Release database connections (called when the command's context closes)."""
+        store = self._cache.pop("store", None)
+        if store is not None:
+            store.dispose()
+
+    def deployments(self) -> Any:
+        if "deployments" not in self._cache:
+            from backout.traffic.deployments import Deployments
+
+            self._cache["deployments"] = Deployments(self.store(), self.registry())
+        return self._cache["deployments"]
+
+    def controller(self) -> Any:
+        if "controller" not in self._cache:
+            from backout.control.controller import Controller
+
+            self._cache["controller"] = Controller(self.store(), self.registry(), actor=self.actor)
+        return self._cache["controller"]
+
+    def registry(self) -> Any:
+        if "registry" not in self._cache:
+            from backout.registry.artifacts import LocalBlobStore
+            from backout.registry.releases import Registry
+
+            self._cache["registry"] = Registry(self.store(), LocalBlobStore(self.artifacts_root()))
+        return self._cache["registry"]
+
+
+def settings(ctx: typer.Context) -> Settings:
+    """The global options of the command running in ``ctx``."""
+    obj = ctx.find_root().obj
+    assert isinstance(obj, Settings)
+    return obj
+
+
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
+
+
+def print_json(value: Any) -> None:
+    """Print ``value`` as indented JSON on stdout: the ``--json`` form of a command."""
+    sys.stdout.write(orjson.dumps(value, option=orjson.OPT_INDENT_2).decode() + "\n")
+
+
+def short(text: str, n: int = 48) -> str:
+    """``text`` on one line, cut to ``n`` characters with an ellipsis: for table cells."""
+    text = " ".join(text.split())
+    return text if len(text) <= n else text[: n - 1] + "…"

@@ -1,0 +1,86 @@
+"""``backout serve``: the gateway's worker processes, with the controller beside them.
+
+For whoever runs backout on a host: it migrates the store once, hands the settings to the
+workers through the environment, and runs uvicorn until stopped.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from typing import Annotated
+
+import typer
+
+from backout.cli.output import err, settings
+
+
+def serve(
+    ctx: typer.Context,
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
+    workers: Annotated[
+        int | None, typer.Option(min=1, help="Worker processes (default: one per core).")
+    ] = None,
+    max_body_bytes: Annotated[
+        int, typer.Option(min=1, help="Largest request body accepted (413 above).")
+    ] = 1 << 20,
+    warm_rollback_points: Annotated[
+        int, typer.Option(min=0, help="Known-good releases per model kept loaded.")
+    ] = 2,
+    access_log: Annotated[
+        bool, typer.Option(help="Write a structured access log line per request to stderr.")
+    ] = True,
+    controller: Annotated[
+        bool, typer.Option(help="Run the controller beside the gateway (one acts per store).")
+    ] = True,
+) -> None:
+    """Run the gateway (N worker processes) and the controller beside it."""
+    import tempfile
+
+    import uvicorn
+
+    s = settings(ctx)
+    s.store()  # migrate once here, before the workers start
+    s.close()
+    os.environ["BACKOUT_STORE"] = s.url()
+    os.environ["BACKOUT_ARTIFACTS"] = str(s.artifacts_root().resolve())
+    os.environ["BACKOUT_MAX_BODY_BYTES"] = str(max_body_bytes)
+    os.environ["BACKOUT_WARM_ROLLBACK_POINTS"] = str(warm_rollback_points)
+    os.environ["BACKOUT_ACCESS_LOG"] = "1" if access_log else ""
+    metrics_dir = tempfile.mkdtemp(prefix="backout-metrics-")
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
+    n = workers or os.cpu_count() or 1
+    try:
+        import uvloop  # noqa: F401
+
+        loop = "uvloop"
+    except ImportError:
+        loop = "auto"
+    err.print(
+        f"backout gateway on http://{host}:{port} with {n} worker(s); store {_redacted(s.url())}"
+    )
+    stop = threading.Event()
+    if controller:
+        from backout.control.controller import Controller
+
+        ctl = Controller(s.store(), s.registry(), actor="controller")
+        threading.Thread(
+            target=ctl.run, args=(stop,), name="backout-controller", daemon=True
+        ).start()
+    try:
+        uvicorn.run(
+            "backout.serving.gateway:create_app", factory=True, host=host, port=port, workers=n,
+            http="httptools", loop=loop, access_log=False, log_level="warning",
+        )  # fmt: skip
+    finally:
+        import shutil
+
+        stop.set()
+        shutil.rmtree(metrics_dir, ignore_errors=True)
+
+
+def _redacted(url: str) -> str:
+    from backout.store import redact_url
+
+    return redact_url(url)

@@ -1,0 +1,151 @@
+"""``backout status`` and ``backout history``: the live state and the audit log.
+
+For anyone watching a model: ``status`` shows each model's route table, its running
+operation with the last gate, and each release's traffic over a recent window;
+``history`` lists the audit events and can verify their hash chain.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+import typer
+from rich.table import Table
+
+from backout.cli.output import JsonOpt, err, out, print_json, settings, short
+
+
+def status(
+    ctx: typer.Context,
+    model: Annotated[str | None, typer.Argument(help="Only this model.")] = None,
+    window: Annotated[float, typer.Option(help="Seconds of telemetry to summarise.")] = 60.0,
+    json: JsonOpt = False,
+) -> None:
+    """Live state: route table, and each release's traffic over the last WINDOW seconds."""
+    import time as _time
+
+    from backout.telemetry.batches import latency_quantile, read_batches, sum_batches
+    from backout.traffic.deployments import describe
+
+    s = settings(ctx)
+    dep = s.deployments()
+    models = [model] if model else dep.models()
+    docs = []
+    for m in models:
+        table = dep.require(m)
+        since = _time.time() - window
+        per_release = {
+            v: sum_batches(bs) for v, bs in read_batches(s.store(), m, since=since).items()
+        }
+        releases = []
+        for v in sorted(set(table.weights) | set(per_release)):
+            b = per_release.get(v)
+            releases.append({
+                "version": v,
+                "weight": table.weights.get(v, 0) / 100,
+                "requests": b.requests if b else 0,
+                "error_rate": (b.error_count / b.requests) if b and b.requests else None,
+                "p50_ms": latency_quantile(b.latency, 0.5) * 1000 if b and b.latency else None,
+                "p99_ms": latency_quantile(b.latency, 0.99) * 1000 if b and b.latency else None,
+            })  # fmt: skip
+        ctl = s.controller()
+        op = ctl.active(m)
+        op_doc = None
+        if op is not None:
+            steps = op.policy.rollout.steps if op.kind == "rollout" else op.policy.rollback.steps
+            op_doc = op.to_dict() | {
+                "seconds_in_step": round(_time.time() - op.step_started_at, 1),
+                "steps": list(steps),
+            }
+        docs.append(
+            {
+                "model": m,
+                "generation": table.generation,
+                "routes": describe(table),
+                "table": table.to_dict(),
+                "releases": releases,
+                "operation": op_doc,
+                "frozen": ctl.frozen(m),
+            }
+        )
+    if json:
+        print_json(docs if model is None else docs[0])
+        return
+    for d in docs:
+        out.print(f"[bold]{d['routes']}[/bold]  (generation {d['generation']})")
+        if d["frozen"]:
+            out.print(
+                f"[bold red]FROZEN[/bold red]: {d['frozen']} — lift with `backout unfreeze {d['model']} --reason ...`"
+            )
+        op = d["operation"]
+        if op:
+            out.print(
+                f"{op['kind']} {op['stable']} → {op['target']}: [bold]{op['phase']}[/bold], step {op['step'] + 1} of "
+                f"{len(op['steps'])}, {op['seconds_in_step']:g} s in step"
+            )
+            gate = op["state"].get("last_gate")
+            if gate:
+                out.print(f"  gate ({gate['alpha']:g} family-wise): [bold]{gate['verdict']}[/bold]")
+                for j in gate.get("judgements", []):
+                    out.print(f"    {j['judge']:<14} {j['verdict']:<12} {j['summary']}")
+        t = Table(box=None, header_style="bold")
+        for col in ("release", "weight", f"requests/{window:g}s", "errors", "p50 ms", "p99 ms"):
+            t.add_column(col, justify="right" if col != "release" else "left")
+        for r in d["releases"]:
+            t.add_row(
+                r["version"], f"{r['weight']:g}%", f"{r['requests']:,}",
+                "-" if r["error_rate"] is None else f"{r['error_rate']:.2%}",
+                "-" if r["p50_ms"] is None else f"{r['p50_ms']:.2f}",
+                "-" if r["p99_ms"] is None else f"{r['p99_ms']:.2f}",
+            )  # fmt: skip
+        out.print(t)
+
+
+def history(
+    ctx: typer.Context,
+    model: Annotated[str | None, typer.Argument(help="Only this model's events.")] = None,
+    verify: Annotated[
+        bool, typer.Option("--verify", help="Check the hash chain of the whole log.")
+    ] = False,
+    limit: Annotated[int | None, typer.Option(min=1, help="Only the newest N events.")] = None,
+    json: JsonOpt = False,
+) -> None:
+    """The audit log: who did what, when and why. --verify checks its hash chain."""
+    from backout.store import audit
+
+    store = settings(ctx).store()
+    with store.read() as conn:
+        events = audit.list_events(conn, model)
+        problems = audit.verify_chain(conn) if verify else []
+    if limit is not None:
+        events = events[-limit:]
+    if json:
+        doc: dict[str, Any] = {"events": [e.to_dict() for e in events]}
+        if verify:
+            doc["chain"] = {
+                "ok": not problems,
+                "problems": [{"seq": p.seq, "problem": p.problem} for p in problems],
+            }
+        print_json(doc)
+    else:
+        t = Table(box=None, header_style="bold")
+        for col in ("#", "at (UTC)", "model", "event", "actor", "reason"):
+            t.add_column(col)
+        for e in events:
+            t.add_row(
+                str(e.seq),
+                f"{e.at:%Y-%m-%d %H:%M:%S}",
+                e.model or "",
+                e.kind,
+                e.actor,
+                short(e.reason, 60),
+            )
+        out.print(t)
+        if verify:
+            if problems:
+                for p in problems:
+                    err.print(f"event {p.seq}: {p.problem}")
+            else:
+                out.print(f"chain verified: {len(events)} event(s), hashes intact")
+    if problems:
+        raise typer.Exit(1)

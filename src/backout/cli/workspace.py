@@ -1,0 +1,25 @@
+"""``backout init``: the workspace, that is the store and the artifact folder.
+
+For the first command a person types: it creates (or migrates) the store and creates the
+artifact folder the global options point at.
+"""
+
+from __future__ import annotations
+
+import typer
+
+from backout.cli.output import JsonOpt, out, print_json, settings
+
+
+def init(ctx: typer.Context, json: JsonOpt = False) -> None:
+    """Create (or migrate) the store and the artifact folder."""
+    from backout.store import redact_url
+
+    s = settings(ctx)
+    store = s.store()
+    s.artifacts_root().mkdir(parents=True, exist_ok=True)
+    info = {"store": redact_url(store.url), "artifacts": str(s.artifacts_root())}
+    if json:
+        print_json(info)
+    else:
+        out.print(f"store      {info['store']}\nartifacts  {info['artifacts']}\nready.")
