@@ -399,3 +399,30 @@ def test_public_names_all_exist() -> None:
     assert [
         n for n in backout.control.policy.__all__ if not hasattr(backout.control.policy, n)
     ] == []
+
+
+def test_check_refuses_a_policy_its_router_cannot_carry(capsys: pytest.CaptureFixture[str]) -> None:
+    from backout.cli import main
+
+    with pytest.raises(SystemExit) as code:
+        main(
+            ["policy", "check", str(EXAMPLES / "staged-rollback.yaml"), "--router", "weights-only"]
+        )
+    captured = capsys.readouterr()
+    assert code.value.code == 2 and captured.out == ""
+    assert captured.err == (
+        "error: the policy cannot run on the weights-only router: capture.rate: 0.05 needs the "
+        "capture capability; replay.allowed: true needs the capture capability, which it lacks "
+        "(turn those settings off for this model, or route it through a router that has them)\n"
+    )
+
+
+def test_check_names_the_routers_it_knows(capsys: pytest.CaptureFixture[str]) -> None:
+    from backout.cli import main
+
+    with pytest.raises(SystemExit) as code:
+        main(["policy", "check", str(EXAMPLES / "default.yaml"), "--router", "traefik"])
+    assert code.value.code == 2
+    assert capsys.readouterr().err == (
+        "error: --router 'traefik' is not a router backout knows: use one of gateway, weights-only\n"
+    )

@@ -14,8 +14,10 @@ import typer
 from rich.console import Console
 from rich.syntax import Syntax
 
+from backout.control import capabilities
 from backout.control.policy import load_policy, render_policy
-from backout.errors import PolicyError
+from backout.errors import ConfigError, PolicyError, UnsupportedByRouter
+from backout.traffic.router import ROUTER_CAPABILITIES
 
 policy_app = typer.Typer(
     help="Check runbook policies and show their effective settings.", no_args_is_help=True
@@ -26,11 +28,22 @@ policy_app = typer.Typer(
 def check(
     file: Annotated[Path, typer.Argument(help="The policy YAML file.", show_default=False)],
     json: Annotated[bool, typer.Option("--json", help="Print JSON instead of YAML.")] = False,
+    router: Annotated[
+        str,
+        typer.Option(
+            help=f"The router that will carry the model's traffic: {', '.join(ROUTER_CAPABILITIES)}."
+        ),
+    ] = "gateway",
 ) -> None:
     """Validate FILE and print the effective policy; exit 2 with one line per error."""
+    if router not in ROUTER_CAPABILITIES:
+        raise ConfigError(
+            f"--router {router!r} is not a router backout knows: use one of {', '.join(ROUTER_CAPABILITIES)}"
+        )
     try:
         policy = load_policy(file)
-    except PolicyError as exc:
+        capabilities.check(policy, router, ROUTER_CAPABILITIES[router])
+    except (PolicyError, UnsupportedByRouter) as exc:
         # Every error on its own line, each greppable and each with its file and line.
         err = Console(stderr=True, highlight=False, soft_wrap=True)
         for line in exc.message.splitlines():
