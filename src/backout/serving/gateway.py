@@ -48,15 +48,9 @@ from backout.runtimes.tensors import (
 )
 from backout.serving.changes import ChangeWatch
 from backout.serving.pool import Loaded, WarmPool
+from backout.serving.telemetry import AccessLog, Recorder, correlation, metrics_for
 from backout.store import Store, read_generation
-from backout.telemetry.batches import (
-    AccessLog,
-    ErrorKind,
-    Recorder,
-    correlation,
-    metrics_for,
-    write_batches,
-)
+from backout.telemetry.batches import ErrorKind, write_batches
 from backout.traffic import routes as routing
 from backout.traffic.deployments import CaptureRule, Deployments, LiveState
 
