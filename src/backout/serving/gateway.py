@@ -32,7 +32,6 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from backout.errors import BackoutError, ValidationError
-from backout.proof.replay import CaptureBuffer, add_labels, scrub, write_captures
 from backout.registry.artifacts import BlobStore
 from backout.registry.releases import Registry
 from backout.runtimes import ModelError, UpstreamError, UpstreamTimeout
@@ -46,6 +45,7 @@ from backout.runtimes.tensors import (
     outputs_to_predictions,
     wants_binary,
 )
+from backout.serving.capture import CaptureBuffer, add_labels, scrub, write_captures
 from backout.serving.changes import ChangeWatch
 from backout.serving.pool import Loaded, WarmPool
 from backout.serving.telemetry import AccessLog, Recorder, correlation, metrics_for
