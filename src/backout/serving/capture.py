@@ -15,14 +15,17 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import orjson
 import sqlalchemy as sa
 
+from backout.runtimes.tensors import encode_tensors
 from backout.store import Store, schema
 from backout.traffic.deployments import CaptureRule
 
 C = schema.captures
 REDACTED = "[redacted]"
+DEFAULT_CAPTURE = CaptureRule()  # for a model whose policy says nothing about capture
 
 
 def scrub(instances: Any, rule: CaptureRule) -> Any:
@@ -39,6 +42,19 @@ def scrub(instances: Any, rule: CaptureRule) -> Any:
                 row[k] = "sha256:" + hashlib.sha256(orjson.dumps(row[k])).hexdigest()[:16]
         out.append(row)
     return out
+
+
+def captured_request(
+    body: dict[str, Any], inputs: Mapping[str, np.ndarray], *, oip: bool, rule: CaptureRule
+) -> dict[str, Any]:
+    """What the capture log keeps of one request: its tensors, or its JSON body scrubbed."""
+    if oip:
+        return {"inputs": encode_tensors(inputs)}
+    # The rule's fields are scrubbed wherever a caller put them: top level or per instance.
+    request: dict[str, Any] = scrub([{k: v for k, v in body.items() if k != "instances"}], rule)[0]
+    if "instances" in body:
+        request["instances"] = scrub(body["instances"], rule)
+    return request
 
 
 @dataclass(slots=True)

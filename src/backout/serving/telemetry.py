@@ -2,8 +2,9 @@
 
 For the gateway only: the :class:`Recorder` fills the worker's per-release
 :class:`~backout.telemetry.batches.Batch` objects (which the controller and judges read back
-from the store), :class:`Metrics` feeds Prometheus, :class:`AccessLog` writes the structured
-access log, and :func:`correlation` gives each request its correlation id.
+from the store) with latencies, errors and :func:`output_labels`; :class:`Metrics` feeds
+Prometheus; :class:`AccessLog` writes the structured access log; and :func:`correlation`
+gives each request its correlation id.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import time
 from collections.abc import Mapping
 from typing import Any, BinaryIO
 
+import numpy as np
 import orjson
 
 from backout.telemetry.batches import Batch
@@ -46,6 +48,18 @@ class Recorder:
         for b in batches.values():
             b.end = now
         return [b for b in batches.values() if b.requests or b.shadow_requests]
+
+
+def output_labels(outputs: Mapping[str, np.ndarray]) -> list[str]:
+    """Output summaries for telemetry: class labels, or scores binned in tenths."""
+    label = outputs.get("label")
+    if label is not None:
+        return [str(x) for x in label.tolist()]
+    for arr in outputs.values():
+        if arr.dtype.kind in "fiu" and arr.ndim == 1:
+            return [f"score:{x:.1f}" for x in arr.tolist()]
+        break
+    return []
 
 
 # -- correlation ids ------------------------------------------------------------------------
