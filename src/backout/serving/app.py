@@ -30,11 +30,19 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from backout.errors import BackoutError
 from backout.registry.artifacts import BlobStore
 from backout.registry.releases import Registry
 from backout.serving.capture import CaptureBuffer, add_labels, write_captures
 from backout.serving.changes import ChangeWatch
-from backout.serving.codecs import HTTPError, json_response, parse_object, read_body
+from backout.serving.codecs import (
+    HTTPError,
+    domain_error_response,
+    http_error_response,
+    json_response,
+    parse_object,
+    read_body,
+)
 from backout.serving.pipeline import Pipeline
 from backout.serving.pool import Loaded, WarmPool
 from backout.serving.shadow import Mirror
@@ -93,7 +101,16 @@ class Gateway:
             max_body_bytes=self.settings.max_body_bytes,
             predict_timeout_s=self.settings.predict_timeout_s,
         )
-        self.app = Starlette(routes=self._routes(), lifespan=self._lifespan)
+        # Every route's errors are answered here, in one place; the handlers run only when
+        # a route raises, so they cost a successful request nothing.
+        self.app = Starlette(
+            routes=self._routes(),
+            lifespan=self._lifespan,
+            exception_handlers={
+                HTTPError: http_error_response,
+                BackoutError: domain_error_response,
+            },
+        )
 
     @property
     def live(self) -> LiveState:
@@ -226,10 +243,7 @@ class Gateway:
     async def model_metadata(self, request: Request) -> Response:
         model = request.path_params["model"]
         version = request.path_params.get("version")
-        try:
-            entry = self._entry_for_metadata(model, version)
-        except HTTPError as exc:
-            return json_response({"error": exc.message}, status=exc.status)
+        entry = self._entry_for_metadata(model, version)
         p = entry.predictor
         manifest = entry.release.manifest
         tensors = (manifest.contract.input or {}).get("x-backout-tensors") or [
@@ -247,10 +261,7 @@ class Gateway:
     async def model_ready(self, request: Request) -> Response:
         model = request.path_params["model"]
         version = request.path_params.get("version")
-        try:
-            self._entry_for_metadata(model, version)
-        except HTTPError as exc:
-            return json_response({"error": exc.message}, status=exc.status)
+        self._entry_for_metadata(model, version)
         return json_response({"name": model, "ready": True})
 
     def _entry_for_metadata(self, model: str, version: str | None) -> Loaded:
@@ -274,23 +285,16 @@ class Gateway:
 
     async def feedback(self, request: Request) -> Response:
         """Ground truth for a captured request: ``{"request_id": ..., "labels": [...]}``."""
-        try:
-            raw = await read_body(
-                request.receive, request.headers.get("content-length"), self.settings.max_body_bytes
-            )
-            body = parse_object(raw)
-        except HTTPError as exc:
-            return json_response({"error": exc.message}, status=exc.status)
+        raw = await read_body(
+            request.receive, request.headers.get("content-length"), self.settings.max_body_bytes
+        )
+        body = parse_object(raw)
         rid = body.get("request_id")
         if not isinstance(rid, str) or "labels" not in body:
-            return json_response(
-                {"error": 'send {"request_id": "...", "labels": [...]}'}, status=422
-            )
+            raise HTTPError(422, 'send {"request_id": "...", "labels": [...]}')
         found = await asyncio.to_thread(add_labels, self.store, rid, body["labels"])
         if not found:
-            return json_response(
-                {"error": f"request {rid!r} was not captured (only a sample is)"}, status=404
-            )
+            raise HTTPError(404, f"request {rid!r} was not captured (only a sample is)")
         return json_response({"request_id": rid, "labelled": True})
 
 

@@ -4,8 +4,9 @@ For the request path (:mod:`backout.serving.pipeline`): reading a body within th
 limit; decoding the JSON route's ``{"instances": [...]}`` or ``{"inputs": {...}}`` and the
 Open Inference Protocol's JSON and binary tensor forms into input tensors; and encoding the
 answers in the same forms. Tensor conversion itself is :mod:`backout.runtimes.tensors`; this
-module adds the HTTP side: status codes, media types and :class:`HTTPError`, the error
-answer every route raises.
+module adds the HTTP side: status codes, media types, and :class:`HTTPError`, the error
+answer every route raises, with the exception handlers the app registers to answer it and
+any domain error.
 """
 
 from __future__ import annotations
@@ -15,10 +16,11 @@ from typing import Any
 
 import numpy as np
 import orjson
+from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import Receive
 
-from backout.errors import ValidationError
+from backout.errors import BackoutError, ValidationError
 from backout.runtimes.tensors import (
     BINARY_HEADER,
     decode_binary_request,
@@ -33,13 +35,21 @@ from backout.telemetry.batches import ErrorKind
 
 
 class HTTPError(Exception):
-    """An error answer, raised inside a request and turned into a response in one place."""
+    """An error answer, raised inside a request and turned into a response in one place.
+
+    :func:`http_error_response`, the app's handler for it, answers ``{"error": message}``
+    with ``status``. An inference request adds its ``request_id`` (to the body as well)
+    and its ``headers`` before it lets the error go. ``kind`` is how the release's
+    telemetry counts the error.
+    """
 
     def __init__(self, status: int, message: str, kind: ErrorKind | None = None) -> None:
         super().__init__(message)
         self.status = status
         self.message = message
         self.kind = kind
+        self.request_id: str | None = None
+        self.headers: Mapping[str, str] | None = None
 
 
 def json_response(
@@ -52,6 +62,21 @@ def json_response(
         headers=headers,
         media_type="application/json",
     )
+
+
+async def http_error_response(request: Request, exc: Exception) -> Response:
+    """The app's answer to an :class:`HTTPError` raised by any route."""
+    assert isinstance(exc, HTTPError)
+    body = {"error": exc.message}
+    if exc.request_id is not None:
+        body["request_id"] = exc.request_id
+    return json_response(body, status=exc.status, headers=exc.headers)
+
+
+async def domain_error_response(request: Request, exc: Exception) -> Response:
+    """The app's answer to a domain error a route let through: its message and ``http_status``."""
+    assert isinstance(exc, BackoutError)
+    return json_response({"error": exc.message}, status=exc.http_status)
 
 
 # -- requests --------------------------------------------------------------------------------

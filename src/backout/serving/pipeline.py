@@ -31,7 +31,6 @@ from backout.serving.codecs import (
     decode_binary,
     decode_inputs,
     json_answer,
-    json_response,
     oip_answer,
     parse_object,
     read_body,
@@ -107,7 +106,7 @@ class Pipeline:
         model = request.path_params["model"]
         version: str | None = None
         counted = False  # True once the request reached a loaded release: errors count for it
-        status = 200
+        failure: HTTPError | None = None
         try:
             table = self.table(model)
             pinned = request.path_params.get("version") or hdr.get(PIN_HEADER)
@@ -152,15 +151,16 @@ class Pipeline:
             else:
                 response = json_answer(model, version, predictions, headers)
         except HTTPError as exc:
-            status = exc.status
             if counted and version is not None:
                 kind = exc.kind or ErrorKind.INPUT_CONTRACT
                 self.recorder.batch(model, version).observe(time.perf_counter() - t0, error=kind)
             headers = {"x-request-id": rid, WORKER_HEADER: self.worker_id, **trace_headers}
             if version is not None:
                 headers["x-backout-release"] = f"{model}@{version}"
-            body_err = {"error": exc.message, "request_id": rid}
-            response = json_response(body_err, status=status, headers=headers)
+            exc.request_id = rid
+            exc.headers = headers
+            failure = exc
+        status = 200 if failure is None else failure.status
         latency = time.perf_counter() - t0
         self.metrics.observe(model, version or "-", status, latency)
         if self.access is not None or access_log.isEnabledFor(logging.INFO):
@@ -173,6 +173,8 @@ class Pipeline:
                 self.access.write(line)
             else:  # an embedding application routed the "backout.access" logger itself
                 access_log.info(orjson.dumps(line).decode())
+        if failure is not None:
+            raise failure  # answered by the app's handler, as every route's errors are
         return response
 
     def table(self, model: str) -> routing.RouteTable:
