@@ -7,7 +7,7 @@
 
 **Replay** (issue 6: at least 2,000 captured requests/s in-process): an iris
 LogisticRegression registered with its inferred contract in a temporary SQLite store, and a
-capture log of single-instance requests written with :func:`backout.proof.replay.write_captures`
+capture log of single-instance requests written with :func:`backout.serving.capture.write_captures`
 (the live answers come from the same model, so every replayed answer agrees). The figure is
 the wall time of one :func:`backout.proof.replay.replay` call — reading the captures from the store,
 loading and verifying the release, then decoding, validating (input and output contracts),
@@ -50,11 +50,12 @@ from _results import write_section
 from gateway import WORK, Server, ensure_wrk, make_models, openloop, start_gateway, wrk
 
 from backout.proof.contracts import infer_sklearn_contract
-from backout.proof.replay import replay, write_captures
+from backout.proof.replay import replay
 from backout.registry.artifacts import LocalBlobStore
 from backout.registry.manifest import Runtime, RuntimeKind
 from backout.registry.releases import Registry
 from backout.runtimes.tensors import outputs_to_predictions
+from backout.serving.capture import write_captures
 from backout.store import Store, open_store
 from backout.traffic.deployments import Deployments
 

@@ -16,7 +16,7 @@ from backout.control.policy import parse_policy
 from backout.errors import ConfigError
 from backout.registry.artifacts import LocalBlobStore
 from backout.registry.releases import Registry
-from backout.serving.gateway import Gateway, GatewaySettings
+from backout.serving.app import Gateway, GatewaySettings
 from backout.store import Store, bump_generation, open_store, schema
 from backout.traffic.deployments import Deployments
 from backout.traffic.faults import Fault, parse_fault

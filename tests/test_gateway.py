@@ -15,9 +15,10 @@ import pytest
 from backout.registry.artifacts import LocalBlobStore
 from backout.registry.manifest import Runtime, RuntimeKind
 from backout.registry.releases import Registry
-from backout.serving.gateway import Gateway, GatewaySettings
+from backout.serving.app import Gateway, GatewaySettings
+from backout.serving.telemetry import AccessLog, Metrics
 from backout.store import Store, open_store
-from backout.telemetry.batches import AccessLog, Batch, Metrics, read_batches
+from backout.telemetry.batches import Batch, read_batches
 from backout.traffic.deployments import Deployments
 from tests.models import iris, register_iris
 from tests.serving import serve

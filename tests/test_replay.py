@@ -14,21 +14,13 @@ import sqlalchemy as sa
 from backout.control.controller import Controller
 from backout.control.policy import parse_policy
 from backout.errors import ArtifactCorrupt
-from backout.proof.replay import (
-    CaptureBuffer,
-    CaptureRule,
-    Limits,
-    load_captures,
-    record_envelope,
-    replay,
-    scrub,
-    write_captures,
-)
+from backout.proof.replay import Limits, load_captures, record_envelope, replay
 from backout.registry.artifacts import LocalBlobStore
 from backout.registry.releases import Registry
-from backout.serving.gateway import Gateway, GatewaySettings
+from backout.serving.app import Gateway, GatewaySettings
+from backout.serving.capture import CaptureBuffer, scrub, write_captures
 from backout.store import Store, open_store, schema
-from backout.traffic.deployments import Deployments
+from backout.traffic.deployments import CaptureRule, Deployments
 from tests.models import iris, register_iris
 from tests.serving import serve
 

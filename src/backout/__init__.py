@@ -27,8 +27,8 @@ _EXPORTS = {
     "Release": "backout.registry.releases",
     "Deployments": "backout.traffic.deployments",
     "RouteTable": "backout.traffic.routes",
-    "Gateway": "backout.serving.gateway",
-    "GatewaySettings": "backout.serving.gateway",
+    "Gateway": "backout.serving.app",
+    "GatewaySettings": "backout.serving.app",
     "Controller": "backout.control.controller",
     "Phase": "backout.control.phases",
     "Policy": "backout.control.policy",
@@ -98,7 +98,7 @@ if TYPE_CHECKING:
     from backout.registry.releases import Registry, Release
     from backout.reports.builder import build_report
     from backout.reports.writer import write_report
-    from backout.serving.gateway import Gateway, GatewaySettings
+    from backout.serving.app import Gateway, GatewaySettings
     from backout.store import Store, open_store
     from backout.traffic.deployments import Deployments
     from backout.traffic.routes import RouteTable

@@ -70,7 +70,7 @@ def serve(
         ).start()
     try:
         uvicorn.run(
-            "backout.serving.gateway:create_app", factory=True, host=host, port=port, workers=n,
+            "backout.serving.app:create_app", factory=True, host=host, port=port, workers=n,
             http="httptools", loop=loop, access_log=False, log_level="warning",
         )  # fmt: skip
     finally:

@@ -1,18 +1,18 @@
-"""Capture and replay: prove a rollback target on real production requests before it serves.
+"""Replay: prove a rollback target on real production requests before it serves.
 
 The gateway samples live requests and their answers into a bounded capture log (named
-fields redacted or hashed as the policy says). ``replay`` runs captured requests against a
-target release — in-process or through a running gateway — and compares it with what the
-live release answered and with the target's *performance envelope*: the latency, throughput
-and error rate it showed while it last served production.
+fields redacted or hashed as the policy says; see :mod:`backout.serving.capture`). This
+module reads that log: ``replay`` runs captured requests against a target release —
+in-process or through a running gateway — and compares it with what the live release
+answered and with the target's *performance envelope*: the latency, throughput and error
+rate it showed while it last served production.
 """
 
 from __future__ import annotations
 
-import hashlib
 import math
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -26,86 +26,8 @@ from backout.registry.manifest import parse_ref
 from backout.registry.releases import Registry
 from backout.store import Store, schema
 from backout.telemetry.batches import latency_quantile, read_batches, sum_batches
-from backout.traffic.deployments import CaptureRule
 
 C = schema.captures
-REDACTED = "[redacted]"
-
-
-# -- capture ---------------------------------------------------------------------------------
-
-
-def scrub(instances: Any, rule: CaptureRule) -> Any:
-    """Instances with the rule's fields redacted or replaced by a short SHA-256."""
-    if not (rule.redact or rule.hash) or not isinstance(instances, list):
-        return instances
-    out = []
-    for row in instances:
-        if isinstance(row, dict):
-            row = dict(row)
-            for k in rule.redact & row.keys():
-                row[k] = REDACTED
-            for k in rule.hash & row.keys():
-                row[k] = "sha256:" + hashlib.sha256(orjson.dumps(row[k])).hexdigest()[:16]
-        out.append(row)
-    return out
-
-
-@dataclass(slots=True)
-class CaptureBuffer:
-    """Captured rows a gateway worker holds until its next telemetry flush."""
-
-    rows: list[dict[str, Any]] = field(default_factory=list)
-    limit: int = 10_000  # a worker never holds more than this between flushes
-
-    def add(self, model: str, version: str, request_id: str, protocol: str, latency_s: float,
-            request: Any, response: Any, labels: Any = None) -> None:  # fmt: skip
-        if len(self.rows) >= self.limit:
-            return
-        self.rows.append({
-            "model": model, "version": version, "at": time.time(), "request_id": request_id,
-            "protocol": protocol, "latency_ms": latency_s * 1000,
-            "request": orjson.dumps(request, option=orjson.OPT_SERIALIZE_NUMPY).decode(),
-            "response": orjson.dumps(response, option=orjson.OPT_SERIALIZE_NUMPY).decode(),
-            "labels": None if labels is None else orjson.dumps(labels).decode(),
-        })  # fmt: skip
-
-    def drain(self) -> list[dict[str, Any]]:
-        rows, self.rows = self.rows, []
-        return rows
-
-
-def write_captures(
-    store: Store, rows: Sequence[dict[str, Any]], max_rows: Mapping[str, int]
-) -> int:
-    """Append captured rows and trim each model's log to its bound."""
-    if not rows:
-        return 0
-    with store.write() as conn:
-        conn.execute(C.insert(), list(rows))
-        for model in {r["model"] for r in rows}:
-            bound = max_rows.get(model, CaptureRule().max_rows)
-            cutoff = conn.execute(
-                sa.select(C.c.id)
-                .where(C.c.model == model)
-                .order_by(C.c.id.desc())
-                .offset(bound)
-                .limit(1)
-            ).scalar()
-            if cutoff is not None:
-                conn.execute(C.delete().where(C.c.model == model, C.c.id <= cutoff))
-    return len(rows)
-
-
-def add_labels(store: Store, request_id: str, labels: Any) -> bool:
-    """Attach ground truth to a captured request; False when it was not captured."""
-    with store.write() as conn:
-        res = conn.execute(
-            C.update()
-            .where(C.c.request_id == request_id)
-            .values(labels=orjson.dumps(labels).decode())
-        )
-        return bool(res.rowcount)
 
 
 # -- performance envelopes ------------------------------------------------------------------
