@@ -35,7 +35,7 @@ from backout.judges.core import (
 )
 from backout.telemetry.batches import Batch, ErrorKind, latency_bucket
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def make_batch(
