@@ -9,6 +9,7 @@ import orjson
 import pytest
 
 from backout.cli import main
+from backout.store import open_store
 
 
 class Cli:
@@ -34,6 +35,7 @@ class Cli:
 
 @pytest.fixture
 def cli(capsys: pytest.CaptureFixture[str], store_url: str, tmp_path: Path) -> Cli:
+    open_store(store_url, create=True).dispose()  # as `backout init` does
     return Cli(capsys, store_url, tmp_path)
 
 

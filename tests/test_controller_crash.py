@@ -214,7 +214,7 @@ def make_site(path: Path) -> Site:
     path.mkdir(parents=True)
     url = f"sqlite:///{path / 'store.db'}"
     with _MIGRATE:
-        store = open_store(url)
+        store = open_store(url, create=True)
     registry = Registry(store, LocalBlobStore(path / "artifacts"))
     for v in ("1.0.0", "1.1.0", "1.2.0"):
         f = path / f"model-{v}.bin"

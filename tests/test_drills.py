@@ -57,7 +57,7 @@ def test_bad_fault_specs_say_what_is_allowed(spec: str, message: str) -> None:
 
 @pytest.fixture
 def live(tmp_path: Path) -> Iterator[tuple[Store, Registry, str, Gateway]]:
-    store = open_store(f"sqlite:///{tmp_path / 'store.db'}")
+    store = open_store(f"sqlite:///{tmp_path / 'store.db'}", create=True)
     blobs = LocalBlobStore(tmp_path / "artifacts")
     registry = Registry(store, blobs)
     register_iris(registry, tmp_path / "m", "1.0.0")

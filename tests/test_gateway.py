@@ -87,7 +87,7 @@ class World:
 
 @pytest.fixture
 def world(tmp_path: Path) -> Iterator[World]:
-    store = open_store(f"sqlite:///{tmp_path / 'store.db'}")
+    store = open_store(f"sqlite:///{tmp_path / 'store.db'}", create=True)
     blobs = LocalBlobStore(tmp_path / "artifacts")
     registry = Registry(store, blobs)
     register_iris(registry, tmp_path / "models", "1.0.0", c=1.0)
@@ -332,7 +332,7 @@ def test_on_postgresql_a_route_change_is_notified(postgres: object) -> None:
     from backout.serving.changes import ChangeWatch
     from backout.store import bump_generation
 
-    store = open_store(postgres.create_database())  # type: ignore[attr-defined]
+    store = open_store(postgres.create_database(), create=True)  # type: ignore[attr-defined]
     watch = ChangeWatch(store, recheck_s=3600)
     watch.maybe_changed()  # the first call always says "maybe"
     assert watch._pg is not None

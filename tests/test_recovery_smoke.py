@@ -46,7 +46,7 @@ class Answer:
 @pytest.fixture
 def world(tmp_path: Path) -> Iterator[tuple[Store, Registry]]:
     """A tiny store: iris@1.0.0 and iris@1.1.0, both known-good, 1.1.0 live."""
-    store = open_store(f"sqlite:///{tmp_path / 'store.db'}")
+    store = open_store(f"sqlite:///{tmp_path / 'store.db'}", create=True)
     registry = Registry(store, LocalBlobStore(tmp_path / "artifacts"))
     for version, c in (("1.0.0", 1.0), ("1.1.0", 0.5)):
         register_iris(registry, tmp_path / "models", version, c=c)

@@ -27,7 +27,7 @@ from tests.serving import serve
 
 @pytest.fixture
 def world(tmp_path: Path) -> Iterator[tuple[Store, Registry, LocalBlobStore]]:
-    store = open_store(f"sqlite:///{tmp_path / 'store.db'}")
+    store = open_store(f"sqlite:///{tmp_path / 'store.db'}", create=True)
     blobs = LocalBlobStore(tmp_path / "artifacts")
     registry = Registry(store, blobs)
     register_iris(registry, tmp_path / "models", "1.0.0", c=1.0)

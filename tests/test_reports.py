@@ -183,7 +183,7 @@ def staged_incident(store: Store, registry: Registry, artifact: Path) -> Inciden
 
 @pytest.fixture
 def sqlite_store(tmp_path: Path) -> Iterator[Store]:
-    s = open_store(f"sqlite:///{tmp_path / 'store.db'}")
+    s = open_store(f"sqlite:///{tmp_path / 'store.db'}", create=True)
     try:
         yield s
     finally:

@@ -156,7 +156,7 @@ def test_registering_an_alias_records_the_concrete_version(
     from backout.store import open_store
 
     uri = registry["uri"]
-    store = open_store(f"sqlite:///{tmp_path / 'store.db'}")
+    store = open_store(f"sqlite:///{tmp_path / 'store.db'}", create=True)
     reg = Registry(store, LocalBlobStore(tmp_path / "blobs"))
     options = {"uri": "models:/iris@champion", "tracking_uri": uri, "registry_uri": uri}
     rel = reg.register(

@@ -34,6 +34,10 @@ def serve(
     controller: Annotated[
         bool, typer.Option(help="Run the controller beside the gateway (one acts per store).")
     ] = True,
+    init: Annotated[
+        bool,
+        typer.Option("--init", help="Create the store first if there is none (as `backout init`)."),
+    ] = False,
 ) -> None:
     """Run the gateway (N worker processes) and the controller beside it."""
     import tempfile
@@ -41,7 +45,7 @@ def serve(
     import uvicorn
 
     s = settings(ctx)
-    s.store()  # migrate once here, before the workers start
+    s.store(create=init)  # migrate once here, before the workers start
     s.close()
     os.environ["BACKOUT_STORE"] = s.url()
     os.environ["BACKOUT_ARTIFACTS"] = str(s.artifacts_root().resolve())
