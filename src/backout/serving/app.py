@@ -53,6 +53,10 @@ from backout.traffic.deployments import Deployments, LiveState
 
 log = logging.getLogger("backout.gateway")
 
+# At about one batch per release per second, ten minutes of a few releases' telemetry.
+MAX_UNSENT_BATCHES = 3000
+MAX_UNSENT_CAPTURES = 10_000
+
 
 @dataclass
 class GatewaySettings:
@@ -92,6 +96,8 @@ class Gateway:
         self._guard = StateGuard(store)
         self._route_outage = Outage(log, "route refresh")
         self._flush_outage = Outage(log, "telemetry flush")
+        self._unsent: list[Any] = []  # telemetry batches not yet written (a store outage)
+        self._uncaptured: list[dict[str, Any]] = []
         self.access = AccessLog(sys.stderr.buffer) if self.settings.access_log else None
         self.pipeline = Pipeline(
             self.pool,
@@ -206,23 +212,33 @@ class Gateway:
             if self.access is not None:
                 self.access.flush()
             # Drain on the event loop (no request is mid-update then), write off it.
-            batches = self.recorder.drain()
-            captured = self.captures.drain()
+            self._take()
             try:
-                await asyncio.to_thread(self._write, batches, captured)
+                await asyncio.to_thread(self._write)
             except Exception as exc:  # telemetry must never take the data plane down
-                self._flush_outage.failed(exc)
+                self._flush_outage.failed(exc, f"{len(self._unsent)} batch(es) kept to retry")
             else:
                 self._flush_outage.recovered()
 
     def flush(self) -> int:
         """Write this worker's finished batches (and captures) to the store; returns how many."""
-        return self._write(self.recorder.drain(), self.captures.drain())
+        self._take()
+        return self._write()
 
-    def _write(self, batches: list[Any], captured: list[dict[str, Any]]) -> int:
+    def _take(self) -> None:
+        # What a store outage kept from being written waits for the next flush, up to a
+        # bound: judges and triggers then see the outage's traffic once the store is back.
+        self._unsent += self.recorder.drain()
+        self._uncaptured += self.captures.drain()
+        del self._unsent[:-MAX_UNSENT_BATCHES], self._uncaptured[:-MAX_UNSENT_CAPTURES]
+
+    def _write(self) -> int:
+        batches, captured = list(self._unsent), list(self._uncaptured)
         n = write_batches(self.store, batches, self.settings.worker_id)
+        del self._unsent[: len(batches)]
         bounds = {m: r.max_rows for m, r in self.live.capture.items()}
         write_captures(self.store, captured, bounds)
+        del self._uncaptured[: len(captured)]
         return n
 
     # -- routes ------------------------------------------------------------------------

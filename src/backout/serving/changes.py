@@ -125,7 +125,7 @@ class ChangeWatch:
             if self._file is None:
                 return
             with contextlib.suppress(sqlite3.Error):
-                uri = f"file:{self._path.absolute()}?mode=ro"
+                uri = f"file:{self._path.absolute()}?mode=rw"  # never creates the file
                 self._conn = sqlite3.connect(
                     uri, uri=True, isolation_level=None, check_same_thread=False
                 )

@@ -10,6 +10,7 @@ event is redacted (:mod:`backout.redaction`) before it is hashed.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -129,7 +130,11 @@ def list_events(
     since_seq: int = 0,
     limit: int | None = None,
 ) -> list[Event]:
-    """Events in order, optionally for one model and of some kinds."""
+    """Events in order, optionally for one model and of some kinds, as shown to people.
+
+    They are redacted (again: events written before redaction existed may hold a secret),
+    so their ``hash`` is that of the stored event; :func:`verify_chain` reads the stored form.
+    """
     q = (
         sa.select(schema.events)
         .where(schema.events.c.seq > since_seq)
@@ -141,7 +146,7 @@ def list_events(
         q = q.where(schema.events.c.kind.in_(list(kinds)))
     if limit is not None:
         q = q.limit(limit)
-    return [_row(r) for r in conn.execute(q)]
+    return [_shown(_row(r)) for r in conn.execute(q)]
 
 
 def verify_chain(conn: Connection) -> list[ChainProblem]:
@@ -178,6 +183,13 @@ def verify_chain(conn: Connection) -> list[ChainProblem]:
             )
         )
     return problems
+
+
+def _shown(e: Event) -> Event:
+    reason, actor, data = redact_text(e.reason), redact_text(e.actor), redact(e.data)
+    if (reason, actor, data) == (e.reason, e.actor, e.data):
+        return e
+    return dataclasses.replace(e, reason=reason, actor=actor, data=data)
 
 
 def _row(r: Any) -> Event:
