@@ -33,6 +33,9 @@ READ_COMMANDS = [
     ("history", "fraud"),
     ("release", "register", "fraud", "1.0.0", "--artifact", "/dev/null"),
     ("consumers", "list", "fraud"),
+    ("deploy", "fraud@1.0.0"),
+    ("rollback", "fraud", "--emergency"),
+    ("serve", "--port", "1"),  # a gateway opens an existing store too (`serve --init` creates)
 ]
 
 

@@ -1,7 +1,8 @@
 """``backout serve``: the gateway's worker processes, with the controller beside them.
 
-For whoever runs backout on a host: it migrates the store once, hands the settings to the
-workers through the environment, and runs uvicorn until stopped.
+For whoever runs backout on a host: it opens the store (an existing one; ``--init`` creates
+it when there is none) and migrates it once, hands the settings to the workers through the
+environment, and runs uvicorn until stopped.
 """
 
 from __future__ import annotations

@@ -105,9 +105,12 @@ class Store:
         try:
             yield
         except (sa.exc.OperationalError, sa.exc.InterfaceError, sa.exc.TimeoutError) as exc:
-            raise StoreUnavailable(
-                f"store {redact_url(self.url)!r} is unavailable: {_reason(exc)}"
-            ) from exc
+            path = sqlite_path(self.url)
+            if path is not None and not path.exists():
+                why = "its file is missing (moved or deleted?); it is used again once it is back"
+            else:
+                why = _reason(exc)
+            raise StoreUnavailable(f"store {redact_url(self.url)!r} is unavailable: {why}") from exc
 
     def dispose(self) -> None:
         self.engine.dispose()
