@@ -32,7 +32,12 @@ HOOK = f"https://hooks.example.test/services/T0AAA/B0BBB/{SECRET}"
             "https://s3.example/b/o?X-Amz-Signature=ab&X-Amz-Date=1",
             "https://s3.example/b/o?X-Amz-Signature=***&X-Amz-Date=1",
         ),
-        ("https://ghp_0123456789abc@github.com/org/repo", "https://***@github.com/org/repo"),
+        ("https://ghp_R2d2C3poX9y8Z7w6@github.com/org/repo", "https://***@github.com/org/repo"),
+        ("https://discord.com/api/webhooks/123/abc", "https://discord.com/…"),
+        (
+            "https://github.com/org/repo/commit/0a1b2c3d4e5f60718293",
+            "https://github.com/org/repo/commit/0a1b2c3d4e5f60718293",
+        ),
         ("sqlite:////tmp/x/backout.db", "sqlite:////tmp/x/backout.db"),
         (
             "http://127.0.0.1:8000/v2/models/iris/infer",

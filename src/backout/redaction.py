@@ -10,7 +10,8 @@ few named values (``password``, ``token``, ...) in structured data.
 
 * in any text, every URL loses its password (``user:***@``), the values of query
   parameters that carry credentials (``token``, ``key``, ``sig``, ...), and — for an HTTP(S)
-  URL whose path holds a token-like segment (a webhook's) — its path (``/…``);
+  URL that is a webhook (``hook`` in its host or path) or whose path holds a token-like
+  segment (long, mixed case and digits) — its path (``/…``);
 * in a mapping, a value under a webhook key (``webhook``, ``webhooks``, ``*_webhook``) is
   reduced to scheme and host whatever its path, and a value under a secret key
   (``password``, ``token``, ``secret``, ``api_key``, ``authorization``, ...) becomes ``***``.
@@ -46,9 +47,12 @@ _SECRET_KEY = re.compile(
     r"private_key|access_key)$"
 )
 _WEBHOOK_KEY = re.compile(r"(?i)^(.*[_\-])?(webhook|webhooks|hook|hooks|webhook_url)$")
-# A path segment that looks like a token rather than a word: long, and mixing letters with
-# digits, or very long (Slack's T…/B…/secret, Discord's id/token, a UUID).
-_TOKENISH = re.compile(r"^(?=[A-Za-z0-9_\-]*[0-9])(?=[A-Za-z0-9_\-]*[A-Za-z])[A-Za-z0-9_\-]{8,}$")
+# A path segment that looks like a secret token rather than a word or a hash: long, mixing
+# upper and lower case with digits (Slack's and Discord's webhook tokens, API keys). Commit
+# hashes and run ids (lowercase hex) stay, so lineage and MLflow links remain readable.
+_TOKENISH = re.compile(r"^(?=.*[0-9])(?=.*[a-z])(?=.*[A-Z])[A-Za-z0-9_\-]{16,}$")
+# Hosts and paths that are webhooks whatever their tokens look like.
+_HOOKISH = re.compile(r"(?i)hook")
 
 
 def redact_url(url: str, *, keep_path: bool = True) -> str:
@@ -71,9 +75,11 @@ def redact_url(url: str, *, keep_path: bool = True) -> str:
         netloc = f"{MASK}@{netloc.rsplit('@', 1)[1]}"  # a token used as the user name
     path, query = parts.path, parts.query
     web = parts.scheme.lower() in ("http", "https")
-    if (not keep_path and (path not in ("", "/") or query)) or (
-        web and any(_TOKENISH.match(seg) for seg in path.split("/"))
-    ):
+    secret_path = web and (
+        any(_TOKENISH.match(seg) for seg in path.split("/"))
+        or (_HOOKISH.search(netloc + path) is not None and path not in ("", "/"))
+    )
+    if (not keep_path and (path not in ("", "/") or query)) or secret_path:
         path, query = ELIDED, ""
     elif query:
         query = "&".join(

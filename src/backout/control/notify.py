@@ -241,7 +241,9 @@ class WebhookNotifier:
     """Posts notices as Slack-compatible JSON to webhooks, from a background thread.
 
     ``urls`` get the notices whose kind is in ``kinds`` (all when None); a notice's own
-    ``to`` webhooks get it whatever its kind. At most ``max_pending`` deliveries wait at
+    ``to`` webhooks get it whatever its kind. Every attempt is bounded: ``connect_timeout``
+    to connect, ``timeout`` for each read or write, ``total_timeout`` (default twice
+    ``timeout``) for the whole attempt, so a receiver that trickles bytes cannot hold it. At most ``max_pending`` deliveries wait at
     once; beyond that a delivery is dropped and reported, never queued behind the caller.
     ``on_failure`` is called (from the worker thread, or the caller's when dropping) with
     every :class:`FailedDelivery`; it must be quick and must not raise.
@@ -254,6 +256,7 @@ class WebhookNotifier:
         kinds: Collection[NoticeKind] | None = None,
         timeout: float = 2.0,
         connect_timeout: float = 1.0,
+        total_timeout: float | None = None,
         max_attempts: int = 4,
         backoff: float = 0.25,
         max_backoff: float = 4.0,
@@ -263,7 +266,8 @@ class WebhookNotifier:
     ) -> None:
         self.urls = tuple(urls)
         self.kinds = frozenset(kinds) if kinds is not None else None
-        self.timeout = timeout
+        self.timeout = timeout  # each connect, write and read
+        self.total_timeout = total_timeout or 2 * timeout  # one whole attempt
         self.max_attempts = max(1, max_attempts)
         self.backoff = backoff
         self.max_backoff = max_backoff
@@ -390,12 +394,14 @@ class WebhookNotifier:
         try:
             # httpx bounds each connect and read; this bounds the whole attempt, so a
             # receiver that trickles its answer cannot hold a delivery past ``timeout``.
-            async with asyncio.timeout(self.timeout):
+            async with asyncio.timeout(self.total_timeout):
                 r = await self._client.post(
                     url, content=body, headers={"content-type": "application/json"}
                 )
-        except (httpx.TimeoutException, TimeoutError):
+        except httpx.TimeoutException:
             return True, f"no answer within {self.timeout:g}s"
+        except TimeoutError:
+            return True, f"no whole answer within {self.total_timeout:g}s"
         except httpx.TransportError as exc:
             return True, f"connection failed: {redact_text(str(exc)) or type(exc).__name__}"
         if r.is_success:

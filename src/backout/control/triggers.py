@@ -52,21 +52,28 @@ class MetricSource(Protocol):
 class PrometheusSource:
     """Instant queries against Prometheus's HTTP API (``/api/v1/query``).
 
-    Bounded: connecting takes at most ``connect_timeout_s``, the whole query (connect,
-    send, every byte of the answer) at most about ``timeout_s``, and the answer at most
-    ``max_bytes``; past a bound the query fails with ``httpx.TimeoutException`` and the
-    trigger reports it instead of holding up the controller's tick.
+    Bounded: connecting takes at most ``connect_timeout_s``, each read ``timeout_s``, the
+    whole query (connect, send, every byte of the answer) about ``total_timeout_s``
+    (default twice ``timeout_s``), and the answer at most ``max_bytes``; past a bound the
+    query fails with ``httpx.TimeoutException`` and the trigger reports it instead of
+    holding up the controller's tick.
     """
 
     def __init__(
-        self, timeout_s: float = 2.0, *, connect_timeout_s: float = 1.0, max_bytes: int = 1 << 20
+        self,
+        timeout_s: float = 2.0,
+        *,
+        connect_timeout_s: float = 1.0,
+        total_timeout_s: float | None = None,
+        max_bytes: int = 1 << 20,
     ) -> None:
         self.timeout_s = timeout_s
         self.connect_timeout_s = min(connect_timeout_s, timeout_s)
+        self.total_timeout_s = total_timeout_s or 2 * timeout_s
         self.max_bytes = max_bytes
 
     def query(self, url: str, promql: str) -> float | None:
-        deadline = time.monotonic() + self.timeout_s
+        deadline = time.monotonic() + self.total_timeout_s
         timeout = httpx.Timeout(self.timeout_s, connect=self.connect_timeout_s)
         body = bytearray()
         with (
@@ -77,7 +84,7 @@ class PrometheusSource:
             for chunk in r.iter_bytes():
                 body += chunk
                 if time.monotonic() > deadline:  # a server trickling bytes: the total bound
-                    raise httpx.ReadTimeout(f"no whole answer within {self.timeout_s:g} s")
+                    raise httpx.ReadTimeout(f"no whole answer within {self.total_timeout_s:g} s")
                 if len(body) > self.max_bytes:
                     raise ValueError(f"answer larger than {self.max_bytes:,} bytes")
         result = orjson.loads(body).get("data", {}).get("result", [])

@@ -94,8 +94,9 @@ class Gateway:
         self._refresh_lock = asyncio.Lock()
         self._watch = ChangeWatch(store)
         self._guard = StateGuard(store)
-        self._route_outage = Outage(log, "route refresh")
-        self._flush_outage = Outage(log, "telemetry flush")
+        worker = self.settings.worker_id
+        self._route_outage = Outage(log, f"route refresh on worker {worker}")
+        self._flush_outage = Outage(log, f"telemetry flush on worker {worker}")
         self._unsent: list[Any] = []  # telemetry batches not yet written (a store outage)
         self._uncaptured: list[dict[str, Any]] = []
         self.access = AccessLog(sys.stderr.buffer) if self.settings.access_log else None
