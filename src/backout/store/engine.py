@@ -34,7 +34,7 @@ MIGRATIONS = Path(__file__).with_name("migrations")
 # Any constant works; it only has to be the same for every backout process on the server.
 _PG_WRITE_LOCK = 0x6261636B6F7574  # "backout"
 # Network limits for PostgreSQL; a URL's own ``connect_timeout`` or ``options`` win.
-CONNECT_TIMEOUT_S = 5
+CONNECT_TIMEOUT_S = 3  # per attempt: libpq may try twice (with SSL, then without)
 STATEMENT_TIMEOUT_S = 30
 POOL_TIMEOUT_S = 10
 MIGRATION_TIMEOUT_S = 600
