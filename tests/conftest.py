@@ -90,7 +90,7 @@ def store_url(new_store_url: NewStoreUrl) -> str:
 @pytest.fixture
 def store(store_url: str) -> Iterator[Store]:
     """A migrated store on this test's database, disposed of afterwards."""
-    s = open_store(store_url)
+    s = open_store(store_url, create=True)
     try:
         yield s
     finally:

@@ -8,11 +8,13 @@ from pathlib import Path
 import pytest
 
 from backout.cli import main
+from backout.store import open_store
 from tests.cli.runner import Cli
 
 
 @pytest.fixture
 def cli(capsys: pytest.CaptureFixture[str], store_url: str, tmp_path: Path) -> Cli:
+    open_store(store_url, create=True).dispose()  # as `backout init` does
     return Cli(capsys, store_url, tmp_path)
 
 

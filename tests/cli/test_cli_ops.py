@@ -29,7 +29,7 @@ MODEL = "fraud"
 def _template(root: Path, *, deploy: bool) -> Path:
     """A store with fraud@1.0.0, 1.1.0 and 1.2.0 registered (and 1.0.0 live if ``deploy``),
     built once and copied into each test: registering and migrating take most of a second."""
-    store = open_store(f"sqlite:///{root / 'store.db'}")
+    store = open_store(f"sqlite:///{root / 'store.db'}", create=True)
     registry = Registry(store, LocalBlobStore(root / "artifacts"))
     for v in ("1.0.0", "1.1.0", "1.2.0"):
         f = root / f"model-{v}.bin"
@@ -256,7 +256,7 @@ def test_unfreeze_of_a_model_that_is_not_frozen_is_one_error(live: Cli) -> None:
 
 def _tick_with_traffic(cli: Cli, tmp_path: Path) -> None:
     """One second of healthy traffic on both releases, then one controller tick."""
-    store = open_store(cli.base[1])
+    store = open_store(cli.base[1], create=True)
     try:
         now = time.time()  # after the rollout started: the gate reads batches since then
         batches = []

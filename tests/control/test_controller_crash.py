@@ -219,7 +219,7 @@ class Site:
 def make_site(path: Path, url: str) -> Site:
     path.mkdir(parents=True)
     with _MIGRATE:
-        store = open_store(url)
+        store = open_store(url, create=True)
     registry = Registry(store, LocalBlobStore(path / "artifacts"))
     for v in ("1.0.0", "1.1.0", "1.2.0"):
         f = path / f"model-{v}.bin"

@@ -164,7 +164,7 @@ class World:
 
 
 def make_world(tmp_path: Path, policy_text: str = POLICY, *, url: str | None = None) -> World:
-    store = open_store(url or f"sqlite:///{tmp_path / 'store.db'}")
+    store = open_store(url or f"sqlite:///{tmp_path / 'store.db'}", create=True)
     blobs = LocalBlobStore(tmp_path / "artifacts")
     registry = Registry(store, blobs)
     for v in ("1.0.0", "1.1.0", "1.2.0"):

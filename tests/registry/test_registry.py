@@ -149,7 +149,7 @@ def _race(url: str, root: str, file: str, barrier: Any, results: Any) -> None:
 def test_two_processes_registering_one_version_exactly_one_wins(
     store_url: str, tmp_path: Path
 ) -> None:
-    open_store(store_url).dispose()  # migrate first, as `backout init` would
+    open_store(store_url, create=True).dispose()  # migrate first, as `backout init` would
     ctx = mp.get_context("spawn")
     files = []
     for i in range(2):
@@ -169,7 +169,7 @@ def test_two_processes_registering_one_version_exactly_one_wins(
         p.join(60)
     outcomes = sorted(results.get(timeout=5) for _ in procs)
     assert outcomes == ["created", "refused"]
-    store = open_store(store_url)
+    store = open_store(store_url, create=True)
     with store.read() as conn:
         assert conn.execute(sa.select(sa.func.count()).select_from(schema.releases)).scalar() == 1
         assert len(audit.list_events(conn)) == 1

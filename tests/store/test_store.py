@@ -9,6 +9,7 @@ from alembic.migration import MigrationContext
 
 from backout.errors import StoreUnavailable
 from backout.store import Store, open_store, redact_url
+from backout.store.engine import MIGRATIONS
 from backout.store.schema import metadata
 
 
@@ -19,10 +20,11 @@ def test_migrations_create_exactly_the_declared_schema(store: Store) -> None:
 
 
 def test_opening_twice_is_a_no_op(store_url: str) -> None:
-    open_store(store_url).dispose()
-    s = open_store(store_url)
+    open_store(store_url, create=True).dispose()
+    s = open_store(store_url, create=True)
     with s.read() as conn:
-        assert conn.execute(sa.text("SELECT version_num FROM alembic_version")).scalar() == "0003"
+        head = max(p.name[:4] for p in MIGRATIONS.glob("versions/0*.py"))
+        assert conn.execute(sa.text("SELECT version_num FROM alembic_version")).scalar() == head
     s.dispose()
 
 

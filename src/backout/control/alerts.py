@@ -24,6 +24,7 @@ from backout.control.notify import (
 from backout.control.operations import Operation, Operations
 from backout.control.phases import Phase
 from backout.control.policy import NoticeKind, Policy
+from backout.errors import StoreUnavailable
 from backout.store import Store, audit
 from backout.types import Clock, system_clock
 
@@ -94,6 +95,9 @@ class Alerts:
         return cached[1]
 
     def _delivery_failed(self, model: str, failed: FailedDelivery) -> None:
-        with self.store.write() as conn:
-            audit.append(conn, "notify.failed", model=model, actor=self.actor,
-                         reason=failed.summary, data=failed.to_dict())  # fmt: skip
+        try:
+            with self.store.write() as conn:
+                audit.append(conn, "notify.failed", model=model, actor=self.actor,
+                             reason=failed.summary, data=failed.to_dict())  # fmt: skip
+        except StoreUnavailable as exc:  # the notifier logged the failure; say why it is not kept
+            log.warning("could not record %s: %s", failed.summary, exc)

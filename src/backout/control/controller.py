@@ -28,7 +28,8 @@ from backout.control.phases import Phase
 from backout.control.rollback import RollbackPhases
 from backout.control.rollout import RolloutPhases
 from backout.control.weights import clean
-from backout.errors import ModelNotFound
+from backout.errors import ModelNotFound, StoreUnavailable
+from backout.store import Outage
 
 log = logging.getLogger("backout.controller")
 
@@ -50,6 +51,8 @@ class Controller(RolloutPhases, RollbackPhases):
         for model in self.deployments.models():
             try:
                 op = self.tick(model)
+            except StoreUnavailable:  # the store's fault, not the model's: the loop reports it
+                raise
             except Exception as exc:  # one model's trouble must not stop the others
                 log.exception("tick of %s failed", model)
                 with self.store.write() as conn:
@@ -115,13 +118,16 @@ class Controller(RolloutPhases, RollbackPhases):
         threading.Thread(
             target=self.warm_preflight, name="backout-controller-warm", daemon=True
         ).start()
+        outage = Outage(log, "controller loop")
         while not stop.is_set():
             try:
                 if self.ops.acquire_lease(LEASE, holder, lease_s, self.clock()):
                     self.tick_all()
-            except Exception:  # a store that is briefly unreachable must not end the controller
-                log.exception("controller loop failed; retrying in %.1f s", max(interval, 1.0))
+            except Exception as exc:  # a store briefly unreachable must not end the controller
+                outage.failed(exc, f"retrying every {max(interval, 1.0):.1f} s")
                 stop.wait(max(interval, 1.0))
+            else:
+                outage.recovered()
             stop.wait(interval)
 
     def warm_preflight(self) -> None:
