@@ -18,7 +18,9 @@ from backout.cli.output import JsonOpt, err, out, print_json, settings, short
 def status(
     ctx: typer.Context,
     model: Annotated[str | None, typer.Argument(help="Only this model.")] = None,
-    window: Annotated[float, typer.Option(help="Seconds of telemetry to summarise.")] = 60.0,
+    window: Annotated[
+        float, typer.Option(min=1, help="Seconds of telemetry to summarise (at least 1).")
+    ] = 60.0,
     json: JsonOpt = False,
 ) -> None:
     """Live state: route table, and each release's traffic over the last WINDOW seconds."""
