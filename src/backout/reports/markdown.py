@@ -2,11 +2,16 @@
 
 Everything here is a pure function of stored data (event payloads, an
 :class:`~backout.reports.model.IncidentReport`), shared by the HTML and Markdown renderers.
+The words are plain text (people and the store wrote much of them); :func:`markdown` passes
+every one through :func:`escape_markdown`, as the HTML renderer passes them through
+``html.escape``, so no actor, reason or summary can add a link, an image, a heading, raw
+HTML or a table cell to a report.
 """
 
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
@@ -27,6 +32,25 @@ _PHASE_TITLES = {
     "aborted": "Aborted",
     "unfrozen": "Freeze lifted",
 }
+
+
+# Markdown's inline punctuation (CommonMark lets any ASCII punctuation be backslash-escaped):
+# emphasis, code, links and images, raw HTML and entities, GFM tables and strikethrough.
+_MD_INLINE = re.compile(r"([\\`*_\[\]<|~&])")
+# What starts a block where a line or a list item begins: a heading, a quote, a list, a
+# setext underline.
+_MD_BLOCK_START = re.compile(r"^(\d{1,9})([.)])|^([-+=#>])")
+
+
+def escape_markdown(text: object, *, starts_line: bool = False) -> str:
+    """``text`` as literal Markdown inline text: on one line, with every character that
+    could start markup backslash-escaped, so it renders as exactly what was written.
+    ``starts_line``: the text opens a paragraph or a list item, where ``1.``, ``-``, ``#``
+    or ``>`` would start a block."""
+    flat = _MD_INLINE.sub(r"\\\1", " ".join(str(text).split()))
+    if not starts_line:
+        return flat
+    return _MD_BLOCK_START.sub(lambda g: f"{g[1]}\\{g[2]}" if g[1] else f"\\{g[3]}", flat)
 
 
 # -- small formats -------------------------------------------------------------------------
@@ -395,38 +419,41 @@ def _step_of(d: Any) -> int | None:
 
 
 def markdown(r: IncidentReport) -> str:
-    """The short Markdown summary."""
+    """The short Markdown summary; every word from the data is escaped (see the module)."""
+    m = escape_markdown
     z = r.started_at
     lines = [
-        f"# Incident {r.id}: {r.model} rolled back from {r.from_version} to {r.target}",
+        f"# Incident {r.id}: {m(r.model)} rolled back from {m(r.from_version)} to {m(r.target)}",
         "",
-        f"**Outcome:** {r.outcome} · **Mode:** {r.mode} · **Started:** {clock(z, date=True)} "
-        f"by {r.actor}",
+        f"**Outcome:** {m(r.outcome)} · **Mode:** {m(r.mode)} · **Started:** "
+        f"{clock(z, date=True)} by {m(r.actor)}",
         "",
-        f"**Trigger:** {trigger_words(r)}: {r.trigger.summary}",
+        f"**Trigger:** {m(trigger_words(r))}: {m(r.trigger.summary)}",
         "",
-        r.summary,
+        m(r.summary, starts_line=True),
         "",
         "| time to detect | time to recover | time to verified | requests affected | requests failed |",
         "| --- | --- | --- | --- | --- |",
         f"| {duration(r.time_to_detect)} | {duration(r.time_to_recover)} | "
         f"{duration(r.time_to_verified)} | {r.requests_affected:,} | {r.requests_failed:,} |",
         "",
-        f"Time to detect counts from {r.detect_basis}.",
+        f"Time to detect counts from {m(r.detect_basis)}.",
         "",
         "## Decisions",
         "",
     ]
     for d in r.timeline:
-        w = f" → {weights(d.weights)}" if d.weights else ""
-        verdict = f" [{d.verdict}]" if d.verdict else ""
-        lines.append(f"- `{relative(d.at, z)}` **{d.title}**{verdict} ({d.actor}){w}: {d.detail}")
+        w = f" → {m(weights(d.weights))}" if d.weights else ""
+        verdict = f" \\[{m(d.verdict)}\\]" if d.verdict else ""
+        lines.append(
+            f"- `{relative(d.at, z)}` **{m(d.title)}**{verdict} ({m(d.actor)}){w}: {m(d.detail)}"
+        )
     for name, found in (("Compatibility gate", r.compat), ("Replay", r.replay)):
         lines += ["", f"## {name}", ""]
         if not found:
             lines.append("not run")
         for f in found:
-            lines.append(f"- **{f.verdict}**: {f.summary}")
+            lines.append(f"- **{m(f.verdict)}**: {m(f.summary)}")
     lines += ["", "## Open questions", ""]
-    lines += [f"{i}. {text}" for i, text in enumerate(r.questions, 1)]
+    lines += [f"{i}. {m(text, starts_line=True)}" for i, text in enumerate(r.questions, 1)]
     return "\n".join(lines) + "\n"
