@@ -448,7 +448,7 @@ def test_a_malformed_consumer_file_is_one_error(cli: Cli, tmp_path: Path) -> Non
     f = tmp_path / "c.yaml"
     f.write_text("name: checkout\nmodel: fraud\nsends: [amount]\n")
     assert error(cli("consumers", "add", str(f)), 2) == (
-        f"{f}: line 3: sends: Input should be a valid dictionary (got ['amount'])"
+        f"{f}:3: sends: must be a mapping of fields"
     )
 
 
