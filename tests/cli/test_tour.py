@@ -101,7 +101,7 @@ def test_the_readme_tour_runs_as_written(folder: Path) -> None:
                             stdout=log,
                             stderr=log,
                             start_new_session=True,
-                        )  # fmt: skip
+                        )
                     )
                 continue
             done = subprocess.run(["bash", "-c", command], cwd=folder, env=env,
