@@ -278,13 +278,22 @@ def what_happened(r: IncidentReport) -> str:
         else ""
     )
     rollback = f"a{'n' if r.mode == 'emergency' else ''} {r.mode} rollback to {r.target}"
-    if r.trigger.kind == "manual":
+    if r.kind == "freeze":
+        what = "The rollout gate failed" if r.trigger.kind == "gate" else "Something went wrong"
+        who = "the controller" if r.actor == "controller" else r.actor
+        s.append(
+            f"{what} ({r.trigger.summary}){detect}, but no rollback was safe, so {who} froze "
+            f"the model with traffic where it was and called people: {r.reason}."
+        )
+    elif r.trigger.kind == "manual":
         s.append(f"{r.actor} started {rollback} by hand{detect}: {r.trigger.summary}.")
     else:
         what = "The rollout gate failed" if r.trigger.kind == "gate" else "A trigger fired"
         who = "the controller" if r.actor == "controller" else r.actor
         s.append(f"{what} ({r.trigger.summary}) and {who} started {rollback}{detect}.")
-    if r.recovered_at is not None:
+    if r.kind == "freeze" and r.recovered_at is None:
+        pass  # the freeze sentence says traffic stayed where it was
+    elif r.recovered_at is not None:
         moves = sum(1 for at, _ in r.weights if at >= r.started_at - 1)
         if (r.time_to_recover or 0.0) < 0.5:
             s.append(f"All traffic moved to {r.target} at once.")
@@ -299,12 +308,16 @@ def what_happened(r: IncidentReport) -> str:
         s.append(
             f"{r.target} was verified healthy {duration(r.time_to_verified)} after the trigger."
         )
-    elif r.outcome == "frozen":
+    elif r.outcome == "frozen" and r.kind != "freeze":
         s.append("Both releases looked unhealthy, so the model was frozen and people were called.")
+    elif r.outcome == "unfrozen":
+        s.append("The freeze was later lifted by hand (`backout unfreeze`).")
     elif r.outcome == "aborted":
         s.append(f"The rollback was aborted: {_last_reason(r)}.")
     elif r.outcome == "in progress":
         s.append(f"The rollback was still {r.phase} when this report was written.")
+    elif r.kind == "freeze" and r.outcome == "frozen":
+        s.append(f"The model was still frozen when this report was written ({r.phase}).")
     s.append(
         f"{r.requests_affected:,} requests reached {r.from_version} during the incident and "
         f"{r.requests_failed:,} requests failed ({r.failed_on_bad:,} of them on {r.from_version})."
@@ -312,6 +325,13 @@ def what_happened(r: IncidentReport) -> str:
     if r.escalations:
         s.append(f"It was escalated to {', '.join(r.escalations)}.")
     return " ".join(s)
+
+
+def headline(r: IncidentReport) -> str:
+    """``fraud rolled back from 1.5.0 to 1.4.0``, or what froze."""
+    if r.kind == "freeze":
+        return f"{r.model} frozen while rolling out {r.from_version} (stable {r.target})"
+    return f"{r.model} rolled back from {r.from_version} to {r.target}"
 
 
 def trigger_words(r: IncidentReport) -> str:
@@ -364,7 +384,12 @@ def questions(r: IncidentReport) -> list[str]:
         )
     for contact in r.escalations:
         q.append(f"The incident was escalated to {contact}: what held the recovery up?")
-    if r.outcome == "frozen":
+    if r.kind == "freeze":
+        q.append(
+            f"No rollback to {r.target} was safe ({r.reason}): what would have made the way "
+            f"back safe, and is {r.target} still a sound rollback point?"
+        )
+    elif r.outcome == "frozen":
         q.append(
             "Both releases looked unhealthy and the model was frozen: is the cause upstream "
             "(input data, a dependency) rather than in a release?"
@@ -423,7 +448,7 @@ def markdown(r: IncidentReport) -> str:
     m = escape_markdown
     z = r.started_at
     lines = [
-        f"# Incident {r.id}: {m(r.model)} rolled back from {m(r.from_version)} to {m(r.target)}",
+        f"# Incident {r.id}: {m(headline(r))}",
         "",
         f"**Outcome:** {m(r.outcome)} · **Mode:** {m(r.mode)} · **Started:** "
         f"{clock(z, date=True)} by {m(r.actor)}",
