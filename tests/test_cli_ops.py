@@ -498,7 +498,7 @@ def test_drill_history_without_drills(live: Cli) -> None:
 
 def test_report_last_without_an_incident_is_one_error(live: Cli) -> None:
     assert error(live("report", MODEL, "--last")) == (
-        "model 'fraud' has had no rollback, so there is no incident to report: "
+        "model 'fraud' has had no rollback and no freeze, so there is no incident to report: "
         "see its operations with `backout history fraud`"
     )
     assert error(live("report", MODEL), 2) == (
