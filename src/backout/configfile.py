@@ -6,6 +6,13 @@ every error into one line ``SOURCE:LINE: field.path[2]: what is wrong (got VALUE
 comes from walking the error's location through the YAML node tree, the allowed keys and
 choices from walking it through the model's types. All lines are reported, first line first.
 
+Every file is bounded before it is believed: :func:`read_text_file` reads at most a limit of
+bytes (so ``/dev/zero`` or a 10 MB file fails at once), and :func:`validate_yaml` refuses
+text over :data:`MAX_YAML_BYTES`, more than :data:`MAX_YAML_ALIASES` aliases, nesting deeper
+than :data:`MAX_YAML_DEPTH`, aliases that refer to themselves, and documents that expand to
+more than :data:`MAX_YAML_VALUES` values through their aliases (a "billion laughs") — each
+in one line naming the limit, before any value is built.
+
 It also holds the scalar types such files share: durations written ``30s`` or ``5m`` and held
 as float seconds, percentages, fractions, quantiles, URLs and email addresses.
 """
@@ -17,6 +24,7 @@ import math
 import re
 import types
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Annotated, Any, Literal, TypeVar, Union, get_args, get_origin
 
 import yaml
@@ -30,9 +38,59 @@ M = TypeVar("M", bound=BaseModel)
 Loc = Sequence[str | int]
 
 
+# Limits on user-written YAML. The largest real policy (examples/policies/default.yaml, fully
+# commented) is 6 KB with no alias; pure-Python PyYAML parses about 200 KB/s on a busy
+# machine, so 64 KiB keeps the worst accepted file well under a second.
+MAX_YAML_BYTES = 64 * 1024
+MAX_YAML_ALIASES = 64
+MAX_YAML_DEPTH = 64
+MAX_YAML_VALUES = 50_000  # scalars, lists and mappings once every alias is expanded
+# JSON files (contracts, release configs) are parsed by orjson in C: a larger bound.
+MAX_JSON_BYTES = 1 << 20
+
+
+class YamlLimitError(yaml.YAMLError):
+    """A YAML document over one of the limits above, at ``mark`` (None: the whole text)."""
+
+    def __init__(self, message: str, mark: yaml.Mark | None = None) -> None:
+        super().__init__(message)
+        self.message, self.mark = message, mark
+
+
 class YamlLoader(yaml.SafeLoader):
     """YAML with the 1.2 booleans: only true/false are booleans, so ``on:`` is a key and
-    ``mode: no`` is not silently false."""
+    ``mode: no`` is not silently false. Counts aliases and nesting while composing, and
+    stops at :data:`MAX_YAML_ALIASES` and :data:`MAX_YAML_DEPTH`."""
+
+    def __init__(self, stream: str) -> None:
+        super().__init__(stream)
+        self.aliases = 0
+        self.depth = 0
+
+    def compose_node(self, parent: yaml.Node | None, index: Any) -> yaml.Node | None:
+        if self.check_event(yaml.AliasEvent):
+            self.aliases += 1
+            if self.aliases > MAX_YAML_ALIASES:
+                raise YamlLimitError(
+                    f"more than {MAX_YAML_ALIASES} YAML aliases (*name), the limit that stops "
+                    "alias bombs: write the values out",
+                    self.mark(),
+                )
+        self.depth += 1
+        try:
+            if self.depth > MAX_YAML_DEPTH:
+                raise YamlLimitError(
+                    f"nested deeper than {MAX_YAML_DEPTH} levels, the limit for YAML files: flatten it",
+                    self.mark(),
+                )
+            return super().compose_node(parent, index)
+        finally:
+            self.depth -= 1
+
+    def mark(self) -> yaml.Mark | None:
+        """Where the next event starts (the node being composed)."""
+        event: Any = self.peek_event()  # type: ignore[no-untyped-call]  # PyYAML's stubs leave it untyped
+        return event.start_mark  # type: ignore[no-any-return]
 
 
 YamlLoader.yaml_implicit_resolvers = {
@@ -42,6 +100,65 @@ YamlLoader.yaml_implicit_resolvers = {
 YamlLoader.add_implicit_resolver(
     "tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF")
 )
+
+
+def expanded_values(root: yaml.Node) -> int:
+    """How many values (scalars, lists, mappings, keys) ``root`` holds once every alias is
+    expanded; raises :class:`YamlLimitError` above :data:`MAX_YAML_VALUES` or on an alias
+    inside the collection it names. Linear in the composed nodes: shared nodes are counted
+    once and multiplied, never walked again."""
+    sizes: dict[int, int] = {}
+
+    def size(node: yaml.Node) -> int:
+        key = id(node)
+        if key in sizes:
+            if sizes[key] < 0:
+                raise YamlLimitError(
+                    "an alias (*name) inside the collection it names: write the values out",
+                    node.start_mark,
+                )
+            return sizes[key]
+        sizes[key] = -1  # in progress: meeting it again below is a cycle
+        if isinstance(node, yaml.MappingNode):
+            n = 1 + sum(size(k) + size(v) for k, v in node.value)
+        elif isinstance(node, yaml.SequenceNode):
+            n = 1 + sum(size(v) for v in node.value)
+        else:
+            n = 1
+        if n > MAX_YAML_VALUES:
+            raise YamlLimitError(
+                f"the YAML expands to more than {MAX_YAML_VALUES:,} values through its aliases, the "
+                "limit that stops alias bombs: write the values out",
+                node.start_mark,
+            )
+        sizes[key] = n
+        return n
+
+    return size(root)
+
+
+def read_text_file(
+    path: str | Path, *, what: str, limit: int, error: type[ConfigError] = ConfigError
+) -> str:
+    """The UTF-8 text of the file at ``path``, reading at most ``limit`` bytes: a larger
+    file, a device or a missing file is ``error`` in one line naming the path and the fix."""
+    path = Path(path)
+    try:
+        with path.open("rb") as f:
+            data = f.read(limit + 1)
+    except FileNotFoundError:
+        raise error(f"{path}: {what} not found: check the path") from None
+    except OSError as exc:
+        raise error(f"{path}: cannot read {what}: {exc.strerror or exc}") from None
+    if len(data) > limit:
+        raise error(
+            f"{path}: {what} is larger than {limit:,} bytes, the limit for such files: "
+            "is it the right file?"
+        )
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise error(f"{path}: {what} is not UTF-8 text (byte {exc.start:,} is not)") from None
 
 
 # --- scalar types for config models -----------------------------------------------------
@@ -133,11 +250,23 @@ def validate_yaml(
     what: str = "the file",
 ) -> M:
     """Parse ``text`` and validate it as ``model``; raise ``error`` with every problem, one
-    per line, each starting ``source:line:``."""
+    per line, each starting ``source:line:``. Text over the limits of this module is one
+    line naming the limit, raised before any value is built."""
+    size = len(text.encode("utf-8", "surrogatepass"))
+    if size > MAX_YAML_BYTES:
+        raise error(
+            f"{source}: {size:,} bytes is larger than {MAX_YAML_BYTES:,} bytes, the limit for "
+            f"{what}: is it the right file?"
+        )
     loader = YamlLoader(text)
     try:
         node = loader.get_single_node()
+        if node is not None:
+            expanded_values(node)
         data = {} if node is None else loader.construct_document(node)
+    except YamlLimitError as exc:
+        where = f"{source}:{exc.mark.line + 1}" if exc.mark else source
+        raise error(f"{where}: {exc.message}") from None
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         where = f"{source}:{mark.line + 1}" if mark else source

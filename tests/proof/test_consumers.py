@@ -35,33 +35,35 @@ def test_malformed_file_names_field_value_and_line(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as info:
         load_consumer_file(path)
     message = str(info.value)
-    assert message.startswith(f"{path}: line 5: sends.y: unknown type 'numbr'")
-    assert "(got 'numbr')" in message
+    assert message.startswith(f"{path}:5: sends.y: unknown type 'numbr'")
+    assert message.endswith("expected one of array, boolean, integer, null, number, object, string")
 
 
 def test_bad_relied_on_enum_names_its_line() -> None:
     text = "name: a\nmodel: iris\nreads:\n  label:\n    enum: 3\n"
-    with pytest.raises(ConfigError, match=r"line 5: reads\.label\.enum: .*\(got 3\)"):
+    with pytest.raises(ConfigError, match=r"c\.yaml:5: reads\.label\.enum: .*\(got 3\)"):
         parse_consumer_yaml(text, "c.yaml")
 
 
 def test_missing_field_points_at_the_mapping_that_lacks_it() -> None:
-    with pytest.raises(ConfigError, match=r"c\.yaml: line 1: model: Field required \(missing\)"):
+    with pytest.raises(ConfigError, match=r"c\.yaml:1: model: is required"):
         parse_consumer_yaml("name: a\nsends: {}\n", "c.yaml")
 
 
 def test_unknown_key_is_refused() -> None:
-    with pytest.raises(ConfigError, match=r"line 3: sendz: Extra inputs are not permitted"):
+    with pytest.raises(
+        ConfigError, match=r"c\.yaml:3: sendz: unknown field; did you mean 'sends'\?"
+    ):
         parse_consumer_yaml("name: a\nmodel: iris\nsendz: {}\n", "c.yaml")
 
 
 def test_invalid_yaml_names_the_line() -> None:
-    with pytest.raises(ConfigError, match=r"^c\.yaml: line 2 is not valid YAML: [^\n]+$"):
+    with pytest.raises(ConfigError, match=r"^c\.yaml:2: YAML syntax error: [^\n]+$"):
         parse_consumer_yaml("name: a\nmodel: iris: x\n", "c.yaml")
 
 
 def test_missing_file_is_a_config_error(tmp_path: Path) -> None:
-    with pytest.raises(ConfigError, match="cannot read consumer file"):
+    with pytest.raises(ConfigError, match=r"nope\.yaml: consumer file not found"):
         load_consumer_file(tmp_path / "nope.yaml")
 
 

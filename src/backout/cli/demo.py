@@ -10,8 +10,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-
-from backout.cli.output import out
+from rich.console import Console
 
 
 def demo(
@@ -26,4 +25,6 @@ def demo(
     breaking release, a drill, and an incident report."""
     from backout.cli.demo_runner import run_demo
 
-    raise typer.Exit(run_demo(out, home, keep=keep))
+    # The story styles its own words (and escapes those that come from the store).
+    console = Console(highlight=False, soft_wrap=True)
+    raise typer.Exit(run_demo(console, home, keep=keep))

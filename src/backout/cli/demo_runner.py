@@ -30,6 +30,7 @@ import httpx
 import joblib
 import numpy as np
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from backout.control.controller import Controller
@@ -227,7 +228,7 @@ class Demo:
                 if any(k in e.kind for k in ("fail", "rollback", "frozen", "drill"))
                 else "cyan"
             )
-            self.say(f"[{style}]{e.kind:<22}[/{style}] {e.reason}", at=e.at.timestamp())
+            self.say(f"[{style}]{e.kind:<22}[/{style}] {escape(e.reason)}", at=e.at.timestamp())
 
     def wait(self, what: str, done: Any, timeout: float = 90.0) -> None:
         deadline = time.time() + timeout
@@ -327,7 +328,7 @@ class Demo:
             self.controller.deploy(MODEL, "2.0.0", actor="demo", reason="new feature")
             self.say("[red]2.0.0 was not refused[/red]")
         except BackoutError as exc:
-            self.say(f"[bold]refused[/bold]: {exc.message}")
+            self.say(f"[bold]refused[/bold]: {escape(exc.message)}")
         self.narrate()
 
         c.rule("4. a drill: inject 5% errors into the live release")

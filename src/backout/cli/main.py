@@ -8,9 +8,10 @@ reports each error once: one line and a non-zero exit code.
 
 from __future__ import annotations
 
+import re
 import sys
 
-import click
+import typer
 
 from backout.cli import (
     compat,
@@ -31,7 +32,7 @@ from backout.cli.app import app
 from backout.cli.output import err
 from backout.errors import BackoutError
 
-__all__ = ["app", "main"]
+__all__ = ["app", "main", "one_line", "usage_line"]
 
 app.command("init")(workspace.init)
 app.command("traffic")(traffic.traffic)
@@ -56,7 +57,14 @@ app.add_typer(policy.policy_app, name="policy")
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Console-script entry: run the app and turn errors into one line and an exit code."""
+    """Console-script entry: run the app and turn errors into one line and an exit code.
+
+    Typer raises its own bundled click's exceptions, all under :class:`typer.TyperException`:
+    usage errors (an unknown option or command, a missing argument, a value out of range)
+    exit 2 like Typer's, with one line naming the command's ``--help``; bare ``backout`` and
+    a group without its subcommand print the help (Typer has already done so) and exit 2.
+    Anything else unexpected is one line too, naming ``--debug`` for the traceback.
+    """
     args = sys.argv[1:] if argv is None else argv
     debug = "--debug" in args
     try:
@@ -66,10 +74,46 @@ def main(argv: list[str] | None = None) -> None:
             raise
         err.print(f"error: {exc.message}", markup=False)
         sys.exit(exc.exit_code)
-    except click.exceptions.Abort:
-        err.print("aborted")
-        sys.exit(130)
-    except click.ClickException as exc:
-        exc.show()
+    except typer.Abort:
+        if debug:
+            raise
+        err.print("aborted", markup=False)
+        sys.exit(1)
+    except typer.TyperException as exc:
+        if debug:
+            raise
+        if type(exc).__name__ == "NoArgsIsHelpError":  # the help is printed already
+            sys.exit(exc.exit_code)
+        err.print(f"error: {usage_line(exc)}", markup=False)
         sys.exit(exc.exit_code)
+    except Exception as exc:
+        if debug:
+            raise
+        err.print(
+            f"error: unexpected {type(exc).__name__}: {one_line(str(exc))} — this is a bug in "
+            "backout: rerun with --debug for the traceback and report it",
+            markup=False,
+        )
+        sys.exit(1)
     sys.exit(rc if isinstance(rc, int) else 0)
+
+
+def usage_line(exc: typer.TyperException) -> str:
+    """One line for a usage error: what was wrong, and the command whose ``--help`` to read."""
+    message = one_line(exc.format_message()).rstrip(".")
+    ctx = getattr(exc, "ctx", None)
+    if re.fullmatch(r"No such option: -\d.*", message) and ctx is not None:
+        # "release register m -1": a value that starts with "-" reads as an option.
+        value = message.split(": ", 1)[1]
+        return (
+            f"{message}: to pass a value that starts with '-', put '--' before it "
+            f"(`{ctx.command_path} ... -- {value}`)"
+        )
+    if ctx is None:
+        return message
+    return f"{message} (see `{ctx.command_path} --help`)"
+
+
+def one_line(text: str) -> str:
+    """``text`` with its line breaks and runs of spaces folded into single spaces."""
+    return " ".join(text.split())

@@ -31,12 +31,13 @@ def deploy(
 
     s = settings(ctx)
     model, version = parse_ref(ref)
-    ctl = s.controller()
     pol = None
-    if policy is not None:
+    if policy is not None:  # the file is checked before the store is opened
         from backout.control.policy import load_policy
 
         pol = load_policy(policy)
+    ctl = s.controller()
+    if pol is not None:
         ctl.set_policy(model, pol, source=str(policy), actor=s.actor)
     op = ctl.deploy(model, version, actor=s.actor, policy=pol, reason=reason)
     if json:

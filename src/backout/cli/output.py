@@ -22,8 +22,11 @@ from rich.console import Console
 
 __all__ = ["JsonOpt", "Settings", "err", "out", "print_json", "settings", "short"]
 
-out = Console(highlight=False, soft_wrap=True)
-err = Console(stderr=True, highlight=False, soft_wrap=True)
+# No Rich markup by default: names, reasons and summaries come from people and the store,
+# and "[/x]" in a reason must print as written, not fail. A command that styles its own words
+# passes markup=True and escapes what it interpolates with rich.markup.escape.
+out = Console(highlight=False, soft_wrap=True, markup=False)
+err = Console(stderr=True, highlight=False, soft_wrap=True, markup=False)
 
 
 @dataclass

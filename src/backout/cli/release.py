@@ -25,10 +25,11 @@ release_app = typer.Typer(
 
 
 def _read_json_file(path: Path, what: str) -> Any:
+    from backout.configfile import MAX_JSON_BYTES, read_text_file
+
+    text = read_text_file(path, what=f"{what} file", limit=MAX_JSON_BYTES)
     try:
-        return orjson.loads(path.read_bytes())
-    except OSError as exc:
-        raise ConfigError(f"{what} file {str(path)!r} cannot be read: {exc.strerror}") from exc
+        return orjson.loads(text)
     except orjson.JSONDecodeError as exc:
         raise ConfigError(f"{what} file {str(path)!r} is not valid JSON: {exc}") from exc
 
@@ -88,13 +89,16 @@ def release_register(
         if not sep or not key:
             raise ConfigError(f"--runtime-option {item!r} must look like KEY=VALUE")
         options[key] = value
+    # The files are read and checked before the store is opened.
+    contract_doc = _load_contract(contract) if contract else None
+    config_doc = _read_json_file(config, "config") if config else None
     result = s.registry().register(
         model,
         version,
         artifact,
         runtime=Runtime(kind=runtime, options=options),
-        contract=_load_contract(contract) if contract else None,
-        config=_read_json_file(config, "config") if config else None,
+        contract=contract_doc,
+        config=config_doc,
         changelog=changelog,
         rollback_plan=RollbackPlan(text=rollback_plan, target=rollback_target),
         lineage=Lineage(dataset=dataset, dataset_digest=dataset_digest, code=code, parent=parent),

@@ -11,6 +11,7 @@ import time
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
@@ -88,7 +89,7 @@ def replay(
             t.add_row(k, v)
         out.print(t)
         out.print(("[green]within envelope[/green]" if report.within_envelope else "[red]outside envelope[/red]: ")
-                  + "; ".join(report.judge()))  # fmt: skip
+                  + escape("; ".join(report.judge())), markup=True)  # fmt: skip
     if not report.within_envelope:
         raise typer.Exit(1)
 

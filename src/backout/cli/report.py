@@ -52,7 +52,8 @@ def report_command(
         return
     console.print(
         f"[bold]incident {report.id}[/bold]: {report.model} {report.from_version} → "
-        f"{report.target}, {report.outcome} ({report.mode})"
+        f"{report.target}, {report.outcome} ({report.mode})",
+        markup=True,
     )
     console.print(f"  trigger            {report.trigger.summary}", markup=False)
     console.print(f"  time to detect     {text.duration(report.time_to_detect)}")

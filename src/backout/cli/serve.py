@@ -19,7 +19,7 @@ from backout.cli.output import err, settings
 def serve(
     ctx: typer.Context,
     host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
+    port: Annotated[int, typer.Option(min=1, max=65535, help="Port to listen on.")] = 8000,
     workers: Annotated[
         int | None, typer.Option(min=1, help="Worker processes (default: one per core).")
     ] = None,

@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from backout.cli.output import JsonOpt, err, out, print_json, settings, short
@@ -18,7 +19,9 @@ from backout.cli.output import JsonOpt, err, out, print_json, settings, short
 def status(
     ctx: typer.Context,
     model: Annotated[str | None, typer.Argument(help="Only this model.")] = None,
-    window: Annotated[float, typer.Option(help="Seconds of telemetry to summarise.")] = 60.0,
+    window: Annotated[
+        float, typer.Option(min=1, help="Seconds of telemetry to summarise (at least 1).")
+    ] = 60.0,
     json: JsonOpt = False,
 ) -> None:
     """Live state: route table, and each release's traffic over the last WINDOW seconds."""
@@ -72,20 +75,27 @@ def status(
         print_json(docs if model is None else docs[0])
         return
     for d in docs:
-        out.print(f"[bold]{d['routes']}[/bold]  (generation {d['generation']})")
+        out.print(
+            f"[bold]{escape(d['routes'])}[/bold]  (generation {d['generation']})", markup=True
+        )
         if d["frozen"]:
             out.print(
-                f"[bold red]FROZEN[/bold red]: {d['frozen']} — lift with `backout unfreeze {d['model']} --reason ...`"
+                f"[bold red]FROZEN[/bold red]: {escape(str(d['frozen']))} — lift with `backout unfreeze {d['model']} --reason ...`",
+                markup=True,
             )
         op = d["operation"]
         if op:
             out.print(
                 f"{op['kind']} {op['stable']} → {op['target']}: [bold]{op['phase']}[/bold], step {op['step'] + 1} of "
-                f"{len(op['steps'])}, {op['seconds_in_step']:g} s in step"
+                f"{len(op['steps'])}, {op['seconds_in_step']:g} s in step",
+                markup=True,
             )
             gate = op["state"].get("last_gate")
             if gate:
-                out.print(f"  gate ({gate['alpha']:g} family-wise): [bold]{gate['verdict']}[/bold]")
+                out.print(
+                    f"  gate ({gate['alpha']:g} family-wise): [bold]{escape(str(gate['verdict']))}[/bold]",
+                    markup=True,
+                )
                 for j in gate.get("judgements", []):
                     out.print(f"    {j['judge']:<14} {j['verdict']:<12} {j['summary']}")
         t = Table(box=None, header_style="bold")

@@ -29,6 +29,7 @@ from pydantic import (
 )
 
 from backout.configfile import (
+    MAX_YAML_BYTES,
     Duration,
     Email,
     Fraction,
@@ -36,6 +37,7 @@ from backout.configfile import (
     Url,
     format_duration,
     parse_duration,
+    read_text_file,
     rule_error,
     validate_yaml,
 )
@@ -394,13 +396,8 @@ def default_policy(model: str | None = None) -> Policy:
 
 
 def load_policy(path: Path) -> Policy:
-    """Read and validate the policy file at ``path``."""
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise PolicyError(f"{path}: policy file not found") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise PolicyError(f"{path}: cannot read the policy file: {exc}") from exc
+    """Read and validate the policy file at ``path`` (at most ``MAX_YAML_BYTES`` of it)."""
+    text = read_text_file(path, what="policy file", limit=MAX_YAML_BYTES, error=PolicyError)
     return parse_policy(text, str(path))
 
 

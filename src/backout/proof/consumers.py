@@ -25,9 +25,9 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import pydantic
-import yaml
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator
 
+from backout.configfile import MAX_YAML_BYTES, read_text_file, validate_yaml
 from backout.errors import ConfigError, InvalidContract
 from backout.proof.contracts import JSON_TYPES
 from backout.registry.manifest import MODEL_NAME, check_json_schema
@@ -108,70 +108,23 @@ class ConsumerContract(BaseModel):
             ) from exc
 
 
-def _loc(loc: tuple[int | str, ...]) -> str:
-    return ".".join(str(p) for p in loc) or "(top level)"
-
-
-def _describe(error: Any, line: int | None = None) -> str:
-    where = f"line {line}: " if line is not None else ""
+def _describe(error: Any) -> str:
     value = error.get("input")
     got = "missing" if error["type"] == "missing" else f"got {value!r}"
     message = str(error["msg"]).removeprefix("Value error, ")
-    return f"{where}{_loc(error['loc'])}: {message} ({got})"
-
-
-def _line_of(node: yaml.Node | None, loc: tuple[int | str, ...]) -> int | None:
-    """The 1-based line of the YAML node at ``loc``, or of its nearest existing parent."""
-    if node is None:
-        return None
-    line = node.start_mark.line + 1
-    for part in loc:
-        child: yaml.Node | None = None
-        if isinstance(node, yaml.MappingNode):
-            child = next((v for k, v in node.value if k.value == str(part)), None)
-        elif (
-            isinstance(node, yaml.SequenceNode) and isinstance(part, int) and part < len(node.value)
-        ):
-            child = node.value[part]
-        if child is None:
-            break
-        node, line = child, child.start_mark.line + 1
-    return line
+    return f"{'.'.join(str(p) for p in error['loc']) or '(top level)'}: {message} ({got})"
 
 
 def parse_consumer_yaml(text: str, source: str = "<consumer>") -> ConsumerContract:
-    """Parse a consumer contract from YAML text; errors name the field, the value and the line."""
-    try:
-        root = yaml.compose(text, Loader=yaml.SafeLoader)
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        # One line: where the parser gave up and why, without PyYAML's multi-line excerpt.
-        mark = getattr(exc, "problem_mark", None)
-        where = f" line {mark.line + 1}" if mark is not None else ""
-        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        raise ConfigError(f"{source}:{where} is not valid YAML: {problem}") from exc
-    if not isinstance(data, dict):
-        raise ConfigError(
-            f"{source}: a consumer contract is a mapping with name, model, sends, reads"
-        )
-    try:
-        return ConsumerContract.model_validate(data)
-    except pydantic.ValidationError as exc:
-        errors = exc.errors()
-        first = errors[0]
-        more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
-        raise ConfigError(
-            f"{source}: {_describe(first, _line_of(root, first['loc']))}{more}"
-        ) from exc
+    """Parse a consumer contract from YAML text, as policies are parsed: YAML 1.2 booleans,
+    duplicate keys refused, the size and alias limits, and every error on its own line
+    ``source:line: field: what is wrong``."""
+    return validate_yaml(ConsumerContract, text, source, what="a consumer contract")
 
 
 def load_consumer_file(path: str | Path) -> ConsumerContract:
     """Load a consumer contract from a YAML file (see the module docstring for its shape)."""
-    path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ConfigError(f"cannot read consumer file {path}: {exc.strerror or exc}") from exc
+    text = read_text_file(path, what="consumer file", limit=MAX_YAML_BYTES)
     return parse_consumer_yaml(text, str(path))
 
 

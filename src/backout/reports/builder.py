@@ -1,7 +1,8 @@
 """Building an incident report: everything one rollback left in the store, gathered.
 
-For the ``backout report`` command and the demo: :func:`build_report` reads an incident's
-``operations`` row, the rollout before it, the model's audit events around it and the
+For the ``backout report`` command and the demo: an incident is a rollback, or an operation
+that froze — a rollout whose gate failed when no rollback was safe is as much an incident
+as one that rolled back. :func:`build_report` reads an incident's ``operations`` row, the rollout before it, the model's audit events around it and the
 telemetry batches of every release into an :class:`~backout.reports.model.IncidentReport`,
 with the numbers (time to detect and to recover, requests affected) already worked out;
 :func:`latest_incident` finds a model's newest one. The words of the report come from
@@ -43,23 +44,29 @@ _MAX_POINTS = 150  # plot resolution: batches are binned so a series has about t
 _LOOKBACK_S = 900.0  # how far before the trigger to look for the start of the trouble
 _OPEN_WINDOW_S = 3600.0  # an unfinished incident's plots reach at most this far past its start
 _SMOOTH_S = 10.0  # plotted rates and quantiles are over this many trailing seconds
+_FROZEN = ("frozen", "unfrozen")  # phases of an operation that froze (and was perhaps lifted)
+
+
+def _is_incident() -> Any:
+    """Rows of incidents: every rollback, and any operation that froze."""
+    return sa.or_(OPS.c.kind == "rollback", OPS.c.phase.in_(_FROZEN))
 
 
 # -- finding an incident -------------------------------------------------------------------
 
 
 def latest_incident(store: Store, model: str) -> int:
-    """The id of ``model``'s newest rollback."""
+    """The id of ``model``'s newest incident: a rollback, or an operation that froze."""
     with store.read() as conn:
         op_id = conn.execute(
             sa.select(OPS.c.id)
-            .where(OPS.c.model == model, OPS.c.kind == "rollback")
+            .where(OPS.c.model == model, _is_incident())
             .order_by(OPS.c.id.desc())
             .limit(1)
         ).scalar()
     if op_id is None:
         raise NotFound(
-            f"model {model!r} has had no rollback, so there is no incident to report: "
+            f"model {model!r} has had no rollback and no freeze, so there is no incident to report: "
             f"see its operations with `backout history {model}`"
         )
     return int(op_id)
@@ -69,31 +76,51 @@ def latest_incident(store: Store, model: str) -> int:
 
 
 def build_report(store: Store, operation_id: int) -> IncidentReport:
-    """Read incident ``operation_id`` (a rollback's operation id) from the store."""
+    """Read incident ``operation_id`` (a rollback's, or a frozen operation's, id) from the store.
+
+    In a rollback the release rolled back from is the operation's stable release and the
+    target its target; in a frozen rollout the candidate is the bad release and the stable
+    release the one that could not safely take its traffic back."""
     with store.read() as conn:
         row = conn.execute(sa.select(OPS).where(OPS.c.id == operation_id)).first()
         if row is None:
             raise NotFound(
                 f"incident {operation_id} does not exist: find one with `backout report MODEL --last`"
             )
-        if row.kind != "rollback":
+        froze = row.kind != "rollback"
+        if froze and row.phase not in _FROZEN:
             raise NotFound(
-                f"operation {operation_id} of {row.model} is a {row.kind}, not a rollback, so it "
-                f"is no incident: find one with `backout report {row.model} --last`"
+                f"operation {operation_id} of {row.model} is a {row.kind}, not a rollback, and it "
+                f"did not freeze, so it is no incident: find one with `backout report {row.model} --last`"
             )
-        before = conn.execute(
-            sa.select(OPS)
-            .where(OPS.c.model == row.model, OPS.c.id < row.id, OPS.c.target == row.stable)
-            .order_by(OPS.c.id.desc())
-            .limit(1)
-        ).first()
+        before = None
+        if not froze:
+            before = conn.execute(
+                sa.select(OPS)
+                .where(OPS.c.model == row.model, OPS.c.id < row.id, OPS.c.target == row.stable)
+                .order_by(OPS.c.id.desc())
+                .limit(1)
+            ).first()
         events = audit.list_events(conn, row.model)
     state: dict[str, Any] = dict(row.state or {})
     policy: dict[str, Any] = dict(row.policy or {})
+    bad, good = (row.target, row.stable) if froze else (row.stable, row.target)
+    reason, actor = row.reason, row.actor
     started = float(row.started_at)
     ended = None if row.ended_at is None else float(row.ended_at)
+    if froze:
+        # The incident starts when the operation froze; its trigger is what the gate saw.
+        frozen = next((e for e in events if e.kind == "phase.frozen"
+                       and e.data.get("operation") == row.id), None)  # fmt: skip
+        started = _ts(frozen) if frozen is not None else float(row.updated_at)
+        if frozen is not None:
+            reason, actor = frozen.reason, frozen.actor
+        gate = state.get("last_gate")
+        state["trigger"] = {"gate": gate} if isinstance(gate, Mapping) else None
+        state["mode"] = "freeze"
+        before = row
     rollout = _rollout(before, started) if before is not None and before.kind == "rollout" else None
-    if rollout is not None and state.get("superseded") == rollout.id:
+    if rollout is not None and (froze or state.get("superseded") == rollout.id):
         # The controller records which rollout this rollback cut short: it was live at the trigger.
         rollout = replace(rollout, active_at_trigger=True)
 
@@ -101,10 +128,8 @@ def build_report(store: Store, operation_id: int) -> IncidentReport:
     # began to look bad, read over a look-back that does not depend on the window.
     since = started - _LOOKBACK_S
     lookback = read_batches(store, row.model, since=since, until=started)
-    baseline = _rate(lookback.get(row.target, []), since, started)
-    first_bad = _first_bad(
-        lookback.get(row.stable, []), state.get("trigger"), baseline, since, started
-    )
+    baseline = _rate(lookback.get(good, []), since, started)
+    first_bad = _first_bad(lookback.get(bad, []), state.get("trigger"), baseline, since, started)
     if rollout is not None and rollout.active_at_trigger:
         begin = rollout.started_at
     else:
@@ -117,8 +142,8 @@ def build_report(store: Store, operation_id: int) -> IncidentReport:
     shown = [
         e for e in events if (e.data.get("operation") in ours) or window[0] <= _ts(e) <= window[1]
     ]
-    recovered = _recovered_at(shown, row.target, started)
-    trigger = trigger_info(state.get("trigger"), row.reason, row.actor)
+    recovered = _recovered_at(shown, good, started)
+    trigger = trigger_info(state.get("trigger"), reason, actor)
     per = read_batches(store, row.model, since=window[0], until=window[1])
     if rollout is not None and rollout.active_at_trigger:
         step_pct = rollout.steps[rollout.step] if rollout.step < len(rollout.steps) else None
@@ -127,7 +152,7 @@ def build_report(store: Store, operation_id: int) -> IncidentReport:
             f" ({rollout.candidate} at {step_pct:g}%)" if step_pct is not None else ""
         )
     elif first_bad is not None:
-        detect_from, basis = first_bad, f"the first bad batch of {row.stable}"
+        detect_from, basis = first_bad, f"the first bad batch of {bad}"
     else:
         detect_from, basis = None, "unknown: no rollout step and no bad batch before the trigger"
 
@@ -140,21 +165,21 @@ def build_report(store: Store, operation_id: int) -> IncidentReport:
             if lo <= b.start < stop:
                 total += b.requests
                 failed += b.error_count
-                if version == row.stable:
+                if version == bad:
                     failed_bad += b.error_count
-            if version == row.stable and lo <= b.start < recovered_or_stop:
+            if version == bad and lo <= b.start < recovered_or_stop:
                 affected += b.requests
 
     report = IncidentReport(
         id=int(row.id),
         model=row.model,
-        outcome=row.outcome or "in progress",
+        outcome=row.phase if froze else (row.outcome or "in progress"),
         phase=row.phase,
         mode=str(state.get("mode") or "staged"),
-        from_version=row.stable,
-        target=row.target,
-        actor=row.actor,
-        reason=row.reason,
+        from_version=bad,
+        target=good,
+        actor=actor,
+        reason=reason,
         started_at=started,
         ended_at=ended,
         recovered_at=recovered,
@@ -171,7 +196,7 @@ def build_report(store: Store, operation_id: int) -> IncidentReport:
         rollout=rollout,
         timeline=_timeline(shown),
         weights=_weights(events, window, started, state.get("from_weights")),
-        series=_series(per, window, order=[row.stable, row.target]),
+        series=_series(per, window, order=[bad, good]),
         compat=[finding_from(e) for e in shown if e.kind.startswith("compat.")],
         replay=[finding_from(e) for e in shown if e.kind.startswith("replay.")],
         window=window,
@@ -181,6 +206,7 @@ def build_report(store: Store, operation_id: int) -> IncidentReport:
         failed_on_bad=failed_bad,
         baseline_error_rate=baseline,
         policy=policy,
+        kind="freeze" if froze else "rollback",
         chain=(shown[0].seq, shown[-1].seq, shown[-1].hash) if shown else (0, 0, ""),
     )
     report.summary = what_happened(report)

@@ -97,7 +97,11 @@ code { font: 12px/1.4 ui-monospace, "DejaVu Sans Mono", Menlo, monospace; }
 
 def render(r: IncidentReport) -> str:
     """The whole page."""
-    title = f"Incident {r.id} · {r.model} · {r.from_version} → {r.target}"
+    title = (
+        f"Incident {r.id} · {text.headline(r)}"
+        if r.kind == "freeze"
+        else f"Incident {r.id} · {r.model} · {r.from_version} → {r.target}"
+    )
     return f"""<!doctype html>
 <html lang="en">
 <head>
@@ -137,12 +141,23 @@ def _cls(verdict: str | None) -> str:
 def _header(r: IncidentReport) -> str:
     label, cls = _BADGES.get(r.outcome, (r.outcome, "plain"))
     by = f"started by <b>{escape(r.actor)}</b>"
+    if r.kind == "freeze":
+        heading = (
+            f'{escape(r.model)} <span class="arrow">frozen while rolling out</span> '
+            f'{escape(r.from_version)} <span class="arrow">· stable</span> {escape(r.target)}'
+        )
+        how = "<span><b>frozen</b>: no rollback was safe</span>"
+    else:
+        heading = (
+            f'{escape(r.model)} <span class="arrow">rolled back</span> {escape(r.from_version)}\n'
+            f'<span class="arrow">→</span> {escape(r.target)}'
+        )
+        how = f"<span><b>{escape(r.mode)}</b> rollback</span>"
     return f"""<header><div class="wrap">
 <div class="eyebrow">backout incident report · incident {r.id}</div>
-<h1>{escape(r.model)} <span class="arrow">rolled back</span> {escape(r.from_version)}
-<span class="arrow">→</span> {escape(r.target)}<span class="badge {cls}" id="outcome">{escape(label)}</span></h1>
+<h1>{heading}<span class="badge {cls}" id="outcome">{escape(label)}</span></h1>
 <div class="meta"><span>model <b>{escape(r.model)}</b></span><span>incident <b>#{r.id}</b></span>
-<span><b>{escape(r.mode)}</b> rollback</span><span>{escape(text.clock(r.started_at, date=True))}</span>
+{how}<span>{escape(text.clock(r.started_at, date=True))}</span>
 <span>{by}</span></div></div></header>"""
 
 

@@ -2,11 +2,16 @@
 
 Everything here is a pure function of stored data (event payloads, an
 :class:`~backout.reports.model.IncidentReport`), shared by the HTML and Markdown renderers.
+The words are plain text (people and the store wrote much of them); :func:`markdown` passes
+every one through :func:`escape_markdown`, as the HTML renderer passes them through
+``html.escape``, so no actor, reason or summary can add a link, an image, a heading, raw
+HTML or a table cell to a report.
 """
 
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
@@ -27,6 +32,25 @@ _PHASE_TITLES = {
     "aborted": "Aborted",
     "unfrozen": "Freeze lifted",
 }
+
+
+# Markdown's inline punctuation (CommonMark lets any ASCII punctuation be backslash-escaped):
+# emphasis, code, links and images, raw HTML and entities, GFM tables and strikethrough.
+_MD_INLINE = re.compile(r"([\\`*_\[\]<|~&])")
+# What starts a block where a line or a list item begins: a heading, a quote, a list, a
+# setext underline.
+_MD_BLOCK_START = re.compile(r"^(\d{1,9})([.)])|^([-+=#>])")
+
+
+def escape_markdown(text: object, *, starts_line: bool = False) -> str:
+    """``text`` as literal Markdown inline text: on one line, with every character that
+    could start markup backslash-escaped, so it renders as exactly what was written.
+    ``starts_line``: the text opens a paragraph or a list item, where ``1.``, ``-``, ``#``
+    or ``>`` would start a block."""
+    flat = _MD_INLINE.sub(r"\\\1", " ".join(str(text).split()))
+    if not starts_line:
+        return flat
+    return _MD_BLOCK_START.sub(lambda g: f"{g[1]}\\{g[2]}" if g[1] else f"\\{g[3]}", flat)
 
 
 # -- small formats -------------------------------------------------------------------------
@@ -254,13 +278,22 @@ def what_happened(r: IncidentReport) -> str:
         else ""
     )
     rollback = f"a{'n' if r.mode == 'emergency' else ''} {r.mode} rollback to {r.target}"
-    if r.trigger.kind == "manual":
+    if r.kind == "freeze":
+        what = "The rollout gate failed" if r.trigger.kind == "gate" else "Something went wrong"
+        who = "the controller" if r.actor == "controller" else r.actor
+        s.append(
+            f"{what} ({r.trigger.summary}){detect}, but no rollback was safe, so {who} froze "
+            f"the model with traffic where it was and called people: {r.reason}."
+        )
+    elif r.trigger.kind == "manual":
         s.append(f"{r.actor} started {rollback} by hand{detect}: {r.trigger.summary}.")
     else:
         what = "The rollout gate failed" if r.trigger.kind == "gate" else "A trigger fired"
         who = "the controller" if r.actor == "controller" else r.actor
         s.append(f"{what} ({r.trigger.summary}) and {who} started {rollback}{detect}.")
-    if r.recovered_at is not None:
+    if r.kind == "freeze" and r.recovered_at is None:
+        pass  # the freeze sentence says traffic stayed where it was
+    elif r.recovered_at is not None:
         moves = sum(1 for at, _ in r.weights if at >= r.started_at - 1)
         if (r.time_to_recover or 0.0) < 0.5:
             s.append(f"All traffic moved to {r.target} at once.")
@@ -275,12 +308,16 @@ def what_happened(r: IncidentReport) -> str:
         s.append(
             f"{r.target} was verified healthy {duration(r.time_to_verified)} after the trigger."
         )
-    elif r.outcome == "frozen":
+    elif r.outcome == "frozen" and r.kind != "freeze":
         s.append("Both releases looked unhealthy, so the model was frozen and people were called.")
+    elif r.outcome == "unfrozen":
+        s.append("The freeze was later lifted by hand (`backout unfreeze`).")
     elif r.outcome == "aborted":
         s.append(f"The rollback was aborted: {_last_reason(r)}.")
     elif r.outcome == "in progress":
         s.append(f"The rollback was still {r.phase} when this report was written.")
+    elif r.kind == "freeze" and r.outcome == "frozen":
+        s.append(f"The model was still frozen when this report was written ({r.phase}).")
     s.append(
         f"{r.requests_affected:,} requests reached {r.from_version} during the incident and "
         f"{r.requests_failed:,} requests failed ({r.failed_on_bad:,} of them on {r.from_version})."
@@ -288,6 +325,13 @@ def what_happened(r: IncidentReport) -> str:
     if r.escalations:
         s.append(f"It was escalated to {', '.join(r.escalations)}.")
     return " ".join(s)
+
+
+def headline(r: IncidentReport) -> str:
+    """``fraud rolled back from 1.5.0 to 1.4.0``, or what froze."""
+    if r.kind == "freeze":
+        return f"{r.model} frozen while rolling out {r.from_version} (stable {r.target})"
+    return f"{r.model} rolled back from {r.from_version} to {r.target}"
 
 
 def trigger_words(r: IncidentReport) -> str:
@@ -340,7 +384,12 @@ def questions(r: IncidentReport) -> list[str]:
         )
     for contact in r.escalations:
         q.append(f"The incident was escalated to {contact}: what held the recovery up?")
-    if r.outcome == "frozen":
+    if r.kind == "freeze":
+        q.append(
+            f"No rollback to {r.target} was safe ({r.reason}): what would have made the way "
+            f"back safe, and is {r.target} still a sound rollback point?"
+        )
+    elif r.outcome == "frozen":
         q.append(
             "Both releases looked unhealthy and the model was frozen: is the cause upstream "
             "(input data, a dependency) rather than in a release?"
@@ -395,38 +444,41 @@ def _step_of(d: Any) -> int | None:
 
 
 def markdown(r: IncidentReport) -> str:
-    """The short Markdown summary."""
+    """The short Markdown summary; every word from the data is escaped (see the module)."""
+    m = escape_markdown
     z = r.started_at
     lines = [
-        f"# Incident {r.id}: {r.model} rolled back from {r.from_version} to {r.target}",
+        f"# Incident {r.id}: {m(headline(r))}",
         "",
-        f"**Outcome:** {r.outcome} · **Mode:** {r.mode} · **Started:** {clock(z, date=True)} "
-        f"by {r.actor}",
+        f"**Outcome:** {m(r.outcome)} · **Mode:** {m(r.mode)} · **Started:** "
+        f"{clock(z, date=True)} by {m(r.actor)}",
         "",
-        f"**Trigger:** {trigger_words(r)}: {r.trigger.summary}",
+        f"**Trigger:** {m(trigger_words(r))}: {m(r.trigger.summary)}",
         "",
-        r.summary,
+        m(r.summary, starts_line=True),
         "",
         "| time to detect | time to recover | time to verified | requests affected | requests failed |",
         "| --- | --- | --- | --- | --- |",
         f"| {duration(r.time_to_detect)} | {duration(r.time_to_recover)} | "
         f"{duration(r.time_to_verified)} | {r.requests_affected:,} | {r.requests_failed:,} |",
         "",
-        f"Time to detect counts from {r.detect_basis}.",
+        f"Time to detect counts from {m(r.detect_basis)}.",
         "",
         "## Decisions",
         "",
     ]
     for d in r.timeline:
-        w = f" → {weights(d.weights)}" if d.weights else ""
-        verdict = f" [{d.verdict}]" if d.verdict else ""
-        lines.append(f"- `{relative(d.at, z)}` **{d.title}**{verdict} ({d.actor}){w}: {d.detail}")
+        w = f" → {m(weights(d.weights))}" if d.weights else ""
+        verdict = f" \\[{m(d.verdict)}\\]" if d.verdict else ""
+        lines.append(
+            f"- `{relative(d.at, z)}` **{m(d.title)}**{verdict} ({m(d.actor)}){w}: {m(d.detail)}"
+        )
     for name, found in (("Compatibility gate", r.compat), ("Replay", r.replay)):
         lines += ["", f"## {name}", ""]
         if not found:
             lines.append("not run")
         for f in found:
-            lines.append(f"- **{f.verdict}**: {f.summary}")
+            lines.append(f"- **{m(f.verdict)}**: {m(f.summary)}")
     lines += ["", "## Open questions", ""]
-    lines += [f"{i}. {text}" for i, text in enumerate(r.questions, 1)]
+    lines += [f"{i}. {m(text, starts_line=True)}" for i, text in enumerate(r.questions, 1)]
     return "\n".join(lines) + "\n"

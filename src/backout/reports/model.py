@@ -117,8 +117,8 @@ class IncidentReport:
     model: str
     outcome: str  # rolled-back | aborted | frozen | unfrozen | in progress
     phase: str
-    mode: str  # emergency | staged
-    from_version: str  # the release rolled back from
+    mode: str  # emergency | staged | freeze
+    from_version: str  # the release rolled back from (in a freeze: the bad candidate)
     target: str
     actor: str
     reason: str
@@ -144,6 +144,7 @@ class IncidentReport:
     failed_on_bad: int  # of those, errors of the bad release
     baseline_error_rate: float | None  # the target's error rate before the trigger
     policy: dict[str, Any] = field(default_factory=dict)
+    kind: str = "rollback"  # rollback | freeze (an operation that froze: no rollback was safe)
     chain: tuple[int, int, str] = (0, 0, "")  # first and last event seq shown, last hash
     summary: str = ""
     questions: list[str] = field(default_factory=list)
