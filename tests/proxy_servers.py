@@ -126,7 +126,19 @@ class PrometheusServer:
                 stderr=subprocess.STDOUT,
             )
         _wait(f"{self.url}/-/ready", self.proc, "prometheus", log, 60)
-        return self
+        # Prometheus hands new targets to its scrapers about 5 s after start: wait for the
+        # first scrape, so that what a test sends afterwards is counted.
+        deadline = time.monotonic() + 30
+        while True:
+            targets = httpx.get(f"{self.url}/api/v1/targets", timeout=2).json()["data"]
+            up = [t for t in targets["activeTargets"] if t.get("health") == "up"]
+            if len(up) == len(self.targets):
+                return self
+            if time.monotonic() > deadline:
+                raise RuntimeError(
+                    f"prometheus did not scrape {self.targets} within 30 s: {targets}"
+                )
+            time.sleep(0.2)
 
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:

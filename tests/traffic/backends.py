@@ -45,6 +45,13 @@ class Releases:
             )  # fmt: skip
             bump_generation(conn)
 
+    def heal(self, version: str) -> None:
+        """Remove the faults of ``version``'s backend."""
+        with self.store.write() as conn:
+            F = schema.faults
+            conn.execute(F.delete().where(F.c.model == "iris", F.c.version == version))
+            bump_generation(conn)
+
 
 @contextlib.contextmanager
 def iris_backends(

@@ -7,7 +7,9 @@ batches unchanged.
 
 How the numbers are read. One PromQL range selector returns the raw samples of
 ``traefik_service_request_duration_seconds_bucket`` for the model's release services over
-the window (plus a look-back for the sample before it). Each series' increase between two
+the window (plus a look-back for the sample before it), and those of Traefik's
+``traefik_config_reloads_total``, which mark every scrape: a series first seen after an
+earlier scrape was created in between, so its first value counts from zero. Each series' increase between two
 consecutive scrapes is one batch's worth (a counter reset counts from zero, as PromQL's
 ``increase`` does), so with a 1 s scrape interval the batches are per second and with 15 s
 they are 15 s long. Counts are exact — no ``rate()`` extrapolation:
@@ -54,6 +56,7 @@ from backout.telemetry.batches import Batch, ErrorKind, bucket_mid, latency_buck
 TRAEFIK_BUCKETS: tuple[float, ...] = tuple(float(f"{0.001 * 1.5**i:.4g}") for i in range(25))
 
 METRIC = "traefik_service_request_duration_seconds_bucket"
+SCRAPED = "traefik_config_reloads_total"  # present on every Traefik: marks each scrape
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,18 +67,21 @@ class Sample:
     value: float
 
 
-def increases(samples: Sequence[Sample], *, new: bool) -> list[tuple[float, float, float]]:
+def increases(
+    samples: Sequence[Sample], *, new_after: float | None = None
+) -> list[tuple[float, float, float]]:
     """(previous scrape, this scrape, increase) for each step of a counter's samples.
 
-    ``new`` says the series was created after the window's first scrape (its first sample is
-    counted from zero); otherwise the first sample is only the baseline. A drop is a reset.
+    ``new_after`` is the scrape before a series' first sample when the series was created
+    in between (its first sample then counts from zero); otherwise the first sample is only
+    the baseline. A drop is a counter reset: the new value is the increase.
     """
     out: list[tuple[float, float, float]] = []
     prev: Sample | None = None
     for s in samples:
         if prev is None:
-            if new and s.value > 0:
-                out.append((s.at - 1e-3, s.at, s.value))
+            if new_after is not None:
+                out.append((new_after, s.at, s.value))
         else:
             # Zero steps are kept: a bucket that did not move bounds the ones above it.
             d = s.value - prev.value if s.value >= prev.value else s.value
@@ -135,7 +141,12 @@ class PrometheusTelemetry:
         # RE2 inside a PromQL string: backslashes doubled for the string literal.
         pattern = rf"{p}(-shadow)?\.{re.escape(model)}\..+".replace("\\", "\\\\")
         extra = f", {self.matchers}" if self.matchers else ""
-        return f'{METRIC}{{service=~"{pattern}"{extra}}}[{max(1, math.ceil(seconds * 1000))}ms]'
+        # With the buckets, Traefik's reload counter (a series without a service label, so
+        # the empty alternative matches it): it is sampled at every scrape of each Traefik,
+        # which tells a series created since the last scrape from one that was already there.
+        names = f"{METRIC}|{SCRAPED}"
+        ms = max(1, math.ceil(seconds * 1000))
+        return f'{{__name__=~"{names}", service=~"{pattern}|"{extra}}}[{ms}ms]'
 
     def batches(
         self, model: str, since: float, until: float | None = None
@@ -193,7 +204,7 @@ def to_batches(
 ) -> dict[str, list[Batch]]:
     """Per-release batches from the raw bucket samples of a range selector (pure)."""
     series: list[tuple[dict[str, str], list[Sample]]] = []
-    first_scrape: dict[str, float] = {}  # per scraped target: its first sample in the window
+    scrapes: dict[str, set[float]] = defaultdict(set)  # per scraped target: its scrape times
     for item in result:
         try:
             labels = {str(k): str(v) for k, v in item["metric"].items()}
@@ -203,8 +214,12 @@ def to_batches(
         if not samples:
             continue
         target = labels.get("instance", "") + "|" + labels.get("job", "")
-        first_scrape[target] = min(first_scrape.get(target, math.inf), samples[0].at)
-        series.append((labels, samples))
+        scrapes[target].update(s.at for s in samples)
+        if labels.get("__name__", METRIC) == METRIC:
+            series.append((labels, samples))
+    # Every series of a target is sampled at the target's scrape times: a series whose first
+    # sample comes after an earlier scrape of its target did not exist at that scrape.
+    before: dict[str, list[float]] = {t: sorted(ts) for t, ts in scrapes.items()}
 
     # (version, shadow?, code, slot start) -> {le: increase}, and the slot's time span.
     buckets: dict[tuple[str, bool, str, int], dict[float, float]] = defaultdict(dict)
@@ -223,8 +238,8 @@ def to_batches(
         except (KeyError, ValueError) as exc:
             raise TelemetryUnavailable(f"a bucket series of {service} has no valid le") from exc
         target = labels.get("instance", "") + "|" + labels.get("job", "")
-        new = samples[0].at > first_scrape[target] + 1e-6
-        for start, end, inc in increases(samples, new=new):
+        earlier = [t for t in before[target] if t < samples[0].at]
+        for start, end, inc in increases(samples, new_after=earlier[-1] if earlier else None):
             if not since <= start < until:
                 continue
             slot = int(start)
