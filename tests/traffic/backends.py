@@ -8,6 +8,7 @@ loading a real scikit-learn model from a real store.
 from __future__ import annotations
 
 import contextlib
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -75,3 +76,40 @@ def iris_backends(
 
 def predict(client: httpx.Client, base: str, **headers: str) -> httpx.Response:
     return client.post(f"{base}/models/iris/predict", json=BODY, headers=headers)
+
+
+class Load:
+    """Light load through a router, in a thread: one request every ``interval`` seconds, for
+    at most ``limit`` seconds. Records (send time, status, release) per request."""
+
+    def __init__(self, base: str, *, interval: float = 0.025, limit: float = 120.0) -> None:
+        self.base, self.interval, self.limit = base, interval, limit
+        self.log: list[tuple[float, int, str]] = []
+        self.failures: list[str] = []  # the bodies of answers other than 200, for messages
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._run, name="router-load", daemon=True)
+
+    def __enter__(self) -> Load:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop.set()
+        self.thread.join(30)
+
+    def _run(self) -> None:
+        end = time.monotonic() + self.limit
+        with httpx.Client(timeout=10) as c:
+            while not self.stop.is_set() and time.monotonic() < end:
+                t = time.time()
+                try:
+                    r = predict(c, self.base)
+                    self.log.append((t, r.status_code, r.headers.get("x-backout-release", "")))
+                    if r.status_code != 200:
+                        self.failures.append(r.text[:200])
+                except httpx.HTTPError:
+                    self.log.append((t, 0, ""))
+                self.stop.wait(self.interval)
+
+    def answered_since(self, t: float) -> set[str]:
+        return {release for sent, _, release in list(self.log) if sent >= t}

@@ -44,7 +44,7 @@ def traefik() -> Iterator[TraefikServer]:
 
 @pytest.fixture
 def router(traefik: TraefikServer, releases: Releases) -> Iterator[TraefikRouter]:
-    r = TraefikRouter(traefik.api_url, traefik.config_dir, releases.urls)
+    r = TraefikRouter(traefik.api_url, traefik.config_dir, releases.urls, web_url=traefik.web_url)
     try:
         yield r
     finally:

@@ -20,7 +20,10 @@ Rollouts calls this VerifyWeight). Each release is one backend URL — ``backout
   pinned key);
 - ``backout-generation.iris``: a middleware on every router that adds the route table's
   generation to each answer (``x-backout-generation``), which also tells :meth:`apply` that
-  Traefik runs the new file even when its weights did not change.
+  Traefik runs the new file even when its weights did not change;
+- ``backout-probe.iris``: ``GET /.backout/probe/iris`` on the consumers' entry point,
+  answered by Traefik itself (418, no backend) with that generation: the entry point's own
+  word that it switched (Traefik's API shows a new configuration a little earlier).
 
 What Traefik does not give, and the router therefore does not declare:
 backout's sticky routing keys (Traefik's weighted round robin and its cookie stickiness do
@@ -76,6 +79,11 @@ def model_rule(model: str) -> str:
         f"PathPrefix({_q(f'/models/{model}/')}) || Path({_q(f'/v2/models/{model}')}) || "
         f"PathPrefix({_q(f'/v2/models/{model}/')})"
     )
+
+
+def probe_path(model: str) -> str:
+    """The consumer-side path where Traefik answers with ``model``'s generation stamp."""
+    return f"/.backout/probe/{model}"
 
 
 def dynamic_config(
@@ -147,6 +155,12 @@ def dynamic_config(
             "service": service_name(prefix, model, v),
             "priority": 20,
         }
+    # Answered by Traefik itself (no backend), with the generation stamp: the data plane's
+    # own word on which configuration its entry point runs.
+    routers[service_name(f"{prefix}-probe", model)] = {
+        "entryPoints": eps, "rule": f"Path({_q(probe_path(model))})",
+        "service": "noop@internal", "priority": 40,
+    }  # fmt: skip
     for r in routers.values():
         r["middlewares"] = [stamp]
     return {"http": {"routers": routers, "services": services, "middlewares": middlewares}}
@@ -173,7 +187,9 @@ class TraefikRouter:
     ``backends`` gives each release's backend URL: a mapping ``(model, version) -> url`` or
     a function returning the URL (None when there is none). A release with no backend is
     refused with :class:`RouterError` before anything is written. ``apply`` returns once
-    Traefik's API shows the new weights, or after ``settle_s``; ``served`` is the check.
+    Traefik serves the new table, or after ``settle_s``; ``served`` is the check. With
+    ``web_url`` (the consumers' entry point), both also ask the entry point itself, which
+    switches a little after the API shows a new configuration.
     """
 
     name = "traefik"
@@ -190,6 +206,7 @@ class TraefikRouter:
         connect_timeout_s: float = 1.0,
         timeout_s: float = 2.0,
         settle_s: float = 1.0,
+        web_url: str | None = None,
     ) -> None:
         self.api_url = api_url.rstrip("/")
         self.config_dir = Path(config_dir)
@@ -202,6 +219,7 @@ class TraefikRouter:
         self.prefix = prefix
         self.entrypoints = tuple(entrypoints)
         self.settle_s = settle_s  # how long apply() waits for Traefik to serve the table
+        self.web_url = web_url.rstrip("/") if web_url else None
         self.http = httpx.Client(timeout=httpx.Timeout(timeout_s, connect=connect_timeout_s))
 
     def path_for(self, model: str) -> Path:
@@ -238,9 +256,32 @@ class TraefikRouter:
         # caller's next served() confirm it instead of a whole controller tick later.
         deadline = time.monotonic() + self.settle_s
         while time.monotonic() < deadline:
-            if self.generation(table.model) == table.generation:
+            seen = self.generation(table.model) if self.web_url is None else self.probe(table.model)
+            if seen == table.generation:
                 return
             time.sleep(0.01)
+
+    def probe(self, model: str) -> int | None:
+        """The generation Traefik's consumer entry point answers with now (None: none yet).
+
+        Traefik's API shows a new configuration a few milliseconds to a few tens of
+        milliseconds before its entry point switches to it; the probe asks the entry point.
+        """
+        assert self.web_url is not None
+        try:
+            r = self.http.get(self.web_url + probe_path(model))
+        except httpx.HTTPError as exc:
+            raise RouterError(
+                f"Traefik's entry point at {self.web_url} cannot be reached "
+                f"({type(exc).__name__}): is Traefik running?"
+            ) from exc
+        value = r.headers.get(GENERATION_HEADER)
+        try:
+            return int(value) if value is not None else None
+        except ValueError as exc:
+            raise RouterError(
+                f"Traefik's entry point answered {GENERATION_HEADER}: {value!r}"
+            ) from exc
 
     def generation(self, model: str) -> int | None:
         """The generation of ``model``'s route table that Traefik runs now (None: none)."""
@@ -281,6 +322,8 @@ class TraefikRouter:
                     f"Traefik's {split} splits to {name!r}, which is not a release of {model}"
                 )
             served[name[len(head) :]] = w / 100
+        if self.web_url is not None and self.probe(model) != self.generation(model):
+            return None  # between two configurations: the entry point has not switched yet
         return served
 
     def _check_is_traefik(self) -> None:
