@@ -282,13 +282,14 @@ def run_traefik(
                     file=sys.stderr,
                 )
                 time.sleep(0.6)
+            back_ns = time.monotonic_ns()
             ctl.set_traffic(
                 MODEL, {VERSIONS[0]: 100}, actor="bench", reason="benchmark: back to stable"
             )
             time.sleep(1.0)
             summary = load.stop()
             answers = load.answers()
-            ends = [t for t, _ in marks[1:]] + [time.monotonic_ns()]
+            ends = [t for t, _ in marks[1:]] + [back_ns]
             cutover = [
                 cutover_after(answers, t, v, e) for (t, v), e in zip(marks, ends, strict=True)
             ]
