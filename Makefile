@@ -48,12 +48,13 @@ pytest: $(STAMP) postgres chromium wrk prometheus
 test: lint typecheck pytest
 
 # Every benchmark, one after another (about 40 minutes); each also runs on its own.
-bench: $(STAMP) wrk
+bench: $(STAMP) wrk prometheus
 	$(BIN)/python benchmarks/registry.py
 	$(BIN)/python benchmarks/gateway.py
 	$(BIN)/python benchmarks/detection.py
 	$(BIN)/python benchmarks/recovery.py
 	$(BIN)/python benchmarks/replay.py
+	$(BIN)/python benchmarks/traefik.py
 
 clean:
 	rm -rf $(VENV) .backout .pytest_cache .mypy_cache .ruff_cache

@@ -63,6 +63,7 @@ MODEL = "iris"
 PATH = f"/models/{MODEL}/predict"
 TARGET_P99_S = 2.0
 FAULT = 0.2  # the canary's share of failed requests
+TRIGGER_WINDOW_S = 5.0
 
 POLICY = """
 rollout:
@@ -217,7 +218,9 @@ def detect_once(ctl: Controller, store: Store, load: Load, mode: str) -> Detecti
             raise RuntimeError(f"{mode}: the rollback did not complete within 90 s")
         time.sleep(0.1)
     heal(store)
-    time.sleep(1.0)
+    # The next run starts once this canary's errors have left the trigger's window (a
+    # rollout's triggers read the candidate's last 5 s, which may predate the rollout).
+    time.sleep(TRIGGER_WINDOW_S + 3.0)
     recovery = cutover_after(load_answers(load), decided_ns, VERSIONS[0])
     return Detection(mode, decided_wall - t0, recovery)
 

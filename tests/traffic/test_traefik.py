@@ -161,3 +161,16 @@ def test_an_address_that_answers_garbage_is_a_one_line_router_error(tmp_path: Pa
             r.served("iris")
         r.close()
     assert "\n" not in caught.value.message
+
+
+def test_a_file_traefik_does_not_take_is_a_router_error_not_a_silent_wait(
+    traefik: TraefikServer, releases: Releases, tmp_path: Path
+) -> None:
+    """A folder Traefik does not watch (a wrong path in the settings) is named in one line."""
+    r = TraefikRouter(traefik.api_url, tmp_path, releases.urls, settle_s=0.3)
+    with pytest.raises(
+        RouterError, match=r"did not take backout-iris\.yml within 0\.3 s"
+    ) as caught:
+        r.apply(table({"1.0.0": BUCKETS}, gen=99))
+    r.close()
+    assert "\n" not in caught.value.message

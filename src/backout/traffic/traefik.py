@@ -205,7 +205,7 @@ class TraefikRouter:
         entrypoints: Sequence[str] = ("web",),
         connect_timeout_s: float = 1.0,
         timeout_s: float = 2.0,
-        settle_s: float = 1.0,
+        settle_s: float = 2.0,
         web_url: str | None = None,
     ) -> None:
         self.api_url = api_url.rstrip("/")
@@ -255,10 +255,17 @@ class TraefikRouter:
         # Traefik reloads a watched file within milliseconds; waiting briefly here lets the
         # caller's next served() confirm it instead of a whole controller tick later.
         deadline = time.monotonic() + self.settle_s
-        while time.monotonic() < deadline:
+        while True:
             seen = self.generation(table.model) if self.web_url is None else self.probe(table.model)
-            if seen == table.generation:
+            if seen is not None and seen >= table.generation:
                 return
+            if time.monotonic() > deadline:
+                # Traefik keeps its last good configuration when a file does not parse or
+                # names what it cannot build: say so, rather than wait in silence.
+                raise RouterError(
+                    f"Traefik did not take {self.path_for(table.model).name} within "
+                    f"{self.settle_s:g} s: look for a configuration error in Traefik's log"
+                )
             time.sleep(0.01)
 
     def probe(self, model: str) -> int | None:
