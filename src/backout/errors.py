@@ -27,6 +27,7 @@ at the boundary with ``raise ... from exc`` so callers only ever handle this tre
     │   ├── ArtifactCorrupt         a blob whose bytes do not hash to its address
     │   └── AuditChainBroken        an event log whose hash chain does not verify
     ├── RouterError                 a traffic router that cannot be reached or refuses (retriable)
+    ├── TelemetryUnavailable        a metric system (Prometheus) that cannot be read (retriable)
     ├── ArtifactError               a file to register that is missing or unreadable
     ├── RuntimeLoadError            a release that cannot be loaded into a predictor
     │   └── MlflowMissing           an MLflow release where MLflow is not installed
@@ -165,6 +166,14 @@ class RouterError(BackoutError):
     serves. The controller records it and tries again on its next tick."""
 
     http_status = 502
+    retriable = True
+
+
+class TelemetryUnavailable(BackoutError):
+    """Raised when a telemetry source (Prometheus) cannot be reached, times out or answers
+    something that is not a query result. The controller decides nothing on it."""
+
+    http_status = 503
     retriable = True
 
 

@@ -421,8 +421,9 @@ def test_check_names_the_routers_it_knows(capsys: pytest.CaptureFixture[str]) ->
     from backout.cli import main
 
     with pytest.raises(SystemExit) as code:
-        main(["policy", "check", str(EXAMPLES / "default.yaml"), "--router", "traefik"])
+        main(["policy", "check", str(EXAMPLES / "default.yaml"), "--router", "envoy"])
     assert code.value.code == 2
     assert capsys.readouterr().err == (
-        "error: --router 'traefik' is not a router backout knows: use one of gateway, weights-only\n"
+        "error: --router 'envoy' is not a router backout knows: use one of gateway, traefik, "
+        "weights-only\n"
     )

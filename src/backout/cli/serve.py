@@ -39,6 +39,14 @@ def serve(
         bool,
         typer.Option("--init", help="Create the store first if there is none (as `backout init`)."),
     ] = False,
+    release: Annotated[
+        str | None,
+        typer.Option(
+            metavar="MODEL@VERSION",
+            help="Serve this one release alone, as a backend behind an external router "
+            "(Traefik); no controller runs here.",
+        ),
+    ] = None,
 ) -> None:
     """Run the gateway (N worker processes) and the controller beside it."""
     import tempfile
@@ -47,6 +55,12 @@ def serve(
 
     s = settings(ctx)
     s.store(create=init)  # migrate once here, before the workers start
+    if release is not None:
+        ref = s.registry().get(release).ref  # an unknown release fails here, in one line
+        os.environ["BACKOUT_RELEASE"] = ref
+        controller = False  # the controller runs once, beside the router, not per backend
+    else:
+        os.environ.pop("BACKOUT_RELEASE", None)
     s.close()
     os.environ["BACKOUT_STORE"] = s.url()
     os.environ["BACKOUT_ARTIFACTS"] = str(s.artifacts_root().resolve())
@@ -62,8 +76,10 @@ def serve(
         loop = "uvloop"
     except ImportError:
         loop = "auto"
+    serving = f" serving {os.environ['BACKOUT_RELEASE']} alone" if release else ""
     err.print(
-        f"backout gateway on http://{host}:{port} with {n} worker(s); store {_redacted(s.url())}"
+        f"backout gateway on http://{host}:{port} with {n} worker(s){serving}; "
+        f"store {_redacted(s.url())}"
     )
     stop = threading.Event()
     if controller:

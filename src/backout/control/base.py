@@ -69,6 +69,7 @@ class ControllerBase:
         self._holder: str | None = None  # the lease this controller ticks under, in run()
         self._gates: dict[tuple[int, int, str], Any] = {}
         self._policy_cache: dict[str, Policy] = {}
+        self._router_trouble: dict[str, str] = {}  # model -> the router error last recorded
 
     # -- reading -----------------------------------------------------------------------
 
@@ -163,21 +164,37 @@ class ControllerBase:
     def push(self, model: str) -> bool:
         """Ask the router to serve the committed table; True when it serves it.
 
-        A router that cannot be reached is logged, not raised: the decision is committed and
-        the next tick pushes again. No step moves while what is served differs.
+        A router that cannot be reached is logged and recorded, not raised: the decision is
+        committed and the next tick pushes again. No step moves while what is served differs.
+        The event is written when the trouble starts or changes, and when it ends — not on
+        every tick it lasts.
         """
         table = self.deployments.get(model)
         if table is None:
             return True
         want = {v: w / 100 for v, w in table.weights.items()}
         try:
-            if self.router.served(model) == want:
-                return True
-            self.router.apply(table)
-            return self.router.served(model) == want
+            ok = self.router.served(model) == want
+            if not ok:
+                self.router.apply(table)
+                ok = self.router.served(model) == want
         except RouterError as exc:
             log.warning("%s: router %s: %s", model, self.router.name, exc.message)
+            if self._router_trouble.get(model) != exc.message:
+                self._router_trouble[model] = exc.message
+                with self.store.write() as conn:
+                    self.event(conn, "router.error", model, self.actor,
+                               f"router {self.router.name}: {exc.message}; traffic holds still "
+                               "until it serves the committed table",
+                               {"router": self.router.name, "generation": table.generation})  # fmt: skip
             return False
+        if ok and self._router_trouble.pop(model, None) is not None:
+            with self.store.write() as conn:
+                self.event(conn, "router.recovered", model, self.actor,
+                           f"router {self.router.name} serves the committed table again",
+                           {"router": self.router.name, "generation": table.generation,
+                            "weights": want})  # fmt: skip
+        return ok
 
     def event(self, conn: Connection, kind: str, model: str | None, actor: str, reason: str = "",
               data: Mapping[str, Any] | None = None) -> None:  # fmt: skip

@@ -8,11 +8,11 @@ out halfway through an incident.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 
 from backout.control.policy import Policy
 from backout.errors import UnsupportedByRouter
-from backout.traffic.router import Capability
+from backout.traffic.router import ROUTER_LIMITS, Capability
 
 
 def requirements(policy: Policy) -> list[tuple[str, Capability]]:
@@ -27,11 +27,15 @@ def requirements(policy: Policy) -> list[tuple[str, Capability]]:
     return needs
 
 
-def missing(policy: Policy, capabilities: Iterable[Capability]) -> list[str]:
-    """One line per requirement of ``policy`` that ``capabilities`` do not cover."""
+def missing(
+    policy: Policy, capabilities: Iterable[Capability], why: Mapping[Capability, str] | None = None
+) -> list[str]:
+    """One line per requirement of ``policy`` that ``capabilities`` do not cover (with the
+    router's reason for lacking it, from ``why``)."""
     have = frozenset(capabilities)
+    why = why or {}
     return [
-        f"{setting} needs the {cap.value} capability"
+        f"{setting} needs the {cap.value} capability" + (f" ({why[cap]})" if cap in why else "")
         for setting, cap in requirements(policy)
         if cap not in have
     ]
@@ -39,7 +43,7 @@ def missing(policy: Policy, capabilities: Iterable[Capability]) -> list[str]:
 
 def check(policy: Policy, router: str, capabilities: Iterable[Capability]) -> None:
     """Raise :class:`UnsupportedByRouter` when ``policy`` needs what ``router`` cannot do."""
-    gaps = missing(policy, capabilities)
+    gaps = missing(policy, capabilities, ROUTER_LIMITS.get(router))
     if gaps:
         raise UnsupportedByRouter(
             f"the policy cannot run on the {router} router: {'; '.join(gaps)}, which it lacks "

@@ -59,15 +59,19 @@ class Commands(ControllerBase):
                     + "; ".join(c.summary for c in failed)
                 )
         now = self.clock()
-        with self.store.write() as conn:
-            self.refuse_if_busy(conn, model)
-            if table is None:
+        if table is None:
+            with self.store.write() as conn:
+                self.refuse_if_busy(conn, model)
                 self.deployments.set_traffic(model, {version: 100}, actor=actor, reason=reason or f"first deploy of {model}@{version}",
                                              kind="deploy.first", verify=False, conn=conn)  # fmt: skip
                 self.registry.record_mark(conn, model, version, actor=actor,
                                           reason="first release of the model", at=now)  # fmt: skip
-                return self.start(conn, model, "rollout", Event.FIRST_DEPLOY, version, version,
-                                  {version: 100.0}, policy, reason or "first deploy", actor, now)  # fmt: skip
+                op = self.start(conn, model, "rollout", Event.FIRST_DEPLOY, version, version,
+                                {version: 100.0}, policy, reason or "first deploy", actor, now)  # fmt: skip
+            self.push(model)  # an external router learns of the model here, after the commit
+            return op
+        with self.store.write() as conn:
+            self.refuse_if_busy(conn, model)
             stable = dominant(table.weights)
             if stable == version:
                 raise Conflict(f"{model}@{version} already takes most of the traffic")

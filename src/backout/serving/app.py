@@ -68,6 +68,7 @@ class GatewaySettings:
     flush_interval_s: float = 1.0  # telemetry batch length
     predict_timeout_s: float = 30.0  # a model slower than this answers 504
     access_log: bool = False  # JSON access lines to stderr, written about once a second
+    release: tuple[str, str] | None = None  # (model, version): serve that release alone
     worker_id: str = field(default_factory=lambda: f"{socket.gethostname()}:{os.getpid()}")
 
 
@@ -175,6 +176,8 @@ class Gateway:
                 live = self.deployments.live_state()
             else:
                 live = await asyncio.to_thread(self.deployments.live_state)
+            if self.settings.release is not None:  # a backend behind an external router
+                live = live.only(*self.settings.release)
             wanted: set[tuple[str, str]] = set()
             for model, table in live.tables.items():
                 wanted |= {(model, v) for v in table.versions if (model, v) not in live.quarantined}
@@ -352,5 +355,13 @@ def create_app() -> Starlette:
         access_log=bool(os.environ.get("BACKOUT_ACCESS_LOG")),
         max_body_bytes=int(os.environ.get("BACKOUT_MAX_BODY_BYTES", 1 << 20)),
         warm_rollback_points=int(os.environ.get("BACKOUT_WARM_ROLLBACK_POINTS", 2)),
+        release=_release(os.environ.get("BACKOUT_RELEASE")),
     )
     return Gateway(store, blobs, settings).app
+
+
+def _release(spec: str | None) -> tuple[str, str] | None:
+    if not spec:
+        return None
+    model, _, version = spec.partition("@")
+    return model, version

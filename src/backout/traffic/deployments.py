@@ -48,6 +48,24 @@ class LiveState:
     faults: dict[tuple[str, str], Any] = field(default_factory=dict)  # drills' injected faults
     store_id: str | None = None  # the identity of the store it was read from
 
+    def only(self, model: str, version: str) -> LiveState:
+        """This state narrowed to one release taking all of ``model``'s traffic.
+
+        What a per-release backend serves behind an external router (``backout serve
+        --release``): the router splits, the backend answers for its release alone, with the
+        release's quarantine, capture rule and faults as the store holds them.
+        """
+        table = RouteTable(model, self.generation, {version: ((0, BUCKETS),)})
+        key = (model, version)
+        return LiveState(
+            self.generation,
+            {model: table},
+            {key: self.quarantined[key]} if key in self.quarantined else {},
+            {},
+            {model: self.capture[model]} if model in self.capture else {},
+            {key: self.faults[key]} if key in self.faults else {},
+        )
+
 
 class Deployments:
     """Reads and writes route tables."""

@@ -81,9 +81,25 @@ class GatewayRouter:
         return {v: w / 100 for v, w in table.weights.items()}
 
 
+# Traefik (traffic/traefik.py): weighted services, mirroring, and header rules for pins. Its
+# weighted round robin does not keep a routing key on its release as weights change, it
+# records no requests for replay and it injects no faults for drills.
+TRAEFIK_CAPABILITIES = frozenset({Capability.PINS, Capability.MIRRORING})
+
 # The routers backout knows by name, with what each can do (for `backout policy check`).
 ROUTER_CAPABILITIES: dict[str, frozenset[Capability]] = {
     GatewayRouter.name: GATEWAY_CAPABILITIES,
+    "traefik": TRAEFIK_CAPABILITIES,
     # An external router that splits by weight only (a proxy's weighted services).
     "weights-only": frozenset(),
+}
+
+# Why a router lacks a capability, for the policy check's one-line refusal.
+ROUTER_LIMITS: dict[str, dict[Capability, str]] = {
+    "traefik": {
+        Capability.STICKY_KEYS: "its weighted round robin does not keep a routing key on its "
+        "release as weights change",
+        Capability.CAPTURE: "Traefik forwards requests without recording them for replay",
+        Capability.FAULT_INJECTION: "Traefik injects no faults into a release's answers",
+    },
 }

@@ -1,0 +1,79 @@
+"""End to end behind a real Traefik: a regressed canary is detected from a real Prometheus
+scraping Traefik, and the controller (Traefik router, Prometheus telemetry) rolls it back."""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+
+from backout.control.controller import Controller
+from backout.control.policy import parse_policy
+from backout.telemetry.prometheus import PrometheusTelemetry
+from backout.traffic.traefik import TraefikRouter
+from tests.proxy_servers import PrometheusServer, TraefikServer
+from tests.traffic.backends import Load, iris_backends
+
+POLICY = """
+rollout:
+  steps: [50, 100]
+  bake: 60s
+  min_requests: 50
+  gate: {judges: [{judge: error_rate}]}
+rollback:
+  mode: emergency
+  verification: {duration: 5s, min_requests: 20}
+completion: {rollback: 5s}
+triggers:
+  - {name: error-rate, kind: error_rate, window: 10s, min_requests: 20, max_rate: 0.1}
+capture: {rate: 0}
+replay: {allowed: false}
+"""
+
+
+def test_a_regressed_canary_behind_traefik_is_detected_from_prometheus_and_rolled_back(
+    tmp_path: Path,
+) -> None:
+    with (
+        iris_backends(tmp_path) as releases,
+        TraefikServer() as traefik,
+        PrometheusServer([f"127.0.0.1:{traefik.api_port}"]) as prom,
+    ):
+        router = TraefikRouter(
+            traefik.api_url, traefik.config_dir, releases.urls, web_url=traefik.web_url
+        )
+        telemetry = PrometheusTelemetry(prom.url)
+        ctl = Controller(releases.store, releases.registry, router=router, telemetry=telemetry)
+        ctl.set_policy("iris", parse_policy(POLICY), source="test", actor="test")
+        ctl.deploy("iris", "1.0.0", actor="test")  # the first release: live, known-good
+        stop = threading.Event()
+        loop = threading.Thread(target=ctl.run, args=(stop,), kwargs={"interval": 0.25})
+        with Load(traefik.web_url) as load:
+            loop.start()
+            try:
+                releases.regress("1.1.0", errors=0.4)
+                deployed = time.time()
+                ctl.deploy("iris", "1.1.0", actor="ana")
+                deadline = time.monotonic() + 60
+                while ctl.operations("iris", limit=1)[0].kind != "rollback":
+                    assert time.monotonic() < deadline, "the regressed canary was not rolled back"
+                    time.sleep(0.2)
+                rollback = ctl.operations("iris", limit=1)[0]
+                detected = rollback.started_at - deployed
+                assert rollback.reason.startswith("trigger: error rate")
+                while router.served("iris") != {"1.0.0": 100.0}:  # pushed after the commit
+                    assert time.monotonic() < deadline, "Traefik never served the rollback"
+                    time.sleep(0.05)
+                time.sleep(1.0)  # requests in flight at the switch keep their release
+                after = time.time()
+                time.sleep(2.0)
+                assert load.answered_since(after) == {"iris@1.0.0"}
+            finally:
+                stop.set()
+                loop.join(30)
+        failed = [s for _, s, release in load.log if s != 200 and release != "iris@1.1.0"]
+        assert failed == [], load.failures[:5]  # only the regressed canary's own errors failed
+        assert 0 < detected < 30
+        router.close()
+        telemetry.close()
+        ctl.close()
