@@ -30,9 +30,9 @@ from backout.telemetry.prometheus import (
 )
 from backout.traffic.routes import BUCKETS, RouteTable
 from backout.traffic.traefik import TraefikRouter
+from tests.loopback import serve
 from tests.postgres_server import free_port
 from tests.proxy_servers import PrometheusServer, TraefikServer
-from tests.loopback import serve
 from tests.traffic.backends import Releases, iris_backends, predict
 
 

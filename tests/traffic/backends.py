@@ -20,8 +20,8 @@ from backout.registry.artifacts import LocalBlobStore
 from backout.registry.releases import Registry
 from backout.serving.app import Gateway, GatewaySettings
 from backout.store import Store, bump_generation, open_store, schema
-from tests.models import register_iris
 from tests.loopback import serve
+from tests.models import register_iris
 
 BODY = {"instances": [[5.1, 3.5, 1.4, 0.2]]}
 

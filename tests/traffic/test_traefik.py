@@ -15,8 +15,8 @@ import pytest
 from backout.errors import RouterError
 from backout.traffic.routes import BUCKETS, RouteTable, Shadow
 from backout.traffic.traefik import TraefikRouter, dynamic_config
-from tests.proxy_servers import TraefikServer
 from tests.loopback import serve
+from tests.proxy_servers import TraefikServer
 from tests.traffic.backends import Releases, iris_backends, predict
 
 

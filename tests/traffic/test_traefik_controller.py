@@ -9,7 +9,7 @@ from backout.control.controller import Controller
 from backout.control.phases import Phase
 from backout.store import audit
 from backout.traffic.traefik import TraefikRouter
-from tests.controller_world import POLICY, make_world
+from tests.control.world import POLICY, make_world
 from tests.proxy_servers import TraefikServer
 
 NO_CAPTURE = "capture: {rate: 0}\nreplay: {allowed: false}\n"
