@@ -72,6 +72,19 @@ class PostgresServer:
         )  # fmt: skip
         if res.returncode != 0:
             raise PostgresUnavailable(f"initdb failed: {res.stderr.strip() or res.stdout.strip()}")
+        self._pg_ctl_start()
+        try:
+            self._admin = psycopg.connect(
+                host="127.0.0.1", port=self.port, user="backout", dbname="postgres", autocommit=True
+            )
+        except psycopg.Error as exc:
+            raise PostgresUnavailable(f"cannot connect to the test server: {exc}") from exc
+        # Copying the template's files is quicker than writing them to the WAL (the default
+        # since PostgreSQL 15) for the small, empty databases the tests want.
+        self._strategy = " STRATEGY FILE_COPY" if self._admin.info.server_version >= 150000 else ""
+        return self
+
+    def _pg_ctl_start(self) -> None:
         opts = (
             f"-c listen_addresses=127.0.0.1 -c port={self.port} "
             f"-c unix_socket_directories={self.root} -c fsync=off -c max_connections=200"
@@ -83,16 +96,21 @@ class PostgresServer:
         if res.returncode != 0:
             log = (self.root / "log").read_text() if (self.root / "log").exists() else ""
             raise PostgresUnavailable(f"pg_ctl start failed: {res.stderr.strip()} {log[-2000:]}")
-        try:
+
+    def halt(self) -> None:
+        """Stop the server (its clients are disconnected) but keep its data, for ``resume``."""
+        res = self._run(str(self.bin / "pg_ctl"), "-D", str(self.data), "-m", "fast", "-w", "stop")
+        if res.returncode != 0:
+            raise PostgresUnavailable(f"pg_ctl stop failed: {res.stderr.strip()}")
+
+    def resume(self) -> None:
+        """Start a halted server again on the same port, with the same data."""
+        self._pg_ctl_start()
+        if self._admin is not None:
+            self._admin.close()
             self._admin = psycopg.connect(
                 host="127.0.0.1", port=self.port, user="backout", dbname="postgres", autocommit=True
             )
-        except psycopg.Error as exc:
-            raise PostgresUnavailable(f"cannot connect to the test server: {exc}") from exc
-        # Copying the template's files is quicker than writing them to the WAL (the default
-        # since PostgreSQL 15) for the small, empty databases the tests want.
-        self._strategy = " STRATEGY FILE_COPY" if self._admin.info.server_version >= 150000 else ""
-        return self
 
     def create_database(self) -> str:
         """A new empty database; returns its SQLAlchemy URL."""

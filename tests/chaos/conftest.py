@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import subprocess
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -24,7 +25,7 @@ class Site:
     """A store on disk, its artifacts, and the ``backout serve`` processes started on it."""
 
     store_url: str
-    db: Path
+    db: Path  # the SQLite file (not there on PostgreSQL)
     artifacts: Path
     tmp: Path
     served: list[Served] = field(default_factory=list)
@@ -40,11 +41,11 @@ class Site:
         return backout(self.store_url, self.artifacts, *args)
 
 
-@pytest.fixture
-def site(tmp_path: Path) -> Iterator[Site]:
-    """A SQLite store with iris@1.0.0 live and known-good and 1.1.0 registered."""
+@contextmanager
+def make_site(url: str, tmp_path: Path) -> Iterator[Site]:
+    """A store at ``url`` with iris@1.0.0 live and known-good and 1.1.0 registered; the
+    ``backout serve`` processes started on it are stopped when the block ends."""
     db = tmp_path / "store.db"
-    url = f"sqlite:///{db}"
     store = open_store(url, create=True)
     registry = Registry(store, LocalBlobStore(tmp_path / "artifacts"))
     for version in ("1.0.0", "1.1.0"):
@@ -57,3 +58,10 @@ def site(tmp_path: Path) -> Iterator[Site]:
     finally:
         for served in s.served:
             served.stop()
+
+
+@pytest.fixture
+def site(tmp_path: Path) -> Iterator[Site]:
+    """A SQLite store with iris@1.0.0 live and known-good and 1.1.0 registered."""
+    with make_site(f"sqlite:///{tmp_path / 'store.db'}", tmp_path) as s:
+        yield s
