@@ -227,3 +227,29 @@ def test_status_says_in_one_line_that_the_last_rollback_ended(site: Site) -> Non
     assert status.returncode == 0, status.stderr
     lines = [line for line in status.stdout.splitlines() if "rolled-back" in line]
     assert len(lines) == 1 and "1.0.0" in lines[0], status.stdout
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(60)
+@pytest.mark.xfail(
+    strict=True,
+    reason="the CLI exits without draining the controller's notifier (a daemon thread): a "
+    "notice of `backout rollback` is never retried, nor recorded as failed",
+)
+def test_the_notice_of_a_rollback_started_from_the_command_line_is_retried_until_delivered(
+    site: Site,
+) -> None:
+    receiver = Receiver(statuses=[500, 500])  # then 200: the third attempt is delivered
+    try:
+        policy = site.tmp / "policy.yaml"
+        policy.write_text(POLICY.replace("WEBHOOKS", receiver.url))
+        assert site.cli("deploy", "iris@1.1.0", "--policy", str(policy)).returncode == 0
+        rolled = site.cli("rollback", "iris", "--emergency", "--reason", "chaos")
+        assert rolled.returncode == 0, rolled.stderr
+        wait_for(
+            lambda: sum("rollback of iris to 1.0.0 started" in str(b) for b in receiver.bodies)
+            >= 3, 15, "the rollback's notice delivered at its third attempt", interval=0.1,
+            detail=lambda: str(receiver.bodies),
+        )  # fmt: skip
+    finally:
+        receiver.stop()
