@@ -20,6 +20,7 @@ import logging
 import os
 import socket
 import sys
+import threading
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -43,6 +44,7 @@ from backout.serving.codecs import (
     parse_object,
     read_body,
 )
+from backout.serving.faultlog import FaultLog
 from backout.serving.pipeline import Pipeline
 from backout.serving.pool import Loaded, WarmPool
 from backout.serving.shadow import Mirror
@@ -52,6 +54,11 @@ from backout.telemetry.batches import write_batches
 from backout.traffic.deployments import Deployments, LiveState
 
 log = logging.getLogger("backout.gateway")
+
+# Telemetry a failing store could not take waits for the next flush, up to these bounds (about
+# 15 minutes of ten releases' batches); past them the oldest is dropped and counted.
+MAX_UNSENT_BATCHES = 10_000
+MAX_UNSENT_CAPTURES = 2_000
 
 
 @dataclass
@@ -89,6 +96,13 @@ class Gateway:
         self._tasks: list[asyncio.Task[None]] = []
         self._refresh_lock = asyncio.Lock()
         self._watch = ChangeWatch(store)
+        self._wanted: set[tuple[str, str]] = set()  # the releases the live state needs loaded
+        self._refresh_faults = FaultLog(log, "route refresh")
+        self._flush_faults = FaultLog(log, "telemetry flush")
+        self._write_lock = threading.Lock()
+        self._unsent_batches: list[Any] = []
+        self._unsent_captures: list[dict[str, Any]] = []
+        self.dropped = {"batches": 0, "captures": 0}  # lost to a store down for too long
         self.access = AccessLog(sys.stderr.buffer) if self.settings.access_log else None
         self.pipeline = Pipeline(
             self.pool,
@@ -165,21 +179,44 @@ class Gateway:
                 wanted |= {(model, v) for v in good}
             # Load first, swap after: a switch never waits on a load once it is visible.
             await self.pool.ensure(wanted)
+            self._wanted = wanted
             self.pipeline.live = live
             self.switches.append((live.generation, time.monotonic()))
             del self.switches[:-1000]
-            for (model, version), entry in self.pool.entries.items():
-                self.metrics.warm_bytes.labels(model, version).set(entry.memory_bytes)
+            self._pool_changed()
             return True
+
+    async def retry_loads(self) -> bool:
+        """Try again to load the releases that failed, once their pause is over; True when
+        one of them loaded."""
+        if not self.pool.retry_due():
+            return False
+        async with self._refresh_lock:
+            before = len(self.pool.entries)
+            await self.pool.ensure(self._wanted)
+            self._pool_changed()
+            return len(self.pool.entries) > before
+
+    def _pool_changed(self) -> None:
+        live = self.live
+        # Only releases this worker serves (or knows it cannot) become Prometheus labels.
+        known = set(self._wanted) | set(self.pool.entries) | set(self.pool.failures)
+        known |= {(m, v) for m, t in live.tables.items() for v in t.versions}
+        self.metrics.know(known)
+        for (model, version), entry in self.pool.entries.items():
+            self.metrics.warm_bytes.labels(model, version).set(entry.memory_bytes)
 
     async def _poll_routes(self) -> None:
         while True:
             await asyncio.sleep(self.settings.poll_interval_s)
             try:
                 await self.refresh()
-            except Exception:  # keep serving on the last good state; say why once per failure
-                log.exception("route refresh failed; serving generation %s", self.live.generation)
+                await self.retry_loads()
+            except Exception as exc:  # keep serving on the last good state; say so once
+                self._refresh_faults.failed(exc, f"serving generation {self.live.generation}")
                 await asyncio.sleep(1.0)
+            else:
+                self._refresh_faults.ok()
 
     async def _flush_telemetry(self) -> None:
         while True:
@@ -192,18 +229,41 @@ class Gateway:
             captured = self.captures.drain()
             try:
                 await asyncio.to_thread(self._write, batches, captured)
-            except Exception:  # telemetry must never take the data plane down
-                log.exception("telemetry flush failed; will retry")
+            except Exception as exc:  # telemetry must never take the data plane down
+                self._flush_faults.failed(exc, "keeping the telemetry for the next flush")
+            else:
+                self._flush_faults.ok()
 
     def flush(self) -> int:
         """Write this worker's finished batches (and captures) to the store; returns how many."""
         return self._write(self.recorder.drain(), self.captures.drain())
 
     def _write(self, batches: list[Any], captured: list[dict[str, Any]]) -> int:
-        n = write_batches(self.store, batches, self.settings.worker_id)
-        bounds = {m: r.max_rows for m, r in self.live.capture.items()}
-        write_captures(self.store, captured, bounds)
-        return n
+        """Write ``batches`` and ``captured`` after any a failed write left; what fails now
+        is kept for the next write (bounded), so a store outage loses nothing it can hold."""
+        with self._write_lock:
+            batches = self._unsent_batches + batches
+            captured = self._unsent_captures + captured
+            self._unsent_batches, self._unsent_captures = [], []
+            try:
+                n = write_batches(self.store, batches, self.settings.worker_id)
+            except Exception:
+                self._unsent_batches = self._keep(batches, MAX_UNSENT_BATCHES, "batches")
+                self._unsent_captures = self._keep(captured, MAX_UNSENT_CAPTURES, "captures")
+                raise
+            try:
+                bounds = {m: r.max_rows for m, r in self.live.capture.items()}
+                write_captures(self.store, captured, bounds)
+            except Exception:
+                self._unsent_captures = self._keep(captured, MAX_UNSENT_CAPTURES, "captures")
+                raise
+            return n
+
+    def _keep(self, items: list[Any], limit: int, what: str) -> list[Any]:
+        if len(items) > limit:
+            self.dropped[what] += len(items) - limit
+            return items[-limit:]
+        return items
 
     # -- routes ------------------------------------------------------------------------
 
@@ -231,14 +291,25 @@ class Gateway:
         return json_response({"live": True})
 
     async def ready_endpoint(self, request: Request) -> Response:
-        missing = [
-            f"{m}@{v}"
-            for m, t in self.live.tables.items()
-            for v in t.weights
-            if (m, v) not in self.pool.entries
-        ]
+        missing = {k: v for m in self.live.tables for k, v in self._not_loaded(m).items()}
         ok = self.ready and not missing
         return json_response({"ready": ok, "not_loaded": missing}, status=200 if ok else 503)
+
+    def _not_loaded(self, model: str) -> dict[str, str]:
+        """The releases the model's route table sends traffic to that this worker cannot
+        serve, each with the reason."""
+        table = self.live.tables.get(model)
+        if table is None:
+            return {}
+        return {
+            f"{model}@{v}": self._why_not_loaded(model, v)
+            for v in table.weights
+            if (model, v) not in self.pool.entries
+        }
+
+    def _why_not_loaded(self, model: str, version: str) -> str:
+        key = (model, version)
+        return self.pool.failures.get(key) or self.live.quarantined.get(key) or "not loaded yet"
 
     async def model_metadata(self, request: Request) -> Response:
         model = request.path_params["model"]
@@ -259,14 +330,32 @@ class Gateway:
         })  # fmt: skip
 
     async def model_ready(self, request: Request) -> Response:
+        """Ready when every release the model's traffic goes to is loaded here (or, with a
+        version, when that release is); 503 naming each one that is not, and why."""
         model = request.path_params["model"]
         version = request.path_params.get("version")
-        self._entry_for_metadata(model, version)
-        return json_response({"name": model, "ready": True})
+        table = self.pipeline.table(model)  # 404 for a model not served here
+        if version is None:
+            missing = self._not_loaded(model)
+            if missing:
+                doc = {"name": model, "ready": False, "not_loaded": missing}
+                return json_response(doc, status=503)
+            return json_response({"name": model, "ready": True})
+        if (model, version) in self.pool.entries:
+            return json_response({"name": model, "version": version, "ready": True})
+        if (model, version) not in self.pool.failures and version not in table.versions:
+            self.pipeline.loaded(model, version, table)  # 409 quarantined, 404 unknown
+        reason = self._why_not_loaded(model, version)
+        doc = {"name": model, "version": version, "ready": False, "reason": reason}
+        return json_response(doc, status=503)
 
     def _entry_for_metadata(self, model: str, version: str | None) -> Loaded:
         table = self.pipeline.table(model)
         if version is None:
+            # What an unpinned request gets: the stable release, standing in for a broken one.
+            entry = self.pipeline.fallback(model, table)
+            if entry is not None:
+                return entry
             version = max(table.weights, key=lambda v: table.weights[v])
         return self.pipeline.loaded(model, version, table)
 
@@ -281,6 +370,7 @@ class Gateway:
             "tables": {m: t.to_dict() for m, t in self.live.tables.items()},
             "warm": [e.to_dict() for e in self.pool.entries.values()],
             "load_failures": {f"{m}@{v}": why for (m, v), why in self.pool.failures.items()},
+            "telemetry_dropped": dict(self.dropped),
         })  # fmt: skip
 
     async def feedback(self, request: Request) -> Response:

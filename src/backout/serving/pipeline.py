@@ -28,17 +28,20 @@ from backout.runtimes.tensors import BINARY_HEADER, outputs_to_predictions
 from backout.serving.capture import DEFAULT_CAPTURE, CaptureBuffer, captured_request
 from backout.serving.codecs import (
     HTTPError,
+    check_datatypes,
+    client_kind,
     decode_binary,
     decode_inputs,
     json_answer,
     oip_answer,
     parse_object,
     read_body,
+    release_kind,
 )
 from backout.serving.pool import Loaded, WarmPool
 from backout.serving.shadow import Mirror
 from backout.serving.telemetry import AccessLog, Metrics, Recorder, correlation, output_labels
-from backout.telemetry.batches import ErrorKind
+from backout.telemetry.batches import ClientErrorKind, ErrorKind
 from backout.traffic import routes as routing
 from backout.traffic.deployments import LiveState
 
@@ -47,6 +50,7 @@ access_log = logging.getLogger("backout.access")
 PIN_HEADER = "x-backout-version"
 KEY_HEADER = "x-backout-key"
 WORKER_HEADER = "x-backout-worker"  # which worker answered: shows each worker's switch
+STOOD_IN_HEADER = "x-backout-stood-in-for"  # the routed release that could not answer
 # The request headers an inference route reads (ASGI gives names in lower case).
 JSON_ROUTE_HEADERS = frozenset(
     h.encode() for h in ("traceparent", "x-request-id", PIN_HEADER, KEY_HEADER, "content-length")
@@ -105,23 +109,28 @@ class Pipeline:
         rid, trace_headers = correlation(hdr)
         model = request.path_params["model"]
         version: str | None = None
-        counted = False  # True once the request reached a loaded release: errors count for it
+        entry: Loaded | None = None  # set once a loaded release took the request: it counts
+        stood_in: str | None = None  # the release that could not answer, when another did
         failure: HTTPError | None = None
         try:
             table = self.table(model)
             pinned = request.path_params.get("version") or hdr.get(PIN_HEADER)
             version = routing.choose(table, key=hdr.get(KEY_HEADER), pinned=pinned)
-            entry = self.loaded(model, version, table)
+            entry = self.pool.entries.get((model, version))
+            if entry is None:  # the slow path: only when a routed release is not loaded here
+                stood_in = version
+                entry = self.stand_in(model, version, table, pinned=pinned is not None, t0=t0)
+                version = entry.release.version
             raw = await read_body(request.receive, hdr.get("content-length"), self.max_body_bytes)
             binary_len = hdr.get(BINARY_HEADER) if oip else None
             body: dict[str, Any]
             if binary_len is None:
                 body = parse_object(raw)
-                counted = True
                 inputs = decode_inputs(body, entry, oip=oip)
             else:
-                counted = True
                 body, inputs = decode_binary(raw, binary_len)
+            if entry.input_kinds:
+                check_datatypes(entry.release.ref, inputs, entry.input_kinds)
             fault = self.live.faults.get((model, version)) if self.live.faults else None
             if fault is not None and fault.active(time.time()):
                 outputs = await self._faulty_infer(entry, inputs, fault)
@@ -146,29 +155,44 @@ class Pipeline:
                 WORKER_HEADER: self.worker_id,
                 **trace_headers,
             }
+            if stood_in is not None:
+                headers[STOOD_IN_HEADER] = f"{model}@{stood_in}"
             if oip:
                 response = oip_answer(model, version, rid, body, outputs, headers)
             else:
                 response = json_answer(model, version, predictions, headers)
         except HTTPError as exc:
-            if counted and version is not None:
-                kind = exc.kind or ErrorKind.INPUT_CONTRACT
-                self.recorder.batch(model, version).observe(time.perf_counter() - t0, error=kind)
             headers = {"x-request-id": rid, WORKER_HEADER: self.worker_id, **trace_headers}
             if version is not None:
                 headers["x-backout-release"] = f"{model}@{version}"
+            if entry is not None and version is not None:
+                batch = self.recorder.batch(model, version)
+                if exc.status < 500:
+                    # The caller's fault: counted apart, never as the release's error.
+                    exc.kind = client_kind(exc)
+                    batch.refuse(exc.kind)
+                else:
+                    exc.kind = release_kind(exc)
+                    batch.observe(time.perf_counter() - t0, error=exc.kind)
             exc.request_id = rid
             exc.headers = headers
             failure = exc
-        status = 200 if failure is None else failure.status
         latency = time.perf_counter() - t0
-        self.metrics.observe(model, version or "-", status, latency)
+        if failure is None:
+            status = 200
+            self.metrics.observe(model, version or "-", 200, latency)
+        else:
+            status = failure.status
+            kind = client_kind(failure) if status < 500 else release_kind(failure)
+            self.metrics.observe(model, version or "-", status, latency, kind.value)
         if self.access is not None or access_log.isEnabledFor(logging.INFO):
             line = {
                 "request_id": rid, "model": model, "release": version, "status": status,
                 "latency_ms": round(latency * 1000, 3), "path": request.scope["path"],
                 "key": hdr.get(KEY_HEADER),
             }  # fmt: skip
+            if stood_in is not None:
+                line["stood_in_for"] = stood_in
             if self.access is not None:
                 self.access.write(line)
             else:  # an embedding application routed the "backout.access" logger itself
@@ -184,6 +208,49 @@ class Pipeline:
             known = ", ".join(sorted(self.live.tables)) or "none"
             raise HTTPError(404, f"model {model!r} is not served here; served models: {known}")
         return table
+
+    def fallback(self, model: str, table: routing.RouteTable) -> Loaded | None:
+        """The stable release: the loaded release of ``model`` with the most traffic."""
+        weights = table.weights
+        loaded = [v for v in weights if (model, v) in self.pool.entries]
+        if not loaded:
+            return None
+        best = max(loaded, key=lambda v: (weights[v], v))
+        return self.pool.entries[(model, best)]
+
+    def stand_in(
+        self, model: str, version: str, table: routing.RouteTable, *, pinned: bool, t0: float
+    ) -> Loaded:
+        """The release that answers a request routed to ``version``, which is not loaded.
+
+        A release that failed to load counts the request as its error (kind ``load``), so
+        its triggers and judges see that it cannot answer; an unpinned request is then
+        answered by the stable release instead, a pinned one gets 503 naming the release.
+        """
+        failure = self.pool.failures.get((model, version))
+        if failure is not None:
+            self.recorder.batch(model, version).observe(
+                time.perf_counter() - t0, error=ErrorKind.LOAD
+            )
+        if not pinned and (failure is not None or (model, version) in self.live.quarantined):
+            entry = self.fallback(model, table)
+            if entry is not None:
+                if failure is not None:
+                    self.metrics.count_error(model, version, "release", ErrorKind.LOAD.value)
+                return entry
+        if failure is not None:
+            fix = (
+                "the request is pinned to it, so no other release answers; unpin it or fix "
+                "the release"
+                if pinned
+                else f"no loaded release of {model} can stand in"
+            )
+            raise HTTPError(
+                503,
+                f"release {model}@{version} could not be loaded: {failure}; {fix}",
+                ErrorKind.LOAD,
+            )
+        return self.loaded(model, version, table)
 
     def loaded(self, model: str, version: str, table: routing.RouteTable) -> Loaded:
         """The warm release that answers; 409 when quarantined, 503 when it failed to load."""
@@ -217,7 +284,7 @@ class Pipeline:
         except UpstreamError as exc:
             raise HTTPError(502, exc.message, ErrorKind.UPSTREAM) from exc
         except ValidationError as exc:
-            raise HTTPError(422, exc.message, ErrorKind.INPUT_CONTRACT) from exc
+            raise HTTPError(422, exc.message, ClientErrorKind.INPUT) from exc
         except ModelError as exc:
             raise HTTPError(
                 500, f"release {entry.release.ref} failed: {exc.message}", ErrorKind.MODEL
