@@ -156,6 +156,7 @@ def cast_input(ref: str, name: str, x: np.ndarray, dtype: np.dtype[Any]) -> np.n
 
 def _wrong_kind(ref: str, name: str, sent: np.dtype[Any], accepted: str) -> ValidationError:
     sent_name = "BYTES" if sent.kind in "OUSV" else _NAME_OF.get(sent, str(sent))
+    what = "" if sent_name == "BYTES" else f" ({_describe_kind(sent)})"
     if "f" in accepted:
         wanted, fix = "numbers", "send a numeric datatype such as FP32 or FP64"
     elif "i" in accepted or "u" in accepted:
@@ -163,8 +164,7 @@ def _wrong_kind(ref: str, name: str, sent: np.dtype[Any], accepted: str) -> Vali
     else:
         wanted, fix = "booleans", "send BOOL"
     return ValidationError(
-        f"tensor {name!r} is {sent_name} ({_describe_kind(sent)}) but {ref} takes {wanted} "
-        f"there: {fix}"
+        f"tensor {name!r} is {sent_name}{what} but {ref} takes {wanted} there: {fix}"
     )
 
 

@@ -48,7 +48,7 @@ class Recorder:
         now = time.time()
         for b in batches.values():
             b.end = now
-        return [b for b in batches.values() if b.requests or b.shadow_requests]
+        return [b for b in batches.values() if b.requests or b.shadow_requests or b.client_errors]
 
 
 def output_labels(outputs: Mapping[str, np.ndarray]) -> list[str]:
