@@ -21,7 +21,7 @@ from backout.store import Store, bump_generation, open_store, schema
 from backout.traffic.deployments import Deployments
 from backout.traffic.faults import Fault, parse_fault
 from tests.models import register_iris
-from tests.loopback import serve
+from tests.serving import serve
 
 ROW = [5.1, 3.5, 1.4, 0.2]
 

@@ -21,7 +21,7 @@ from backout.store import Store, open_store
 from backout.telemetry.batches import Batch, read_batches
 from backout.traffic.deployments import Deployments
 from tests.models import iris, register_iris
-from tests.loopback import serve
+from tests.serving import serve
 
 ROW = [5.1, 3.5, 1.4, 0.2]
 

@@ -23,7 +23,7 @@ from backout.registry.releases import Registry
 from backout.store import Store, open_store
 from backout.traffic.faults import parse_fault
 from tests.models import register_iris
-from tests.loopback import free_port
+from tests.serving import free_port
 
 POLICY = """
 rollback:

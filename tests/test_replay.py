@@ -22,7 +22,7 @@ from backout.serving.capture import CaptureBuffer, scrub, write_captures
 from backout.store import Store, open_store, schema
 from backout.traffic.deployments import CaptureRule, Deployments
 from tests.models import iris, register_iris
-from tests.loopback import serve
+from tests.serving import serve
 
 
 @pytest.fixture

@@ -109,8 +109,7 @@ def status(
         if refused:
             out.print(
                 "client errors (refused as the callers' fault, not counted above): "
-                + "; ".join(refused),
-                highlight=False,
+                + "; ".join(refused)
             )
 
 
