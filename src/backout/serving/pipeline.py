@@ -24,7 +24,7 @@ from starlette.responses import Response
 
 from backout.errors import BackoutError, ValidationError
 from backout.runtimes import ModelError, UpstreamError, UpstreamTimeout
-from backout.runtimes.tensors import BINARY_HEADER, outputs_to_predictions
+from backout.runtimes.tensors import BINARY_HEADER, NUMERIC_KINDS, outputs_to_predictions
 from backout.serving.capture import DEFAULT_CAPTURE, CaptureBuffer, captured_request
 from backout.serving.codecs import (
     HTTPError,
@@ -129,8 +129,11 @@ class Pipeline:
                 inputs = decode_inputs(body, entry, oip=oip)
             else:
                 body, inputs = decode_binary(raw, binary_len)
-            if entry.input_kinds:
-                check_datatypes(entry.release.ref, inputs, entry.input_kinds)
+            if entry.input_kinds:  # a numeric input sent strings is the caller's error
+                for arr in inputs.values():
+                    if arr.dtype.kind not in NUMERIC_KINDS:
+                        check_datatypes(entry.release.ref, inputs, entry.input_kinds)
+                        break
             fault = self.live.faults.get((model, version)) if self.live.faults else None
             if fault is not None and fault.active(time.time()):
                 outputs = await self._faulty_infer(entry, inputs, fault)

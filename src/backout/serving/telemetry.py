@@ -206,17 +206,26 @@ class Metrics:
         Kept in memory until :meth:`flush` (the gateway flushes about once a second and
         before every ``/metrics``): in multiprocess mode each update of a prometheus-client
         value takes a lock, a pid check and an mmap write, three times per request."""
-        m, r = self.labels(model, release)
-        key = (m, r, code)
+        key = (model, release, code)
         pending = self._pending.get(key)
         if pending is None:
-            pending = self._pending[key] = ([0] * (len(self._bounds) + 1), [0.0])
+            pending = self._start(model, release, code)
         counts = pending[0]
         counts[-1] += 1
         counts[bisect.bisect_left(self._bounds, seconds)] += 1
         pending[1][0] += seconds
         if error is not None:
             self.count_error(model, release, "client" if code < 500 else "release", error)
+
+    def _start(self, model: str, release: str, code: int) -> tuple[list[int], list[float]]:
+        # The first answer of a key since the last flush, or a name the worker does not know.
+        # A known release gets its own key (so the next lookup is the only work); anything
+        # else shares the "unknown" one, and its own name is never stored.
+        key = (*self.labels(model, release), code)
+        pending = self._pending.get(key)
+        if pending is None:
+            pending = self._pending[key] = ([0] * (len(self._bounds) + 1), [0.0])
+        return pending
 
     def count_error(self, model: str, release: str, cause: str, kind: str) -> None:
         """Count one error of ``cause`` (``release`` or ``client``) and ``kind``."""
