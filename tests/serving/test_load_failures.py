@@ -50,8 +50,8 @@ class Broken:
         self.gateway = Gateway(self.store, self.gateway_blobs, settings)
         self.http: httpx.Client
 
-    def set_traffic(self, weights: dict[str, float]) -> None:
-        self.deployments.set_traffic("iris", weights, actor="test")
+    def set_traffic(self, weights: dict[str, float], **kw: object) -> None:
+        self.deployments.set_traffic("iris", weights, actor="test", **kw)  # type: ignore[arg-type]
         target = self.deployments.generation()
         deadline = time.monotonic() + 10
         while self.gateway.live.generation < target:
@@ -104,6 +104,13 @@ def test_a_pinned_request_gets_503_naming_the_release(broken: Broken) -> None:
     assert "not in the artifact store" in error and "pinned to it" in error
     assert r.headers["x-backout-release"] == "iris@2.0.0"
     assert broken.totals()["2.0.0"].errors == {"load": 1}  # type: ignore[attr-defined]
+
+
+def test_a_key_pinned_in_the_route_table_is_not_moved_either(broken: Broken) -> None:
+    broken.set_traffic({"1.0.0": 100}, pins={"consumer-7": "2.0.0"})
+    r = broken.predict(**{"x-backout-key": "consumer-7"})
+    assert r.status_code == 503 and "pinned to it" in r.json()["error"]
+    assert broken.predict(**{"x-backout-key": "consumer-8"}).json()["version"] == "1.0.0"
 
 
 def test_with_no_loaded_release_to_stand_in_the_answer_is_503(broken: Broken) -> None:

@@ -115,7 +115,11 @@ async def read_body(receive: Receive, declared: str | None, limit: int) -> bytes
     while True:
         message = await receive()
         if message["type"] == "http.disconnect":
-            raise HTTPError(400, "the client disconnected before sending the whole body")
+            raise HTTPError(
+                400,
+                "the client disconnected before sending the whole body",
+                ClientErrorKind.DISCONNECTED,
+            )
         chunk = message.get("body", b"")
         size += len(chunk)
         if size > limit:

@@ -119,7 +119,9 @@ class Pipeline:
             entry = self.pool.entries.get((model, version))
             if entry is None:  # the slow path: only when a routed release is not loaded here
                 stood_in = version
-                entry = self.stand_in(model, version, table, pinned=pinned is not None, t0=t0)
+                # A key pinned in the route table is as pinned as a version in the request.
+                held = pinned is not None or hdr.get(KEY_HEADER) in table.pins
+                entry = self.stand_in(model, version, table, pinned=held, t0=t0)
                 version = entry.release.version
             raw = await read_body(request.receive, hdr.get("content-length"), self.max_body_bytes)
             binary_len = hdr.get(BINARY_HEADER) if oip else None

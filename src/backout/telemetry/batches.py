@@ -49,6 +49,7 @@ class ClientErrorKind(StrEnum):
 
     MALFORMED = "malformed"  # the body is not JSON, not an object, or its framing is broken
     TOO_LARGE = "too_large"  # the body is over the gateway's size limit
+    DISCONNECTED = "disconnected"  # the caller hung up before sending the whole body
     INPUT = "input"  # the inputs break the release's contract: fields, shape, datatype
     NOT_SERVED = "not_served"  # no such model or release here (only in Prometheus)
 
