@@ -118,11 +118,10 @@ class Pipeline:
             version = routing.choose(table, key=hdr.get(KEY_HEADER), pinned=pinned)
             entry = self.pool.entries.get((model, version))
             if entry is None:  # the slow path: only when a routed release is not loaded here
-                stood_in = version
                 # A key pinned in the route table is as pinned as a version in the request.
                 held = pinned is not None or hdr.get(KEY_HEADER) in table.pins
                 entry = self.stand_in(model, version, table, pinned=held, t0=t0)
-                version = entry.release.version
+                stood_in, version = version, entry.release.version
             raw = await read_body(request.receive, hdr.get("content-length"), self.max_body_bytes)
             binary_len = hdr.get(BINARY_HEADER) if oip else None
             body: dict[str, Any]
