@@ -141,6 +141,16 @@ class Pipeline:
             else:
                 outputs = await self._infer(entry, inputs)
             predictions = self._check_outputs(entry, outputs)
+            headers = {
+                "x-request-id": rid,
+                "x-backout-release": f"{model}@{version}",
+                WORKER_HEADER: self.worker_id,
+                **trace_headers,
+            }
+            if stood_in is not None:
+                headers[STOOD_IN_HEADER] = f"{model}@{stood_in}"
+            # Encoded before it is counted: an answer that cannot be sent is the release's error.
+            response = self._answer(entry, oip, rid, body, outputs, predictions, headers)
             rule = self.live.capture.get(model, DEFAULT_CAPTURE)
             if rule.rate > 0 and random.random() < rule.rate:
                 captured = captured_request(body, inputs, oip=oip, rule=rule)
@@ -153,18 +163,6 @@ class Pipeline:
             shadow = routing.should_mirror(table)
             if shadow is not None and shadow != version:
                 self.mirror.send(model, shadow, inputs, outputs)
-            headers = {
-                "x-request-id": rid,
-                "x-backout-release": f"{model}@{version}",
-                WORKER_HEADER: self.worker_id,
-                **trace_headers,
-            }
-            if stood_in is not None:
-                headers[STOOD_IN_HEADER] = f"{model}@{stood_in}"
-            if oip:
-                response = oip_answer(model, version, rid, body, outputs, headers)
-            else:
-                response = json_answer(model, version, predictions, headers)
         except HTTPError as exc:
             headers = {"x-request-id": rid, WORKER_HEADER: self.worker_id, **trace_headers}
             if version is not None:
@@ -330,7 +328,10 @@ class Pipeline:
                     f"release {entry.release.ref} returned NaN or infinity in {name!r}",
                     ErrorKind.NONFINITE,
                 )
-        predictions = outputs_to_predictions(outputs)
+        try:
+            predictions = outputs_to_predictions(outputs)
+        except ValidationError as exc:
+            raise self._unsendable(entry, exc) from exc
         if entry.output_validator is not None:
             violations = entry.output_validator.check_batch(predictions)
             if violations:
@@ -340,3 +341,30 @@ class Pipeline:
                     ErrorKind.OUTPUT_CONTRACT,
                 )
         return predictions
+
+    def _answer(
+        self,
+        entry: Loaded,
+        oip: bool,
+        rid: str,
+        body: dict[str, Any],
+        outputs: dict[str, np.ndarray],
+        predictions: list[Any],
+        headers: dict[str, str],
+    ) -> Response:
+        model, version = entry.release.model, entry.release.version
+        try:
+            if oip:
+                return oip_answer(model, version, rid, body, outputs, headers)
+            return json_answer(model, version, predictions, headers)
+        except (ValidationError, TypeError) as exc:  # e.g. an output dtype with no OIP datatype
+            raise self._unsendable(entry, exc) from exc
+
+    @staticmethod
+    def _unsendable(entry: Loaded, exc: Exception) -> HTTPError:
+        why = exc.message if isinstance(exc, BackoutError) else f"{type(exc).__name__}: {exc}"
+        return HTTPError(
+            500,
+            f"release {entry.release.ref} returned outputs that cannot be sent: {why}",
+            ErrorKind.OUTPUT_CONTRACT,
+        )
