@@ -6,26 +6,15 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-import orjson
 import pytest
 
-from backout.cli import main
 from backout.registry.artifacts import LocalBlobStore
 from backout.registry.releases import Registry
 from backout.store import open_store
 from backout.telemetry.batches import Batch, ClientErrorKind, ErrorKind, write_batches
 from backout.traffic.deployments import Deployments
+from tests.cli.runner import Cli
 from tests.models import register_iris
-
-
-def _status(capsys: pytest.CaptureFixture[str], url: str, tmp: Path, *extra: str) -> str:
-    capsys.readouterr()
-    with pytest.raises(SystemExit) as done:
-        main(["--store", url, "--artifacts", str(tmp / "artifacts"), "status", "iris", *extra])
-    assert done.value.code == 0
-    captured = capsys.readouterr()
-    assert captured.err == ""
-    return captured.out
 
 
 def test_status_shows_client_errors_on_their_own_line(
@@ -49,7 +38,9 @@ def test_status_shows_client_errors_on_their_own_line(
         broken.observe(0.00001, error=ErrorKind.LOAD)
     write_batches(store, [good, broken], "w1")
     store.dispose()
-    out = _status(capsys, url, tmp_path)
+    cli = Cli(capsys, url, tmp_path)
+    code, out, err = cli("status", "iris")
+    assert (code, err) == (0, "")
     assert out == (
         "iris: 1.0.0=90% 1.1.0=10%  (generation 1)\n"
         " release  weight  requests/60s          errors  p50 ms  p99 ms \n"
@@ -58,7 +49,8 @@ def test_status_shows_client_errors_on_their_own_line(
         "client errors (refused as the callers' fault, not counted above): 1.0.0 200 input, "
         "1 malformed\n"
     )
-    doc = orjson.loads(_status(capsys, url, tmp_path, "--json"))
+    doc = cli.json("status", "iris")
+    assert isinstance(doc, dict)
     first, second = doc["releases"]
     assert (first["error_rate"], first["errors"], first["client_errors"]) == (
         0.0, {}, {"input": 200, "malformed": 1},

@@ -10,7 +10,7 @@ from backout.judges.series import Series
 from backout.registry.manifest import Runtime, RuntimeKind
 from backout.telemetry.batches import Batch, sum_batches
 from tests.models import iris
-from tests.serving.conftest import ROW, GatewayWorld
+from tests.serving.world import ROW, World
 
 ERROR_RATE = SimpleNamespace(kind="error_rate", name="errors", max_rate=0.01, min_requests=10)
 
@@ -19,12 +19,12 @@ def _metric(text: str, prefix: str) -> float:
     return sum(float(ln.rsplit(" ", 1)[1]) for ln in text.splitlines() if ln.startswith(prefix))
 
 
-def test_200_wrong_shape_requests_are_client_errors_not_release_errors(gw: GatewayWorld) -> None:
+def test_200_wrong_shape_requests_are_client_errors_not_release_errors(world: World) -> None:
     for _ in range(200):
-        assert gw.predict(rows=[[5.1, 3.5, 1.4]]).status_code == 422
+        assert world.predict(rows=[[5.1, 3.5, 1.4]]).status_code == 422
     for _ in range(20):
-        assert gw.predict().status_code == 200
-    total = sum_batches(gw.batches("1.0.0"))
+        assert world.predict().status_code == 200
+    total = sum_batches(world.batches("1.0.0"))
     assert total is not None
     assert (total.requests, total.predictions, total.error_count) == (20, 20, 0)
     assert total.client_errors == {"input": 200}
@@ -32,33 +32,33 @@ def test_200_wrong_shape_requests_are_client_errors_not_release_errors(gw: Gatew
     assert not evaluate(ERROR_RATE, [total]).fired
     series = Series.from_batches([total])
     assert series.errors.sum() == 0 and series.contract.sum() == 0
-    metrics = gw.http.get("/metrics").text
+    metrics = world.http.get("/metrics").text
     client = 'backout_errors_total{cause="client",kind="input",model="iris",release="1.0.0"}'
     assert _metric(metrics, client) == 200
     assert _metric(metrics, 'backout_errors_total{cause="release"') == 0
 
 
-def test_every_kind_of_caller_mistake_is_counted_as_the_callers(gw: GatewayWorld) -> None:
-    post = gw.http.post
+def test_every_kind_of_caller_mistake_is_counted_as_the_callers(world: World) -> None:
+    post = world.http.post
     assert post("/models/iris/predict", content=b'{"instances": [').status_code == 400
     assert post("/models/iris/predict", content=b"[1, 2]").status_code == 400
-    assert gw.predict(rows=[ROW] * 5000).status_code == 413
+    assert world.predict(rows=[ROW] * 5000).status_code == 413
     assert post("/models/iris/predict", json={"instances": "many"}).status_code == 422
     tensor = {"name": "input", "shape": [2, 4], "datatype": "FP64", "data": ROW}
     assert post("/v2/models/iris/infer", json={"inputs": [tensor]}).status_code == 422
     binary = {"Inference-Header-Content-Length": "9"}
     assert post("/v2/models/iris/infer", content=b"not json!", headers=binary).status_code == 400
-    total = sum_batches(gw.batches("1.0.0"))
+    total = sum_batches(world.batches("1.0.0"))
     assert total is not None
     assert total.requests == 0 and total.errors == {}
     assert total.client_errors == {"malformed": 3, "too_large": 1, "input": 2}
 
 
-def test_a_bytes_tensor_sent_to_a_numeric_model_is_422_with_a_message(gw: GatewayWorld) -> None:
+def test_a_bytes_tensor_sent_to_a_numeric_model_is_422_with_a_message(world: World) -> None:
     text = {"name": "input", "shape": [1, 4], "datatype": "BYTES", "data": ["a", "b", "c", "d"]}
     numbers = {"name": "input", "shape": [1, 4], "datatype": "BYTES", "data": ROW}
     for tensor in (text, numbers):
-        r = gw.http.post("/v2/models/iris/infer", json={"inputs": [tensor]})
+        r = world.http.post("/v2/models/iris/infer", json={"inputs": [tensor]})
         assert r.status_code == 422, r.text
         assert r.json()["error"] == (
             "tensor 'input' is BYTES but iris@1.0.0 takes numbers there: send a numeric "
@@ -70,35 +70,35 @@ def test_a_bytes_tensor_sent_to_a_numeric_model_is_422_with_a_message(gw: Gatewa
         b'{"inputs": [{"name": "input", "shape": [1, 4], "datatype": "BYTES", '
         b'"parameters": {"binary_data_size": %d}}]}' % len(raw)
     )
-    r = gw.http.post(
+    r = world.http.post(
         "/v2/models/iris/infer",
         content=head + raw,
         headers={"Inference-Header-Content-Length": str(len(head))},
     )
     assert r.status_code == 422 and "takes numbers" in r.json()["error"]
     # The JSON route's columnar form carries strings the same way.
-    r = gw.http.post("/models/iris/predict", json={"inputs": [["a", "b", "c", "d"]]})
+    r = world.http.post("/models/iris/predict", json={"inputs": [["a", "b", "c", "d"]]})
     assert r.status_code == 422 and "takes numbers" in r.json()["error"]
-    total = sum_batches(gw.batches("1.0.0"))
+    total = sum_batches(world.batches("1.0.0"))
     assert total is not None and total.errors == {} and total.client_errors == {"input": 4}
 
 
-def test_a_bytes_tensor_to_a_model_without_a_contract_is_422(gw: GatewayWorld) -> None:
+def test_a_bytes_tensor_to_a_model_without_a_contract_is_422(world: World) -> None:
     """No contract to check against: the runtime itself says the caller sent strings."""
     import joblib
     from sklearn.linear_model import LogisticRegression
 
     x, y = iris()
-    path = gw.tmp / "bare.joblib"
+    path = world.tmp / "bare.joblib"
     joblib.dump(LogisticRegression(max_iter=300).fit(x, y), path)
-    gw.registry.register("iris", "2.0.0", [path], runtime=Runtime(kind=RuntimeKind.SKLEARN),
+    world.registry.register("iris", "2.0.0", [path], runtime=Runtime(kind=RuntimeKind.SKLEARN),
                          actor="test")  # fmt: skip
-    gw.set_traffic({"2.0.0": 100})
+    world.set_traffic({"2.0.0": 100})
     tensor = {"name": "input", "shape": [1, 4], "datatype": "BYTES", "data": ["a", "b", "c", "d"]}
-    r = gw.http.post("/v2/models/iris/infer", json={"inputs": [tensor]})
+    r = world.http.post("/v2/models/iris/infer", json={"inputs": [tensor]})
     assert r.status_code == 422, r.text
     assert r.json()["error"].startswith("iris@2.0.0 takes numbers but was sent strings")
-    total = sum_batches(gw.batches("2.0.0"))
+    total = sum_batches(world.batches("2.0.0"))
     assert total is not None and total.errors == {} and total.client_errors == {"input": 1}
 
 

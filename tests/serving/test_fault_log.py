@@ -11,7 +11,7 @@ import sqlalchemy as sa
 from backout.errors import StoreUnavailable
 from backout.serving.faultlog import FaultLog
 from backout.telemetry.batches import read_batches
-from tests.serving.conftest import GatewayWorld
+from tests.serving.world import World
 
 log = logging.getLogger("test.faults")
 
@@ -41,22 +41,22 @@ def test_a_fault_is_logged_when_it_starts_changes_and_ends(
 
 
 def test_a_failing_flush_keeps_its_telemetry_and_logs_once(
-    gw: GatewayWorld, caplog: pytest.LogCaptureFixture
+    world: World, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.WARNING, logger="backout.gateway")
-    with gw.store.write() as conn:  # the store loses its telemetry table for a while
+    with world.store.write() as conn:  # the store loses its telemetry table for a while
         conn.execute(sa.text("ALTER TABLE telemetry RENAME TO telemetry_away"))
     for _ in range(30):
-        assert gw.predict().status_code == 200
+        assert world.predict().status_code == 200
     time.sleep(1.0)  # about five failed flushes
-    with gw.store.write() as conn:
+    with world.store.write() as conn:
         conn.execute(sa.text("ALTER TABLE telemetry_away RENAME TO telemetry"))
     deadline = time.monotonic() + 10
     written = 0
     while written < 30:
         assert time.monotonic() < deadline, f"only {written} of 30 requests reached the store"
         time.sleep(0.1)
-        written = sum(b.requests for b in read_batches(gw.store, "iris").get("1.0.0", []))
+        written = sum(b.requests for b in read_batches(world.store, "iris").get("1.0.0", []))
     assert written == 30
     flush = [
         (r.levelname, r.getMessage()) for r in caplog.records if "telemetry flush" in r.getMessage()

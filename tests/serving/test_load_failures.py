@@ -22,7 +22,7 @@ from backout.telemetry.batches import read_batches, sum_batches
 from backout.traffic.deployments import Deployments
 from tests.loopback import serve
 from tests.models import register_iris
-from tests.serving.conftest import ROW
+from tests.serving.world import ROW
 
 ERROR_RATE = SimpleNamespace(kind="error_rate", name="errors", max_rate=0.05, min_requests=10)
 

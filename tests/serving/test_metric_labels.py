@@ -12,7 +12,7 @@ import httpx
 import orjson
 
 from backout.serving.telemetry import UNKNOWN, HistogramAdder, Metrics
-from tests.serving.conftest import ROW, GatewayWorld
+from tests.serving.world import ROW, World
 
 HOSTILE = ["../../etc", "passwd\nbackout_fake 1", '"}evil{', "a" * 300, "é€😀"]
 
@@ -91,12 +91,12 @@ def _pipeline(host: str, port: int, requests: list[bytes], window: int = 50) -> 
     return codes
 
 
-def test_6000_requests_naming_random_releases_leave_metrics_bounded(gw: GatewayWorld) -> None:
-    assert gw.predict().status_code == 200
-    before = gw.http.get("/metrics").text
-    codes = _flood(gw.url, 6000)
+def test_6000_requests_naming_random_releases_leave_metrics_bounded(world: World) -> None:
+    assert world.predict().status_code == 200
+    before = world.http.get("/metrics").text
+    codes = _flood(world.url, 6000)
     assert sum(codes.values()) == 6000 and set(codes) <= {404}, codes
-    after = gw.http.get("/metrics").text
+    after = world.http.get("/metrics").text
     # The flood adds a fixed handful of "unknown" series, whatever it names and however often.
     assert len(after) < 30_000, len(after)
     assert len(after) - len(before) < 12_000, (len(before), len(after))
@@ -106,8 +106,8 @@ def test_6000_requests_naming_random_releases_leave_metrics_bounded(gw: GatewayW
     assert f'backout_requests_total{{code="404",model="iris",release="{UNKNOWN}"}}' in after
     assert 'backout_requests_total{code="200",model="iris",release="1.0.0"} 1.0' in after
     # Another flood of new names adds no series at all.
-    _flood(gw.url, 600, seed=8)
-    again = gw.http.get("/metrics").text
+    _flood(world.url, 600, seed=8)
+    again = world.http.get("/metrics").text
     series = {line.rsplit(" ", 1)[0] for line in after.splitlines() if not line.startswith("#")}
     assert {
         line.rsplit(" ", 1)[0] for line in again.splitlines() if not line.startswith("#")

@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 from backout.telemetry.batches import sum_batches
-from tests.serving.conftest import ROW, GatewayWorld
+from tests.serving.world import ROW, World
 
 RAGGED = b"""
 import numpy as np
@@ -22,29 +22,29 @@ def predict(inputs):
 """
 
 
-def test_outputs_that_disagree_on_the_batch_size_are_a_release_error(gw: GatewayWorld) -> None:
-    gw.python_release("5.0.0", RAGGED)
-    gw.set_traffic({"5.0.0": 100})
-    r = gw.predict()
+def test_outputs_that_disagree_on_the_batch_size_are_a_release_error(world: World) -> None:
+    world.python_release("5.0.0", RAGGED)
+    world.set_traffic({"5.0.0": 100})
+    r = world.predict()
     assert r.status_code == 500, r.text
     assert r.json()["error"] == (
         "release iris@5.0.0 returned outputs that cannot be sent: outputs disagree on the "
         "batch size: 'scores' has 2, others 1"
     )
-    total = sum_batches(gw.batches("5.0.0"))
+    total = sum_batches(world.batches("5.0.0"))
     assert total is not None
     assert (total.requests, total.predictions, total.errors) == (1, 0, {"output_contract": 1})
 
 
 def test_an_output_with_no_inference_protocol_datatype_is_a_release_error(
-    gw: GatewayWorld,
+    world: World,
 ) -> None:
-    gw.python_release("6.0.0", DATES)
-    gw.set_traffic({"6.0.0": 100})
+    world.python_release("6.0.0", DATES)
+    world.set_traffic({"6.0.0": 100})
     tensor = {"name": "input", "shape": [1, 4], "datatype": "FP64", "data": ROW}
-    r = gw.http.post("/v2/models/iris/infer", json={"inputs": [tensor]})
+    r = world.http.post("/v2/models/iris/infer", json={"inputs": [tensor]})
     assert r.status_code == 500, r.text
     assert "returned outputs that cannot be sent: numpy dtype datetime64[D]" in r.json()["error"]
-    total = sum_batches(gw.batches("6.0.0"))
+    total = sum_batches(world.batches("6.0.0"))
     assert total is not None
     assert (total.requests, total.predictions, total.errors) == (1, 0, {"output_contract": 1})
