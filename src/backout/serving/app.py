@@ -99,6 +99,10 @@ class Gateway:
         self._wanted: set[tuple[str, str]] = set()  # the releases the live state needs loaded
         self._refresh_faults = FaultLog(log, "route refresh")
         self._flush_faults = FaultLog(log, "telemetry flush")
+        # The stash (what is drained but not yet in the store) is guarded by a lock held only
+        # for a list operation, so the event loop never waits on a store write; the write
+        # lock orders the writers (the flusher's thread, and flush()).
+        self._stash_lock = threading.Lock()
         self._write_lock = threading.Lock()
         self._unsent_batches: list[Any] = []
         self._unsent_captures: list[dict[str, Any]] = []
@@ -225,39 +229,55 @@ class Gateway:
             if self.access is not None:
                 self.access.flush()
             # Drain on the event loop (no request is mid-update then), write off it.
-            batches = self.recorder.drain()
-            captured = self.captures.drain()
+            self._stash()
             try:
-                await asyncio.to_thread(self._write, batches, captured)
+                await asyncio.to_thread(self._write)
             except Exception as exc:  # telemetry must never take the data plane down
                 self._flush_faults.failed(exc, "keeping the telemetry for the next flush")
             else:
                 self._flush_faults.ok()
 
     def flush(self) -> int:
-        """Write this worker's finished batches (and captures) to the store; returns how many."""
-        return self._write(self.recorder.drain(), self.captures.drain())
+        """Write this worker's finished batches (and captures) to the store; returns how many.
 
-    def _write(self, batches: list[Any], captured: list[dict[str, Any]]) -> int:
-        """Write ``batches`` and ``captured`` after any a failed write left; what fails now
-        is kept for the next write (bounded), so a store outage loses nothing it can hold."""
+        Also writes whatever the background flusher has drained and not written yet, so once
+        it returns everything counted before the call is in the store."""
+        self._stash()
+        return self._write()
+
+    def _stash(self) -> None:
+        with self._stash_lock:
+            self._unsent_batches += self.recorder.drain()
+            self._unsent_captures += self.captures.drain()
+
+    def _write(self) -> int:
+        """Write the stash; what fails is kept for the next write (bounded), so a store
+        outage loses nothing it can hold."""
         with self._write_lock:
-            batches = self._unsent_batches + batches
-            captured = self._unsent_captures + captured
-            self._unsent_batches, self._unsent_captures = [], []
+            with self._stash_lock:
+                batches, self._unsent_batches = self._unsent_batches, []
+                captured, self._unsent_captures = self._unsent_captures, []
             try:
                 n = write_batches(self.store, batches, self.settings.worker_id)
             except Exception:
-                self._unsent_batches = self._keep(batches, MAX_UNSENT_BATCHES, "batches")
-                self._unsent_captures = self._keep(captured, MAX_UNSENT_CAPTURES, "captures")
+                self._restash(batches, captured)
                 raise
             try:
                 bounds = {m: r.max_rows for m, r in self.live.capture.items()}
                 write_captures(self.store, captured, bounds)
             except Exception:
-                self._unsent_captures = self._keep(captured, MAX_UNSENT_CAPTURES, "captures")
+                self._restash([], captured)
                 raise
             return n
+
+    def _restash(self, batches: list[Any], captured: list[dict[str, Any]]) -> None:
+        with self._stash_lock:  # older first, then what was stashed during the write
+            self._unsent_batches = self._keep(
+                batches + self._unsent_batches, MAX_UNSENT_BATCHES, "batches"
+            )
+            self._unsent_captures = self._keep(
+                captured + self._unsent_captures, MAX_UNSENT_CAPTURES, "captures"
+            )
 
     def _keep(self, items: list[Any], limit: int, what: str) -> list[Any]:
         if len(items) > limit:
