@@ -64,7 +64,7 @@ def _env(tmp_path: Path) -> dict[str, str]:
 
 
 def test_serve_release_answers_for_that_release_alone(tmp_path: Path) -> None:
-    store = open_store(f"sqlite:///{tmp_path / 'store.db'}")
+    store = open_store(f"sqlite:///{tmp_path / 'store.db'}", create=True)
     registry = Registry(store, LocalBlobStore(tmp_path / "artifacts"))
     for v in ("1.0.0", "1.1.0"):
         register_iris(registry, tmp_path / "models", v)

@@ -21,7 +21,7 @@ def test_status_shows_client_errors_on_their_own_line(
     capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:
     url = f"sqlite:///{tmp_path / 'store.db'}"
-    store = open_store(url)
+    store = open_store(url, create=True)
     registry = Registry(store, LocalBlobStore(tmp_path / "artifacts"))
     register_iris(registry, tmp_path / "models", "1.0.0")
     register_iris(registry, tmp_path / "models", "1.1.0")

@@ -1,4 +1,5 @@
-"""One log line per fault, not per attempt; and a failing telemetry flush loses nothing."""
+"""A failing telemetry flush loses nothing and says so once (the one-line-per-fault log itself
+is tested in tests/store/test_outage.py)."""
 
 from __future__ import annotations
 
@@ -8,36 +9,8 @@ import time
 import pytest
 import sqlalchemy as sa
 
-from backout.errors import StoreUnavailable
-from backout.serving.faultlog import FaultLog
 from backout.telemetry.batches import read_batches
 from tests.serving.world import World
-
-log = logging.getLogger("test.faults")
-
-
-def test_a_fault_is_logged_when_it_starts_changes_and_ends(
-    caplog: pytest.LogCaptureFixture,
-) -> None:
-    faults = FaultLog(log, "route refresh")
-    for _ in range(50):
-        faults.failed(
-            StoreUnavailable("the store at sqlite:///x is unavailable"), "serving generation 7"
-        )
-    faults.failed(ValueError("a bug"))
-    faults.failed(ValueError("a bug, again"))
-    faults.ok()
-    faults.ok()
-    records = [(r.levelname, r.getMessage(), r.exc_info is not None) for r in caplog.records]
-    assert records == [
-        ("ERROR", "route refresh failed: the store at sqlite:///x is unavailable; serving "
-                  "generation 7", False),
-        ("ERROR", "route refresh still failing, now: ValueError: a bug", True),
-        ("WARNING", records[2][1], False),
-    ]  # fmt: skip
-    assert records[2][1].startswith("route refresh works again after ")
-    assert records[2][1].endswith(" s and 52 failed attempts")
-    assert not faults.failing and faults.failures == 0
 
 
 def test_a_failing_flush_keeps_its_telemetry_and_logs_once(
@@ -61,5 +34,6 @@ def test_a_failing_flush_keeps_its_telemetry_and_logs_once(
     flush = [
         (r.levelname, r.getMessage()) for r in caplog.records if "telemetry flush" in r.getMessage()
     ]
-    assert [level for level, _ in flush] == ["ERROR", "WARNING"], flush
-    assert flush[0][1].endswith("; keeping the telemetry for the next flush")
+    assert len(flush) == 2, flush  # one line when the fault starts, one when it ends
+    assert "keeping the telemetry for the next flush" in flush[0][1]
+    assert "recovered after" in flush[1][1]

@@ -34,7 +34,7 @@ class Broken:
     def __init__(self, tmp: Path) -> None:
         from backout.store import open_store
 
-        self.store = open_store(f"sqlite:///{tmp / 'store.db'}")
+        self.store = open_store(f"sqlite:///{tmp / 'store.db'}", create=True)
         self.registry = Registry(self.store, LocalBlobStore(tmp / "artifacts"))
         register_iris(self.registry, tmp / "models", "1.0.0", c=1.0)
         register_iris(self.registry, tmp / "models", "2.0.0", c=0.01)

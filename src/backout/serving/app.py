@@ -44,12 +44,11 @@ from backout.serving.codecs import (
     parse_object,
     read_body,
 )
-from backout.serving.faultlog import FaultLog
 from backout.serving.pipeline import Pipeline
 from backout.serving.pool import Loaded, WarmPool
 from backout.serving.shadow import Mirror
 from backout.serving.telemetry import AccessLog, Recorder, metrics_for
-from backout.store import Store, read_generation
+from backout.store import Outage, Store, read_generation
 from backout.telemetry.batches import write_batches
 from backout.traffic.deployments import Deployments, LiveState
 
@@ -99,8 +98,9 @@ class Gateway:
         self._watch = ChangeWatch(store)
         self._guard = StateGuard(store)
         self._wanted: set[tuple[str, str]] = set()  # the releases the live state needs loaded
-        self._refresh_faults = FaultLog(log, "route refresh")
-        self._flush_faults = FaultLog(log, "telemetry flush")
+        worker = self.settings.worker_id
+        self._refresh_faults = Outage(log, f"route refresh on worker {worker}")
+        self._flush_faults = Outage(log, f"telemetry flush on worker {worker}")
         # The stash (what is drained but not yet in the store) is guarded by a lock held only
         # for a list operation, so the event loop never waits on a store write; the write
         # lock orders the writers (the flusher's thread, and flush()).
@@ -237,7 +237,7 @@ class Gateway:
                 self._refresh_faults.failed(exc, f"serving generation {self.live.generation}")
                 await asyncio.sleep(1.0)
             else:
-                self._refresh_faults.ok()
+                self._refresh_faults.recovered()
 
     async def _flush_telemetry(self) -> None:
         while True:
@@ -252,7 +252,7 @@ class Gateway:
             except Exception as exc:  # telemetry must never take the data plane down
                 self._flush_faults.failed(exc, "keeping the telemetry for the next flush")
             else:
-                self._flush_faults.ok()
+                self._flush_faults.recovered()
 
     def flush(self) -> int:
         """Write this worker's finished batches (and captures) to the store; returns how many.
