@@ -69,6 +69,8 @@ class ControllerBase:
         self._holder: str | None = None  # the lease this controller ticks under, in run()
         self._gates: dict[tuple[int, int, str], Any] = {}
         self._policy_cache: dict[str, Policy] = {}
+        self._no_target_open: set[str] = set()  # models whose triggers fire with no way back
+        self._last_error: dict[str, str] = {}  # model -> the tick error last recorded
 
     # -- reading -----------------------------------------------------------------------
 

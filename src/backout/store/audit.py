@@ -137,6 +137,17 @@ def list_events(
     return [_row(r) for r in conn.execute(q)]
 
 
+def latest(conn: Connection, model: str, kinds: Sequence[str]) -> Event | None:
+    """The model's newest event of one of ``kinds``, or None."""
+    row = conn.execute(
+        sa.select(schema.events)
+        .where(schema.events.c.model == model, schema.events.c.kind.in_(list(kinds)))
+        .order_by(schema.events.c.seq.desc())
+        .limit(1)
+    ).first()
+    return _row(row) if row is not None else None
+
+
 def verify_chain(conn: Connection) -> list[ChainProblem]:
     """Every place the chain does not verify; empty when the log is intact."""
     problems: list[ChainProblem] = []
