@@ -21,6 +21,7 @@ from backout.registry.artifacts import LocalBlobStore
 from backout.registry.releases import Registry
 from backout.store import open_store
 from backout.telemetry.batches import Batch, latency_bucket, write_batches
+from tests.controller_world import FakeProber
 from tests.test_cli import Cli
 
 MODEL = "fraud"
@@ -35,8 +36,13 @@ def _template(root: Path, *, deploy: bool) -> Path:
         f = root / f"model-{v}.bin"
         f.write_bytes(f"weights {v}".encode())
         registry.register(MODEL, v, [f], actor="ana")
+    # The releases are placeholder bytes: record them as loaded and answered, so the CLI's
+    # controller (which probes for real) finds them proven in the store.
+    controller = Controller(store, registry, prober=FakeProber())
+    for v in ("1.0.0", "1.1.0", "1.2.0"):
+        controller.prove(MODEL, [v], "ana", "take traffic")
     if deploy:
-        Controller(store, registry).deploy(MODEL, "1.0.0", actor="ana")
+        controller.deploy(MODEL, "1.0.0", actor="ana")
     store.dispose()
     return root
 
@@ -317,6 +323,7 @@ def test_history_lists_the_timeline_of_a_model(live: Cli) -> None:
     ok(live("pause", MODEL, "--reason", "lunch"))
     assert kinds(live) == [
         "release.registered", "release.registered", "release.registered",
+        "load.pass", "load.pass", "load.pass",
         "deploy.first", "release.marked-good",
         "compat.pass", "replay.skipped", "traffic.applied", "rollout.started",
         "phase.paused",
@@ -332,7 +339,7 @@ def test_history_lists_the_timeline_of_a_model(live: Cli) -> None:
 def test_history_verify_checks_the_chain(live: Cli) -> None:
     ok(live("deploy", f"{MODEL}@1.1.0"))
     out = ok(live("history", MODEL, "--verify"))
-    assert out.splitlines()[-1] == "chain verified: 9 event(s), hashes intact"
+    assert out.splitlines()[-1] == "chain verified: 12 event(s), hashes intact"
     assert doc(live, "history", "--verify")["chain"] == {"ok": True, "problems": []}
 
 

@@ -20,6 +20,8 @@ from backout.control.phases import Event, Phase, allows
 from backout.control.policy import Policy
 from backout.control.weights import dominant, fmt_weights, next_rollback_step, split
 from backout.errors import Conflict, Frozen, ModelNotFound, OperationInProgress, ValidationError
+from backout.registry.manifest import parse_ref
+from backout.registry.releases import Release
 from backout.traffic.router import Capability
 from backout.traffic.routes import RouteTable
 
@@ -47,6 +49,7 @@ class Commands(ControllerBase):
                 f"{model}@{version} failed verification and cannot be deployed: {report.problems[0]}"
             )
         table = self.deployments.get(model)
+        self.prove(model, [version], actor, "be deployed")
         if table is not None:
             stable = dominant(table.weights)
             checks = [preflight.compat_check(self.store, self.registry, model, stable, version),
@@ -118,6 +121,7 @@ class Commands(ControllerBase):
             raise ValidationError(
                 f"rollback target {model}@{target} failed verification: {report.problems[0]}"
             )
+        self.prove(model, [target], actor, "be a rollback target")
         checks = [preflight.compat_check(self.store, self.registry, model, from_version, target)]
         if mode == "emergency" and policy.rollback.skip_replay_in_emergency:
             checks.append(
@@ -270,6 +274,8 @@ class Commands(ControllerBase):
         # Bad input is refused before anything else: --force must not pause an operation for
         # a route change that is then rejected.
         self.deployments.check_traffic(model, weights, shadow=shadow, pins=pins)
+        self.prove(model, [v for v, w in weights.items() if w > 0] + sorted(set((pins or {}).values())),
+                   actor, "take traffic")  # fmt: skip
         with self.store.write() as conn:
             op = Operations.active_in(conn, model)
             if op is not None and op.phase != Phase.PAUSED:
@@ -285,7 +291,29 @@ class Commands(ControllerBase):
         self.push(model)
         return table
 
+    def mark_good(self, ref: str, *, actor: str, reason: str = "", good: bool = True) -> Release:
+        """Mark ``ref`` known-good (a rollback point) once it loads and answers; or unmark it."""
+        if good:
+            model, version = parse_ref(ref)
+            self.prove(model, [version], actor, "be marked known-good")
+        return self.registry.mark_good(ref, actor=actor, reason=reason, good=good)
+
     # -- what the commands check -------------------------------------------------------
+
+    def prove(self, model: str, versions: list[str], actor: str, what: str) -> None:
+        """Refuse unless each release in ``versions`` loads and answers (checked once per digest).
+
+        A release that is only bytes (an empty file, random data, the wrong pickle) must never
+        take traffic or become a rollback point; the refusal names it and what failed.
+        """
+        for version in dict.fromkeys(versions):
+            ref = f"{model}@{version}"
+            check = preflight.load_check(self.store, self.registry, ref, prober=self.prober,
+                                         timeout_s=self.probe_timeout_s)  # fmt: skip
+            if not check.evidence.get("cached"):  # a pass found in the log is not news
+                self.record_checks(model, actor, ref, [check])
+            if check.failed:
+                raise ValidationError(f"{ref} cannot {what}: {check.summary}")
 
     def record_checks(
         self, model: str, actor: str, ref: str, checks: list[preflight.Check]

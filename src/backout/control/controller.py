@@ -160,6 +160,8 @@ class Controller(RolloutPhases, RollbackPhases):
                 if rel.manifest.runtime.kind == RuntimeKind.HTTP:
                     continue  # an upstream server: nothing to import or load here
                 try:
+                    # Prove it now (once per digest), not in the middle of the incident.
+                    self.prove(model, [rel.version], self.actor, "be a rollback target")
                     predictor = load_release(rel.manifest, self.registry.blobs)
                     asyncio.run(predictor.aclose())
                 except Exception:  # its own pre-flight will fail and say why, in the timeline

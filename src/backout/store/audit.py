@@ -121,12 +121,14 @@ def list_events(
     kinds: Sequence[str] = (),
     since_seq: int = 0,
     limit: int | None = None,
+    newest_first: bool = False,
 ) -> list[Event]:
-    """Events in order, optionally for one model and of some kinds."""
+    """Events in order (or newest first), optionally for one model and of some kinds."""
+    seq = schema.events.c.seq
     q = (
         sa.select(schema.events)
-        .where(schema.events.c.seq > since_seq)
-        .order_by(schema.events.c.seq)
+        .where(seq > since_seq)
+        .order_by(seq.desc() if newest_first else seq)
     )
     if model is not None:
         q = q.where(schema.events.c.model == model)
