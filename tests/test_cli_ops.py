@@ -185,7 +185,8 @@ def test_rollback_errors_are_one_line(live: Cli) -> None:
         "release fraud@9.9.9 is not registered (registered versions: 1.2.0, 1.1.0, 1.0.0)"
     )
     assert error(live("rollback", MODEL, "--to", "1.0.0")) == (
-        "fraud@1.0.0 is the release being rolled back from: name another with --to"
+        "fraud@1.0.0 already takes all traffic: there is nothing to roll back from; "
+        "name another release with --to"
     )
     assert error(live("rollback", "nope")).startswith("model 'nope' has no live traffic")
 
@@ -194,7 +195,9 @@ def test_a_second_rollback_says_one_is_running(live: Cli) -> None:
     ok(live("deploy", f"{MODEL}@1.1.0"))
     ok(live("rollback", MODEL, "--emergency"))
     assert error(live("rollback", MODEL, "--emergency"), 1) == (
-        "fraud is already rolling back to 1.0.0 (phase verifying)"
+        "fraud is already rolling back to 1.0.0 (phase verifying): all traffic is on 1.0.0 "
+        "while it is verified (`backout status fraud`); `backout rollback fraud --emergency "
+        "--to VERSION` moves it all to another release now"
     )
 
 
@@ -206,7 +209,9 @@ def test_abort_returns_traffic_to_stable(live: Cli) -> None:
     assert ok(live("abort", MODEL, "--reason", "wrong build")) == (
         "fraud rollout: aborted (1.0.0=100%)\n"
     )
-    assert error(live("abort", MODEL), 1) == "fraud has no rollout or rollback in progress"
+    assert error(live("abort", MODEL), 1) == (
+        "fraud has no rollout or rollback in progress: nothing to abort"
+    )
 
 
 def test_a_verifying_rollback_cannot_be_aborted(live: Cli) -> None:

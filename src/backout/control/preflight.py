@@ -65,9 +65,15 @@ def compat_check(store: Store, registry: Registry, model: str, live: str, target
 
 
 def replay_check(
-    store: Store, registry: Registry, model: str, target: str, policy: Replay
-) -> Check:
-    """Replay up to ``policy.requests`` captured requests against ``target`` in-process."""
+    store: Store, registry: Registry, model: str, target: str, policy: Replay,
+    baseline: str | None = None,
+) -> Check:  # fmt: skip
+    """Replay up to ``policy.requests`` captured requests against ``target`` in-process.
+
+    ``baseline``: the release whose traffic ``target`` would take. It is replayed on the
+    same requests beside the target, and the latency check compares the two replays (never
+    a replay with telemetry from live load: see :mod:`backout.proof.replay`).
+    """
     if not policy.allowed:
         return Check("replay", "skipped", "replay is turned off by the policy")
     if not load_captures(store, model, limit=1):
@@ -82,6 +88,7 @@ def replay_check(
             f"{model}@{target}",
             limit=policy.requests,
             limits=limits,
+            baseline=baseline,
         )
     except BackoutError as exc:  # the target cannot even load: that is a failed proof
         return Check("replay", "fail", f"{model}@{target} could not be replayed: {exc.message}")
