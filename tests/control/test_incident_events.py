@@ -10,7 +10,7 @@ from backout.control.detection import CLEARED, NO_TARGET
 from backout.control.drills import run_drill
 from backout.store import audit
 from backout.traffic.faults import parse_fault
-from tests.controller_world import World, make_world
+from tests.control.world import World, make_world
 
 
 def no_target_world(tmp_path: Path) -> World:
@@ -43,7 +43,7 @@ def test_the_no_target_state_clears_once_and_a_new_firing_is_news(tmp_path: Path
 
 
 def test_a_new_controller_does_not_repeat_an_open_no_target_event(tmp_path: Path) -> None:
-    from tests.controller_world import restart
+    from tests.control.world import restart
 
     w = no_target_world(tmp_path)
     w.set_health("1.0.0", error_rate=0.5)

@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from backout.control.phases import Phase
 from backout.errors import BackoutError, Conflict
 from backout.store import audit
-from tests.controller_world import World, make_world, restart
+from tests.control.world import World, make_world, restart
 
 VERSIONS = ("1.0.0", "1.1.0", "1.2.0")
 

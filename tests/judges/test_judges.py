@@ -29,7 +29,7 @@ from backout.judges.tail import TailLatencyJudge
 from backout.judges.verdict import Judgement, Verdict
 from backout.telemetry.batches import Batch, ErrorKind, latency_bucket
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def make_batch(

@@ -1,29 +1,30 @@
-"""The gateway over real HTTP on loopback: protocols, routing, errors, switches, telemetry."""
+"""The gateway over real HTTP on loopback: protocols, routing, errors, switches, telemetry.
+
+On SQLite; serving a request, switching routes and writing telemetry also on PostgreSQL,
+where the gateway learns of route changes by LISTEN/NOTIFY.
+"""
 
 from __future__ import annotations
 
 import io
 import time
-from collections.abc import Iterator
-from pathlib import Path
 
 import httpx
 import numpy as np
 import orjson
 import pytest
 
-from backout.registry.artifacts import LocalBlobStore
 from backout.registry.manifest import Runtime, RuntimeKind
-from backout.registry.releases import Registry
-from backout.serving.app import Gateway, GatewaySettings
 from backout.serving.telemetry import AccessLog, Metrics
-from backout.store import Store, open_store
+from backout.store import Store
 from backout.telemetry.batches import Batch, read_batches
-from backout.traffic.deployments import Deployments
-from tests.models import iris, register_iris
-from tests.serving import serve
+from tests.loopback import serve
+from tests.models import iris
+from tests.serving.world import ROW, World
+from tests.waits import wait_for
 
-ROW = [5.1, 3.5, 1.4, 0.2]
+pytestmark = pytest.mark.databases("sqlite")
+on_both_databases = pytest.mark.databases("sqlite", "postgresql")
 
 RAISES = b"""
 def predict(inputs):
@@ -38,79 +39,7 @@ def predict(inputs):
 """
 
 
-class World:
-    """A store with iris releases, a gateway serving them on loopback, and a client."""
-
-    def __init__(
-        self,
-        store: Store,
-        registry: Registry,
-        deployments: Deployments,
-        url: str,
-        gateway: Gateway,
-        tmp: Path,
-    ) -> None:
-        self.store, self.registry, self.deployments = store, registry, deployments
-        self.url, self.gateway, self.tmp = url, gateway, tmp
-        self.http = httpx.Client(base_url=url, timeout=10)
-
-    def predict(
-        self, model: str = "iris", rows: list[list[float]] | None = None, **headers: str
-    ) -> httpx.Response:
-        return self.http.post(
-            f"/models/{model}/predict", json={"instances": rows or [ROW]}, headers=headers
-        )
-
-    def set_traffic(self, weights: dict[str, float], **kw: object) -> None:
-        table = self.deployments.set_traffic("iris", weights, actor="test", **kw)  # type: ignore[arg-type]
-        self.wait_for_generation(table.generation)
-
-    def wait_for_generation(self, _table_generation: int, timeout: float = 5.0) -> None:
-        target = self.deployments.generation()
-        deadline = time.monotonic() + timeout
-        while self.gateway.live.generation < target:
-            assert time.monotonic() < deadline, "the gateway did not pick up the new routes"
-            time.sleep(0.005)
-
-    def python_release(self, version: str, code: bytes) -> None:
-        module = "m" + version.replace(".", "_")
-        path = self.tmp / f"{module}.py"
-        path.write_bytes(code)
-        self.registry.register(
-            "iris",
-            version,
-            [path],
-            runtime=Runtime(kind=RuntimeKind.PYTHON, options={"entrypoint": f"{module}:predict"}),
-            actor="test",
-        )
-
-
-@pytest.fixture
-def world(tmp_path: Path) -> Iterator[World]:
-    store = open_store(f"sqlite:///{tmp_path / 'store.db'}")
-    blobs = LocalBlobStore(tmp_path / "artifacts")
-    registry = Registry(store, blobs)
-    register_iris(registry, tmp_path / "models", "1.0.0", c=1.0)
-    register_iris(registry, tmp_path / "models", "1.1.0", c=0.01)
-    deployments = Deployments(store, registry)
-    deployments.set_traffic("iris", {"1.0.0": 100}, actor="test")
-    gateway = Gateway(
-        store,
-        blobs,
-        GatewaySettings(
-            poll_interval_s=0.005,
-            flush_interval_s=0.2,
-            max_body_bytes=64_000,
-            predict_timeout_s=2.0,
-        ),
-    )
-    with serve(gateway.app) as url:
-        w = World(store, registry, deployments, url, gateway, tmp_path)
-        yield w
-        w.http.close()
-    store.dispose()
-
-
+@on_both_databases
 def test_json_predict_answers_with_the_release_and_a_request_id(world: World) -> None:
     r = world.predict()
     assert r.status_code == 200
@@ -236,12 +165,14 @@ def test_a_pin_to_a_quarantined_release_is_409_with_the_reason(world: World) -> 
     assert r.json()["error"] == "release iris@1.1.0 is quarantined: leaks PII in outputs"
 
 
+@on_both_databases
 def test_a_switch_is_seen_by_the_next_request(world: World) -> None:
     assert world.predict().json()["version"] == "1.0.0"
     world.set_traffic({"1.1.0": 100})
     assert world.predict().json()["version"] == "1.1.0"
 
 
+@on_both_databases
 def test_telemetry_batches_reach_the_store(world: World) -> None:
     for _ in range(5):
         world.predict()
@@ -268,13 +199,14 @@ def test_shadow_copies_are_compared_off_the_request_path(world: World) -> None:
     for i in range(0, 150, 10):
         r = world.predict(rows=x[i : i + 10].tolist())
         assert r.json()["version"] == "1.0.0"
+
     # The copies are answered off the request path: wait for them to land in telemetry.
-    deadline = time.monotonic() + 10
-    shadow: list[Batch] = []
-    while sum(b.shadow_requests for b in shadow) < 150 and time.monotonic() < deadline:
-        time.sleep(0.05)
+    def flushed_shadow() -> list[Batch] | None:
         world.gateway.flush()
         shadow = read_batches(world.store, "iris").get("1.1.0", [])
+        return shadow if sum(b.shadow_requests for b in shadow) >= 150 else None
+
+    shadow = wait_for(flushed_shadow, 10, "150 shadow requests in telemetry", interval=0.05)
     assert sum(b.shadow_requests for b in shadow) == 150
     assert sum(b.requests for b in shadow) == 0
     assert sum(b.shadow_disagreements for b in shadow) > 0  # C=0.01 is a much weaker model
@@ -326,48 +258,47 @@ def test_metrics_kept_in_memory_match_prometheus_after_a_flush() -> None:
     assert lines['backout_requests_total{code="200",model="iris",release="1.0.0"}'] == 3
 
 
-@pytest.mark.postgres
-def test_on_postgresql_a_route_change_is_notified(postgres: object) -> None:
+@pytest.mark.databases("postgresql")
+def test_on_postgresql_a_route_change_is_notified(store: Store) -> None:
     """LISTEN/NOTIFY: the watch says "changed" only after a generation bump commits."""
     from backout.serving.changes import ChangeWatch
     from backout.store import bump_generation
 
-    store = open_store(postgres.create_database())  # type: ignore[attr-defined]
     watch = ChangeWatch(store, recheck_s=3600)
     watch.maybe_changed()  # the first call always says "maybe"
     assert watch._pg is not None
     assert not watch.maybe_changed()
     with store.write() as conn:
         bump_generation(conn)
-    deadline = time.monotonic() + 5
-    while not watch.maybe_changed():
-        assert time.monotonic() < deadline, "no notification arrived"
-        time.sleep(0.01)
+    wait_for(watch.maybe_changed, 5, "a notification of the generation bump")
     assert not watch.maybe_changed()
     watch.close()
-    store.dispose()
 
 
-SLOW = b"""
+SLOW = """
 import asyncio
+import pathlib
 import numpy as np
 
 async def predict(inputs):
-    await asyncio.sleep(0.6)
-    return {"prediction": np.zeros(len(inputs["input"]))}
+    pathlib.Path({entered!r}).touch()  # tells the test the request is inside the model
+    await asyncio.sleep(0.6)  # long enough for the test to switch while the request waits
+    return {{"prediction": np.zeros(len(inputs["input"]))}}
 """
 
 
+@on_both_databases
 def test_a_request_in_flight_finishes_on_a_release_the_switch_drops(world: World) -> None:
     """No request fails because of a switch, even when its release leaves the warm pool."""
     import threading
 
-    world.python_release("4.0.0", SLOW)
+    entered = world.tmp / "entered"
+    world.python_release("4.0.0", SLOW.format(entered=str(entered)).encode())
     world.set_traffic({"4.0.0": 100})
     answers: list[httpx.Response] = []
     t = threading.Thread(target=lambda: answers.append(world.predict()))
     t.start()
-    time.sleep(0.2)  # the request is inside the slow model now
+    wait_for(entered.exists, 5, "the request to reach the slow model")
     world.set_traffic({"1.0.0": 100})  # 4.0.0 is neither live nor known-good: dropped
     assert ("iris", "4.0.0") not in world.gateway.pool.entries
     t.join(10)
@@ -393,7 +324,7 @@ def test_a_dropped_release_is_closed_only_after_a_grace_period() -> None:
         t0 = time.monotonic()
         await pool.ensure(set())
         assert closed == []  # not yet: requests may still be on it
-        await asyncio.sleep(0.5)
+        await asyncio.sleep(0.5)  # let the grace period pass, on purpose
         return t0
 
     t0 = asyncio.run(scenario())
@@ -416,7 +347,7 @@ def test_an_upstream_that_times_out_is_504_and_counted(world: World) -> None:
         return JSONResponse({"name": "slow", **meta})
 
     async def infer(request: Request) -> JSONResponse:
-        await asyncio.sleep(2.0)
+        await asyncio.sleep(2.0)  # a slow upstream, longer than the release's timeout
         return JSONResponse({"model_name": "slow", "outputs": []})
 
     upstream = Starlette(routes=[Route("/v2/models/{name}", metadata),

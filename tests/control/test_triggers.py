@@ -13,7 +13,7 @@ from starlette.routing import Route
 from backout.control import triggers
 from backout.control.policy import parse_policy
 from backout.telemetry.batches import Batch, ErrorKind
-from tests.serving import serve
+from tests.loopback import serve
 
 
 def window(
@@ -96,7 +96,7 @@ def test_a_prometheus_query_fires_past_its_threshold(prometheus: str) -> None:
 
 
 def test_an_unreachable_prometheus_does_not_fire_and_says_why() -> None:
-    from tests.serving import free_port
+    from tests.loopback import free_port
 
     t = trigger(
         f"{{kind: prometheus, url: 'http://127.0.0.1:{free_port()}', query: 'x', threshold: 1}}"

@@ -28,7 +28,7 @@ from backout.control.policy import (
 )
 from backout.errors import PolicyError
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = ROOT / "examples" / "policies"
 
 

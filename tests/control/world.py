@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 
@@ -196,6 +197,12 @@ def make_world(tmp_path: Path, policy_text: str = POLICY, *, url: str | None = N
     controller.set_policy("iris", policy, source="test", actor="test")
     controller.deploy("iris", "1.0.0", actor="test")  # first deploy: live at 100%, known-good
     return World(store, registry, Deployments(store, registry), controller, notifier, clock, prober)
+
+
+class NewWorld(Protocol):
+    """The ``new_world`` fixture: a new world, with its own store, under a policy."""
+
+    def __call__(self, policy_text: str = POLICY) -> World: ...
 
 
 def restart(world: World) -> None:

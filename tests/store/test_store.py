@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 import sqlalchemy as sa
 from alembic.autogenerate import compare_metadata
@@ -28,12 +26,11 @@ def test_opening_twice_is_a_no_op(store_url: str) -> None:
     s.dispose()
 
 
-def test_sqlite_runs_in_wal_mode_with_foreign_keys(tmp_path: Path) -> None:
-    s = open_store(f"sqlite:///{tmp_path / 'x.db'}")
-    with s.read() as conn:
+@pytest.mark.databases("sqlite")
+def test_sqlite_runs_in_wal_mode_with_foreign_keys(store: Store) -> None:
+    with store.read() as conn:
         assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
         assert conn.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1
-    s.dispose()
 
 
 def test_an_unreachable_store_names_the_url_without_its_password() -> None:

@@ -39,12 +39,13 @@ def weight_maps(draw: st.DrawFn) -> dict[str, int]:
     return {v: bounds[i + 1] - bounds[i] for i, v in enumerate(versions)}
 
 
+@settings(deadline=None)  # timing varies on loaded CI machines; the property does not
 @given(weight_maps())
 def test_table_weights_are_exactly_the_requested_basis_points(weights: dict[str, int]) -> None:
     assert table(weights).weights == {v: w for v, w in weights.items() if w}
 
 
-@settings(max_examples=200)
+@settings(max_examples=200, deadline=None)
 @given(weight_maps(), weight_maps())
 def test_a_release_whose_weight_grows_keeps_every_key_it_had(
     before: dict[str, int], after: dict[str, int]
@@ -61,7 +62,7 @@ def test_a_release_whose_weight_grows_keeps_every_key_it_had(
             assert after.get(v2, 0) > before.get(v2, 0)
 
 
-@settings(max_examples=50)
+@settings(max_examples=50, deadline=None)
 @given(st.lists(st.integers(0, BUCKETS), min_size=1, max_size=12))
 def test_a_ramp_of_a_candidate_only_ever_adds_keys(steps: list[int]) -> None:
     steps = sorted(steps)

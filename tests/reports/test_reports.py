@@ -9,7 +9,6 @@ from __future__ import annotations
 import importlib
 import math
 import re
-from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -26,8 +25,11 @@ from backout.errors import NotFound
 from backout.registry.releases import Registry
 from backout.reports.builder import build_report, latest_incident
 from backout.reports.writer import render_markdown, write_report
-from backout.store import Store, audit, open_store, schema
+from backout.store import Store, audit, schema
 from backout.telemetry.batches import Batch, ErrorKind, write_batches
+
+# On SQLite; the numbers of a staged incident also on PostgreSQL (see tests/conftest.py).
+pytestmark = pytest.mark.databases("sqlite")
 
 T0 = 1_717_000_000.0  # 2024-05-29 16:26:40 UTC
 RATE = 40  # requests per second across the model
@@ -182,22 +184,14 @@ def staged_incident(store: Store, registry: Registry, artifact: Path) -> Inciden
 
 
 @pytest.fixture
-def sqlite_store(tmp_path: Path) -> Iterator[Store]:
-    s = open_store(f"sqlite:///{tmp_path / 'store.db'}")
-    try:
-        yield s
-    finally:
-        s.dispose()
-
-
-@pytest.fixture
-def incident(sqlite_store: Store, blobs: Any, artifact: Path) -> Incident:
-    return staged_incident(sqlite_store, Registry(sqlite_store, blobs), artifact)
+def incident(store: Store, registry: Registry, artifact: Path) -> Incident:
+    return staged_incident(store, registry, artifact)
 
 
 # -- the numbers ---------------------------------------------------------------------------
 
 
+@pytest.mark.databases("sqlite", "postgresql")
 def test_times_to_detect_recover_and_verify(
     store: Store, registry: Registry, artifact: Path
 ) -> None:
@@ -290,11 +284,11 @@ def idle_incident(store: Store, registry: Registry, artifact: Path) -> int:
 
 
 def test_an_idle_release_going_bad_is_detected_from_its_first_bad_batch(
-    sqlite_store: Store, blobs: Any, artifact: Path
+    store: Store, registry: Registry, artifact: Path
 ) -> None:
     """No rollout before it: time to detect counts from the first batch that looked bad."""
-    op = idle_incident(sqlite_store, Registry(sqlite_store, blobs), artifact)
-    r = build_report(sqlite_store, op)
+    op = idle_incident(store, registry, artifact)
+    r = build_report(store, op)
     assert r.first_bad_at == T0 + 20 and r.time_to_detect == 30.0
     assert r.detect_basis == "the first bad batch of 1.5.0"
     assert r.time_to_recover == 0.0 and r.time_to_verified is None and r.outcome == "in progress"

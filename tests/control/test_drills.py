@@ -1,4 +1,7 @@
-"""Drills: fault specs, faults applied by the gateway, and a whole drill measured end to end."""
+"""Drills: fault specs, faults applied by the gateway, and a whole drill measured end to end.
+
+The gateway and the drill run on each database (see ``tests/conftest.py``).
+"""
 
 from __future__ import annotations
 
@@ -17,11 +20,12 @@ from backout.errors import ConfigError
 from backout.registry.artifacts import LocalBlobStore
 from backout.registry.releases import Registry
 from backout.serving.app import Gateway, GatewaySettings
-from backout.store import Store, bump_generation, open_store, schema
+from backout.store import Store, bump_generation, schema
 from backout.traffic.deployments import Deployments
 from backout.traffic.faults import Fault, parse_fault
+from tests.loopback import serve
 from tests.models import register_iris
-from tests.serving import serve
+from tests.waits import wait_for
 
 ROW = [5.1, 3.5, 1.4, 0.2]
 
@@ -56,10 +60,10 @@ def test_bad_fault_specs_say_what_is_allowed(spec: str, message: str) -> None:
 
 
 @pytest.fixture
-def live(tmp_path: Path) -> Iterator[tuple[Store, Registry, str, Gateway]]:
-    store = open_store(f"sqlite:///{tmp_path / 'store.db'}")
-    blobs = LocalBlobStore(tmp_path / "artifacts")
-    registry = Registry(store, blobs)
+def live(
+    store: Store, registry: Registry, blobs: LocalBlobStore, tmp_path: Path
+) -> Iterator[tuple[Store, Registry, str, Gateway]]:
+    """iris@1.0.0 and 1.1.0, both known-good, 1.1.0 live, served by a gateway on loopback."""
     register_iris(registry, tmp_path / "m", "1.0.0")
     register_iris(registry, tmp_path / "m", "1.1.0", c=0.5)
     registry.mark_good("iris@1.0.0", actor="t")
@@ -68,7 +72,6 @@ def live(tmp_path: Path) -> Iterator[tuple[Store, Registry, str, Gateway]]:
     gateway = Gateway(store, blobs, GatewaySettings(poll_interval_s=0.005, flush_interval_s=0.2))
     with serve(gateway.app) as url:
         yield store, registry, url, gateway
-    store.dispose()
 
 
 def _inject(store: Store, kind: str, value: float) -> None:
@@ -79,9 +82,7 @@ def _inject(store: Store, kind: str, value: float) -> None:
 
 
 def _wait_for_state(gateway: Gateway) -> None:
-    deadline = time.monotonic() + 5
-    while not gateway.live.faults and time.monotonic() < deadline:
-        time.sleep(0.01)
+    wait_for(lambda: gateway.live.faults, 5, "the gateway to load the injected fault")
 
 
 def test_the_gateway_applies_a_crash_fault_as_a_counted_500(
@@ -136,11 +137,11 @@ triggers:
                 r = client.post("/models/iris/predict", json={"instances": [ROW]})
                 if r.status_code != 200 and "injected fault" not in r.text:
                     failed_outside_fault.append(r.status_code)
-                time.sleep(0.005)
+                time.sleep(0.005)  # a steady trickle of requests, not a flood
 
     threading.Thread(target=traffic, daemon=True).start()
     try:
-        time.sleep(1.0)
+        time.sleep(1.0)  # healthy traffic first, on purpose: the baseline the drill starts from
         result = run_drill(
             store, registry, "iris", parse_fault("errors=30%"), actor="t", timeout=30
         )

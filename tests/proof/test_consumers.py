@@ -9,7 +9,7 @@ import pytest
 from backout.errors import ConfigError
 from backout.proof.consumers import ConsumerContract, load_consumer_file, parse_consumer_yaml
 
-EXAMPLES = Path(__file__).resolve().parents[1] / "examples" / "consumers"
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "consumers"
 
 
 @pytest.mark.parametrize("name", ["checkout", "garden-app", "nightly-report"])

@@ -1,11 +1,12 @@
 """Crash recovery for real: controllers in their own processes, killed with SIGKILL.
 
-Each seeded run builds a store, starts a controller process (``tests/crash_controller.py``,
+Each seeded run builds a store, starts a controller process (``crash_controller.py`` here,
 real clock, one-second bakes), sends it commands from this process, kills it at a random
 moment, checks the invariants, starts another controller and lets it finish; then checks
 the invariants again and that every operation reached a terminal phase. Runs go four at a
 time. A second test puts two controllers on one store and checks the lease: one acts at a
-time, and the other takes over once the holder dies and its lease expires.
+time, and the other takes over once the holder dies and its lease expires. Every test runs
+on SQLite and on PostgreSQL (see ``tests/conftest.py``).
 """
 
 from __future__ import annotations
@@ -42,12 +43,16 @@ from backout.registry.releases import Registry
 from backout.store import Store, audit, open_store, schema
 from backout.telemetry.batches import read_batches
 from backout.traffic.deployments import Deployments
-from tests.controller_world import POLICY as WORLD_POLICY
-from tests.controller_world import FakeProber, World, make_world, restart
+from tests.control.world import POLICY as WORLD_POLICY
+from tests.control.world import FakeProber, NewWorld, World, restart
+from tests.waits import wait_for
 
 SCRIPT = Path(__file__).with_name("crash_controller.py")
 MODEL = "iris"
 RUNS = int(os.environ.get("BACKOUT_CRASH_RUNS", 24))  # raise it for a longer soak
+# Fewer on PostgreSQL, where each run costs a little more: the seeds are the first RUNS_PG of
+# the SQLite ones, so both databases see the same scenarios.
+RUNS_PG = int(os.environ.get("BACKOUT_CRASH_RUNS_PG", 8))
 PARALLEL = 4
 LEASE_S = 1.0
 INTERVAL = 0.05
@@ -137,11 +142,12 @@ class Proc:
     def _signal(self, sig: int, timeout: float) -> None:
         with contextlib.suppress(ProcessLookupError):
             os.kill(self.pid, sig)
-        deadline = time.time() + timeout
-        while self.alive():
-            if time.time() > deadline:
-                raise AssertionError(f"{self.holder} (pid {self.pid}) did not exit on signal {sig}")
-            time.sleep(0.005)
+        wait_for(
+            lambda: not self.alive(),
+            timeout,
+            f"{self.holder} (pid {self.pid}) to exit on signal {sig}",
+            interval=0.005,
+        )
 
     def kill(self) -> None:
         """kill -9: no cleanup, no goodbye."""
@@ -210,9 +216,8 @@ class Site:
         return list(reversed(self.ops.operations(MODEL, limit=1000)))
 
 
-def make_site(path: Path) -> Site:
+def make_site(path: Path, url: str) -> Site:
     path.mkdir(parents=True)
-    url = f"sqlite:///{path / 'store.db'}"
     with _MIGRATE:
         store = open_store(url)
     registry = Registry(store, LocalBlobStore(path / "artifacts"))
@@ -363,23 +368,23 @@ def _plan(site: Site, rng: random.Random) -> tuple[str, list[Action]]:
     return scenario, actions
 
 
-def crash_run(spawner: Spawner, path: Path, seed: int) -> None:
+def crash_run(spawner: Spawner, path: Path, url: str, seed: int) -> None:
     rng = random.Random(seed)
-    site = make_site(path)
+    site = make_site(path, url)
     scenario, actions = _plan(site, rng)
 
     def start(holder: str) -> Proc:
         return spawner.start(site.url, path / "artifacts", site.health_file, holder, seed)
 
     procs = [start(f"ctl-{seed}-a")]
-    time.sleep(rng.uniform(0.0, 0.5))
+    time.sleep(rng.uniform(0.0, 0.5))  # on purpose: the first command lands at a random moment
     kills = sorted(rng.uniform(0.0, 2.5) for _ in range(rng.choice([1, 1, 2])))
     site.t0 = time.time()
     site.note(f"scenario {scenario}, kills at {', '.join(f'{k:.2f}s' for k in kills)}")
     try:
         plan = [*actions, *((k, "kill", lambda: None) for k in kills)]
         for n, (at, name, act) in enumerate(sorted(plan, key=lambda a: a[0])):
-            time.sleep(max(0.0, site.t0 + at - time.time()))
+            time.sleep(max(0.0, site.t0 + at - time.time()))  # on purpose: act on schedule
             if name != "kill":
                 act()
                 continue
@@ -404,17 +409,19 @@ def crash_run(spawner: Spawner, path: Path, seed: int) -> None:
 
 def _settle(site: Site) -> None:
     """Wait for the operation to end; lift a freeze (after checking it escalated) on the way."""
-    deadline = time.time() + SETTLE_S
-    while time.time() < deadline:
+
+    def ended() -> bool:
         op = site.active()
         if op is None:
-            return
+            return True
         if op.phase == Phase.FROZEN and _escalated(site, op.id):
             site.command("unfreeze", reason="the test lifts it")
         elif op.phase in (Phase.PAUSED, Phase.AWAITING_APPROVAL) and op.actor == "ops":
             site.command("resume")
-        time.sleep(0.1)
-    raise AssertionError(f"no terminal phase after {SETTLE_S:g} s: {_describe(site.active())}")
+        return False
+
+    wait_for(ended, SETTLE_S, "a terminal phase", interval=0.1,
+             detail=lambda: f"active: {_describe(site.active())}")  # fmt: skip
 
 
 def _escalated(site: Site, op_id: int) -> bool:
@@ -466,13 +473,17 @@ def _timeline(site: Site) -> str:
 
 
 def test_kill_9_at_random_moments_keeps_the_invariants_and_the_next_controller_finishes(
-    spawner: Spawner, tmp_path: Path
+    spawner: Spawner, tmp_path: Path, new_store_url: Callable[[], str], database: str
 ) -> None:
     """RUNS seeded runs, PARALLEL at a time: kill -9 the controller mid-run, restart, finish."""
+    runs = RUNS if database == "sqlite" else RUNS_PG
     with ThreadPoolExecutor(PARALLEL) as pool:
-        futures = [pool.submit(crash_run, spawner, tmp_path / f"run{s}", s) for s in range(RUNS)]
+        futures = [
+            pool.submit(crash_run, spawner, tmp_path / f"run{s}", new_store_url(), s)
+            for s in range(runs)
+        ]
     failures = [str(f.exception()) for f in futures if f.exception() is not None]
-    assert not failures, f"{len(failures)} of {RUNS} runs failed:\n\n" + "\n\n".join(failures)
+    assert not failures, f"{len(failures)} of {runs} runs failed:\n\n" + "\n\n".join(failures)
 
 
 # -- the lease -----------------------------------------------------------------------------
@@ -504,22 +515,19 @@ def _watch_lease(store: Store) -> Iterator[list[tuple[float, str, float]]]:
 
 
 def _wait_for_event(
-    site: Site, predicate: Callable[[audit.Event], bool], timeout: float = 10.0
+    site: Site, predicate: Callable[[audit.Event], bool], what: str, timeout: float = 10.0
 ) -> audit.Event:
-    deadline = time.time() + timeout
-    while time.time() < deadline:
+    def found() -> audit.Event | None:
         with site.store.read() as conn:
-            found = [e for e in audit.list_events(conn, MODEL) if predicate(e)]
-        if found:
-            return found[0]
-        time.sleep(0.01)
-    raise AssertionError("the awaited event never came\n" + _timeline(site))
+            return next((e for e in audit.list_events(conn, MODEL) if predicate(e)), None)
+
+    return wait_for(found, timeout, what, detail=lambda: _timeline(site))
 
 
 def test_one_controller_acts_per_store_and_the_other_takes_over_when_it_dies(
-    spawner: Spawner, tmp_path: Path
+    spawner: Spawner, tmp_path: Path, store_url: str
 ) -> None:
-    site = make_site(tmp_path / "site")
+    site = make_site(tmp_path / "site", store_url)
     try:
         with _watch_lease(site.store) as lease:
             a = spawner.start(
@@ -530,7 +538,9 @@ def test_one_controller_acts_per_store_and_the_other_takes_over_when_it_dies(
             )
             site.command("deploy", version="1.1.0")
             first = _wait_for_event(
-                site, lambda e: e.kind.startswith("phase.") and e.actor != "ops"
+                site,
+                lambda e: e.kind.startswith("phase.") and e.actor != "ops",
+                "a controller's first phase event",
             )
             holder, other = (a, b) if first.actor == "ctl-a" else (b, a)
             holder.kill()
@@ -578,11 +588,11 @@ class DyingStore(Store):
             raise Killed
 
 
-def _crash_world(tmp_path: Path, die_after: int | None) -> tuple[World, int]:
+def _crash_world(new_world: NewWorld, die_after: int | None) -> tuple[World, int]:
     """Both releases go bad during a rollout: trigger, rollback, freeze. The controller dies
     after its ``die_after``-th commit; a new one finishes. Returns the world and the commits
     of the first controller."""
-    w = make_world(tmp_path, WORLD_POLICY.replace("10s", "2s").replace("20s", "2s"))
+    w = new_world(WORLD_POLICY.replace("10s", "2s").replace("20s", "2s"))
     w.controller.deploy("iris", "1.1.0", actor="ana")
     dying = DyingStore(w.store, die_after or 10**9)
     w.controller = Controller(
@@ -605,13 +615,13 @@ def _crash_world(tmp_path: Path, die_after: int | None) -> tuple[World, int]:
     return w, commits
 
 
-def test_a_controller_killed_after_any_commit_is_resumed_by_the_next(tmp_path: Path) -> None:
+def test_a_controller_killed_after_any_commit_is_resumed_by_the_next(new_world: NewWorld) -> None:
     """Crash after each of the controller's commits in turn: the invariants hold and the next
     controller finishes the job (here: a freeze that escalated)."""
-    _, commits = _crash_world(tmp_path / "dry", None)
+    _, commits = _crash_world(new_world, None)
     assert commits > 5
     for k in range(1, commits + 1):
-        w, _ = _crash_world(tmp_path / f"k{k}", k)
+        w, _ = _crash_world(new_world, k)
         op = w.op()
         assert op is not None and op.phase == Phase.FROZEN, f"crash after commit {k}: {op}"
         check_invariants(w.store, final=True)
@@ -652,9 +662,9 @@ def _command_mid_tick(w: World, command: Callable[[], object]) -> dict[str, floa
 
 @pytest.mark.parametrize("command", ["pause", "abort"])
 def test_a_command_landing_mid_tick_is_not_overwritten_by_the_tick(
-    tmp_path: Path, command: str
+    world: World, command: str
 ) -> None:
-    w = make_world(tmp_path)
+    w = world
     w.controller.deploy("iris", "1.1.0", actor="ana")
     other = Controller(
         w.store, w.registry, notifier=w.notifier, clock=w.clock, actor="ops", prober=w.prober

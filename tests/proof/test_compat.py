@@ -13,7 +13,7 @@ from backout.proof.consumers import ConsumerContract, load_consumer_file
 from backout.proof.contracts import contract_from_mlflow_signature
 from backout.registry.manifest import Contract
 
-EXAMPLES = Path(__file__).resolve().parents[1] / "examples" / "consumers"
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "consumers"
 FEATURES = ["sepal_length", "sepal_width", "petal_length", "petal_width"]
 LABELS = ["setosa", "versicolor", "virginica"]
 

@@ -1,13 +1,13 @@
 """A controller process for the crash tests, with a gateway's telemetry built in.
 
-``tests/test_controller_crash.py`` starts it as ``python tests/crash_controller.py``: a fork
-server that imports everything once and then forks one controller process per JSON line it
-reads on stdin (store URL, artifact folder, lease holder, health file, log file, tick
-interval, lease length, seed), answering with the child's pid. Each controller runs
-:meth:`Controller.run` on the real clock: while it holds the lease, each tick first writes
-the traffic since the previous tick as telemetry batches (split by the live route table,
-failing as often as the health file says) and then ticks every model. It runs until it is
-killed; SIGTERM stops it cleanly.
+``test_controller_crash.py`` next to it runs this file as a script (``python
+tests/control/crash_controller.py``): a fork server that imports everything once and then
+forks one controller process per JSON line it reads on stdin (store URL, artifact folder,
+lease holder, health file, log file, tick interval, lease length, seed), answering with the
+child's pid. Each controller runs :meth:`Controller.run` on the real clock: while it holds
+the lease, each tick first writes the traffic since the previous tick as telemetry batches
+(split by the live route table, failing as often as the health file says) and then ticks
+every model. It runs until it is killed; SIGTERM stops it cleanly.
 """
 
 from __future__ import annotations

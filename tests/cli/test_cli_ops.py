@@ -21,8 +21,8 @@ from backout.registry.artifacts import LocalBlobStore
 from backout.registry.releases import Registry
 from backout.store import open_store
 from backout.telemetry.batches import Batch, latency_bucket, write_batches
-from tests.controller_world import FakeProber
-from tests.test_cli import Cli
+from tests.cli.runner import Cli
+from tests.control.world import FakeProber
 
 MODEL = "fraud"
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -19,21 +18,22 @@ from backout.registry.artifacts import LocalBlobStore
 from backout.registry.releases import Registry
 from backout.serving.app import Gateway, GatewaySettings
 from backout.serving.capture import CaptureBuffer, scrub, write_captures
-from backout.store import Store, open_store, schema
+from backout.store import Store, schema
 from backout.traffic.deployments import CaptureRule, Deployments
+from tests.loopback import serve
 from tests.models import iris, register_iris
-from tests.serving import serve
+
+pytestmark = pytest.mark.databases("sqlite")
 
 
 @pytest.fixture
-def world(tmp_path: Path) -> Iterator[tuple[Store, Registry, LocalBlobStore]]:
-    store = open_store(f"sqlite:///{tmp_path / 'store.db'}")
-    blobs = LocalBlobStore(tmp_path / "artifacts")
-    registry = Registry(store, blobs)
+def world(
+    store: Store, registry: Registry, blobs: LocalBlobStore, tmp_path: Path
+) -> tuple[Store, Registry, LocalBlobStore]:
+    """iris@1.0.0 and a much weaker iris@1.1.0, registered with their contracts."""
     register_iris(registry, tmp_path / "models", "1.0.0", c=1.0)
     register_iris(registry, tmp_path / "models", "1.1.0", c=0.01)
-    yield store, registry, blobs
-    store.dispose()
+    return store, registry, blobs
 
 
 def _capture(

@@ -3,18 +3,12 @@
 from __future__ import annotations
 
 import random
-from pathlib import Path
 
 import pytest
 
 from backout.control.phases import TERMINAL, TRANSITIONS, Phase
 from backout.errors import Frozen, OperationInProgress
-from tests.controller_world import World, make_world, restart
-
-
-@pytest.fixture
-def world(tmp_path: Path) -> World:
-    return make_world(tmp_path)
+from tests.control.world import POLICY, NewWorld, World, restart
 
 
 def test_first_deploy_makes_the_release_live_and_known_good(world: World) -> None:
@@ -142,11 +136,8 @@ def test_a_second_rollout_is_refused_while_one_runs(world: World) -> None:
         world.controller.deploy("iris", "1.2.0", actor="bo")
 
 
-def test_missing_data_asks_a_human_when_the_policy_says_so(tmp_path: Path) -> None:
-    from tests.controller_world import POLICY
-
-    w = make_world(
-        tmp_path,
+def test_missing_data_asks_a_human_when_the_policy_says_so(new_world: NewWorld) -> None:
+    w = new_world(
         POLICY.replace(
             "missing_data_after: 30s", "missing_data_after: 30s\n  on_missing_data: ask"
         ),
@@ -197,11 +188,11 @@ def test_every_phase_is_reachable_from_no_operation() -> None:
     assert seen - {None} == set(Phase)
 
 
-def test_random_commands_and_crashes_keep_the_invariants(tmp_path: Path) -> None:
+def test_random_commands_and_crashes_keep_the_invariants(new_world: NewWorld) -> None:
     """Invariants over random sequences of commands, faults and controller restarts."""
     rng = random.Random(11)
-    for run in range(3):
-        w = make_world(tmp_path / f"run{run}")
+    for _run in range(3):
+        w = new_world()
         for _ in range(120):
             action = rng.random()
             try:
@@ -247,9 +238,9 @@ def test_a_much_slower_candidate_never_gets_past_its_first_step(world: World) ->
     assert "mean latency" in world.last_op().reason
 
 
-def test_a_rollout_under_the_default_policy_ticks_without_errors(tmp_path: Path) -> None:
+def test_a_rollout_under_the_default_policy_ticks_without_errors(new_world: NewWorld) -> None:
     """The default error-rate trigger has no fixed limit (use_judge only): it must not crash."""
-    w = make_world(tmp_path, "{}")
+    w = new_world("{}")
     w.controller.deploy("iris", "1.1.0", actor="ana")
     w.run(5)
     assert "controller.error" not in w.event_kinds()

@@ -4,7 +4,6 @@ reads, the clock it shares with the registry, and the commands that used to live
 from __future__ import annotations
 
 from collections.abc import Mapping
-from pathlib import Path
 
 import pytest
 
@@ -14,7 +13,7 @@ from backout.control.policy import parse_policy
 from backout.errors import InvalidTraffic, OperationInProgress, RouterError, UnsupportedByRouter
 from backout.traffic.router import Capability, GatewayRouter
 from backout.traffic.routes import RouteTable
-from tests.controller_world import POLICY, World, make_world
+from tests.control.world import POLICY, NewWorld, World
 
 NO_CAPTURE = "capture: {rate: 0}\nreplay: {allowed: false}\n"
 
@@ -49,8 +48,8 @@ def _on_router(w: World, router: WeightsOnlyRouter) -> None:
     )
 
 
-def test_a_policy_that_needs_capture_is_refused_on_a_router_without_it(tmp_path: Path) -> None:
-    w = make_world(tmp_path)
+def test_a_policy_that_needs_capture_is_refused_on_a_router_without_it(world: World) -> None:
+    w = world
     router = WeightsOnlyRouter(w)
     _on_router(w, router)
     with pytest.raises(UnsupportedByRouter) as caught:
@@ -64,8 +63,8 @@ def test_a_policy_that_needs_capture_is_refused_on_a_router_without_it(tmp_path:
     assert w.op() is None and w.weights() == {"1.0.0": 100}  # nothing moved
 
 
-def test_a_rollout_moves_only_as_far_as_the_router_confirms(tmp_path: Path) -> None:
-    w = make_world(tmp_path, POLICY + NO_CAPTURE)
+def test_a_rollout_moves_only_as_far_as_the_router_confirms(new_world: NewWorld) -> None:
+    w = new_world(POLICY + NO_CAPTURE)
     router = WeightsOnlyRouter(w)
     _on_router(w, router)
     w.controller.deploy("iris", "1.1.0", actor="ana")
@@ -80,10 +79,12 @@ def test_a_rollout_moves_only_as_far_as_the_router_confirms(tmp_path: Path) -> N
     assert router.serving["iris"] == {"1.0.0": 50, "1.1.0": 50}
 
 
-def test_the_rollback_window_skips_gates_for_a_recently_known_good_target(tmp_path: Path) -> None:
+def test_the_rollback_window_skips_gates_for_a_recently_known_good_target(
+    new_world: NewWorld,
+) -> None:
     """Marks are taken on the controller's clock, so the window is measured on one clock."""
     policy = POLICY.replace("mode: staged", "mode: staged\n  window: 120s")
-    w = make_world(tmp_path, policy)  # 1.0.0 became known-good at the first deploy, now
+    w = new_world(policy)  # 1.0.0 became known-good at the first deploy, now
     w.controller.deploy("iris", "1.1.0", actor="ana")
     w.controller.promote("iris", actor="ana")  # 1.1.0 takes all traffic
     w.run(5)
@@ -92,9 +93,11 @@ def test_the_rollback_window_skips_gates_for_a_recently_known_good_target(tmp_pa
     assert w.weights() == {"1.0.0": 100}
 
 
-def test_outside_the_rollback_window_a_staged_rollback_takes_its_steps(tmp_path: Path) -> None:
+def test_outside_the_rollback_window_a_staged_rollback_takes_its_steps(
+    new_world: NewWorld,
+) -> None:
     policy = POLICY.replace("mode: staged", "mode: staged\n  window: 120s")
-    w = make_world(tmp_path, policy)
+    w = new_world(policy)
     w.clock.t += 121  # the mark is now older than the window
     w.controller.deploy("iris", "1.1.0", actor="ana")
     w.controller.promote("iris", actor="ana")
@@ -104,35 +107,34 @@ def test_outside_the_rollback_window_a_staged_rollback_takes_its_steps(tmp_path:
     assert w.weights() == {"1.0.0": 50, "1.1.0": 50}
 
 
-def test_traffic_set_by_hand_is_refused_while_an_operation_runs(world_: World) -> None:
-    world_.controller.deploy("iris", "1.1.0", actor="ana")
+def test_traffic_set_by_hand_is_refused_while_an_operation_runs(world: World) -> None:
+    world.controller.deploy("iris", "1.1.0", actor="ana")
     with pytest.raises(OperationInProgress, match="pass --force"):
-        world_.controller.set_traffic("iris", {"1.0.0": 100}, actor="bo")
-    assert world_.weights() == {"1.0.0": 90, "1.1.0": 10}
+        world.controller.set_traffic("iris", {"1.0.0": 100}, actor="bo")
+    assert world.weights() == {"1.0.0": 90, "1.1.0": 10}
 
 
-def test_forced_traffic_pauses_the_operation_in_the_same_write(world_: World) -> None:
-    world_.controller.deploy("iris", "1.1.0", actor="ana")
-    table = world_.controller.set_traffic("iris", {"1.0.0": 100}, actor="bo", force=True)
-    op = world_.op()
+def test_forced_traffic_pauses_the_operation_in_the_same_write(world: World) -> None:
+    world.controller.deploy("iris", "1.1.0", actor="ana")
+    table = world.controller.set_traffic("iris", {"1.0.0": 100}, actor="bo", force=True)
+    op = world.op()
     assert op is not None and op.phase == Phase.PAUSED and op.state.forced
     assert op.state.paused_from == Phase.ROLLING_OUT
-    assert world_.weights() == {"1.0.0": 100} == {v: w / 100 for v, w in table.weights.items()}
-    world_.run(30)  # a paused operation does not fight the change
-    assert world_.weights() == {"1.0.0": 100}
+    assert world.weights() == {"1.0.0": 100} == {v: w / 100 for v, w in table.weights.items()}
+    world.run(30)  # a paused operation does not fight the change
+    assert world.weights() == {"1.0.0": 100}
 
 
-def test_bad_forced_traffic_is_refused_before_anything_is_paused(world_: World) -> None:
-    world_.controller.deploy("iris", "1.1.0", actor="ana")
+def test_bad_forced_traffic_is_refused_before_anything_is_paused(world: World) -> None:
+    world.controller.deploy("iris", "1.1.0", actor="ana")
     with pytest.raises(InvalidTraffic):
-        world_.controller.set_traffic("iris", {"1.0.0": 60}, actor="bo", force=True)
-    op = world_.op()
+        world.controller.set_traffic("iris", {"1.0.0": 60}, actor="bo", force=True)
+    op = world.op()
     assert op is not None and op.phase == Phase.ROLLING_OUT
 
 
-def test_a_trigger_still_rolls_back_a_rollout_awaiting_a_decision(tmp_path: Path) -> None:
-    w = make_world(
-        tmp_path,
+def test_a_trigger_still_rolls_back_a_rollout_awaiting_a_decision(new_world: NewWorld) -> None:
+    w = new_world(
         POLICY.replace(
             "missing_data_after: 30s", "missing_data_after: 30s\n  on_missing_data: ask"
         ),
@@ -157,8 +159,3 @@ def test_the_policy_check_knows_each_router_s_capabilities() -> None:
         "capture.rate: 0.01 needs the capture capability",
         "replay.allowed: true needs the capture capability",
     ]
-
-
-@pytest.fixture
-def world_(tmp_path: Path) -> World:
-    return make_world(tmp_path)
