@@ -219,7 +219,8 @@ def test_a_verifying_rollback_cannot_be_aborted(live: Cli) -> None:
     ok(live("rollback", MODEL, "--emergency"))
     assert error(live("abort", MODEL), 1) == (
         "fraud's rollback is verifying 1.0.0 with all traffic on it and cannot be aborted: "
-        "wait for its verification to end, then deploy the release you want"
+        "wait for its verification to end, or `backout rollback fraud --emergency --to VERSION` "
+        "moves all traffic to another release now"
     )
 
 

@@ -74,7 +74,8 @@ def test_after_unfreeze_the_known_good_release_carrying_most_traffic_takes_the_r
     tmp_path: Path,
 ) -> None:
     w = frozen_mid_rollout(tmp_path)
-    hint = w.controller.unfreeze("iris", actor="bo", reason="looked at it")
+    w.controller.unfreeze("iris", actor="bo", reason="looked at it")
+    hint = w.controller.split_hint("iris")
     assert (
         hint
         == "its traffic is split (1.0.0=90% 1.1.0=10%): `backout rollback iris` puts all of it on 1.0.0"

@@ -130,5 +130,6 @@ def unfreeze(
 ) -> None:
     """Lift a freeze. Only this command does."""
     s = settings(ctx)
-    hint = s.controller().unfreeze(model, actor=s.actor, reason=reason)
+    s.controller().unfreeze(model, actor=s.actor, reason=reason)
+    hint = s.controller().split_hint(model)
     out.print(f"{model} is no longer frozen" + (f"; {hint}" if hint else ""))

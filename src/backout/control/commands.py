@@ -277,8 +277,10 @@ class Commands(ControllerBase):
         self.push(model)
         return op
 
-    def unfreeze(self, model: str, *, actor: str, reason: str) -> str:
-        """Lift a freeze (traffic stays where it is); returns what to run next, if anything."""
+    def unfreeze(self, model: str, *, actor: str, reason: str) -> None:
+        """Lift a freeze. Only this command does (and a person's emergency rollback).
+
+        Traffic stays where it is: :meth:`split_hint` says what puts it on one release."""
         with self.store.write() as conn:
             if not Operations.remove_freeze(conn, model):
                 raise Conflict(f"{model} is not frozen")
@@ -286,7 +288,6 @@ class Commands(ControllerBase):
             if op is not None and op.phase == Phase.FROZEN:
                 self.transition(conn, op, Event.UNFROZE, actor, reason, {}, move=False)
             self.event(conn, "freeze.lifted", model, actor, reason)
-        return self.split_hint(model)
 
     def set_traffic(self, model: str, weights: Mapping[str, float], *, actor: str, reason: str = "",
                     shadow: tuple[str, float] | None = None, pins: Mapping[str, str] | None = None,
