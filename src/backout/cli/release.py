@@ -242,7 +242,8 @@ def release_mark_good(
 ) -> None:
     """Mark a release as a known-good rollback point (or remove the mark)."""
     s = settings(ctx)
-    rel = s.registry().mark_good(ref, actor=s.actor, reason=reason, good=not unmark)
+    # Through the controller: a release must load and answer before it becomes a rollback point.
+    rel = s.controller().mark_good(ref, actor=s.actor, reason=reason, good=not unmark)
     if json:
         print_json(rel.to_dict())
     else:

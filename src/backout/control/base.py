@@ -25,6 +25,7 @@ from backout.control.policy import Policy
 from backout.control.triggers import MetricSource
 from backout.errors import RouterError
 from backout.registry.releases import Registry
+from backout.runtimes.probe import PROBE_TIMEOUT_S, Prober, probe_release
 from backout.store import Store, audit
 from backout.telemetry.batches import Batch
 from backout.telemetry.source import StoreTelemetry, TelemetrySource
@@ -50,6 +51,7 @@ class ControllerBase:
         metrics: MetricSource | None = None,
         router: TrafficRouter | None = None,
         telemetry: TelemetrySource | None = None,
+        prober: Prober | None = None,
         actor: str = "controller",
     ) -> None:
         self.store = store
@@ -65,11 +67,17 @@ class ControllerBase:
         self.notifier = notifier  # None: each model's policy names its webhooks
         self.alerts = Alerts(store, actor=actor, notifier=notifier, clock=self.clock)
         self.metrics = metrics
+        # Loads a release apart from this process and asks it one question, before it takes
+        # traffic or becomes known-good (see backout.runtimes.probe).
+        self.prober: Prober = prober or probe_release
+        self.probe_timeout_s = PROBE_TIMEOUT_S
         self.actor = actor
         self._holder: str | None = None  # the lease this controller ticks under, in run()
         self._gates: dict[tuple[int, int, str], Any] = {}
         self._policy_cache: dict[str, Policy] = {}
         self._router_trouble: dict[str, str] = {}  # model -> the router error last recorded
+        self._no_target_open: set[str] = set()  # models whose triggers fire with no way back
+        self._last_error: dict[str, str] = {}  # model -> the tick error last recorded
 
     # -- reading -----------------------------------------------------------------------
 

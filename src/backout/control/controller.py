@@ -54,15 +54,23 @@ class Controller(RolloutPhases, RollbackPhases):
             except StoreUnavailable:  # the store's fault, not the model's: the loop reports it
                 raise
             except Exception as exc:  # one model's trouble must not stop the others
-                log.exception("tick of %s failed", model)
-                with self.store.write() as conn:
-                    self.event(
-                        conn, "controller.error", model, self.actor, f"{type(exc).__name__}: {exc}"
-                    )
+                self.tick_failed(model, exc)
                 continue
+            self._last_error.pop(model, None)
             if op is not None:
                 moved.append(op)
         return moved
+
+    def tick_failed(self, model: str, exc: Exception) -> None:
+        """Record a tick's failure once: the same failure on every tick is one state, not news."""
+        what = f"{type(exc).__name__}: {exc}"
+        if self._last_error.get(model) == what:
+            log.debug("tick of %s failed again: %s", model, what)
+            return
+        log.exception("tick of %s failed", model)
+        with self.store.write() as conn:
+            self.event(conn, "controller.error", model, self.actor, what)
+        self._last_error[model] = what
 
     def tick(self, model: str) -> Operation | None:
         """Re-read, re-apply, decide, and move at most one step. Safe to repeat."""
@@ -158,6 +166,8 @@ class Controller(RolloutPhases, RollbackPhases):
                 if rel.manifest.runtime.kind == RuntimeKind.HTTP:
                     continue  # an upstream server: nothing to import or load here
                 try:
+                    # Prove it now (once per digest), not in the middle of the incident.
+                    self.prove(model, [rel.version], self.actor, "be a rollback target")
                     predictor = load_release(rel.manifest, self.registry.blobs)
                     asyncio.run(predictor.aclose())
                 except Exception:  # its own pre-flight will fail and say why, in the timeline

@@ -298,7 +298,7 @@ class Replay(Section):
     allowed: bool = True
     requests: int = Field(default=500, ge=1)
     max_error_rate: Fraction = 0.01
-    max_latency_ratio: float = Field(default=1.5, gt=0)  # of the envelope's p99
+    max_latency_ratio: float = Field(default=1.5, gt=0)  # of the replaced release's replay tail
     min_agreement: Fraction = 0.95  # share of outputs equal to the recorded ones
 
 

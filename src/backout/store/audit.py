@@ -129,16 +129,19 @@ def list_events(
     kinds: Sequence[str] = (),
     since_seq: int = 0,
     limit: int | None = None,
+    newest_first: bool = False,
 ) -> list[Event]:
-    """Events in order, optionally for one model and of some kinds, as shown to people.
+    """Events in order (or newest first), optionally for one model and of some kinds, as
+    shown to people.
 
     They are redacted (again: events written before redaction existed may hold a secret),
     so their ``hash`` is that of the stored event; :func:`verify_chain` reads the stored form.
     """
+    seq = schema.events.c.seq
     q = (
         sa.select(schema.events)
-        .where(schema.events.c.seq > since_seq)
-        .order_by(schema.events.c.seq)
+        .where(seq > since_seq)
+        .order_by(seq.desc() if newest_first else seq)
     )
     if model is not None:
         q = q.where(schema.events.c.model == model)
@@ -147,6 +150,17 @@ def list_events(
     if limit is not None:
         q = q.limit(limit)
     return [_shown(_row(r)) for r in conn.execute(q)]
+
+
+def latest(conn: Connection, model: str, kinds: Sequence[str]) -> Event | None:
+    """The model's newest event of one of ``kinds``, or None."""
+    row = conn.execute(
+        sa.select(schema.events)
+        .where(schema.events.c.model == model, schema.events.c.kind.in_(list(kinds)))
+        .order_by(schema.events.c.seq.desc())
+        .limit(1)
+    ).first()
+    return _row(row) if row is not None else None
 
 
 def verify_chain(conn: Connection) -> list[ChainProblem]:
