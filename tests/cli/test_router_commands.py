@@ -106,6 +106,7 @@ def test_serve_release_of_an_unknown_release_is_one_line(
     from backout.cli import main
 
     store = f"sqlite:///{tmp_path / 'store.db'}"
+    open_store(store, create=True).dispose()
     with pytest.raises(SystemExit) as code:
         main(["--store", store, "--artifacts", str(tmp_path), "serve", "--release", "iris@9.9.9"])
     err = capsys.readouterr().err
