@@ -9,6 +9,7 @@ at the boundary with ``raise ... from exc`` so callers only ever handle this tre
     ├── ConfigError                 bad settings, URLs, flags or files given by the user
     │   ├── StoreUnavailable        a store URL that cannot be opened (retriable)
     │   ├── PolicyError             a malformed policy file (field, value, line)
+    │   ├── KeyFileError            a signing key file that is unreadable or not Ed25519
     │   └── UnsupportedByRouter     a policy that needs a capability its router lacks
     ├── ValidationError             a value that breaks the rules of the domain
     │   ├── InvalidVersion          a version that is neither semver nor a safe tag
@@ -16,7 +17,8 @@ at the boundary with ``raise ... from exc`` so callers only ever handle this tre
     │   └── InvalidTraffic          a route table that does not add up or names bad releases
     ├── NotFound                    an unknown model, release, incident or blob
     │   ├── ReleaseNotFound
-    │   └── ModelNotFound
+    │   ├── ModelNotFound
+    │   └── UnknownKey              a signing key that is not (or no longer) trusted
     ├── Conflict                    the request contradicts what the store already holds
     │   ├── ReleaseExists           model@version registered before with other content
     │   ├── ReleaseInUse            deleting a release that has served production traffic
@@ -24,7 +26,8 @@ at the boundary with ``raise ... from exc`` so callers only ever handle this tre
     │   └── Frozen                  the model is frozen; only an explicit unfreeze lifts it
     ├── IntegrityError              stored bytes no longer match their digest
     │   ├── ArtifactCorrupt         a blob whose bytes do not hash to its address
-    │   └── AuditChainBroken        an event log whose hash chain does not verify
+    │   ├── AuditChainBroken        an event log whose hash chain does not verify
+    │   └── SignatureInvalid        a release without the valid signature its policy requires
     ├── RouterError                 a traffic router that cannot be reached or refuses (retriable)
     ├── ArtifactError               a file to register that is missing or unreadable
     ├── RuntimeLoadError            a release that cannot be loaded into a predictor
@@ -74,6 +77,10 @@ class PolicyError(ConfigError):
     http_status = 422
 
 
+class KeyFileError(ConfigError):
+    """Raised when a signing key file cannot be read or is not an Ed25519 key."""
+
+
 class UnsupportedByRouter(ConfigError):
     """Raised when a policy needs a capability (pins, capture, ...) its router lacks."""
 
@@ -112,6 +119,10 @@ class ModelNotFound(NotFound):
     """Raised for a model with no releases or no deployment."""
 
 
+class UnknownKey(NotFound):
+    """Raised when a signing key is not among the trusted keys (never added, or removed)."""
+
+
 class Conflict(BackoutError):
     """Raised when a request contradicts what the store already holds."""
 
@@ -147,6 +158,13 @@ class ArtifactCorrupt(IntegrityError):
 
 class AuditChainBroken(IntegrityError):
     """Raised when the event log's hash chain does not verify."""
+
+
+class SignatureInvalid(IntegrityError):
+    """Raised when a release that must be signed is unsigned, signed by a key that is not
+    trusted, or carries a signature that does not verify over its manifest digest."""
+
+    http_status = 409
 
 
 class RouterError(BackoutError):

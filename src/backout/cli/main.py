@@ -17,6 +17,7 @@ from backout.cli import (
     consumers,
     demo,
     drill,
+    keys,
     operations,
     policy,
     release,
@@ -53,6 +54,7 @@ app.command("report")(report.report_command)
 app.add_typer(consumers.consumers_app, name="consumers")
 app.add_typer(release.release_app, name="release")
 app.add_typer(policy.policy_app, name="policy")
+app.add_typer(keys.keys_app, name="keys")
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -20,6 +20,7 @@ from backout.control.phases import Event, Phase, allows
 from backout.control.policy import Policy
 from backout.control.weights import dominant, fmt_weights, next_rollback_step, split
 from backout.errors import Conflict, Frozen, ModelNotFound, OperationInProgress, ValidationError
+from backout.registry import signing
 from backout.traffic.router import Capability
 from backout.traffic.routes import RouteTable
 
@@ -46,6 +47,8 @@ class Commands(ControllerBase):
             raise ValidationError(
                 f"{model}@{version} failed verification and cannot be deployed: {report.problems[0]}"
             )
+        signing.require_signed(self.store, f"{model}@{version}", required=policy.signing.required,
+                               why=f"{model}@{version} cannot be deployed")  # fmt: skip
         table = self.deployments.get(model)
         if table is not None:
             stable = dominant(table.weights)
@@ -118,6 +121,8 @@ class Commands(ControllerBase):
             raise ValidationError(
                 f"rollback target {model}@{target} failed verification: {report.problems[0]}"
             )
+        signing.require_signed(self.store, f"{model}@{target}", required=policy.signing.required,
+                               why=f"rollback target {model}@{target} refused")  # fmt: skip
         checks = [preflight.compat_check(self.store, self.registry, model, from_version, target)]
         if mode == "emergency" and policy.rollback.skip_replay_in_emergency:
             checks.append(

@@ -3,7 +3,8 @@
 The live releases of every model and each model's newest known-good releases (up to a
 configured count) stay loaded, so a switch to any of them — above all a rollback — never
 waits on a load. Loading runs off the event loop; a release that fails to load is reported,
-never half-loaded.
+never half-loaded. A release whose policy requires a signature is loaded only with a valid
+one (:mod:`backout.registry.signing`).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from typing import Any
 
 from backout.errors import BackoutError
 from backout.proof.contracts import Validator, compile_validator
+from backout.registry import signing
 from backout.registry.artifacts import BlobStore
 from backout.registry.releases import Registry, Release
 from backout.runtimes import Predictor, load_release
@@ -66,6 +68,9 @@ class WarmPool:
         """Load one release (blocking: verifies digests, deserialises the model)."""
         t0 = time.perf_counter()
         release = self.registry.get(f"{key[0]}@{key[1]}")
+        # A model whose policy requires signed releases never serves one without a valid
+        # signature, whatever route table asks for it (a table written by hand, say).
+        signing.require_signed(self.registry.store, release.ref, why="not loaded")
         predictor = load_release(release.manifest, self.blobs)
         contract = release.manifest.contract
         return Loaded(
