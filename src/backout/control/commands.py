@@ -82,9 +82,9 @@ class Commands(ControllerBase):
             self.event(conn, "rollout.started", model, actor, op.reason,
                        {"operation": op.id, "stable": stable, "candidate": version,
                         "steps": list(policy.rollout.steps)})  # fmt: skip
+            self.notify("phase", model, f"rollout of {model}@{version} started",
+                        f"{version} at {first:g}%, stable {stable}", op.id, conn=conn)  # fmt: skip
         self.push(model)
-        self.notify("phase", model, f"rollout of {model}@{version} started",
-                    f"{version} at {first:g}%, stable {stable}", op.id)  # fmt: skip
         return op
 
     def rollback(self, model: str, *, actor: str, to: str | None = None, emergency: bool | None = None,
@@ -172,9 +172,9 @@ class Commands(ControllerBase):
                         "trigger": trigger, "warm": warm, "skip_gates": skip_gates,
                         "weights_before": live})  # fmt: skip
             self.apply(conn, op, actor, f"{mode} rollback: {fmt_weights(weights)}")
+            self.notify("trigger" if trigger else "phase", model, f"{mode} rollback of {model} to {target} started",
+                        op.reason + (f" ({warm})" if warm else ""), op.id, severity="critical", conn=conn)  # fmt: skip
         self.push(model)
-        self.notify("trigger" if trigger else "phase", model, f"{mode} rollback of {model} to {target} started",
-                    op.reason + (f" ({warm})" if warm else ""), op.id, severity="critical")  # fmt: skip
         return op
 
     def abort(self, model: str, *, actor: str, reason: str = "") -> Operation:
@@ -188,9 +188,9 @@ class Commands(ControllerBase):
             self.apply(conn, op, actor, f"abort: all traffic back on {back}")
             self.transition(conn, op, Event.ABORTED, actor, reason or "aborted by hand",
                             {"traffic": back}, move=False)  # fmt: skip
+            self.notify("abort", model, f"{op.kind} of {model} aborted", reason or f"traffic back on {back}",
+                        op.id, severity="warning", conn=conn)  # fmt: skip
         self.push(model)
-        self.notify("abort", model, f"{op.kind} of {model} aborted", reason or f"traffic back on {back}",
-                    op.id, severity="warning")  # fmt: skip
         return op
 
     def promote(self, model: str, *, actor: str, reason: str = "") -> Operation:

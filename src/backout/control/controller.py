@@ -112,17 +112,38 @@ class Controller(RolloutPhases, RollbackPhases):
         """Tick every ``interval`` while holding the store's controller lease."""
         holder = holder or f"{socket.gethostname()}:{os.getpid()}"
         self._holder = holder
+        leading = threading.Event()  # set while this controller holds the lease
         threading.Thread(
             target=self.warm_preflight, name="backout-controller-warm", daemon=True
         ).start()
-        while not stop.is_set():
-            try:
-                if self.ops.acquire_lease(LEASE, holder, lease_s, self.clock()):
-                    self.tick_all()
-            except Exception:  # a store that is briefly unreachable must not end the controller
-                log.exception("controller loop failed; retrying in %.1f s", max(interval, 1.0))
-                stop.wait(max(interval, 1.0))
-            stop.wait(interval)
+        # Notifications queued in the outbox are delivered by the leader only, off the tick:
+        # a slow webhook or mail server never delays a decision.
+        outbox = self.alerts.outbox
+        delivery = threading.Thread(
+            target=outbox.run, args=(stop,), kwargs={"active": leading.is_set},
+            name="backout-outbox", daemon=True,
+        )  # fmt: skip
+        delivery.start()
+        try:
+            while not stop.is_set():
+                try:
+                    if self.ops.acquire_lease(LEASE, holder, lease_s, self.clock()):
+                        leading.set()
+                        self.tick_all()
+                        self.housekeeping()
+                    else:
+                        leading.clear()
+                except Exception:  # a store briefly unreachable must not end the controller
+                    leading.clear()
+                    log.exception("controller loop failed; retrying in %.1f s", max(interval, 1.0))
+                    stop.wait(max(interval, 1.0))
+                stop.wait(interval)
+        finally:
+            outbox.wake()
+            delivery.join(timeout=10.0)
+
+    def housekeeping(self) -> None:
+        """Low-rate chores of the leader between ticks (retention's pruning)."""
 
     def warm_preflight(self) -> None:
         """Load every model's rollback points once and drop them, ahead of any incident.
