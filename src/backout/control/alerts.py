@@ -88,7 +88,7 @@ class Alerts:
             return
         n = policy.notifications
         hooks = [*(n.webhooks if notice.kind in n.on else ()), *notice.to]
-        smtp = SmtpSettings.from_dict(n.smtp.model_dump(mode="json")) if n.smtp else None
+        smtp = SmtpSettings.from_dict(n.smtp.model_dump()) if n.smtp else None
         ids = enqueue(conn, notice, webhooks=hooks, emails=notice.mail, smtp=smtp,
                       now=self.clock(), actor=self.actor)  # fmt: skip
         if ids:

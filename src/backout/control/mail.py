@@ -14,6 +14,7 @@ The password is read from the environment variable the policy names, never from 
 
 from __future__ import annotations
 
+import email.policy
 import os
 import smtplib
 import ssl
@@ -74,7 +75,9 @@ class MailResult:
 
 def build_message(notice: Notice, to: str, delivery_id: str, sender: str) -> EmailMessage:
     """The e-mail for ``notice``: plain text, a subject people can triage from."""
-    msg = EmailMessage()
+    # Lines up to RFC 5322's hard limit: the default folding at 78 characters breaks a long
+    # subject right after "Subject:", which some clients show with a leading space.
+    msg = EmailMessage(policy=email.policy.SMTP.clone(max_line_length=998))
     msg["Subject"] = f"[backout] [{notice.severity.value}] {notice.title}"[:200]
     msg["From"] = sender
     msg["To"] = to
@@ -141,6 +144,11 @@ def send_mail(
         return MailResult(f"{where} does not support {exc}: check notifications.smtp.starttls")
     except TimeoutError:
         return MailResult(f"{where}: no answer within {settings.timeout:g}s", retry=True)
+    except smtplib.SMTPServerDisconnected as exc:
+        # smtplib reports a reply that timed out as a disconnection.
+        if "timed out" in str(exc):
+            return MailResult(f"{where}: no answer within {settings.timeout:g}s", retry=True)
+        return MailResult(f"{where}: the connection closed: {exc}", retry=True)
     except (smtplib.SMTPException, ssl.SSLError, OSError) as exc:
         return MailResult(f"{where}: {type(exc).__name__}: {exc}", retry=True)
     return MailResult()
