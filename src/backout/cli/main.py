@@ -23,6 +23,7 @@ from backout.cli import (
     release,
     replay,
     report,
+    retention,
     serve,
     status,
     traffic,
@@ -55,6 +56,7 @@ app.add_typer(consumers.consumers_app, name="consumers")
 app.add_typer(release.release_app, name="release")
 app.add_typer(policy.policy_app, name="policy")
 app.add_typer(keys.keys_app, name="keys")
+app.add_typer(retention.retention_app, name="retention")
 
 
 def main(argv: list[str] | None = None) -> None:

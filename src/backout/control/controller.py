@@ -29,6 +29,7 @@ from backout.control.rollback import RollbackPhases
 from backout.control.rollout import RolloutPhases
 from backout.control.weights import clean
 from backout.errors import ModelNotFound
+from backout.store import retention
 
 log = logging.getLogger("backout.controller")
 
@@ -142,8 +143,27 @@ class Controller(RolloutPhases, RollbackPhases):
             outbox.wake()
             delivery.join(timeout=10.0)
 
+    # Retention runs at a low rate: once an hour, or a batch a minute while catching up.
+    prune_every: float = 3600.0
+    prune_catch_up: float = 60.0
+    _next_prune: float = 0.0
+
     def housekeeping(self) -> None:
-        """Low-rate chores of the leader between ticks (retention's pruning)."""
+        """Low-rate chores of the leader between ticks: retention's pruning, one bounded
+        batch at a time, so a store with a year of backlog never stalls a tick for long."""
+        now = self.clock()
+        if now < self._next_prune:
+            return
+        self._next_prune = now + self.prune_every
+        try:
+            report = retention.prune(self.store, now=now, actor=self.actor)
+        except Exception:  # pruning can wait; deciding cannot
+            log.exception("retention pruning failed; trying again in %.0f s", self.prune_every)
+            return
+        if report.total:
+            log.info("retention pruned %s", report.to_dict())
+        if report.more:
+            self._next_prune = now + self.prune_catch_up
 
     def warm_preflight(self) -> None:
         """Load every model's rollback points once and drop them, ahead of any incident.
