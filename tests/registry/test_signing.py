@@ -253,11 +253,12 @@ def test_a_removed_key_no_longer_counts(
         signing.sign_release(store, "m@1.0.0", signing.load_private_key(key), actor="t")
 
 
-def test_unsigned_verify_passes_unless_required(cli: Cli, artifact: Path) -> None:
+def test_unsigned_verify_passes_quietly_unless_required(cli: Cli, artifact: Path) -> None:
     cli("release", "register", "m", "1.0.0", "-a", str(artifact))
     code, out, _ = cli("release", "verify", "m@1.0.0")
-    assert code == 0
-    assert out.splitlines()[-1] == "signature: none (not required by the policy)"
+    assert (code, out) == (0, "m@1.0.0 verified: manifest and 1 artifact(s) match their digests\n")
+    code, out, _ = cli("release", "verify", "m@1.0.0", "--json")
+    assert orjson.loads(out)["signature"]["status"] == "unsigned"
 
 
 # -- refusal where signatures are required ------------------------------------------------
@@ -315,3 +316,16 @@ def test_the_gateway_refuses_to_load_an_unsigned_release_when_required(
     failed = asyncio.run(load())
     assert list(failed) == [("iris", "1.0.0")]
     assert failed[("iris", "1.0.0")].startswith("not loaded: iris@1.0.0 is not signed")
+
+
+def test_verify_fails_an_unsigned_release_whose_policy_requires_signing(
+    cli: Cli, store: Store, registry: Registry, artifact: Path
+) -> None:
+    cli("release", "register", "m", "1.0.0", "-a", str(artifact))
+    Controller(store, registry).set_policy("m", REQUIRED, source="test", actor="t")
+    code, _, err = cli("release", "verify", "m@1.0.0")
+    assert code == 1
+    assert err == (
+        "signature: unsigned: m@1.0.0 is not signed: sign it with "
+        "`backout release sign m@1.0.0 --key FILE`\n"
+    )
