@@ -209,3 +209,33 @@ def test_an_injected_notifier_hears_only_after_the_commit(store: Store) -> None:
         alerts.notify("freeze", "fraud", "committed", "", 1, policy=policy, conn=conn)
         assert heard.notices == []
     assert [n.title for n in heard.notices] == ["committed"]
+
+
+def test_the_running_controller_delivers_what_a_command_queued(
+    store: Store, registry: Registry, tmp_path: Path, receiver: Receiver
+) -> None:
+    """``backout serve``'s controller loop runs the delivery worker while it leads."""
+    import threading
+    import time
+
+    register_iris(registry, tmp_path / "m", "1.0.0")
+    register_iris(registry, tmp_path / "m", "2.0.0", c=0.5)
+    policy = parse_policy(f"notifications:\n  webhooks: [{receiver.url!r}]\n")
+    person = Controller(store, registry)
+    person.deploy("iris", "1.0.0", actor="t", policy=policy)
+    person.set_policy("iris", policy, source="test", actor="t")
+    person.deploy("iris", "2.0.0", actor="ana")  # a person's command: queued, not sent
+    assert receiver.deliveries == []
+    stop = threading.Event()
+    leader = Controller(store, registry)
+    thread = threading.Thread(target=leader.run, args=(stop,), kwargs={"interval": 0.1})
+    thread.start()
+    try:
+        deadline = time.monotonic() + 30
+        while not receiver.deliveries and time.monotonic() < deadline:
+            time.sleep(0.05)
+    finally:
+        stop.set()
+        thread.join(30)
+    assert not thread.is_alive()
+    assert "rollout of iris@2.0.0 started" in [d.body["backout"]["title"] for d in receiver.deliveries]

@@ -13,6 +13,10 @@ answers) are kept in ``failures`` and passed to ``on_failure``, so the controlle
 them as events.
 
 :class:`Escalator` is the pure arithmetic of escalation: which contact is due now.
+
+The controller itself does not post from memory: it queues its notices in the store's
+outbox (:mod:`backout.control.outbox`), which survives a crash; a :class:`Notifier` given to
+it (tests, dry runs) replaces the outbox.
 """
 
 from __future__ import annotations

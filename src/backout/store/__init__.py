@@ -3,7 +3,8 @@
 The bottom layer. ``engine`` connects, migrates (Alembic, ``migrations/``) and serialises
 writers: SQLite takes its write lock up front with ``BEGIN IMMEDIATE``; PostgreSQL takes a
 transaction-scoped advisory lock. ``schema`` is every table; ``audit`` the hash-chained
-event log; ``generation`` the number gateways watch for route changes.
+event log; ``retention`` how long rows are kept, pruning with signed checkpoints;
+``generation`` the number gateways watch for route changes.
 """
 
 from backout.store import schema
