@@ -203,3 +203,16 @@ def test_an_escalation_contact_gets_an_email_through_the_outbox(
     assert msg["X-Backout-Delivery"] == item["id"]
     with store.read() as conn:
         assert "escalation" in [e.kind for e in audit.list_events(conn, "iris")]
+
+
+def test_a_title_with_line_breaks_is_one_subject_line(mailbox: tuple[Mailbox, int]) -> None:
+    box, port = mailbox
+    hostile = Notice(kind=NoticeKind.ESCALATION, model="fraud",
+                     title="frozen\r\nBcc: everyone@example.com\nreally")  # fmt: skip
+    r = send_mail(
+        SmtpSettings(host="127.0.0.1", port=port, timeout=5), hostile, "a@example.com", "i"
+    )
+    assert r.error == ""
+    ((_, msg),) = box.messages
+    assert msg["Subject"] == "[backout] [info] frozen Bcc: everyone@example.com really"
+    assert msg["Bcc"] is None

@@ -238,4 +238,27 @@ def test_the_running_controller_delivers_what_a_command_queued(
         stop.set()
         thread.join(30)
     assert not thread.is_alive()
-    assert "rollout of iris@2.0.0 started" in [d.body["backout"]["title"] for d in receiver.deliveries]
+    assert "rollout of iris@2.0.0 started" in [
+        d.body["backout"]["title"] for d in receiver.deliveries
+    ]
+
+
+def test_a_hanging_receiver_does_not_hold_up_the_others(store: Store, receiver: Receiver) -> None:
+    import threading
+    import time
+
+    hanging = Receiver(hang_first=True)
+    try:
+        queue(store, Clock(), webhooks=[hanging.url, receiver.url])
+        outbox = Outbox(store, senders={"webhook": WebhookSender(timeout=5.0)})
+        worker = threading.Thread(target=outbox.deliver_due)
+        t0 = time.monotonic()
+        worker.start()
+        assert receiver.got.wait(3), "the healthy receiver waited for the hanging one"
+        took = time.monotonic() - t0
+        hanging.release.set()
+        worker.join(10)
+    finally:
+        hanging.stop()
+    assert took < 3
+    assert len(receiver.deliveries) == 1

@@ -78,14 +78,17 @@ def build_message(notice: Notice, to: str, delivery_id: str, sender: str) -> Ema
     # Lines up to RFC 5322's hard limit: the default folding at 78 characters breaks a long
     # subject right after "Subject:", which some clients show with a leading space.
     msg = EmailMessage(policy=email.policy.SMTP.clone(max_line_length=998))
-    msg["Subject"] = f"[backout] [{notice.severity.value}] {notice.title}"[:200]
+    # One line whatever the title holds: a line break in a header is refused (or, worse,
+    # read as another header).
+    title = " ".join(notice.title.split())
+    msg["Subject"] = f"[backout] [{notice.severity.value}] {title}"[:200]
     msg["From"] = sender
     msg["To"] = to
     msg["Date"] = format_datetime(notice.at)
     domain = sender.rpartition("@")[2] or "backout"
     msg["Message-ID"] = f"<{delivery_id}@{domain}>"
     msg["X-Backout-Delivery"] = delivery_id
-    msg["X-Backout-Model"] = notice.model
+    msg["X-Backout-Model"] = " ".join(notice.model.split())
     lines = [notice.title, ""]
     if notice.text:
         lines += [notice.text, ""]

@@ -29,6 +29,7 @@ import random
 import threading
 import uuid
 from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Protocol
@@ -216,6 +217,7 @@ class Outbox:
         max_backoff: float = 300.0,
         claim_s: float = 30.0,
         batch: int = 50,
+        concurrency: int = 4,
         seed: int | None = None,
     ) -> None:
         self.store = store
@@ -230,7 +232,9 @@ class Outbox:
         # once its claim runs out.
         self.claim_s = claim_s
         self.batch = batch
+        self.concurrency = concurrency
         self._rng = random.Random(seed)
+        self._rng_lock = threading.Lock()
         self._wake = threading.Event()
 
     # -- reading ------------------------------------------------------------------------
@@ -259,18 +263,27 @@ class Outbox:
         """Claim and send every due row (up to ``batch``); how many were attempted."""
         now = self.clock() if now is None else now
         claimed = self._claim(now)
-        for item in claimed:
-            sender = self.senders.get(item.channel)
-            if sender is None:
-                result = Attempt(f"no sender for channel {item.channel!r}")
-            else:
-                try:
-                    result = sender.send(item)
-                except Exception as exc:  # a sender must not raise; if one does, it is a failure
-                    log.exception("sender for %s raised", item.channel)
-                    result = Attempt(f"{type(exc).__name__}: {exc}", retry=True)
-            self._record(item, result)
+        if len(claimed) <= 1 or self.concurrency <= 1:
+            for item in claimed:
+                self._send(item)
+        else:
+            # A few at a time: one receiver that hangs until its timeout must not hold up
+            # the notices for every other receiver behind it.
+            with ThreadPoolExecutor(min(self.concurrency, len(claimed)), "backout-send") as pool:
+                list(pool.map(self._send, claimed))
         return len(claimed)
+
+    def _send(self, item: OutboxItem) -> None:
+        sender = self.senders.get(item.channel)
+        if sender is None:
+            result = Attempt(f"no sender for channel {item.channel!r}")
+        else:
+            try:
+                result = sender.send(item)
+            except Exception as exc:  # a sender must not raise; if one does, it is a failure
+                log.exception("sender for %s raised", item.channel)
+                result = Attempt(f"{type(exc).__name__}: {exc}", retry=True)
+        self._record(item, result)
 
     def run(self, stop: threading.Event, *, interval: float = 1.0,
             active: Callable[[], bool] = lambda: True) -> None:  # fmt: skip
@@ -331,7 +344,9 @@ class Outbox:
         """Exponential backoff with jitter: half fixed, half random, so that many workers
         retrying the same receiver spread out."""
         base = min(self.max_backoff, self.backoff * 2.0 ** (attempt - 1))
-        return base / 2 + self._rng.random() * base / 2
+        with self._rng_lock:
+            jitter = self._rng.random()
+        return base / 2 + jitter * base / 2
 
 
 def _item(r: Any, attempts: int) -> OutboxItem:
