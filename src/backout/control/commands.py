@@ -16,7 +16,7 @@ from sqlalchemy.engine import Connection
 from backout.control import capabilities, preflight
 from backout.control.base import ControllerBase
 from backout.control.operations import Operation, Operations, OperationState
-from backout.control.phases import Event, Phase, allows
+from backout.control.phases import RESUMED, Event, Phase, allows
 from backout.control.policy import Policy
 from backout.control.weights import dominant, fmt_weights, next_rollback_step, split
 from backout.errors import Conflict, Frozen, ModelNotFound, OperationInProgress, ValidationError
@@ -232,8 +232,6 @@ class Commands(ControllerBase):
 
     def resume(self, model: str, *, actor: str, reason: str = "") -> Operation:
         """Resume a paused operation, or approve one awaiting approval."""
-        from backout.control.phases import RESUMED
-
         with self.store.write() as conn:
             op = self.require_active(conn, model)
             if op.phase == Phase.PAUSED:
