@@ -262,3 +262,27 @@ def test_a_hanging_receiver_does_not_hold_up_the_others(store: Store, receiver: 
         hanging.stop()
     assert took < 3
     assert len(receiver.deliveries) == 1
+
+
+def test_an_unreachable_store_is_one_log_line_per_outage(
+    store: Store, caplog: pytest.LogCaptureFixture
+) -> None:
+    import threading
+
+    calls = {"n": 0}
+    stop = threading.Event()
+
+    def down() -> bool:
+        calls["n"] += 1
+        if calls["n"] >= 6:
+            stop.set()
+        if calls["n"] <= 4:
+            raise ConnectionError("store unreachable")
+        return False
+
+    with caplog.at_level("WARNING", logger="backout.outbox"):
+        Outbox(store).run(stop, interval=0.01, active=down)
+    assert [r.getMessage() for r in caplog.records] == [
+        "outbox delivery failed (ConnectionError: store unreachable); retrying every 0.01 s",
+        "outbox delivery works again",
+    ]

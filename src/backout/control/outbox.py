@@ -289,13 +289,21 @@ class Outbox:
             active: Callable[[], bool] = lambda: True) -> None:  # fmt: skip
         """Deliver until ``stop`` is set, looking every ``interval`` s or when woken; only
         while ``active()`` (the controller holds its lease)."""
+        failing = False
         while not stop.is_set():
             try:
                 if active():
                     while self.deliver_due() and not stop.is_set():
                         pass
-            except Exception:  # a store briefly unreachable must not end the worker
-                log.exception("outbox delivery failed; retrying")
+                if failing:
+                    log.warning("outbox delivery works again")
+                failing = False
+            except Exception as exc:  # a store briefly unreachable must not end the worker
+                # One line per outage, not one per second of it.
+                if not failing:
+                    log.warning("outbox delivery failed (%s: %s); retrying every %g s",
+                                type(exc).__name__, exc, interval)  # fmt: skip
+                failing = True
             self._wake.wait(interval)
             self._wake.clear()
 
