@@ -14,7 +14,8 @@ at the boundary with ``raise ... from exc`` so callers only ever handle this tre
     ├── ValidationError             a value that breaks the rules of the domain
     │   ├── InvalidVersion          a version that is neither semver nor a safe tag
     │   ├── InvalidContract         a contract that is not valid JSON Schema
-    │   └── InvalidTraffic          a route table that does not add up or names bad releases
+    │   ├── InvalidTraffic          a route table that does not add up or names bad releases
+    │   └── SignatureInvalid        a release without the valid signature its policy requires
     ├── NotFound                    an unknown model, release, incident or blob
     │   ├── ReleaseNotFound
     │   ├── ModelNotFound
@@ -26,8 +27,7 @@ at the boundary with ``raise ... from exc`` so callers only ever handle this tre
     │   └── Frozen                  the model is frozen; only an explicit unfreeze lifts it
     ├── IntegrityError              stored bytes no longer match their digest
     │   ├── ArtifactCorrupt         a blob whose bytes do not hash to its address
-    │   ├── AuditChainBroken        an event log whose hash chain does not verify
-    │   └── SignatureInvalid        a release without the valid signature its policy requires
+    │   └── AuditChainBroken        an event log whose hash chain does not verify
     ├── RouterError                 a traffic router that cannot be reached or refuses (retriable)
     ├── ArtifactError               a file to register that is missing or unreadable
     ├── RuntimeLoadError            a release that cannot be loaded into a predictor
@@ -105,6 +105,14 @@ class InvalidTraffic(ValidationError):
     """Raised for a route table whose weights do not add up or that names unusable releases."""
 
 
+class SignatureInvalid(ValidationError):
+    """Raised when a release that must be signed is unsigned, signed by a key that is not
+    trusted, or carries a signature that does not verify over its manifest digest. Like any
+    refused target, it makes an automatic rollback freeze instead."""
+
+    http_status = 409
+
+
 class NotFound(BackoutError):
     """Raised when a named thing does not exist in the store."""
 
@@ -158,13 +166,6 @@ class ArtifactCorrupt(IntegrityError):
 
 class AuditChainBroken(IntegrityError):
     """Raised when the event log's hash chain does not verify."""
-
-
-class SignatureInvalid(IntegrityError):
-    """Raised when a release that must be signed is unsigned, signed by a key that is not
-    trusted, or carries a signature that does not verify over its manifest digest."""
-
-    http_status = 409
 
 
 class RouterError(BackoutError):

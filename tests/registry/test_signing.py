@@ -329,3 +329,23 @@ def test_verify_fails_an_unsigned_release_whose_policy_requires_signing(
         "signature: unsigned: m@1.0.0 is not signed: sign it with "
         "`backout release sign m@1.0.0 --key FILE`\n"
     )
+
+
+def test_an_automatic_rollback_to_an_unsigned_release_freezes_instead(
+    store: Store, registry: Registry, tmp_path: Path, key: Path
+) -> None:
+    """A trigger or a failed gate with no signed way back calls people; it never loops."""
+    trust(store, key)
+    register_iris(registry, tmp_path / "m", "1.0.0")
+    register_iris(registry, tmp_path / "m", "2.0.0", c=0.5)
+    signing.sign_release(store, "iris@2.0.0", signing.load_private_key(key), actor="t")
+    ctl = Controller(store, registry)
+    ctl.deploy("iris", "1.0.0", actor="t")
+    ctl.set_policy("iris", REQUIRED, source="test", actor="t")
+    op = ctl.deploy("iris", "2.0.0", actor="t")
+    ctl.auto_rollback(op, "gate failed at step 1", {})
+    why = ctl.frozen("iris")
+    assert why is not None
+    assert why.startswith(
+        "gate failed at step 1; and no safe rollback: rollback target iris@1.0.0 refused: iris@1.0.0 is not signed"
+    )
