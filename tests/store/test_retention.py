@@ -146,6 +146,9 @@ def test_pruned_events_leave_a_signed_checkpoint_and_the_chain_verifies(
         "chain verified from the checkpoint at event 4 (signed by the store's key; events up "
         "to 4 pruned): 3 event(s), hashes intact"
     )
+    chain = orjson.loads(cli("history", "--verify", "--json")[1])["chain"]
+    assert (chain["ok"], chain["checkpoint"]["seq"], chain["checkpoint"]["signer"]) == (
+        True, 4, "the store's key")  # fmt: skip
 
 
 def test_pruning_in_batches_keeps_the_chain_whole(store: Store) -> None:
