@@ -215,7 +215,7 @@ def make_models(folder: Path) -> dict[str, Path]:
 
 def make_store(home: Path, models: dict[str, Path]) -> tuple[Store, Deployments]:
     """Both releases registered with their contracts, known-good, at 90/10."""
-    store = open_store(f"sqlite:///{home / 'backout.db'}")
+    store = open_store(f"sqlite:///{home / 'backout.db'}", create=True)
     registry = Registry(store, LocalBlobStore(home / "artifacts"))
     for version, path in models.items():
         registry.register(

@@ -116,7 +116,7 @@ def make_store(home: Path) -> tuple[Store, Registry]:
     from backout.proof.contracts import infer_sklearn_contract
 
     models = make_models(home)
-    store = open_store(f"sqlite:///{home / 'backout.db'}")
+    store = open_store(f"sqlite:///{home / 'backout.db'}", create=True)
     registry = Registry(store, LocalBlobStore(home / "artifacts"))
     for version, path in models.items():
         registry.register(

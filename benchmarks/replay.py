@@ -124,7 +124,7 @@ def replay_runs(plan: Plan, work: Path) -> list[ReplayRun]:
     home = work / "replay"
     home.mkdir(parents=True)
     path = make_models(home)["1.0.0"]
-    store = open_store(f"sqlite:///{home / 'backout.db'}")
+    store = open_store(f"sqlite:///{home / 'backout.db'}", create=True)
     blobs = LocalBlobStore(home / "artifacts")
     registry = Registry(store, blobs)
     estimator = joblib.load(path)
@@ -211,7 +211,7 @@ def replay_report(runs: list[ReplayRun], plan: Plan, load_before: str, load_afte
 
 
 def contract_store(home: Path, model_path: Path, *, contract: bool) -> Store:
-    store = open_store(f"sqlite:///{home / 'backout.db'}")
+    store = open_store(f"sqlite:///{home / 'backout.db'}", create=True)
     registry = Registry(store, LocalBlobStore(home / "artifacts"))
     registry.register(
         MODEL, VERSION, [model_path], runtime=Runtime(kind=RuntimeKind.SKLEARN),

@@ -18,12 +18,14 @@ import pytest
 from backout.control.controller import Controller
 from backout.control.drills import run_drill
 from backout.control.policy import parse_policy
-from backout.registry.artifacts import LocalBlobStore
 from backout.registry.releases import Registry
-from backout.store import Store, open_store
+from backout.store import Store
 from backout.traffic.faults import parse_fault
+from tests.loopback import free_port
 from tests.models import register_iris
-from tests.serving import free_port
+from tests.waits import wait_for
+
+pytestmark = pytest.mark.databases("sqlite")  # `backout serve` in subprocesses: slow enough once
 
 POLICY = """
 rollback:
@@ -44,29 +46,24 @@ class Answer:
 
 
 @pytest.fixture
-def world(tmp_path: Path) -> Iterator[tuple[Store, Registry]]:
+def world(store: Store, registry: Registry, tmp_path: Path) -> tuple[Store, Registry]:
     """A tiny store: iris@1.0.0 and iris@1.1.0, both known-good, 1.1.0 live."""
-    store = open_store(f"sqlite:///{tmp_path / 'store.db'}")
-    registry = Registry(store, LocalBlobStore(tmp_path / "artifacts"))
     for version, c in (("1.0.0", 1.0), ("1.1.0", 0.5)):
         register_iris(registry, tmp_path / "models", version, c=c)
         registry.mark_good(f"iris@{version}", actor="test", reason="a rollback point")
     ctl = Controller(store, registry, actor="test")
     ctl.set_policy("iris", parse_policy(POLICY), source="test", actor="test")
     ctl.deployments.set_traffic("iris", {"1.1.0": 100}, actor="test")
-    try:
-        yield store, registry
-    finally:
-        store.dispose()
+    return store, registry
 
 
 @pytest.fixture
-def gateway(tmp_path: Path, world: tuple[Store, Registry]) -> Iterator[str]:
+def gateway(tmp_path: Path, store_url: str, world: tuple[Store, Registry]) -> Iterator[str]:
     """``python -m backout serve`` (2 workers and the controller) on a free loopback port."""
     port = free_port()
     env = {
         **os.environ,
-        "BACKOUT_STORE": f"sqlite:///{tmp_path / 'store.db'}",
+        "BACKOUT_STORE": store_url,
         "BACKOUT_ARTIFACTS": str(tmp_path / "artifacts"),
     }
     log = tmp_path / "serve.log"
@@ -77,12 +74,15 @@ def gateway(tmp_path: Path, world: tuple[Store, Registry]) -> Iterator[str]:
             env=env, stdout=subprocess.DEVNULL, stderr=err, start_new_session=True,
         )  # fmt: skip
     url = f"http://127.0.0.1:{port}"
+
+    def started() -> bool:
+        if proc.poll() is not None:
+            raise RuntimeError(f"backout serve exited:\n{log.read_text()[-2000:]}")
+        return _ready(url)
+
     try:
-        deadline = time.monotonic() + 30
-        while not _ready(url):
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"backout serve did not start:\n{log.read_text()[-2000:]}")
-            time.sleep(0.2)
+        wait_for(started, 30, f"backout serve to be ready at {url}", interval=0.2,
+                 detail=lambda: log.read_text()[-2000:])  # fmt: skip
         yield url
     finally:
         os.killpg(proc.pid, signal.SIGTERM)

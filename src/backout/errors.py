@@ -7,7 +7,8 @@ at the boundary with ``raise ... from exc`` so callers only ever handle this tre
 
     BackoutError
     ├── ConfigError                 bad settings, URLs, flags or files given by the user
-    │   ├── StoreUnavailable        a store URL that cannot be opened (retriable)
+    │   ├── StoreUnavailable        a store that cannot be reached or timed out (retriable)
+    │   │   └── StoreMissing        no store where the URL points: `backout init` creates one
     │   ├── PolicyError             a malformed policy file (field, value, line)
     │   ├── KeyFileError            a signing key file that is unreadable or not Ed25519
     │   └── UnsupportedByRouter     a policy that needs a capability its router lacks
@@ -65,10 +66,20 @@ class ConfigError(BackoutError):
 
 
 class StoreUnavailable(ConfigError):
-    """Raised when a store URL cannot be opened; the message hides any password."""
+    """Raised when a store cannot be opened, reached or answered in time.
+
+    The message names the store (without its password) and the cause; retrying may pass.
+    """
 
     http_status = 503
     retriable = True
+
+
+class StoreMissing(StoreUnavailable):
+    """Raised when no store exists where the URL points; only ``backout init`` creates one.
+
+    Retriable: a store file moved away for a moment may come back.
+    """
 
 
 class PolicyError(ConfigError):

@@ -12,37 +12,20 @@ import sqlalchemy as sa
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from backout.cli import main
 from backout.control.controller import Controller
 from backout.control.policy import Policy, Signing
 from backout.errors import KeyFileError, SignatureInvalid, UnknownKey
 from backout.registry import signing
 from backout.registry.releases import Registry
 from backout.serving.pool import WarmPool
-from backout.store import Store, audit, schema
+from backout.store import Store, audit, open_store, schema
+from tests.cli.runner import Cli
 from tests.models import register_iris
-
-
-class Cli:
-    """Runs ``backout`` in-process and returns (exit code, stdout, stderr)."""
-
-    def __init__(self, capsys: pytest.CaptureFixture[str], store_url: str, home: Path) -> None:
-        self.capsys = capsys
-        self.base = ["--store", store_url, "--artifacts", str(home / "artifacts"), "--actor", "ana"]
-
-    def __call__(self, *args: str) -> tuple[int, str, str]:
-        self.capsys.readouterr()
-        try:
-            main([*self.base, *args])
-            code = 0
-        except SystemExit as exc:
-            code = int(exc.code or 0)
-        captured = self.capsys.readouterr()
-        return code, captured.out, captured.err
 
 
 @pytest.fixture
 def cli(capsys: pytest.CaptureFixture[str], store_url: str, tmp_path: Path) -> Cli:
+    open_store(store_url, create=True).dispose()  # as `backout init` does
     return Cli(capsys, store_url, tmp_path)
 
 

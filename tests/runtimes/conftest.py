@@ -1,21 +1,16 @@
-"""Fixtures for the runtime tests: tiny real models, a blob store, a real upstream server."""
+"""Fixtures for the runtime tests: tiny real models, a real upstream server (the blob store
+is the shared ``blobs`` of ``tests/conftest.py``)."""
 
 from __future__ import annotations
 
 import asyncio
 import io
-import socket
-import threading
-import time
 from collections.abc import Coroutine, Iterator
-from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
 import joblib
 import numpy as np
 import pytest
-import uvicorn
-from sklearn.datasets import load_iris
 from sklearn.linear_model import LogisticRegression
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -24,6 +19,8 @@ from starlette.routing import Route
 
 from backout.registry.artifacts import LocalBlobStore
 from backout.registry.manifest import Artifact, ReleaseManifest, Runtime, RuntimeKind
+from tests import models
+from tests.loopback import serve
 
 T = TypeVar("T")
 
@@ -42,11 +39,6 @@ class MakeRelease(Protocol):
         config: dict[str, Any] | None = None,
         version: str = "1.0.0",
     ) -> ReleaseManifest: ...
-
-
-@pytest.fixture
-def blobs(tmp_path: Path) -> LocalBlobStore:
-    return LocalBlobStore(tmp_path / "blobs")
 
 
 @pytest.fixture
@@ -77,8 +69,7 @@ def make_release(blobs: LocalBlobStore) -> MakeRelease:
 
 @pytest.fixture(scope="session")
 def iris() -> tuple[np.ndarray, np.ndarray]:
-    x, y = load_iris(return_X_y=True)
-    return np.asarray(x), np.asarray(y)
+    return models.iris()
 
 
 @pytest.fixture(scope="session")
@@ -124,7 +115,7 @@ async def _infer(request: Request) -> JSONResponse:
     if t["datatype"] != "FP32":
         return JSONResponse({"error": f"input x must be FP32, got {t['datatype']}"}, 400)
     if name == "slow":
-        await asyncio.sleep(2.0)
+        await asyncio.sleep(2.0)  # slower than the timeouts the tests set, on purpose
     if name == "broken":
         return JSONResponse({"error": "model exploded"}, status_code=500)
     y = [2 * v for v in t["data"]]
@@ -141,21 +132,5 @@ def upstream() -> Iterator[str]:
             Route("/v2/models/{name}/infer", _infer, methods=["POST"]),
         ]
     )
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    config = uvicorn.Config(
-        app, log_level="warning", ws="none", lifespan="off", http="h11", loop="asyncio"
-    )
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started:
-        if time.monotonic() > deadline:
-            raise RuntimeError("the test upstream did not start within 10 s")
-        time.sleep(0.01)
-    yield f"http://127.0.0.1:{port}"
-    server.should_exit = True
-    thread.join(timeout=5)
-    sock.close()
+    with serve(app, ws="none", lifespan="off", http="h11", loop="asyncio", timeout=10) as url:
+        yield url

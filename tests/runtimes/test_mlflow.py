@@ -18,6 +18,7 @@ from backout.errors import RuntimeLoadError, ValidationError
 from backout.registry.artifacts import LocalBlobStore
 from backout.registry.manifest import RuntimeKind
 from backout.runtimes import load_release
+from backout.store import Store
 from tests.runtimes.conftest import MakeRelease, run
 
 HAS_MLFLOW = importlib.util.find_spec("mlflow") is not None and (
@@ -42,7 +43,7 @@ pytestmark = [
 
 
 @pytest.fixture(scope="module")
-def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+def mlflow_registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     """Log an iris classifier as version 1 of ``iris`` and point alias ``champion`` at it."""
     import mlflow
     import mlflow.sklearn
@@ -72,10 +73,10 @@ def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any
 
 
 @needs_mlflow
-def test_alias_resolves_to_concrete_version(registry: dict[str, Any]) -> None:
+def test_alias_resolves_to_concrete_version(mlflow_registry: dict[str, Any]) -> None:
     from backout.runtimes.mlflow import resolve_mlflow_uri
 
-    uri = registry["uri"]
+    uri = mlflow_registry["uri"]
     assert resolve_mlflow_uri("models:/iris@champion", registry_uri=uri, tracking_uri=uri) == (
         "models:/iris/1",
         "1",
@@ -83,10 +84,10 @@ def test_alias_resolves_to_concrete_version(registry: dict[str, Any]) -> None:
 
 
 @needs_mlflow
-def test_unknown_alias_is_a_validation_error(registry: dict[str, Any]) -> None:
+def test_unknown_alias_is_a_validation_error(mlflow_registry: dict[str, Any]) -> None:
     from backout.runtimes.mlflow import resolve_mlflow_uri
 
-    uri = registry["uri"]
+    uri = mlflow_registry["uri"]
     with pytest.raises(ValidationError, match=r"models:/iris@nope.*does not resolve"):
         resolve_mlflow_uri("models:/iris@nope", registry_uri=uri, tracking_uri=uri)
 
@@ -100,7 +101,7 @@ def test_malformed_mlflow_uri_is_a_validation_error() -> None:
 
 @needs_mlflow
 def test_load_by_alias_predicts_like_the_logged_model(
-    registry: dict[str, Any],
+    mlflow_registry: dict[str, Any],
     make_release: MakeRelease,
     blobs: LocalBlobStore,
     monkeypatch: pytest.MonkeyPatch,
@@ -108,21 +109,21 @@ def test_load_by_alias_predicts_like_the_logged_model(
     """The registry named in runtime.options is used, not MLflow's environment."""
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     monkeypatch.delenv("MLFLOW_REGISTRY_URI", raising=False)
-    uri = registry["uri"]
+    uri = mlflow_registry["uri"]
     options = {"uri": "models:/iris@champion", "tracking_uri": uri, "registry_uri": uri}
     predictor = load_release(make_release(RuntimeKind.MLFLOW, {}, options), blobs)
-    x = registry["x"][:5]
+    x = mlflow_registry["x"][:5]
     out = run(predictor.infer({"input": x}))
-    np.testing.assert_array_equal(out["prediction"], registry["model"].predict(x))
+    np.testing.assert_array_equal(out["prediction"], mlflow_registry["model"].predict(x))
     assert predictor.memory_bytes() > 0
     run(predictor.aclose())
 
 
 @needs_mlflow
 def test_recorded_version_wins_over_a_moved_alias(
-    registry: dict[str, Any], make_release: MakeRelease, blobs: LocalBlobStore
+    mlflow_registry: dict[str, Any], make_release: MakeRelease, blobs: LocalBlobStore
 ) -> None:
-    uri = registry["uri"]
+    uri = mlflow_registry["uri"]
     options = {
         "uri": "models:/iris@champion",
         "version": "7",  # what registration recorded; it does not exist in this registry
@@ -147,21 +148,19 @@ def test_missing_mlflow_says_how_to_install(
 
 
 @needs_mlflow
+@pytest.mark.databases("sqlite")
 def test_registering_an_alias_records_the_concrete_version(
-    registry: dict[str, Any], tmp_path: Any
+    mlflow_registry: dict[str, Any], store: Store, blobs: LocalBlobStore
 ) -> None:
     """A release pins what the alias meant when it was registered, and never changes."""
     from backout.registry.manifest import Runtime
     from backout.registry.releases import Registry
-    from backout.store import open_store
 
-    uri = registry["uri"]
-    store = open_store(f"sqlite:///{tmp_path / 'store.db'}")
-    reg = Registry(store, LocalBlobStore(tmp_path / "blobs"))
+    uri = mlflow_registry["uri"]
+    reg = Registry(store, blobs)
     options = {"uri": "models:/iris@champion", "tracking_uri": uri, "registry_uri": uri}
     rel = reg.register(
         "iris", "1.0.0", [], runtime=Runtime(kind=RuntimeKind.MLFLOW, options=options), actor="t"
     ).release
     assert rel.manifest.runtime.options["version"] == "1"
     assert rel.manifest.runtime.options["resolved_uri"] == "models:/iris/1"
-    store.dispose()

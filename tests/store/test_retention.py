@@ -11,36 +11,21 @@ import orjson
 import pytest
 import sqlalchemy as sa
 
-from backout.cli import main
 from backout.control.controller import Controller
 from backout.errors import UnknownKey
 from backout.registry import signing
 from backout.registry.releases import Registry
-from backout.store import Store, audit, retention, schema
+from backout.store import Store, audit, open_store, retention, schema
 from backout.store.retention import DAY, Retention
+from tests.cli.runner import Cli
 from tests.models import register_iris
 
 NOW = 1_900_000_000.0  # a fixed "now", about 2030
 
 
-class Cli:
-    def __init__(self, capsys: pytest.CaptureFixture[str], store_url: str, home: Path) -> None:
-        self.capsys = capsys
-        self.base = ["--store", store_url, "--artifacts", str(home / "artifacts"), "--actor", "ana"]
-
-    def __call__(self, *args: str) -> tuple[int, str, str]:
-        self.capsys.readouterr()
-        try:
-            main([*self.base, *args])
-            code = 0
-        except SystemExit as exc:
-            code = int(exc.code or 0)
-        captured = self.capsys.readouterr()
-        return code, captured.out, captured.err
-
-
 @pytest.fixture
 def cli(capsys: pytest.CaptureFixture[str], store_url: str, tmp_path: Path) -> Cli:
+    open_store(store_url, create=True).dispose()  # as `backout init` does
     return Cli(capsys, store_url, tmp_path)
 
 

@@ -245,7 +245,7 @@ class Demo:
             shutil.rmtree(self.home)
         self.home.mkdir(parents=True)
         url = f"sqlite:///{self.home / 'backout.db'}"
-        self.store = open_store(url)
+        self.store = open_store(url, create=True)  # the demo's own, fresh workspace
         blobs = LocalBlobStore(self.home / "artifacts")
         self.registry = Registry(self.store, blobs)
         self.controller = Controller(self.store, self.registry, actor="demo")

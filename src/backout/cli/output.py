@@ -50,12 +50,32 @@ class Settings:
 
         return self.store_url or os.environ.get("BACKOUT_STORE") or default_url(self.home())
 
-    def store(self) -> Any:
+    def __post_init__(self) -> None:
+        from backout.redaction import install_log_redaction
+
+        install_log_redaction()  # every log line of a command passes the one redaction
+
+    def store(self, *, create: bool = False) -> Any:
+        """The store the options point at; only ``create=True`` (``init``) makes a new one.
+
+        Every other command opens an existing store and fails with one line naming the
+        path and ``backout init`` when there is none.
+        """
         if "store" not in self._cache:
             from backout.store import open_store
 
-            self._cache["store"] = open_store(self.url())
+            self._cache["store"] = open_store(self.url(), create=create)
+            if create:
+                self.make_artifacts_root()
         return self._cache["store"]
+
+    def make_artifacts_root(self) -> Path:
+        """Create the artifact folder owner-only (0700), as a store's blobs may be private."""
+        root = self.artifacts_root()
+        missing = [p for p in (root, *root.parents) if not p.exists()]
+        for folder in reversed(missing):
+            folder.mkdir(mode=0o700, exist_ok=True)
+        return root
 
     def close(self) -> None:
         """Release database connections (called when the command's context closes)."""
@@ -96,9 +116,16 @@ def settings(ctx: typer.Context) -> Settings:
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
 
 
-def print_json(value: Any) -> None:
-    """Print ``value`` as indented JSON on stdout: the ``--json`` form of a command."""
-    sys.stdout.write(orjson.dumps(value, option=orjson.OPT_INDENT_2).decode() + "\n")
+def print_json(value: Any, *, redacted: bool = True) -> None:
+    """Print ``value`` as indented JSON on stdout: the ``--json`` form of a command.
+
+    Secrets (webhook URLs, passwords, tokens) are redacted; ``redacted=False`` is for the
+    one output whose point is a secret the user asked for.
+    """
+    from backout.redaction import redact
+
+    shown = redact(value) if redacted else value
+    sys.stdout.write(orjson.dumps(shown, option=orjson.OPT_INDENT_2).decode() + "\n")
 
 
 def short(text: str, n: int = 48) -> str:

@@ -1,7 +1,8 @@
 """``backout serve``: the gateway's worker processes, with the controller beside them.
 
-For whoever runs backout on a host: it migrates the store once, hands the settings to the
-workers through the environment, and runs uvicorn until stopped.
+For whoever runs backout on a host: it opens the store (an existing one; ``--init`` creates
+it when there is none) and migrates it once, hands the settings to the workers through the
+environment, and runs uvicorn until stopped.
 """
 
 from __future__ import annotations
@@ -34,6 +35,10 @@ def serve(
     controller: Annotated[
         bool, typer.Option(help="Run the controller beside the gateway (one acts per store).")
     ] = True,
+    init: Annotated[
+        bool,
+        typer.Option("--init", help="Create the store first if there is none (as `backout init`)."),
+    ] = False,
 ) -> None:
     """Run the gateway (N worker processes) and the controller beside it."""
     import tempfile
@@ -41,7 +46,7 @@ def serve(
     import uvicorn
 
     s = settings(ctx)
-    s.store()  # migrate once here, before the workers start
+    s.store(create=init)  # migrate once here, before the workers start
     s.close()
     os.environ["BACKOUT_STORE"] = s.url()
     os.environ["BACKOUT_ARTIFACTS"] = str(s.artifacts_root().resolve())

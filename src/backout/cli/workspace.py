@@ -1,7 +1,8 @@
 """``backout init``: the workspace, that is the store and the artifact folder.
 
 For the first command a person types: it creates (or migrates) the store and creates the
-artifact folder the global options point at.
+artifact folder the global options point at, both owner-only. It is the one command that
+creates a store; every other command opens an existing one.
 """
 
 from __future__ import annotations
@@ -16,8 +17,7 @@ def init(ctx: typer.Context, json: JsonOpt = False) -> None:
     from backout.store import redact_url
 
     s = settings(ctx)
-    store = s.store()
-    s.artifacts_root().mkdir(parents=True, exist_ok=True)
+    store = s.store(create=True)
     info = {"store": redact_url(store.url), "artifacts": str(s.artifacts_root())}
     if json:
         print_json(info)

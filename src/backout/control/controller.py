@@ -28,8 +28,8 @@ from backout.control.phases import Phase
 from backout.control.rollback import RollbackPhases
 from backout.control.rollout import RolloutPhases
 from backout.control.weights import clean
-from backout.errors import ModelNotFound
-from backout.store import retention
+from backout.errors import ModelNotFound, StoreUnavailable
+from backout.store import Outage, retention
 
 log = logging.getLogger("backout.controller")
 
@@ -51,6 +51,8 @@ class Controller(RolloutPhases, RollbackPhases):
         for model in self.deployments.models():
             try:
                 op = self.tick(model)
+            except StoreUnavailable:  # the store's fault, not the model's: the loop reports it
+                raise
             except Exception as exc:  # one model's trouble must not stop the others
                 log.exception("tick of %s failed", model)
                 with self.store.write() as conn:
@@ -125,6 +127,7 @@ class Controller(RolloutPhases, RollbackPhases):
             name="backout-outbox", daemon=True,
         )  # fmt: skip
         delivery.start()
+        outage = Outage(log, "controller loop")
         try:
             while not stop.is_set():
                 try:
@@ -134,10 +137,12 @@ class Controller(RolloutPhases, RollbackPhases):
                         self.housekeeping()
                     else:
                         leading.clear()
-                except Exception:  # a store briefly unreachable must not end the controller
+                except Exception as exc:  # a store briefly unreachable must not end the controller
                     leading.clear()
-                    log.exception("controller loop failed; retrying in %.1f s", max(interval, 1.0))
+                    outage.failed(exc, f"retrying every {max(interval, 1.0):.1f} s")
                     stop.wait(max(interval, 1.0))
+                else:
+                    outage.recovered()
                 stop.wait(interval)
         finally:
             outbox.wake()

@@ -36,7 +36,9 @@ from typing import Any, Protocol
 import httpx
 import orjson
 
+from backout import redaction
 from backout.control.policy import Contact, Escalation, NoticeKind, Policy
+from backout.redaction import redact_text
 
 __all__ = [
     "Escalator",
@@ -152,14 +154,8 @@ def _cell(value: FieldValue) -> str:
 
 def redact_url(url: str) -> str:
     """A webhook URL fit for logs and events: scheme and host only, as the path of a Slack
-    webhook is its secret."""
-    try:
-        u = httpx.URL(url)
-    except httpx.InvalidURL:
-        return "<invalid URL>"
-    port = f":{u.port}" if u.port else ""
-    rest = "/…" if u.path not in ("", "/") or u.query else ""
-    return f"{u.scheme}://{u.host}{port}{rest}"
+    webhook is its secret (the one redaction, :mod:`backout.redaction`, for webhooks)."""
+    return redaction.redact_url(url, keep_path=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -270,7 +266,9 @@ class WebhookNotifier:
     """Posts notices as Slack-compatible JSON to webhooks, from a background thread.
 
     ``urls`` get the notices whose kind is in ``kinds`` (all when None); a notice's own
-    ``to`` webhooks get it whatever its kind. At most ``max_pending`` deliveries wait at
+    ``to`` webhooks get it whatever its kind. Every attempt is bounded: ``connect_timeout``
+    to connect, ``timeout`` for each read or write, ``total_timeout`` (default twice
+    ``timeout``) for the whole attempt, so a receiver that trickles bytes cannot hold it. At most ``max_pending`` deliveries wait at
     once; beyond that a delivery is dropped and reported, never queued behind the caller.
     ``on_failure`` is called (from the worker thread, or the caller's when dropping) with
     every :class:`FailedDelivery`; it must be quick and must not raise.
@@ -282,6 +280,8 @@ class WebhookNotifier:
         *,
         kinds: Collection[NoticeKind] | None = None,
         timeout: float = 2.0,
+        connect_timeout: float = 1.0,
+        total_timeout: float | None = None,
         max_attempts: int = 4,
         backoff: float = 0.25,
         max_backoff: float = 4.0,
@@ -291,7 +291,8 @@ class WebhookNotifier:
     ) -> None:
         self.urls = tuple(urls)
         self.kinds = frozenset(kinds) if kinds is not None else None
-        self.timeout = timeout
+        self.timeout = timeout  # each connect, write and read
+        self.total_timeout = total_timeout or 2 * timeout  # one whole attempt
         self.max_attempts = max(1, max_attempts)
         self.backoff = backoff
         self.max_backoff = max_backoff
@@ -307,7 +308,9 @@ class WebhookNotifier:
         self._tasks: set[asyncio.Task[None]] = set()
         self._loop = asyncio.new_event_loop()
         self._client = httpx.AsyncClient(
-            timeout=timeout, follow_redirects=False, headers={"user-agent": "backout-notify"}
+            timeout=httpx.Timeout(timeout, connect=min(connect_timeout, timeout)),
+            follow_redirects=False,
+            headers={"user-agent": "backout-notify"},
         )
         self._thread = threading.Thread(target=self._run, name="backout-notify", daemon=True)
         self._thread.start()
@@ -405,7 +408,8 @@ class WebhookNotifier:
             why = f"not delivered before close ({job.error or 'no answer'})"
             self._fail(job.url, job.notice, job.attempts, why)
         elif (exc := task.exception()) is not None:  # a payload or URL httpx cannot take
-            self._fail(job.url, job.notice, job.attempts, f"{type(exc).__name__}: {exc}")
+            why = f"{type(exc).__name__}: {redact_text(str(exc))}"
+            self._fail(job.url, job.notice, job.attempts, why)
         with self._cond:
             self._pending -= 1
             self._cond.notify_all()
@@ -413,13 +417,18 @@ class WebhookNotifier:
     async def _post(self, url: str, body: bytes) -> tuple[bool, str]:
         """(worth retrying, error); the error is empty on success."""
         try:
-            r = await self._client.post(
-                url, content=body, headers={"content-type": "application/json"}
-            )
+            # httpx bounds each connect and read; this bounds the whole attempt, so a
+            # receiver that trickles its answer cannot hold a delivery past ``timeout``.
+            async with asyncio.timeout(self.total_timeout):
+                r = await self._client.post(
+                    url, content=body, headers={"content-type": "application/json"}
+                )
         except httpx.TimeoutException:
             return True, f"no answer within {self.timeout:g}s"
+        except TimeoutError:
+            return True, f"no whole answer within {self.total_timeout:g}s"
         except httpx.TransportError as exc:
-            return True, f"connection failed: {exc or type(exc).__name__}"
+            return True, f"connection failed: {redact_text(str(exc)) or type(exc).__name__}"
         if r.is_success:
             return False, ""
         # 429 and 5xx may pass later; any other answer will be the same next time.

@@ -8,14 +8,17 @@ Prometheus server through the small :class:`MetricSource` interface.
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import httpx
 import numpy as np
+import orjson
 
 from backout.judges.stats import binomial_llr, log_mixture, prior_log_weights, psi
+from backout.redaction import redact_text
 from backout.telemetry.batches import Batch, latency_quantile, sum_batches
 
 # Integrity errors are the release's own fault: a caller's bad input is not.
@@ -47,17 +50,44 @@ class MetricSource(Protocol):
 
 
 class PrometheusSource:
-    """Instant queries against Prometheus's HTTP API (``/api/v1/query``)."""
+    """Instant queries against Prometheus's HTTP API (``/api/v1/query``).
 
-    def __init__(self, timeout_s: float = 2.0) -> None:
+    Bounded: connecting takes at most ``connect_timeout_s``, each read ``timeout_s``, the
+    whole query (connect, send, every byte of the answer) about ``total_timeout_s``
+    (default twice ``timeout_s``), and the answer at most ``max_bytes``; past a bound the
+    query fails with ``httpx.TimeoutException`` and the trigger reports it instead of
+    holding up the controller's tick.
+    """
+
+    def __init__(
+        self,
+        timeout_s: float = 2.0,
+        *,
+        connect_timeout_s: float = 1.0,
+        total_timeout_s: float | None = None,
+        max_bytes: int = 1 << 20,
+    ) -> None:
         self.timeout_s = timeout_s
+        self.connect_timeout_s = min(connect_timeout_s, timeout_s)
+        self.total_timeout_s = total_timeout_s or 2 * timeout_s
+        self.max_bytes = max_bytes
 
     def query(self, url: str, promql: str) -> float | None:
-        r = httpx.get(
-            f"{url.rstrip('/')}/api/v1/query", params={"query": promql}, timeout=self.timeout_s
-        )
-        r.raise_for_status()
-        result = r.json().get("data", {}).get("result", [])
+        deadline = time.monotonic() + self.total_timeout_s
+        timeout = httpx.Timeout(self.timeout_s, connect=self.connect_timeout_s)
+        body = bytearray()
+        with (
+            httpx.Client(timeout=timeout) as client,
+            client.stream("GET", f"{url.rstrip('/')}/api/v1/query", params={"query": promql}) as r,
+        ):
+            r.raise_for_status()
+            for chunk in r.iter_bytes():
+                body += chunk
+                if time.monotonic() > deadline:  # a server trickling bytes: the total bound
+                    raise httpx.ReadTimeout(f"no whole answer within {self.total_timeout_s:g} s")
+                if len(body) > self.max_bytes:
+                    raise ValueError(f"answer larger than {self.max_bytes:,} bytes")
+        result = orjson.loads(body).get("data", {}).get("result", [])
         if not result:
             return None
         return float(result[0]["value"][1])
@@ -127,8 +157,9 @@ def evaluate(
         try:
             value_q = source.query(trigger.url, trigger.query)
         except (httpx.HTTPError, ValueError, KeyError) as exc:
-            return TriggerResult(name, kind, False, f"prometheus query failed: {exc}",
-                                 {"error": str(exc)})  # fmt: skip
+            why = redact_text(str(exc) or type(exc).__name__)
+            return TriggerResult(name, kind, False, f"prometheus query failed: {why}",
+                                 {"error": why})  # fmt: skip
         threshold = float(trigger.threshold)
         op = trigger.op
         compare = {">": value_q > threshold, "<": value_q < threshold, ">=": value_q >= threshold,

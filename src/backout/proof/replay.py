@@ -357,7 +357,7 @@ def _in_process(rel: Any, blobs: BlobStore) -> tuple[Predict, Any, Callable[[], 
 def _over_http(url: str, model: str, version: str) -> tuple[Predict, Any, Callable[[], None]]:
     import httpx
 
-    client = httpx.Client(base_url=url, timeout=10)
+    client = httpx.Client(base_url=url, timeout=httpx.Timeout(10, connect=2))
 
     def predict(request: dict[str, Any]) -> Any:
         path = f"/models/{model}/versions/{version}/predict"

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from backout.redaction import redact_text
 from backout.reports.html import render
 from backout.reports.markdown import markdown
 from backout.reports.model import IncidentReport
@@ -21,13 +22,16 @@ DEFAULT_FOLDER = Path(".backout/reports")
 
 
 def render_html(report: IncidentReport) -> str:
-    """One self-contained HTML page: inline CSS, plots embedded, nothing fetched."""
-    return render(report)
+    """One self-contained HTML page: inline CSS, plots embedded, nothing fetched.
+
+    Like every output, it passes the one redaction: no webhook path, password or token.
+    """
+    return redact_text(render(report))
 
 
 def render_markdown(report: IncidentReport) -> str:
     """A short Markdown summary: what happened, the numbers, the decisions, the questions."""
-    return markdown(report)
+    return redact_text(markdown(report))
 
 
 def write_report(report: IncidentReport, folder: Path = DEFAULT_FOLDER) -> tuple[Path, Path]:

@@ -9,7 +9,8 @@ pooled :class:`httpx.AsyncClient` per loaded release.
 
 * ``url`` (required) — the upstream's base URL;
 * ``model`` — its model name (default: the release's model); ``model_version`` — optional;
-* ``timeout_s`` (default 10) — per request; ``connect_timeout_s`` (default 2);
+* ``timeout_s`` (default 10) — the whole request, connect to last byte;
+  ``connect_timeout_s`` (default 2) — connecting;
 * ``max_connections`` (default 64) — the pool size;
 * ``inputs`` / ``outputs`` — tensor names; when both are given the upstream's metadata
   (``GET {url}/v2/models/{model}``) is not fetched at load, otherwise it is and a release
@@ -23,6 +24,8 @@ inputs — → :class:`~backout.errors.ValidationError` (422), with the upstream
 
 from __future__ import annotations
 
+import asyncio
+import time
 from collections.abc import Mapping
 from typing import Any
 from urllib.parse import quote
@@ -32,10 +35,12 @@ import numpy as np
 import orjson
 
 from backout.errors import UpstreamError, UpstreamTimeout, ValidationError
+from backout.redaction import redact_text, redact_url
 from backout.runtimes.base import LoadContext, gather_matrix
 from backout.runtimes.tensors import DATATYPES, decode_tensors, encode_tensors
 
 _JSON = {"content-type": "application/json"}
+_MAX_METADATA_BYTES = 1 << 20
 
 
 class HttpPredictor:
@@ -55,7 +60,8 @@ class HttpPredictor:
         self.ref = ref
         self.client = client
         self.infer_path = infer_path
-        self.url = f"{str(client.base_url).rstrip('/')}{infer_path}"
+        # Shown in errors, so redacted: an upstream URL may carry a token.
+        self.url = redact_url(f"{str(client.base_url).rstrip('/')}{infer_path}")
         self.input_names = input_names
         self.output_names = output_names
         self.feature_names = feature_names
@@ -79,8 +85,11 @@ class HttpPredictor:
         body = orjson.dumps({"inputs": encode_tensors(self._tensors(inputs))})
         url = self.url
         try:
-            resp = await self.client.post(self.infer_path, content=body, headers=_JSON)
-        except httpx.TimeoutException as exc:
+            # httpx bounds each connect and read; this bounds the whole request, so an
+            # upstream that trickles its answer cannot hold a request past timeout_s.
+            async with asyncio.timeout(_timeout_s(self.client)):
+                resp = await self.client.post(self.infer_path, content=body, headers=_JSON)
+        except (httpx.TimeoutException, TimeoutError) as exc:
             raise UpstreamTimeout(
                 f"{self.ref}: upstream {url} did not answer within "
                 f"{_timeout_s(self.client)} s ({type(exc).__name__}); check the upstream or raise "
@@ -88,7 +97,8 @@ class HttpPredictor:
             ) from exc
         except httpx.TransportError as exc:
             raise UpstreamError(
-                f"{self.ref}: upstream {url} cannot be reached ({type(exc).__name__}: {exc})"
+                f"{self.ref}: upstream {url} cannot be reached "
+                f"({type(exc).__name__}: {redact_text(str(exc))})"
             ) from exc
         if resp.status_code != 200:
             message = _error_text(resp)
@@ -118,15 +128,16 @@ def _timeout_s(client: httpx.AsyncClient) -> float | None:
     return client.timeout.read
 
 
-def _error_text(resp: httpx.Response) -> str:
+def _error_text(resp: httpx.Response, content: bytes | None = None) -> str:
     # The protocol's error body is {"error": "..."}; anything else is shown truncated.
+    raw = resp.content if content is None else content
     try:
-        body = orjson.loads(resp.content)
+        body = orjson.loads(raw)
         if isinstance(body, dict) and isinstance(body.get("error"), str):
-            return str(body["error"])
+            return redact_text(str(body["error"]))
     except orjson.JSONDecodeError:
         pass
-    return resp.text[:200] or resp.reason_phrase
+    return redact_text(raw[:200].decode("utf-8", "replace")) or resp.reason_phrase
 
 
 def _names(ctx: LoadContext, key: str) -> list[str] | None:
@@ -139,23 +150,32 @@ def _names(ctx: LoadContext, key: str) -> list[str] | None:
 
 
 def _metadata(ctx: LoadContext, base: str, path: str, timeout: httpx.Timeout) -> dict[str, Any]:
-    url = f"{base}{path}"
+    url = redact_url(f"{base}{path}")
+    total = timeout.read or 10.0
+    deadline = time.monotonic() + total
     try:
-        with httpx.Client(timeout=timeout) as client:
-            resp = client.get(url)
+        with httpx.Client(timeout=timeout) as client, client.stream("GET", f"{base}{path}") as resp:
+            body = bytearray()
+            for chunk in resp.iter_bytes():
+                body += chunk
+                if time.monotonic() > deadline:  # the whole answer, not each read, is bounded
+                    raise httpx.ReadTimeout(f"no whole answer within {total:g} s")
+                if len(body) > _MAX_METADATA_BYTES:
+                    raise httpx.DecodingError(f"metadata larger than {_MAX_METADATA_BYTES:,} bytes")
+            content = bytes(body)
     except httpx.HTTPError as exc:
         raise ctx.fail(
-            f"its upstream {url} cannot be reached ({type(exc).__name__}: {exc})",
+            f"its upstream {url} cannot be reached ({type(exc).__name__}: {redact_text(str(exc))})",
             "start the upstream, fix runtime.options.url, or give runtime.options.inputs and "
             "outputs to skip the metadata check",
         ) from exc
     if resp.status_code != 200:
         raise ctx.fail(
-            f"its upstream answered {resp.status_code} for {url}: {_error_text(resp)}",
+            f"its upstream answered {resp.status_code} for {url}: {_error_text(resp, content)}",
             "check runtime.options.model (and model_version) against the upstream's models",
         )
     try:
-        meta = orjson.loads(resp.content)
+        meta = orjson.loads(content)
     except orjson.JSONDecodeError as exc:
         raise ctx.fail(f"{url} did not return JSON", "point url at an OIP server") from exc
     if not isinstance(meta, dict):
@@ -180,7 +200,8 @@ def load(ctx: LoadContext) -> HttpPredictor:
     inputs, outputs = _names(ctx, "inputs"), _names(ctx, "outputs")
     dtypes: dict[str, np.dtype[Any]] = {}
     if inputs is None or outputs is None:
-        meta = _metadata(ctx, base, path, httpx.Timeout(ctx.timeout_s))
+        connect = min(ctx.option_float("connect_timeout_s", 2.0), ctx.timeout_s)
+        meta = _metadata(ctx, base, path, httpx.Timeout(ctx.timeout_s, connect=connect))
         try:
             declared_in = [(t["name"], t.get("datatype")) for t in meta["inputs"]]
             declared_out = [t["name"] for t in meta["outputs"]]

@@ -34,7 +34,7 @@ from backout.errors import BackoutError
 from backout.registry.artifacts import BlobStore
 from backout.registry.releases import Registry
 from backout.serving.capture import CaptureBuffer, add_labels, write_captures
-from backout.serving.changes import ChangeWatch
+from backout.serving.changes import ChangeWatch, StateGuard
 from backout.serving.codecs import (
     HTTPError,
     domain_error_response,
@@ -47,11 +47,15 @@ from backout.serving.pipeline import Pipeline
 from backout.serving.pool import Loaded, WarmPool
 from backout.serving.shadow import Mirror
 from backout.serving.telemetry import AccessLog, Recorder, metrics_for
-from backout.store import Store, read_generation
+from backout.store import Outage, Store, read_generation
 from backout.telemetry.batches import write_batches
 from backout.traffic.deployments import Deployments, LiveState
 
 log = logging.getLogger("backout.gateway")
+
+# At about one batch per release per second, ten minutes of a few releases' telemetry.
+MAX_UNSENT_BATCHES = 3000
+MAX_UNSENT_CAPTURES = 10_000
 
 
 @dataclass
@@ -89,6 +93,12 @@ class Gateway:
         self._tasks: list[asyncio.Task[None]] = []
         self._refresh_lock = asyncio.Lock()
         self._watch = ChangeWatch(store)
+        self._guard = StateGuard(store)
+        worker = self.settings.worker_id
+        self._route_outage = Outage(log, f"route refresh on worker {worker}")
+        self._flush_outage = Outage(log, f"telemetry flush on worker {worker}")
+        self._unsent: list[Any] = []  # telemetry batches not yet written (a store outage)
+        self._uncaptured: list[dict[str, Any]] = []
         self.access = AccessLog(sys.stderr.buffer) if self.settings.access_log else None
         self.pipeline = Pipeline(
             self.pool,
@@ -143,14 +153,21 @@ class Gateway:
             self._watch.close()
 
     async def refresh(self, *, force: bool = False) -> bool:
-        """Reload state if the routes generation moved; True when a new state was applied."""
+        """Reload state if the routes generation moved; True when a new state was applied.
+
+        A state from another store (by identity) or an older generation is refused with
+        :class:`StoreUnavailable`: the worker keeps serving the state it has.
+        """
         async with self._refresh_lock:
             if not force:
                 if not self._watch.maybe_changed():
                     return False
-                with self.store.read() as conn:
-                    if read_generation(conn) == self.live.generation:
-                        return False
+                if self.store.is_sqlite:
+                    generation = self._read_generation()
+                else:  # a network read: a slow server must not stall the event loop
+                    generation = await asyncio.to_thread(self._read_generation)
+                if generation == self.live.generation:
+                    return False
             if self.store.is_sqlite:
                 # A local read of about 0.3 ms: done on the event loop. In a thread it waited
                 # for the GIL at every SQLite call behind a busy loop (the 5 ms switch
@@ -163,23 +180,31 @@ class Gateway:
                 wanted |= {(model, v) for v in table.versions if (model, v) not in live.quarantined}
                 good = live.known_good.get(model, [])[: self.settings.warm_rollback_points]
                 wanted |= {(model, v) for v in good}
+            self._guard.check(self.live, live)
             # Load first, swap after: a switch never waits on a load once it is visible.
             await self.pool.ensure(wanted)
             self.pipeline.live = live
+            self._guard.accepted(live)
             self.switches.append((live.generation, time.monotonic()))
             del self.switches[:-1000]
             for (model, version), entry in self.pool.entries.items():
                 self.metrics.warm_bytes.labels(model, version).set(entry.memory_bytes)
             return True
 
+    def _read_generation(self) -> int:
+        with self.store.read() as conn:
+            return read_generation(conn)
+
     async def _poll_routes(self) -> None:
         while True:
             await asyncio.sleep(self.settings.poll_interval_s)
             try:
                 await self.refresh()
-            except Exception:  # keep serving on the last good state; say why once per failure
-                log.exception("route refresh failed; serving generation %s", self.live.generation)
+            except Exception as exc:  # keep serving the last good state: one line per fault
+                self._route_outage.failed(exc, f"serving generation {self.live.generation}")
                 await asyncio.sleep(1.0)
+            else:
+                self._route_outage.recovered(f"serving generation {self.live.generation}")
 
     async def _flush_telemetry(self) -> None:
         while True:
@@ -188,21 +213,33 @@ class Gateway:
             if self.access is not None:
                 self.access.flush()
             # Drain on the event loop (no request is mid-update then), write off it.
-            batches = self.recorder.drain()
-            captured = self.captures.drain()
+            self._take()
             try:
-                await asyncio.to_thread(self._write, batches, captured)
-            except Exception:  # telemetry must never take the data plane down
-                log.exception("telemetry flush failed; will retry")
+                await asyncio.to_thread(self._write)
+            except Exception as exc:  # telemetry must never take the data plane down
+                self._flush_outage.failed(exc, f"{len(self._unsent)} batch(es) kept to retry")
+            else:
+                self._flush_outage.recovered()
 
     def flush(self) -> int:
         """Write this worker's finished batches (and captures) to the store; returns how many."""
-        return self._write(self.recorder.drain(), self.captures.drain())
+        self._take()
+        return self._write()
 
-    def _write(self, batches: list[Any], captured: list[dict[str, Any]]) -> int:
+    def _take(self) -> None:
+        # What a store outage kept from being written waits for the next flush, up to a
+        # bound: judges and triggers then see the outage's traffic once the store is back.
+        self._unsent += self.recorder.drain()
+        self._uncaptured += self.captures.drain()
+        del self._unsent[:-MAX_UNSENT_BATCHES], self._uncaptured[:-MAX_UNSENT_CAPTURES]
+
+    def _write(self) -> int:
+        batches, captured = list(self._unsent), list(self._uncaptured)
         n = write_batches(self.store, batches, self.settings.worker_id)
+        del self._unsent[: len(batches)]
         bounds = {m: r.max_rows for m, r in self.live.capture.items()}
         write_captures(self.store, captured, bounds)
+        del self._uncaptured[: len(captured)]
         return n
 
     # -- routes ------------------------------------------------------------------------
@@ -302,9 +339,12 @@ def create_app() -> Starlette:
     """Factory for ``uvicorn --factory``: settings come from the environment."""
     from pathlib import Path
 
+    from backout.redaction import install_log_redaction
     from backout.registry.artifacts import LocalBlobStore
     from backout.store import open_store
 
+    install_log_redaction()
+    # An existing store only: a worker never creates one (`backout init` or `serve --init`).
     store = open_store(os.environ.get("BACKOUT_STORE"), migrate=False)
     home = Path(os.environ.get("BACKOUT_HOME", ".backout"))
     blobs = LocalBlobStore(Path(os.environ.get("BACKOUT_ARTIFACTS") or home / "artifacts"))

@@ -1,24 +1,69 @@
-"""How a gateway worker learns, cheaply, that the store's route state may have changed.
+"""How a gateway worker learns that the store's route state changed, and when it may apply it.
 
 Workers look for a new route table every few milliseconds; :class:`ChangeWatch` tells them
 when a real read is worth it: on SQLite a ``PRAGMA data_version`` check on a private
 connection, on PostgreSQL a LISTEN on ``backout_routes`` (every routes-generation bump
 notifies in its transaction, see :func:`backout.store.bump_generation`).
+
+:class:`StateGuard` decides whether a state read from the store may replace the one being
+served: never one from a store with another identity (a file replaced behind the worker's
+back, an empty store created where the real one was) and never an older generation. A
+worker that cannot read the store, or reads a refused state, keeps serving what it has
+(fail-static) and takes the store's state again by itself once the real store answers.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import sqlite3
+import threading
 import time
 from typing import Any
 
-from backout.store import Store
+from backout.errors import StoreUnavailable
+from backout.store import Store, redact_url, sqlite_path
+from backout.store.engine import CONNECT_TIMEOUT_S
+from backout.traffic.deployments import LiveState
 
 log = logging.getLogger("backout.gateway")
 
 ROUTES_CHANNEL = "backout_routes"
+
+
+class StateGuard:
+    """Remembers which store a worker serves and refuses states that would go backwards.
+
+    The identity is learnt from the first state accepted (a store created before identities
+    existed gets one on its next migration, which is then learnt).
+    """
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self.identity: str | None = None
+
+    def check(self, current: LiveState, new: LiveState) -> None:
+        """Raise :class:`StoreUnavailable` if ``new`` must not replace ``current``."""
+        shown = redact_url(self.store.url)
+        if self.identity is not None and new.store_id != self.identity:
+            raise StoreUnavailable(
+                f"the store at {shown!r} is not the one this worker serves (identity "
+                f"{new.store_id or 'none'}, expected {self.identity}): it was replaced or "
+                f"recreated; serving generation {current.generation} until the original store "
+                "returns (restart the gateway to serve the new store)"
+            )
+        if new.generation < current.generation:
+            raise StoreUnavailable(
+                f"the store at {shown!r} went back from routes generation "
+                f"{current.generation} to {new.generation} (restored from a backup?); serving "
+                f"generation {current.generation} (restart the gateway to serve the older state)"
+            )
+
+    def accepted(self, new: LiveState) -> None:
+        """Remember the identity of a state that was applied."""
+        if new.store_id is not None:
+            self.identity = new.store_id
 
 
 def _listen(store: Store) -> Any:
@@ -27,12 +72,23 @@ def _listen(store: Store) -> Any:
         import psycopg
 
         url = store.url.set(drivername="postgresql")
-        conn = psycopg.connect(url.render_as_string(hide_password=False), autocommit=True)
+        conn = psycopg.connect(
+            url.render_as_string(hide_password=False),
+            autocommit=True,
+            connect_timeout=int(str(store.url.query.get("connect_timeout", CONNECT_TIMEOUT_S))),
+        )
         conn.execute(f"LISTEN {ROUTES_CHANNEL}")
         return conn
     except Exception:  # no listener: the watch answers "maybe" and the poll reads instead
-        log.warning("cannot LISTEN for route changes; polling the store instead")
         return None
+
+
+def _file_id(path: Any) -> tuple[int, int] | None:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino
 
 
 class ChangeWatch:
@@ -44,33 +100,61 @@ class ChangeWatch:
     costs about 100 µs, which 200 times a second was several percent of a busy worker's CPU.
     On PostgreSQL the hint is LISTEN/NOTIFY: every routes-generation bump notifies
     ``backout_routes`` in its transaction, delivered on commit. Either way a real read happens
-    at least once a second whatever the hint says.
+    at least once a second whatever the hint says; then a lost listener is re-established,
+    and a private SQLite connection whose file was moved or replaced is reopened on the file
+    now at the path (it would otherwise watch the old file forever).
     """
 
     def __init__(self, store: Store, *, recheck_s: float = 1.0) -> None:
+        self._store = store
         self._conn: sqlite3.Connection | None = None
+        self._file: tuple[int, int] | None = None
         self._pg: Any = None
         self._last: int | None = None
         self._recheck_s = recheck_s
         self._checked = 0.0
-        database = store.url.database or ""
-        if (
-            store.is_sqlite
-            and database
-            and database != ":memory:"
-            and not database.startswith("file:")
-        ):
+        self._path = sqlite_path(store.url)
+        self._relistening = False
+        self._connect()
+        if not store.is_sqlite and self._pg is None:
+            log.warning("cannot LISTEN for route changes; polling the store until it can")
+
+    def _connect(self) -> None:
+        if self._path is not None:
+            self._file = _file_id(self._path)
+            if self._file is None:
+                return
             with contextlib.suppress(sqlite3.Error):
+                uri = f"file:{self._path.absolute()}?mode=rw"  # never creates the file
                 self._conn = sqlite3.connect(
-                    database, isolation_level=None, check_same_thread=False
+                    uri, uri=True, isolation_level=None, check_same_thread=False
                 )
-        elif not store.is_sqlite:
-            self._pg = _listen(store)
+                self._last = None
+        elif not self._store.is_sqlite:
+            self._pg = _listen(self._store)
+
+    def _reconnect_if_lost(self) -> None:
+        if self._path is not None and _file_id(self._path) != self._file:
+            if self._conn is not None:
+                self._conn.close()
+                self._conn = None
+            self._connect()
+        elif not self._store.is_sqlite and self._pg is None and not self._relistening:
+            # Connecting may take up to the connect timeout: never on the event loop.
+            self._relistening = True
+            threading.Thread(target=self._relisten, name="backout-relisten", daemon=True).start()
+
+    def _relisten(self) -> None:
+        try:
+            self._pg = _listen(self._store)
+        finally:
+            self._relistening = False
 
     def maybe_changed(self) -> bool:
         now = time.monotonic()
         if (self._conn is None and self._pg is None) or now - self._checked >= self._recheck_s:
             self._checked = now
+            self._reconnect_if_lost()
             return True
         if self._pg is not None:
             try:

@@ -4,7 +4,8 @@ Each event's hash covers its sequence number, time, model, kind, actor, reason, 
 the previous event's hash. The head (last sequence number and hash) is also kept in the
 ``meta`` table, so removing the newest events is detected as well as editing, removing or
 reordering any other. Events are appended inside the caller's write transaction, so an
-operation and its event commit together or not at all.
+operation and its event commit together or not at all. Secrets never enter the log: every
+event is redacted (:mod:`backout.redaction`) before it is hashed.
 
 Retention (:mod:`backout.store.retention`) removes the oldest events, always a prefix of
 the chain, and leaves a signed :class:`Checkpoint`: the sequence number and hash of the last
@@ -15,6 +16,7 @@ checkpoint key, or a key an admin trusted (``backout keys add``) when the checkp
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -28,6 +30,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from sqlalchemy.engine import Connection
 
 from backout.canonical import canonical_json
+from backout.redaction import redact, redact_text
 from backout.store import as_utc, schema
 
 GENESIS = "0" * 64
@@ -51,14 +54,15 @@ class Event:
     hash: str
 
     def to_dict(self) -> dict[str, Any]:
+        """The event to show: redacted again, for events written before redaction was."""
         return {
             "seq": self.seq,
             "at": self.at.isoformat(),
             "model": self.model,
             "kind": self.kind,
-            "actor": self.actor,
-            "reason": self.reason,
-            "data": self.data,
+            "actor": redact_text(self.actor),
+            "reason": redact_text(self.reason),
+            "data": redact(self.data),
             "hash": self.hash,
         }
 
@@ -99,10 +103,14 @@ def append(
     data: dict[str, Any] | None = None,
     at: datetime | None = None,
 ) -> Event:
-    """Append one event. Call inside ``Store.write()``, which serialises appenders."""
-    data = data or {}
+    """Append one event. Call inside ``Store.write()``, which serialises appenders.
+
+    Secrets in the reason and data (webhook URLs, passwords, tokens) are redacted before
+    the event is hashed and stored: the audit log is read by every viewer.
+    """
+    reason, actor = redact_text(reason), redact_text(actor)
     # Round-trip through JSON once so the hash is computed over exactly what is stored.
-    data = orjson.loads(canonical_json(data))
+    data = orjson.loads(canonical_json(redact(data or {})))
     at = as_utc(at or datetime.now(UTC))
     head = conn.execute(
         sa.select(schema.meta.c.value, schema.meta.c.number).where(schema.meta.c.key == _HEAD)
@@ -132,7 +140,11 @@ def list_events(
     since_seq: int = 0,
     limit: int | None = None,
 ) -> list[Event]:
-    """Events in order, optionally for one model and of some kinds."""
+    """Events in order, optionally for one model and of some kinds, as shown to people.
+
+    They are redacted (again: events written before redaction existed may hold a secret),
+    so their ``hash`` is that of the stored event; :func:`verify_chain` reads the stored form.
+    """
     q = (
         sa.select(schema.events)
         .where(schema.events.c.seq > since_seq)
@@ -144,7 +156,7 @@ def list_events(
         q = q.where(schema.events.c.kind.in_(list(kinds)))
     if limit is not None:
         q = q.limit(limit)
-    return [_row(r) for r in conn.execute(q)]
+    return [_shown(_row(r)) for r in conn.execute(q)]
 
 
 @dataclass(frozen=True, slots=True)
@@ -258,6 +270,13 @@ def verify_chain(conn: Connection) -> list[ChainProblem]:
             )
         )
     return problems
+
+
+def _shown(e: Event) -> Event:
+    reason, actor, data = redact_text(e.reason), redact_text(e.actor), redact(e.data)
+    if (reason, actor, data) == (e.reason, e.actor, e.data):
+        return e
+    return dataclasses.replace(e, reason=reason, actor=actor, data=data)
 
 
 def _row(r: Any) -> Event:

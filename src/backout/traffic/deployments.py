@@ -20,7 +20,7 @@ from sqlalchemy.engine import Connection
 from backout.errors import InvalidTraffic, ModelNotFound
 from backout.registry.manifest import check_model_name, check_version
 from backout.registry.releases import Registry
-from backout.store import Store, audit, bump_generation, read_generation, schema
+from backout.store import Store, audit, bump_generation, read_generation, read_identity, schema
 from backout.traffic.routes import BUCKETS, RouteTable, Shadow, percent_to_bp, reassign
 
 D = schema.deployments
@@ -46,6 +46,7 @@ class LiveState:
     known_good: dict[str, list[str]]  # model -> known-good versions, newest first
     capture: dict[str, CaptureRule] = field(default_factory=dict)  # model -> sampling rule
     faults: dict[tuple[str, str], Any] = field(default_factory=dict)  # drills' injected faults
+    store_id: str | None = None  # the identity of the store it was read from
 
 
 class Deployments:
@@ -110,7 +111,8 @@ class Deployments:
             from backout.traffic.faults import active_faults
 
             faults = active_faults(conn, time.time())
-        return LiveState(gen, tables, quarantined, known_good, capture, faults)
+            store_id = read_identity(conn)
+        return LiveState(gen, tables, quarantined, known_good, capture, faults, store_id)
 
     # -- writing -----------------------------------------------------------------------
 
