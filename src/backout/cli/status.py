@@ -157,6 +157,8 @@ def history(
     with store.read() as conn:
         events = audit.list_events(conn, model)
         problems = audit.verify_chain(conn) if verify else []
+        checkpoint = audit.latest_checkpoint(conn) if verify else None
+        signer = audit.checkpoint_signer(conn, checkpoint)[0] if checkpoint else None
     if limit is not None:
         events = events[-limit:]
     if json:
@@ -166,6 +168,8 @@ def history(
                 "ok": not problems,
                 "problems": [{"seq": p.seq, "problem": p.problem} for p in problems],
             }
+            if checkpoint is not None:
+                doc["chain"]["checkpoint"] = {**checkpoint.to_dict(), "signer": signer}
         print_json(doc)
     else:
         t = Table(box=None, header_style="bold")
@@ -185,6 +189,12 @@ def history(
             if problems:
                 for p in problems:
                     err.print(f"event {p.seq}: {p.problem}")
+            elif checkpoint is not None:
+                out.print(
+                    f"chain verified from the checkpoint at event {checkpoint.seq} (signed by "
+                    f"{signer}; events up to {checkpoint.seq} pruned): {len(events)} event(s), "
+                    "hashes intact"
+                )
             else:
                 out.print(f"chain verified: {len(events)} event(s), hashes intact")
     if problems:

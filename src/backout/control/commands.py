@@ -20,6 +20,7 @@ from backout.control.phases import RESUMED, Event, Phase, allows
 from backout.control.policy import Policy
 from backout.control.weights import dominant, fmt_weights, next_rollback_step, split
 from backout.errors import Conflict, Frozen, ModelNotFound, OperationInProgress, ValidationError
+from backout.registry import signing
 from backout.registry.manifest import parse_ref
 from backout.registry.releases import Release
 from backout.traffic.router import Capability
@@ -48,6 +49,8 @@ class Commands(ControllerBase):
             raise ValidationError(
                 f"{model}@{version} failed verification and cannot be deployed: {report.problems[0]}"
             )
+        signing.require_signed(self.store, f"{model}@{version}", required=policy.signing.required,
+                               why=f"{model}@{version} cannot be deployed")  # fmt: skip
         table = self.deployments.get(model)
         self.prove(model, [version], actor, "be deployed")
         if table is not None:
@@ -87,9 +90,9 @@ class Commands(ControllerBase):
             self.event(conn, "rollout.started", model, actor, op.reason,
                        {"operation": op.id, "stable": stable, "candidate": version,
                         "steps": list(policy.rollout.steps)})  # fmt: skip
+            self.notify("phase", model, f"rollout of {model}@{version} started",
+                        f"{version} at {first:g}%, stable {stable}", op.id, conn=conn)  # fmt: skip
         self.push(model)
-        self.notify("phase", model, f"rollout of {model}@{version} started",
-                    f"{version} at {first:g}%, stable {stable}", op.id)  # fmt: skip
         return op
 
     def rollback(self, model: str, *, actor: str, to: str | None = None, emergency: bool | None = None,
@@ -148,6 +151,8 @@ class Commands(ControllerBase):
                 f"rollback target {model}@{target} failed verification: {report.problems[0]}"
             )
         self.prove(model, [target], actor, "be a rollback target")
+        signing.require_signed(self.store, f"{model}@{target}", required=policy.signing.required,
+                               why=f"rollback target {model}@{target} refused")  # fmt: skip
         checks = [preflight.compat_check(self.store, self.registry, model, from_version, target)]
         if mode == "emergency" and policy.rollback.skip_replay_in_emergency:
             checks.append(
@@ -203,9 +208,9 @@ class Commands(ControllerBase):
                         "trigger": trigger, "warm": warm, "skip_gates": skip_gates,
                         "weights_before": live})  # fmt: skip
             self.apply(conn, op, actor, f"{mode} rollback: {fmt_weights(weights)}")
+            self.notify("trigger" if trigger else "phase", model, f"{mode} rollback of {model} to {target} started",
+                        op.reason + (f" ({warm})" if warm else ""), op.id, severity="critical", conn=conn)  # fmt: skip
         self.push(model)
-        self.notify("trigger" if trigger else "phase", model, f"{mode} rollback of {model} to {target} started",
-                    op.reason + (f" ({warm})" if warm else ""), op.id, severity="critical")  # fmt: skip
         return op
 
     def abort(self, model: str, *, actor: str, reason: str = "") -> Operation:
@@ -221,9 +226,9 @@ class Commands(ControllerBase):
             self.apply(conn, op, actor, f"abort: all traffic back on {back}")
             self.transition(conn, op, Event.ABORTED, actor, reason or "aborted by hand",
                             {"traffic": back}, move=False)  # fmt: skip
+            self.notify("abort", model, f"{op.kind} of {model} aborted", reason or f"traffic back on {back}",
+                        op.id, severity="warning", conn=conn)  # fmt: skip
         self.push(model)
-        self.notify("abort", model, f"{op.kind} of {model} aborted", reason or f"traffic back on {back}",
-                    op.id, severity="warning")  # fmt: skip
         return op
 
     def promote(self, model: str, *, actor: str, reason: str = "") -> Operation:

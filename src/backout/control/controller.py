@@ -29,7 +29,7 @@ from backout.control.rollback import RollbackPhases
 from backout.control.rollout import RolloutPhases
 from backout.control.weights import clean
 from backout.errors import ModelNotFound, StoreUnavailable
-from backout.store import Outage
+from backout.store import Outage, retention
 
 log = logging.getLogger("backout.controller")
 
@@ -123,20 +123,60 @@ class Controller(RolloutPhases, RollbackPhases):
         """Tick every ``interval`` while holding the store's controller lease."""
         holder = holder or f"{socket.gethostname()}:{os.getpid()}"
         self._holder = holder
+        leading = threading.Event()  # set while this controller holds the lease
         threading.Thread(
             target=self.warm_preflight, name="backout-controller-warm", daemon=True
         ).start()
+        # Notifications queued in the outbox are delivered by the leader only, off the tick:
+        # a slow webhook or mail server never delays a decision.
+        outbox = self.alerts.outbox
+        delivery = threading.Thread(
+            target=outbox.run, args=(stop,), kwargs={"active": leading.is_set},
+            name="backout-outbox", daemon=True,
+        )  # fmt: skip
+        delivery.start()
         outage = Outage(log, "controller loop")
-        while not stop.is_set():
-            try:
-                if self.ops.acquire_lease(LEASE, holder, lease_s, self.clock()):
-                    self.tick_all()
-            except Exception as exc:  # a store briefly unreachable must not end the controller
-                outage.failed(exc, f"retrying every {max(interval, 1.0):.1f} s")
-                stop.wait(max(interval, 1.0))
-            else:
-                outage.recovered()
-            stop.wait(interval)
+        try:
+            while not stop.is_set():
+                try:
+                    if self.ops.acquire_lease(LEASE, holder, lease_s, self.clock()):
+                        leading.set()
+                        self.tick_all()
+                        self.housekeeping()
+                    else:
+                        leading.clear()
+                except Exception as exc:  # a store briefly unreachable must not end the controller
+                    leading.clear()
+                    outage.failed(exc, f"retrying every {max(interval, 1.0):.1f} s")
+                    stop.wait(max(interval, 1.0))
+                else:
+                    outage.recovered()
+                stop.wait(interval)
+        finally:
+            outbox.wake()
+            delivery.join(timeout=10.0)
+
+    # Retention runs at a low rate: once an hour, or a batch a minute while catching up.
+    prune_every: float = 3600.0
+    prune_catch_up: float = 60.0
+    _next_prune: float = 0.0
+
+    def housekeeping(self) -> None:
+        """Low-rate chores of the leader between ticks: retention's pruning, one bounded
+        batch at a time, so a store with a year of backlog never stalls a tick for long."""
+        now = self.clock()
+        if now < self._next_prune:
+            return
+        self._next_prune = now + self.prune_every
+        try:
+            report = retention.prune(self.store, now=now, actor=self.actor)
+        except Exception:  # pruning can wait; deciding cannot
+            log.exception("retention pruning failed; trying again in %.0f s", self.prune_every)
+            return
+        if report.total:
+            log.info("retention pruned %s", report.to_dict())
+        if report.more:
+            self._next_prune = now + self.prune_catch_up
 
     def warm_preflight(self) -> None:
         """Load every model's rollback points once and drop them, ahead of any incident.

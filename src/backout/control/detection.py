@@ -193,9 +193,8 @@ class Detection(Commands):
                 self.transition(conn, op, Event.DECISION_NEEDED, self.actor,
                                 f"{why}: waiting for a human (`backout resume` or `backout rollback`)",
                                 evidence, move=False)  # fmt: skip
-            self.notify(
-                "phase", op.model, f"{op.model} needs a decision", why, op.id, severity="warning"
-            )
+                self.notify("phase", op.model, f"{op.model} needs a decision", why, op.id,
+                            severity="warning", conn=conn)  # fmt: skip
         # WAIT: keep baking; the next tick looks again.
 
     def freeze(self, op: Operation, why: str, evidence: dict[str, Any]) -> None:
@@ -203,10 +202,9 @@ class Detection(Commands):
         with self.store.write() as conn:
             Operations.add_freeze(conn, op.model, why, self.clock(), op.id)
             self.transition(conn, op, Event.FROZE, self.actor, why, evidence, move=False)
-            escalation = self.alerts.escalation(conn, op, self.clock(), force=True)
-        self.notify("freeze", op.model, f"{op.model} is frozen", why, op.id, severity="critical")
-        if escalation is not None:
-            self.send(op.model, op.policy, escalation)
+            self.notify("freeze", op.model, f"{op.model} is frozen", why, op.id,
+                        severity="critical", conn=conn)  # fmt: skip
+            self.alerts.escalation(conn, op, self.clock(), force=True)
 
     def freeze_model(self, model: str, why: str, evidence: dict[str, Any]) -> None:
         """Freeze a model that has no operation in progress (a trigger with no way back)."""
@@ -214,4 +212,6 @@ class Detection(Commands):
             if not Operations.add_freeze(conn, model, why, self.clock(), None):
                 return
             self.event(conn, "freeze", model, self.actor, why, evidence)
-        self.notify("freeze", model, f"{model} is frozen", why, 0, severity="critical")
+            self.notify(
+                "freeze", model, f"{model} is frozen", why, 0, severity="critical", conn=conn
+            )

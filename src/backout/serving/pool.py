@@ -4,7 +4,8 @@ The live releases of every model and each model's newest known-good releases (up
 configured count) stay loaded, so a switch to any of them — above all a rollback — never
 waits on a load. Loading runs off the event loop; a release that fails to load is reported
 once (one log line per fault, another when it loads), never half-loaded, and tried again
-with a growing pause (1 s up to 30 s) so a route switch never waits on it again and again.
+with a growing pause (1 s up to 30 s) so a route switch never waits on it again and again. A release whose policy requires a signature is loaded only with a valid
+one (:mod:`backout.registry.signing`).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from typing import Any
 
 from backout.errors import BackoutError
 from backout.proof.contracts import TENSORS_KEY, Validator, compile_validator
+from backout.registry import signing
 from backout.registry.artifacts import BlobStore
 from backout.registry.releases import Registry, Release
 from backout.runtimes import Predictor, load_release
@@ -111,6 +113,9 @@ class WarmPool:
         """Load one release (blocking: verifies digests, deserialises the model)."""
         t0 = time.perf_counter()
         release = self.registry.get(f"{key[0]}@{key[1]}")
+        # A model whose policy requires signed releases never serves one without a valid
+        # signature, whatever route table asks for it (a table written by hand, say).
+        signing.require_signed(self.registry.store, release.ref, why="not loaded")
         predictor = load_release(release.manifest, self.blobs)
         contract = release.manifest.contract
         return Loaded(
