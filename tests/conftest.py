@@ -113,3 +113,16 @@ def artifact(tmp_path: Path) -> Path:
     p = tmp_path / "model.bin"
     p.write_bytes(b"model weights v1\n" * 100)
     return p
+
+
+@pytest.fixture(scope="session")
+def model_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A real model file: a small fitted scikit-learn classifier saved with joblib."""
+    import joblib
+    from sklearn.datasets import load_iris
+    from sklearn.linear_model import LogisticRegression
+
+    x, y = load_iris(return_X_y=True)
+    p = tmp_path_factory.mktemp("model") / "model.bin"
+    joblib.dump(LogisticRegression(max_iter=500).fit(x, y), p)
+    return p

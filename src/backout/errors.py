@@ -10,14 +10,17 @@ at the boundary with ``raise ... from exc`` so callers only ever handle this tre
     │   ├── StoreUnavailable        a store that cannot be reached or timed out (retriable)
     │   │   └── StoreMissing        no store where the URL points: `backout init` creates one
     │   ├── PolicyError             a malformed policy file (field, value, line)
+    │   ├── KeyFileError            a signing key file that is unreadable or not Ed25519
     │   └── UnsupportedByRouter     a policy that needs a capability its router lacks
     ├── ValidationError             a value that breaks the rules of the domain
     │   ├── InvalidVersion          a version that is neither semver nor a safe tag
     │   ├── InvalidContract         a contract that is not valid JSON Schema
-    │   └── InvalidTraffic          a route table that does not add up or names bad releases
+    │   ├── InvalidTraffic          a route table that does not add up or names bad releases
+    │   └── SignatureInvalid        a release without the valid signature its policy requires
     ├── NotFound                    an unknown model, release, incident or blob
     │   ├── ReleaseNotFound
-    │   └── ModelNotFound
+    │   ├── ModelNotFound
+    │   └── UnknownKey              a signing key that is not (or no longer) trusted
     ├── Conflict                    the request contradicts what the store already holds
     │   ├── ReleaseExists           model@version registered before with other content
     │   ├── ReleaseInUse            deleting a release that has served production traffic
@@ -86,6 +89,10 @@ class PolicyError(ConfigError):
     http_status = 422
 
 
+class KeyFileError(ConfigError):
+    """Raised when a signing key file cannot be read or is not an Ed25519 key."""
+
+
 class UnsupportedByRouter(ConfigError):
     """Raised when a policy needs a capability (pins, capture, ...) its router lacks."""
 
@@ -110,6 +117,14 @@ class InvalidTraffic(ValidationError):
     """Raised for a route table whose weights do not add up or that names unusable releases."""
 
 
+class SignatureInvalid(ValidationError):
+    """Raised when a release that must be signed is unsigned, signed by a key that is not
+    trusted, or carries a signature that does not verify over its manifest digest. Like any
+    refused target, it makes an automatic rollback freeze instead."""
+
+    http_status = 409
+
+
 class NotFound(BackoutError):
     """Raised when a named thing does not exist in the store."""
 
@@ -122,6 +137,10 @@ class ReleaseNotFound(NotFound):
 
 class ModelNotFound(NotFound):
     """Raised for a model with no releases or no deployment."""
+
+
+class UnknownKey(NotFound):
+    """Raised when a signing key is not among the trusted keys (never added, or removed)."""
 
 
 class Conflict(BackoutError):

@@ -60,7 +60,8 @@ def test_an_invalid_contract_file_is_refused(cli: Cli, artifact: Path, tmp_path:
     assert code == 2 and "is not valid JSON" in err
 
 
-def test_list_shows_a_table(cli: Cli, artifact: Path) -> None:
+def test_list_shows_a_table(cli: Cli, model_file: Path) -> None:
+    artifact = model_file
     cli(
         "release",
         "register",
@@ -90,7 +91,8 @@ def test_list_shows_a_table(cli: Cli, artifact: Path) -> None:
     assert lines[1].split()[-3:] == ["risk", "first", "cut"]
 
 
-def test_show_json_carries_the_marks(cli: Cli, artifact: Path) -> None:
+def test_show_json_carries_the_marks(cli: Cli, model_file: Path) -> None:
+    artifact = model_file
     cli("release", "register", "fraud", "1.0.0", "-a", str(artifact))
     cli("release", "mark-good", "fraud@1.0.0", "--reason", "rollout complete")
     doc = cli.json("release", "show", "fraud@1.0.0")

@@ -22,6 +22,7 @@ from backout.registry.releases import Registry
 from backout.store import open_store
 from backout.telemetry.batches import Batch, latency_bucket, write_batches
 from tests.cli.runner import Cli
+from tests.control.world import FakeProber
 
 MODEL = "fraud"
 
@@ -35,8 +36,13 @@ def _template(root: Path, *, deploy: bool) -> Path:
         f = root / f"model-{v}.bin"
         f.write_bytes(f"weights {v}".encode())
         registry.register(MODEL, v, [f], actor="ana")
+    # The releases are placeholder bytes: record them as loaded and answered, so the CLI's
+    # controller (which probes for real) finds them proven in the store.
+    controller = Controller(store, registry, prober=FakeProber())
+    for v in ("1.0.0", "1.1.0", "1.2.0"):
+        controller.prove(MODEL, [v], "ana", "take traffic")
     if deploy:
-        Controller(store, registry).deploy(MODEL, "1.0.0", actor="ana")
+        controller.deploy(MODEL, "1.0.0", actor="ana")
     store.dispose()
     return root
 
@@ -179,7 +185,8 @@ def test_rollback_errors_are_one_line(live: Cli) -> None:
         "release fraud@9.9.9 is not registered (registered versions: 1.2.0, 1.1.0, 1.0.0)"
     )
     assert error(live("rollback", MODEL, "--to", "1.0.0")) == (
-        "fraud@1.0.0 is the release being rolled back from: name another with --to"
+        "fraud@1.0.0 already takes all traffic: there is nothing to roll back from; "
+        "name another release with --to"
     )
     assert error(live("rollback", "nope")).startswith("model 'nope' has no live traffic")
 
@@ -188,7 +195,9 @@ def test_a_second_rollback_says_one_is_running(live: Cli) -> None:
     ok(live("deploy", f"{MODEL}@1.1.0"))
     ok(live("rollback", MODEL, "--emergency"))
     assert error(live("rollback", MODEL, "--emergency"), 1) == (
-        "fraud is already rolling back to 1.0.0 (phase verifying)"
+        "fraud is already rolling back to 1.0.0 (phase verifying): all traffic is on 1.0.0 "
+        "while it is verified (`backout status fraud`); `backout rollback fraud --emergency "
+        "--to VERSION` moves it all to another release now"
     )
 
 
@@ -200,7 +209,9 @@ def test_abort_returns_traffic_to_stable(live: Cli) -> None:
     assert ok(live("abort", MODEL, "--reason", "wrong build")) == (
         "fraud rollout: aborted (1.0.0=100%)\n"
     )
-    assert error(live("abort", MODEL), 1) == "fraud has no rollout or rollback in progress"
+    assert error(live("abort", MODEL), 1) == (
+        "fraud has no rollout or rollback in progress: nothing to abort"
+    )
 
 
 def test_a_verifying_rollback_cannot_be_aborted(live: Cli) -> None:
@@ -208,7 +219,8 @@ def test_a_verifying_rollback_cannot_be_aborted(live: Cli) -> None:
     ok(live("rollback", MODEL, "--emergency"))
     assert error(live("abort", MODEL), 1) == (
         "fraud's rollback is verifying 1.0.0 with all traffic on it and cannot be aborted: "
-        "wait for its verification to end, then deploy the release you want"
+        "wait for its verification to end, or `backout rollback fraud --emergency --to VERSION` "
+        "moves all traffic to another release now"
     )
 
 
@@ -317,6 +329,7 @@ def test_history_lists_the_timeline_of_a_model(live: Cli) -> None:
     ok(live("pause", MODEL, "--reason", "lunch"))
     assert kinds(live) == [
         "release.registered", "release.registered", "release.registered",
+        "load.pass", "load.pass", "load.pass",
         "deploy.first", "release.marked-good",
         "compat.pass", "replay.skipped", "traffic.applied", "rollout.started",
         "phase.paused",
@@ -332,7 +345,7 @@ def test_history_lists_the_timeline_of_a_model(live: Cli) -> None:
 def test_history_verify_checks_the_chain(live: Cli) -> None:
     ok(live("deploy", f"{MODEL}@1.1.0"))
     out = ok(live("history", MODEL, "--verify"))
-    assert out.splitlines()[-1] == "chain verified: 9 event(s), hashes intact"
+    assert out.splitlines()[-1] == "chain verified: 12 event(s), hashes intact"
     assert doc(live, "history", "--verify")["chain"] == {"ok": True, "problems": []}
 
 

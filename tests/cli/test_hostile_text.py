@@ -13,7 +13,7 @@ HOSTILE = "[/oops] [bold red]loud[/bold red] [link=https://e.test]x[/link]"
 
 
 def test_markup_in_stored_text_prints_literally(
-    tmp_path: Path, artifact: Path, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path, model_file: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     base = ["--store", f"sqlite:///{tmp_path / 's.db'}", "--artifacts", str(tmp_path / "a")]
 
@@ -26,7 +26,7 @@ def test_markup_in_stored_text_prints_literally(
         return captured.out
 
     run("init")
-    run("release", "register", "fraud", "1.0.0", "-a", str(artifact), "--changelog", HOSTILE,
+    run("release", "register", "fraud", "1.0.0", "-a", str(model_file), "--changelog", HOSTILE,
         "--owner", HOSTILE, "--rollback-plan", HOSTILE)  # fmt: skip
     run("release", "mark-good", "fraud@1.0.0", "--reason", HOSTILE)
     run("deploy", "fraud@1.0.0", "--reason", HOSTILE)

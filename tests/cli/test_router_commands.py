@@ -64,7 +64,7 @@ def _env(tmp_path: Path) -> dict[str, str]:
 
 
 def test_serve_release_answers_for_that_release_alone(tmp_path: Path) -> None:
-    store = open_store(f"sqlite:///{tmp_path / 'store.db'}")
+    store = open_store(f"sqlite:///{tmp_path / 'store.db'}", create=True)
     registry = Registry(store, LocalBlobStore(tmp_path / "artifacts"))
     for v in ("1.0.0", "1.1.0"):
         register_iris(registry, tmp_path / "models", v)
@@ -106,6 +106,7 @@ def test_serve_release_of_an_unknown_release_is_one_line(
     from backout.cli import main
 
     store = f"sqlite:///{tmp_path / 'store.db'}"
+    open_store(store, create=True).dispose()
     with pytest.raises(SystemExit) as code:
         main(["--store", store, "--artifacts", str(tmp_path), "serve", "--release", "iris@9.9.9"])
     err = capsys.readouterr().err

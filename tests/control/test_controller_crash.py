@@ -44,7 +44,7 @@ from backout.store import Store, audit, open_store, schema
 from backout.telemetry.batches import read_batches
 from backout.traffic.deployments import Deployments
 from tests.control.world import POLICY as WORLD_POLICY
-from tests.control.world import NewWorld, World, restart
+from tests.control.world import FakeProber, NewWorld, World, restart
 from tests.waits import wait_for
 
 SCRIPT = Path(__file__).with_name("crash_controller.py")
@@ -225,7 +225,11 @@ def make_site(path: Path, url: str) -> Site:
         f = path / f"model-{v}.bin"
         f.write_bytes(f"weights {v}".encode())
         registry.register(MODEL, v, [f], actor="test")
-    ops = Controller(store, registry, notifier=InMemoryNotifier(), actor="ops")
+    ops = Controller(store, registry, notifier=InMemoryNotifier(), actor="ops", prober=FakeProber())
+    # The releases are placeholder bytes: record them as loaded and answered, so the
+    # controller processes (which probe for real) find them proven in the store.
+    for v in ("1.0.0", "1.1.0", "1.2.0"):
+        ops.prove(MODEL, [v], "test", "take traffic")
     ops.set_policy(MODEL, parse_policy(POLICY), source="test", actor="test")
     ops.deploy(MODEL, "1.0.0", actor="test")
     site = Site(path, url, store, registry, ops, path / "health.json")
@@ -591,7 +595,9 @@ def _crash_world(new_world: NewWorld, die_after: int | None) -> tuple[World, int
     w = new_world(WORLD_POLICY.replace("10s", "2s").replace("20s", "2s"))
     w.controller.deploy("iris", "1.1.0", actor="ana")
     dying = DyingStore(w.store, die_after or 10**9)
-    w.controller = Controller(dying, w.registry, notifier=w.notifier, clock=w.clock)
+    w.controller = Controller(
+        dying, w.registry, notifier=w.notifier, clock=w.clock, prober=w.prober
+    )
     w.set_health("1.1.0", error_rate=0.5)
     w.set_health("1.0.0", error_rate=0.5)
     commits = 0
@@ -660,7 +666,9 @@ def test_a_command_landing_mid_tick_is_not_overwritten_by_the_tick(
 ) -> None:
     w = world
     w.controller.deploy("iris", "1.1.0", actor="ana")
-    other = Controller(w.store, w.registry, notifier=w.notifier, clock=w.clock, actor="ops")
+    other = Controller(
+        w.store, w.registry, notifier=w.notifier, clock=w.clock, actor="ops", prober=w.prober
+    )
     left = _command_mid_tick(w, lambda: getattr(other, command)("iris", actor="bo"))
     check_invariants(w.store)
     last = w.last_op()

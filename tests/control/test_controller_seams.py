@@ -44,7 +44,7 @@ class WeightsOnlyRouter:
 
 def _on_router(w: World, router: WeightsOnlyRouter) -> None:
     w.controller = Controller(
-        w.store, w.registry, notifier=w.notifier, clock=w.clock, router=router
+        w.store, w.registry, notifier=w.notifier, clock=w.clock, router=router, prober=w.prober
     )
 
 

@@ -17,8 +17,10 @@ from backout.control.controller import Controller
 from backout.control.notify import InMemoryNotifier
 from backout.control.operations import Operation
 from backout.control.policy import Policy, parse_policy
-from backout.registry.artifacts import LocalBlobStore
+from backout.registry.artifacts import BlobStore, LocalBlobStore
+from backout.registry.manifest import ReleaseManifest
 from backout.registry.releases import Registry
+from backout.runtimes.probe import Probe
 from backout.store import Store, audit, open_store
 from backout.telemetry.batches import Batch, latency_bucket, write_batches
 from backout.traffic.deployments import Deployments
@@ -42,6 +44,21 @@ escalation:
   after: 60s
   contacts: [{name: ana, email: ana@example.com}, {name: bo, email: bo@example.com}]
 """
+
+
+class FakeProber:
+    """The load-and-answer check, in memory: every release answers unless named in ``broken``."""
+
+    def __init__(self) -> None:
+        self.broken: dict[str, str] = {}  # ref -> why it fails
+        self.calls: list[str] = []
+
+    def __call__(self, manifest: ReleaseManifest, blobs: BlobStore, *, timeout_s: float) -> Probe:
+        self.calls.append(manifest.ref)
+        why = self.broken.get(manifest.ref)
+        if why is not None:
+            return Probe(manifest.ref, False, "load", why)
+        return Probe(manifest.ref, True, "answer", "loaded and answered the contract's input")
 
 
 class Clock:
@@ -69,6 +86,7 @@ class World:
     controller: Controller
     notifier: InMemoryNotifier
     clock: Clock
+    prober: FakeProber
     health: dict[str, Health] = field(default_factory=dict)
     rng: np.random.Generator = field(default_factory=lambda: np.random.default_rng(7))
     rps: int = 200
@@ -173,11 +191,12 @@ def make_world(tmp_path: Path, policy_text: str = POLICY, *, url: str | None = N
         registry.register("iris", v, [f], actor="test")
     clock = Clock()
     notifier = InMemoryNotifier()
-    controller = Controller(store, registry, notifier=notifier, clock=clock)
+    prober = FakeProber()
+    controller = Controller(store, registry, notifier=notifier, clock=clock, prober=prober)
     policy: Policy = parse_policy(policy_text)
     controller.set_policy("iris", policy, source="test", actor="test")
     controller.deploy("iris", "1.0.0", actor="test")  # first deploy: live at 100%, known-good
-    return World(store, registry, Deployments(store, registry), controller, notifier, clock)
+    return World(store, registry, Deployments(store, registry), controller, notifier, clock, prober)
 
 
 class NewWorld(Protocol):
@@ -189,7 +208,7 @@ class NewWorld(Protocol):
 def restart(world: World) -> None:
     """A new controller process: nothing carried over but the store."""
     world.controller = Controller(
-        world.store, world.registry, notifier=world.notifier, clock=world.clock
+        world.store, world.registry, notifier=world.notifier, clock=world.clock, prober=world.prober
     )
 
 

@@ -68,7 +68,7 @@ class Tags(HTMLParser):
 @pytest.fixture
 def report(tmp_path: Path) -> Iterator[IncidentReport]:
     """A rollback whose every person-written or data-written word is ``HOSTILE``."""
-    store: Store = open_store(f"sqlite:///{tmp_path / 'store.db'}")
+    store: Store = open_store(f"sqlite:///{tmp_path / 'store.db'}", create=True)
     registry = Registry(store, LocalBlobStore(tmp_path / "artifacts"))
     art = tmp_path / "m.bin"
     art.write_bytes(b"weights")

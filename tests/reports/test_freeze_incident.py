@@ -37,7 +37,7 @@ def _event(conn: Any, t: float, event_kind: str, reason: str, **data: Any) -> No
 
 @pytest.fixture
 def store(tmp_path: Path) -> Iterator[Store]:
-    s = open_store(f"sqlite:///{tmp_path / 'store.db'}")
+    s = open_store(f"sqlite:///{tmp_path / 'store.db'}", create=True)
     with s.write() as conn:
         op = conn.execute(
             schema.operations.insert().values(

@@ -180,9 +180,10 @@ def test_telemetry_batches_reach_the_store(world: World) -> None:
     world.gateway.flush()
     batches = read_batches(world.store, "iris")["1.0.0"]
     total = sum(b.requests for b in batches)
-    assert total == 6
+    assert total == 5  # the bad request is the caller's fault: counted apart
     assert sum(b.predictions for b in batches) == 5
-    assert sum(b.errors.get("input_contract", 0) for b in batches) == 1
+    assert sum(b.error_count for b in batches) == 0
+    assert sum(b.client_errors.get("input", 0) for b in batches) == 1
     assert sum(b.outputs.get("0", 0) for b in batches) == 5
 
 
@@ -239,6 +240,7 @@ def test_access_log_lines_are_json_and_written_in_blocks() -> None:
 def test_metrics_kept_in_memory_match_prometheus_after_a_flush() -> None:
     """Pending observations reach the counter and histogram buckets exactly as observe would."""
     metrics = Metrics()
+    metrics.know({("iris", "1.0.0")})
     for seconds in (0.0003, 0.003, 7.0):
         metrics.observe("iris", "1.0.0", 200, seconds)
     text = metrics.exposition()[0].decode()

@@ -11,6 +11,7 @@ from backout.registry.manifest import Runtime, RuntimeKind
 from backout.registry.releases import Registry
 from backout.serving.app import Gateway
 from backout.store import Store
+from backout.telemetry.batches import Batch, read_batches
 from backout.traffic.deployments import Deployments
 from tests.waits import wait_for
 
@@ -64,3 +65,8 @@ class World:
             runtime=Runtime(kind=RuntimeKind.PYTHON, options={"entrypoint": f"{module}:predict"}),
             actor="test",
         )
+
+    def batches(self, version: str) -> list[Batch]:
+        """The telemetry batches of ``iris@version`` in the store, after a flush of this worker."""
+        self.gateway.flush()
+        return read_batches(self.store, "iris").get(version, [])

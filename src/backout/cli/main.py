@@ -18,11 +18,13 @@ from backout.cli import (
     consumers,
     demo,
     drill,
+    keys,
     operations,
     policy,
     release,
     replay,
     report,
+    retention,
     serve,
     status,
     traffic,
@@ -54,6 +56,8 @@ app.command("report")(report.report_command)
 app.add_typer(consumers.consumers_app, name="consumers")
 app.add_typer(release.release_app, name="release")
 app.add_typer(policy.policy_app, name="policy")
+app.add_typer(keys.keys_app, name="keys")
+app.add_typer(retention.retention_app, name="retention")
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -132,4 +132,5 @@ def unfreeze(
     """Lift a freeze. Only this command does."""
     s = settings(ctx)
     s.controller().unfreeze(model, actor=s.actor, reason=reason)
-    out.print(f"{model} is no longer frozen")
+    hint = s.controller().split_hint(model)
+    out.print(f"{model} is no longer frozen" + (f"; {hint}" if hint else ""))

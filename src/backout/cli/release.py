@@ -1,4 +1,4 @@
-"""Command line for releases: register, list, show, verify, mark-good, quarantine, delete.
+"""Command line for releases: register, sign, list, show, verify, mark-good, quarantine, delete.
 
 Mounted on the ``backout`` app by :mod:`backout.cli.main`.
 """
@@ -77,12 +77,23 @@ def release_register(
     dataset_digest: Annotated[str | None, typer.Option(help="Training data digest.")] = None,
     code: Annotated[str | None, typer.Option(help="Code reference, e.g. a git commit.")] = None,
     parent: Annotated[str | None, typer.Option(help="The release this one replaces.")] = None,
+    sign: Annotated[
+        Path | None,
+        typer.Option("--sign", help="Sign the manifest with this Ed25519 private key file."),
+    ] = None,
     json: JsonOpt = False,
 ) -> None:
     """Register MODEL@VERSION from its artifact files. Registered releases never change."""
     from backout.registry.manifest import Runtime
+    from backout.registry.signing import load_private_key, require_trusted
 
     s = settings(ctx)
+    # The key is read and checked before anything is registered: a bad or untrusted key
+    # changes nothing.
+    signer = load_private_key(sign) if sign is not None else None
+    if signer is not None:
+        with s.store().read() as conn:
+            require_trusted(conn, signer)
     options: dict[str, Any] = {}
     for item in runtime_option or []:
         key, sep, value = item.partition("=")
@@ -106,13 +117,40 @@ def release_register(
         actor=s.actor,
     )
     rel = result.release
+    signed = None
+    if signer is not None:
+        from backout.registry.signing import sign_release
+
+        signed = sign_release(s.store(), rel.ref, signer, actor=s.actor)
     if json:
-        print_json({"created": result.created, **rel.to_dict()})
+        extra = {"signature": signed.to_dict()} if signed else {}
+        print_json({"created": result.created, **rel.to_dict(), **extra})
         return
     verb = "registered" if result.created else "already registered with identical content"
     out.print(
         f"{rel.ref} {verb}  manifest sha256:{rel.digest[:12]}…  {len(rel.manifest.artifacts)} artifact(s)"
+        + (f"  signed by {signed.key}" if signed else "")
     )
+
+
+@release_app.command("sign")
+def release_sign(
+    ctx: typer.Context,
+    ref: Annotated[str, typer.Argument(help="MODEL@VERSION")],
+    key: Annotated[Path, typer.Option("--key", help="Ed25519 private key file.")],
+    json: JsonOpt = False,
+) -> None:
+    """Sign a registered release's manifest digest with a trusted key."""
+    from backout.registry.signing import load_private_key, sign_release
+
+    s = settings(ctx)
+    check = sign_release(s.store(), ref, load_private_key(key), actor=s.actor)
+    if json:
+        print_json(check.to_dict())
+    else:
+        out.print(
+            f"{check.ref} signed by trusted key {check.key}  manifest sha256:{check.digest[:12]}…"
+        )
 
 
 @release_app.command("list")
@@ -217,10 +255,20 @@ def release_verify(
     ref: Annotated[str, typer.Argument(help="MODEL@VERSION")],
     json: JsonOpt = False,
 ) -> None:
-    """Re-hash the manifest and every artifact. Exit 1 on any mismatch, naming the file."""
-    report = settings(ctx).registry().verify(ref)
+    """Re-hash the manifest and every artifact, and check its signature. Exit 1 on any
+    mismatch (naming the file), on a bad signature, or on none where the policy requires one."""
+    from backout.registry.signing import check_release, signature_required
+
+    s = settings(ctx)
+    report = s.registry().verify(ref)
+    with s.store().read() as conn:
+        check = check_release(conn, report.ref)
+        required = signature_required(conn, check.ref.partition("@")[0])
+    # An unsigned release fails only where signatures are required; a bad one always does.
+    sig_ok = check.ok or (check.status == "unsigned" and not required)
     if json:
-        print_json(report.to_dict())
+        print_json({**report.to_dict(), "ok": report.ok and sig_ok,
+                    "signature": {**check.to_dict(), "required": required}})  # fmt: skip
     elif report.ok:
         out.print(
             f"{report.ref} verified: manifest and {len(report.checked) - 1} artifact(s) match their digests"
@@ -228,7 +276,13 @@ def release_verify(
     else:
         for p in report.problems:
             err.print(f"{report.ref}: {p}")
-    if not report.ok:
+    if not json:
+        # An unsigned release where none is required says nothing more.
+        if check.ok:
+            out.print(f"signature: valid, by trusted key {check.key}")
+        elif not sig_ok:
+            err.print(f"signature: {check.status}: {check.detail}", markup=False)
+    if not (report.ok and sig_ok):
         raise typer.Exit(1)
 
 
@@ -242,7 +296,8 @@ def release_mark_good(
 ) -> None:
     """Mark a release as a known-good rollback point (or remove the mark)."""
     s = settings(ctx)
-    rel = s.registry().mark_good(ref, actor=s.actor, reason=reason, good=not unmark)
+    # Through the controller: a release must load and answer before it becomes a rollback point.
+    rel = s.controller().mark_good(ref, actor=s.actor, reason=reason, good=not unmark)
     if json:
         print_json(rel.to_dict())
     else:

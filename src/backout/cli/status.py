@@ -48,6 +48,9 @@ def status(
                 "weight": table.weights.get(v, 0) / 100,
                 "requests": b.requests if b else 0,
                 "error_rate": (b.error_count / b.requests) if b and b.requests else None,
+                "errors": dict(b.errors) if b else {},
+                # Refused as the callers' fault: never in requests, errors or the judges.
+                "client_errors": dict(b.client_errors) if b else {},
                 "p50_ms": latency_quantile(b.latency, 0.5) * 1000 if b and b.latency else None,
                 "p99_ms": latency_quantile(b.latency, 0.99) * 1000 if b and b.latency else None,
             })  # fmt: skip
@@ -103,12 +106,39 @@ def status(
             t.add_column(col, justify="right" if col != "release" else "left")
         for r in d["releases"]:
             t.add_row(
-                r["version"], f"{r['weight']:g}%", f"{r['requests']:,}",
-                "-" if r["error_rate"] is None else f"{r['error_rate']:.2%}",
+                r["version"], f"{r['weight']:g}%", f"{r['requests']:,}", _errors(r),
                 "-" if r["p50_ms"] is None else f"{r['p50_ms']:.2f}",
                 "-" if r["p99_ms"] is None else f"{r['p99_ms']:.2f}",
             )  # fmt: skip
         out.print(t)
+        refused = [
+            f"{r['version']} {_kinds(r['client_errors'])}"
+            for r in d["releases"]
+            if r["client_errors"]
+        ]
+        if refused:
+            out.print(
+                "client errors (refused as the callers' fault, not counted above): "
+                + "; ".join(refused)
+            )
+
+
+def _errors(release: dict[str, Any]) -> str:
+    """The error rate, and its kinds when there are errors (``load``: it cannot be loaded)."""
+    rate = release["error_rate"]
+    if rate is None:
+        return "-"
+    kinds = release["errors"]
+    return (
+        f"{rate:.2%} ({', '.join(sorted(kinds, key=lambda k: -kinds[k]))})"
+        if kinds
+        else f"{rate:.2%}"
+    )
+
+
+def _kinds(counts: dict[str, int]) -> str:
+    """``200 input, 3 malformed``: counts by kind, most first."""
+    return ", ".join(f"{n:,} {k}" for k, n in sorted(counts.items(), key=lambda kv: -kv[1]))
 
 
 def history(
@@ -127,6 +157,8 @@ def history(
     with store.read() as conn:
         events = audit.list_events(conn, model)
         problems = audit.verify_chain(conn) if verify else []
+        checkpoint = audit.latest_checkpoint(conn) if verify else None
+        signer = audit.checkpoint_signer(conn, checkpoint)[0] if checkpoint else None
     if limit is not None:
         events = events[-limit:]
     if json:
@@ -136,6 +168,8 @@ def history(
                 "ok": not problems,
                 "problems": [{"seq": p.seq, "problem": p.problem} for p in problems],
             }
+            if checkpoint is not None:
+                doc["chain"]["checkpoint"] = {**checkpoint.to_dict(), "signer": signer}
         print_json(doc)
     else:
         t = Table(box=None, header_style="bold")
@@ -155,6 +189,12 @@ def history(
             if problems:
                 for p in problems:
                     err.print(f"event {p.seq}: {p.problem}")
+            elif checkpoint is not None:
+                out.print(
+                    f"chain verified from the checkpoint at event {checkpoint.seq} (signed by "
+                    f"{signer}; events up to {checkpoint.seq} pruned): {len(events)} event(s), "
+                    "hashes intact"
+                )
             else:
                 out.print(f"chain verified: {len(events)} event(s), hashes intact")
     if problems:

@@ -1,63 +1,103 @@
-"""Alerts: the controller's notifications and escalations, sent without ever slowing it.
+"""Alerts: the controller's notifications and escalations, durable and never in its way.
 
-Each model's policy names its webhooks (or a notifier is injected, as tests do); a notice is
-queued and sent after the transaction that caused it commits; a delivery that finally fails
-becomes an event. Escalation calls the policy's next contact when recovery is late, and is
-recorded in the same transaction as the decision that needs it.
+Each model's policy names its webhooks, its e-mail server and its escalation contacts. A
+notice is written to the outbox (:mod:`backout.control.outbox`) in the transaction that
+records the decision it reports, so a controller that dies right after committing cannot
+lose it; the outbox's delivery worker sends it after the commit, at least once, and a
+delivery that fails for good becomes a ``notify.failed`` event. Escalation calls the
+policy's next contact when recovery is late, and is recorded — with its notice — in the same
+transaction as the decision that needs it.
+
+An injected :class:`~backout.control.notify.Notifier` (tests, dry runs) replaces the outbox:
+it hears each notice once the transaction that caused it commits.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from datetime import UTC, datetime
 
+import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from backout.control.notify import (
-    Escalator,
-    FailedDelivery,
-    Notice,
-    Notifier,
-    Severity,
-    notifier_for,
-)
+from backout.control.mail import SmtpSettings
+from backout.control.notify import Escalator, Notice, Notifier, Severity
 from backout.control.operations import Operation, Operations
+from backout.control.outbox import Outbox, enqueue
 from backout.control.phases import Phase
 from backout.control.policy import NoticeKind, Policy
-from backout.errors import StoreUnavailable
 from backout.store import Store, audit
 from backout.types import Clock, system_clock
 
 log = logging.getLogger("backout.controller")
 
 
+def after_commit(conn: Connection, fn: Callable[[], None]) -> None:
+    """Run ``fn`` when ``conn``'s transaction commits (never if it rolls back)."""
+
+    def call(_: Connection) -> None:
+        try:
+            fn()
+        except Exception:  # what runs after a commit must never undo or break it
+            log.exception("after-commit callback failed")
+
+    sa.event.listen(conn, "commit", call, once=True)
+
+
 class Alerts:
     """Notices and escalations for every model the controller drives."""
 
     def __init__(self, store: Store, *, actor: str, notifier: Notifier | None = None,
-                 clock: Clock = system_clock) -> None:  # fmt: skip
+                 clock: Clock = system_clock, outbox: Outbox | None = None) -> None:  # fmt: skip
         self.store = store
         self.clock = clock
         self.actor = actor
-        self.fixed = notifier  # None: each model's policy names its webhooks
-        self._notifiers: dict[str, tuple[tuple[str, ...], Notifier]] = {}
+        self.fixed = notifier  # None: the outbox, to each model's policy's recipients
+        self._outbox = outbox
+
+    @property
+    def outbox(self) -> Outbox:
+        """The delivery worker's outbox (made on first use: most commands never send)."""
+        if self._outbox is None:
+            self._outbox = Outbox(self.store, clock=self.clock, actor=self.actor)
+        return self._outbox
 
     def notify(self, kind: str, model: str, title: str, text: str, op_id: int, *, policy: Policy,
-               severity: str = "info") -> None:  # fmt: skip
+               severity: str = "info", conn: Connection | None = None) -> None:  # fmt: skip
         notice = Notice(kind=NoticeKind(kind), model=model, title=title, text=text,
                         severity=Severity(severity), incident=str(op_id))  # fmt: skip
-        self.send(model, policy, notice)
+        self.send(model, policy, notice, conn=conn)
 
-    def send(self, model: str, policy: Policy, notice: Notice) -> None:
+    def send(self, model: str, policy: Policy, notice: Notice, *,
+             conn: Connection | None = None) -> None:  # fmt: skip
+        """Queue ``notice`` in ``conn``'s transaction (or a transaction of its own)."""
         try:
-            self._notifier(model, policy).send(notice)
-        except Exception:  # a failing notifier never blocks or slows a rollback
-            log.exception("notification failed")
+            if conn is None:
+                with self.store.write() as own:
+                    self._queue(own, policy, notice)
+            else:
+                self._queue(conn, policy, notice)
+        except Exception:  # a failing notification never blocks or slows a rollback
+            log.exception("notification of %s could not be queued", model)
+
+    def _queue(self, conn: Connection, policy: Policy, notice: Notice) -> None:
+        if self.fixed is not None:
+            fixed = self.fixed
+            after_commit(conn, lambda: fixed.send(notice))
+            return
+        n = policy.notifications
+        hooks = [*(n.webhooks if notice.kind in n.on else ()), *notice.to]
+        smtp = SmtpSettings.from_dict(n.smtp.model_dump()) if n.smtp else None
+        ids = enqueue(conn, notice, webhooks=hooks, emails=notice.mail, smtp=smtp,
+                      now=self.clock(), actor=self.actor)  # fmt: skip
+        if ids:
+            after_commit(conn, self.outbox.wake)
 
     def escalation(
         self, conn: Connection, op: Operation, now: float, *, force: bool = False
     ) -> Notice | None:
-        """Record the next escalation in the caller's write; the notice to send after commit.
+        """Record the next escalation and queue its notice, in the caller's write.
 
         A freeze or an aborted rollback records its escalation in its own transaction, so a
         controller that dies after the commit cannot leave the freeze without a contact.
@@ -74,30 +114,12 @@ class Alerts:
                      reason=f"escalated to {contact.name}: {op.kind} {op.phase.value} after {now - op.started_at:.0f} s",
                      data={"operation": op.id, "contact": contact.name, "level": level + 1})  # fmt: skip
         op.state.escalated = level + 1
-        return esc.notice(level, model=op.model, started_at=op.started_at, now=now,
-                          incident=str(op.id), reason=f"{op.kind} {op.phase.value}")  # fmt: skip
+        notice = esc.notice(level, model=op.model, started_at=op.started_at, now=now,
+                            incident=str(op.id), reason=f"{op.kind} {op.phase.value}")  # fmt: skip
+        self.send(op.model, op.policy, notice, conn=conn)
+        return notice
 
     def close(self) -> None:
-        """Drain pending notifications (at shutdown)."""
-        for _, n in self._notifiers.values():
-            n.close(2.0)
-
-    def _notifier(self, model: str, policy: Policy) -> Notifier:
-        if self.fixed is not None:
-            return self.fixed
-        hooks = tuple(policy.notifications.webhooks)
-        cached = self._notifiers.get(model)
-        if cached is None or cached[0] != hooks:
-            if cached is not None:
-                cached[1].close(0.1)
-            n = notifier_for(policy, on_failure=lambda failed: self._delivery_failed(model, failed))
-            self._notifiers[model] = cached = (hooks, n)
-        return cached[1]
-
-    def _delivery_failed(self, model: str, failed: FailedDelivery) -> None:
-        try:
-            with self.store.write() as conn:
-                audit.append(conn, "notify.failed", model=model, actor=self.actor,
-                             reason=failed.summary, data=failed.to_dict())  # fmt: skip
-        except StoreUnavailable as exc:  # the notifier logged the failure; say why it is not kept
-            log.warning("could not record %s: %s", failed.summary, exc)
+        """Release the outbox's connections (at shutdown); undelivered rows stay queued."""
+        if self._outbox is not None:
+            self._outbox.close()

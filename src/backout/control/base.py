@@ -25,6 +25,7 @@ from backout.control.policy import Policy
 from backout.control.triggers import MetricSource
 from backout.errors import RouterError
 from backout.registry.releases import Registry
+from backout.runtimes.probe import PROBE_TIMEOUT_S, Prober, probe_release
 from backout.store import Store, audit
 from backout.telemetry.batches import Batch
 from backout.telemetry.source import StoreTelemetry, TelemetrySource
@@ -50,6 +51,7 @@ class ControllerBase:
         metrics: MetricSource | None = None,
         router: TrafficRouter | None = None,
         telemetry: TelemetrySource | None = None,
+        prober: Prober | None = None,
         actor: str = "controller",
     ) -> None:
         self.store = store
@@ -65,11 +67,17 @@ class ControllerBase:
         self.notifier = notifier  # None: each model's policy names its webhooks
         self.alerts = Alerts(store, actor=actor, notifier=notifier, clock=self.clock)
         self.metrics = metrics
+        # Loads a release apart from this process and asks it one question, before it takes
+        # traffic or becomes known-good (see backout.runtimes.probe).
+        self.prober: Prober = prober or probe_release
+        self.probe_timeout_s = PROBE_TIMEOUT_S
         self.actor = actor
         self._holder: str | None = None  # the lease this controller ticks under, in run()
         self._gates: dict[tuple[int, int, str], Any] = {}
         self._policy_cache: dict[str, Policy] = {}
         self._router_trouble: dict[str, str] = {}  # model -> the router error last recorded
+        self._no_target_open: set[str] = set()  # models whose triggers fire with no way back
+        self._last_error: dict[str, str] = {}  # model -> the tick error last recorded
 
     # -- reading -----------------------------------------------------------------------
 
@@ -125,7 +133,7 @@ class ControllerBase:
                     "to": to.value, "step": op.step, "weights": op.weights, "evidence": dict(evidence)})  # fmt: skip
         if to != before:
             self.notify("phase", op.model, f"{op.model} {op.kind}: {to.value}", reason, op.id,
-                        severity="critical" if to == Phase.FROZEN else "info")  # fmt: skip
+                        severity="critical" if to == Phase.FROZEN else "info", conn=conn)  # fmt: skip
 
     def start(self, conn: Connection, model: str, kind: str, event: Event, stable: str, target: str,
               weights: dict[str, float], policy: Policy, reason: str, actor: str, now: float, *,
@@ -204,21 +212,22 @@ class ControllerBase:
 
     # -- notifications and escalation ----------------------------------------------------
 
-    def notify(
-        self, kind: str, model: str, title: str, text: str, op_id: int, *, severity: str = "info"
-    ) -> None:
+    def notify(self, kind: str, model: str, title: str, text: str, op_id: int, *,
+               severity: str = "info", conn: Connection | None = None) -> None:  # fmt: skip
+        """Queue a notice; pass ``conn`` to queue it in the transaction of the decision it
+        reports (the outbox then delivers it even if this process dies after the commit)."""
         policy = self._policy_cache.get(model) or self.policy_for(model)
-        self.alerts.notify(kind, model, title, text, op_id, policy=policy, severity=severity)
+        self.alerts.notify(kind, model, title, text, op_id, policy=policy, severity=severity,
+                           conn=conn)  # fmt: skip
 
     def escalate(self, op: Operation, now: float, *, force: bool = False) -> None:
         """Call the next contact when recovery is late (or at once, with ``force``)."""
         with self.store.write() as conn:
-            notice = self.alerts.escalation(conn, op, now, force=force)
-        if notice is not None:
-            self.send(op.model, op.policy, notice)
+            self.alerts.escalation(conn, op, now, force=force)
 
-    def send(self, model: str, policy: Policy, notice: Notice) -> None:
-        self.alerts.send(model, policy, notice)
+    def send(self, model: str, policy: Policy, notice: Notice, *,
+             conn: Connection | None = None) -> None:  # fmt: skip
+        self.alerts.send(model, policy, notice, conn=conn)
 
     def close(self) -> None:
         """Drain pending notifications (at shutdown)."""

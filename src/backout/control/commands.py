@@ -20,6 +20,9 @@ from backout.control.phases import RESUMED, Event, Phase, allows
 from backout.control.policy import Policy
 from backout.control.weights import dominant, fmt_weights, next_rollback_step, split
 from backout.errors import Conflict, Frozen, ModelNotFound, OperationInProgress, ValidationError
+from backout.registry import signing
+from backout.registry.manifest import parse_ref
+from backout.registry.releases import Release
 from backout.traffic.router import Capability
 from backout.traffic.routes import RouteTable
 
@@ -46,11 +49,15 @@ class Commands(ControllerBase):
             raise ValidationError(
                 f"{model}@{version} failed verification and cannot be deployed: {report.problems[0]}"
             )
+        signing.require_signed(self.store, f"{model}@{version}", required=policy.signing.required,
+                               why=f"{model}@{version} cannot be deployed")  # fmt: skip
         table = self.deployments.get(model)
+        self.prove(model, [version], actor, "be deployed")
         if table is not None:
             stable = dominant(table.weights)
             checks = [preflight.compat_check(self.store, self.registry, model, stable, version),
-                      preflight.replay_check(self.store, self.registry, model, version, policy.replay)]  # fmt: skip
+                      preflight.replay_check(self.store, self.registry, model, version, policy.replay,
+                                             baseline=stable)]  # fmt: skip
             self.record_checks(model, actor, f"{model}@{version}", checks)
             failed = [c for c in checks if c.failed]
             if failed:
@@ -83,9 +90,9 @@ class Commands(ControllerBase):
             self.event(conn, "rollout.started", model, actor, op.reason,
                        {"operation": op.id, "stable": stable, "candidate": version,
                         "steps": list(policy.rollout.steps)})  # fmt: skip
+            self.notify("phase", model, f"rollout of {model}@{version} started",
+                        f"{version} at {first:g}%, stable {stable}", op.id, conn=conn)  # fmt: skip
         self.push(model)
-        self.notify("phase", model, f"rollout of {model}@{version} started",
-                    f"{version} at {first:g}%, stable {stable}", op.id)  # fmt: skip
         return op
 
     def rollback(self, model: str, *, actor: str, to: str | None = None, emergency: bool | None = None,
@@ -95,20 +102,41 @@ class Commands(ControllerBase):
 
         ``expect``: the operation a tick decided to roll back, as it read it; if it changed
         since, the decision is void (raises the tick's stale-state signal).
+
+        A frozen model refuses every traffic change but one: a person's emergency rollback.
+        A freeze means no automatic way out is safe, which is exactly when a responder needs
+        a manual one; it lifts the freeze in the same write, recorded as break-glass.
         """
-        self.refuse_if_frozen(model)
+        # A person's emergency rollback is the responder's way out of every state: it takes
+        # over a frozen operation or a running rollback too (the controller's own never does).
+        by_hand = emergency is True and trigger is None and expect is None
+        why_frozen = self.frozen(model)
+        lifts_freeze = why_frozen is not None and by_hand
+        if why_frozen is not None and not lifts_freeze:
+            raise Frozen(frozen_message(model, why_frozen))
         table = self.deployments.require(model)
         current = self.active(model)
-        if current is not None and current.kind == "rollback":
+        if current is not None and takes_over_refused(current, by_hand):
             # Said first: otherwise the target search below reports a misleading reason.
-            raise OperationInProgress(
-                f"{model} is already rolling back to {current.target} (phase {current.phase.value})"
-            )
+            raise OperationInProgress(rolling_back_message(current))
         policy = current.policy if current else self.policy_for(model)
         live = {v: w / 100 for v, w in table.weights.items()}  # percent
-        from_version = current.target if current is not None else dominant(live)
-        target = to or self.rollback_target(model, policy, exclude={from_version})
+        target, from_version = self.rollback_pair(model, policy, current, live, to)
+        if (
+            current is not None
+            and current.kind == "rollback"
+            and current.phase != Phase.FROZEN
+            and target == current.target
+            and live == {target: 100.0}
+        ):
+            # Already all on that target, being verified: starting over would only restart it.
+            raise OperationInProgress(rolling_back_message(current))
         if target == from_version:
+            if current is None:
+                raise Conflict(
+                    f"{model}@{target} already takes all traffic: there is nothing to roll back "
+                    "from; name another release with --to"
+                )
             raise ValidationError(
                 f"{model}@{target} is the release being rolled back from: name another with --to"
             )
@@ -122,6 +150,9 @@ class Commands(ControllerBase):
             raise ValidationError(
                 f"rollback target {model}@{target} failed verification: {report.problems[0]}"
             )
+        self.prove(model, [target], actor, "be a rollback target")
+        signing.require_signed(self.store, f"{model}@{target}", required=policy.signing.required,
+                               why=f"rollback target {model}@{target} refused")  # fmt: skip
         checks = [preflight.compat_check(self.store, self.registry, model, from_version, target)]
         if mode == "emergency" and policy.rollback.skip_replay_in_emergency:
             checks.append(
@@ -131,7 +162,9 @@ class Commands(ControllerBase):
             )
         else:
             checks.append(
-                preflight.replay_check(self.store, self.registry, model, target, policy.replay)
+                preflight.replay_check(
+                    self.store, self.registry, model, target, policy.replay, baseline=from_version
+                )
             )
         self.record_checks(model, actor, f"{model}@{target}", checks)
         failed = [c for c in checks if c.failed]
@@ -147,17 +180,21 @@ class Commands(ControllerBase):
             cur = Operations.active_in(conn, model)
             if expect is not None:
                 Operations.check_fresh(conn, expect)
-            if cur is not None and cur.kind == "rollback":
-                raise OperationInProgress(
-                    f"{model} is already rolling back to {cur.target} (phase {cur.phase.value})"
-                )
+            if cur is not None and takes_over_refused(cur, by_hand):
+                raise OperationInProgress(rolling_back_message(cur))
             if cur is not None:
-                # The rollout ends here; the rollback is a new operation (its own incident).
+                # The rollout (or frozen operation) ends here; the rollback is a new operation.
                 self.transition(conn, cur, Event.SUPERSEDED, actor,
                                 f"superseded by a rollback to {target}", {}, move=False)  # fmt: skip
+            if lifts_freeze:
+                Operations.remove_freeze(conn, model)
+                self.event(conn, "freeze.lifted", model, actor,
+                           f"break-glass: an emergency rollback to {target} by {actor} lifted the freeze ({why_frozen})",
+                           {"by": "rollback --emergency", "target": target, "freeze": why_frozen,
+                            "break_glass": True})  # fmt: skip
             state = OperationState(trigger=trigger, mode=mode, warm=warm, from_weights=live,
                                    superseded=cur.id if cur is not None else None,
-                                   skip_gates=skip_gates)  # fmt: skip
+                                   skip_gates=skip_gates, lifted_freeze=why_frozen)  # fmt: skip
             first = 100.0 if mode == "emergency" or skip_gates else next_rollback_step(
                 list(policy.rollback.steps), live.get(target, 0.0))  # fmt: skip
             if first < 100:
@@ -171,15 +208,17 @@ class Commands(ControllerBase):
                         "trigger": trigger, "warm": warm, "skip_gates": skip_gates,
                         "weights_before": live})  # fmt: skip
             self.apply(conn, op, actor, f"{mode} rollback: {fmt_weights(weights)}")
+            self.notify("trigger" if trigger else "phase", model, f"{mode} rollback of {model} to {target} started",
+                        op.reason + (f" ({warm})" if warm else ""), op.id, severity="critical", conn=conn)  # fmt: skip
         self.push(model)
-        self.notify("trigger" if trigger else "phase", model, f"{mode} rollback of {model} to {target} started",
-                    op.reason + (f" ({warm})" if warm else ""), op.id, severity="critical")  # fmt: skip
         return op
 
     def abort(self, model: str, *, actor: str, reason: str = "") -> Operation:
         """Stop the operation: a rollout returns to stable, a rollback to where it came from."""
         with self.store.write() as conn:
-            op = self.require_active(conn, model)
+            op = Operations.active_in(conn, model)
+            if op is None:
+                raise Conflict(self.nothing_to_abort(model))
             if not allows(op.phase, Event.ABORTED) or op.state.paused_from == Phase.VERIFYING:
                 raise Conflict(not_abortable(op))
             back = op.stable
@@ -187,9 +226,9 @@ class Commands(ControllerBase):
             self.apply(conn, op, actor, f"abort: all traffic back on {back}")
             self.transition(conn, op, Event.ABORTED, actor, reason or "aborted by hand",
                             {"traffic": back}, move=False)  # fmt: skip
+            self.notify("abort", model, f"{op.kind} of {model} aborted", reason or f"traffic back on {back}",
+                        op.id, severity="warning", conn=conn)  # fmt: skip
         self.push(model)
-        self.notify("abort", model, f"{op.kind} of {model} aborted", reason or f"traffic back on {back}",
-                    op.id, severity="warning")  # fmt: skip
         return op
 
     def promote(self, model: str, *, actor: str, reason: str = "") -> Operation:
@@ -248,7 +287,9 @@ class Commands(ControllerBase):
         return op
 
     def unfreeze(self, model: str, *, actor: str, reason: str) -> None:
-        """Lift a freeze. Only this command does."""
+        """Lift a freeze. Only this command does (and a person's emergency rollback).
+
+        Traffic stays where it is: :meth:`split_hint` says what puts it on one release."""
         with self.store.write() as conn:
             if not Operations.remove_freeze(conn, model):
                 raise Conflict(f"{model} is not frozen")
@@ -272,6 +313,8 @@ class Commands(ControllerBase):
         # Bad input is refused before anything else: --force must not pause an operation for
         # a route change that is then rejected.
         self.deployments.check_traffic(model, weights, shadow=shadow, pins=pins)
+        self.prove(model, [v for v, w in weights.items() if w > 0] + sorted(set((pins or {}).values())),
+                   actor, "take traffic")  # fmt: skip
         with self.store.write() as conn:
             op = Operations.active_in(conn, model)
             if op is not None and op.phase != Phase.PAUSED:
@@ -287,7 +330,29 @@ class Commands(ControllerBase):
         self.push(model)
         return table
 
+    def mark_good(self, ref: str, *, actor: str, reason: str = "", good: bool = True) -> Release:
+        """Mark ``ref`` known-good (a rollback point) once it loads and answers; or unmark it."""
+        if good:
+            model, version = parse_ref(ref)
+            self.prove(model, [version], actor, "be marked known-good")
+        return self.registry.mark_good(ref, actor=actor, reason=reason, good=good)
+
     # -- what the commands check -------------------------------------------------------
+
+    def prove(self, model: str, versions: list[str], actor: str, what: str) -> None:
+        """Refuse unless each release in ``versions`` loads and answers (checked once per digest).
+
+        A release that is only bytes (an empty file, random data, the wrong pickle) must never
+        take traffic or become a rollback point; the refusal names it and what failed.
+        """
+        for version in dict.fromkeys(versions):
+            ref = f"{model}@{version}"
+            check = preflight.load_check(self.store, self.registry, ref, prober=self.prober,
+                                         timeout_s=self.probe_timeout_s)  # fmt: skip
+            if not check.evidence.get("cached"):  # a pass found in the log is not news
+                self.record_checks(model, actor, ref, [check])
+            if check.failed:
+                raise ValidationError(f"{ref} cannot {what}: {check.summary}")
 
     def record_checks(
         self, model: str, actor: str, ref: str, checks: list[preflight.Check]
@@ -330,9 +395,65 @@ class Commands(ControllerBase):
     def refuse_if_frozen(self, model: str) -> None:
         why = self.frozen(model)
         if why:
-            raise Frozen(
-                f"{model} is frozen ({why}): lift it with `backout unfreeze {model} --reason ...`"
-            )
+            raise Frozen(frozen_message(model, why))
+
+    def rollback_pair(self, model: str, policy: Policy, current: Operation | None,
+                      live: Mapping[str, float], to: str | None) -> tuple[str, str]:  # fmt: skip
+        """A rollback's target and the release it rolls back from."""
+        if current is not None and current.kind == "rollout":
+            return to or self.rollback_target(
+                model, policy, exclude={current.target}
+            ), current.target
+        if current is not None:
+            # A rollback taken over (by hand): all at once to its target if that is a rollback
+            # point, else to the last known-good release that is not its target.
+            if to is None:
+                to = current.target if self.is_rollback_point(model, current.target) else (
+                    self.rollback_target(model, policy, exclude={current.target}))  # fmt: skip
+            return to, current.stable if current.stable != to else current.target
+        top = dominant(live)
+        if to is None:
+            if (
+                len(live) > 1
+                and policy.rollback.target == "last-known-good"
+                and self.is_rollback_point(model, top)
+            ):
+                # Traffic split with no operation (a freeze lifted mid-rollout, traffic set by
+                # hand): the known-good release carrying most of it takes the rest.
+                to = top
+            else:
+                to = self.rollback_target(model, policy, exclude={top})
+        others = {v: w for v, w in live.items() if v != to}
+        return to, dominant(others) if others else to
+
+    def is_rollback_point(self, model: str, version: str) -> bool:
+        rel = self.registry.get(f"{model}@{version}")
+        return rel.known_good and not rel.quarantined
+
+    def split_hint(self, model: str) -> str:
+        """The command that puts a split model's traffic on one known-good release, or ""."""
+        table = self.deployments.get(model)
+        if (
+            table is None
+            or len(table.weights) < 2
+            or Operations(self.store).active(model) is not None
+        ):
+            return ""
+        live = {v: w / 100 for v, w in table.weights.items()}
+        try:
+            target, _ = self.rollback_pair(model, self.policy_for(model), None, live, None)
+        except ModelNotFound:
+            return f"its traffic is split ({fmt_weights(live)}) and it has no known-good release: mark one with `backout release mark-good`"
+        return f"its traffic is split ({fmt_weights(live)}): `backout rollback {model}` puts all of it on {target}"
+
+    def nothing_to_abort(self, model: str) -> str:
+        why = self.frozen(model)
+        if why:
+            return frozen_message(model, why)
+        hint = self.split_hint(model)
+        return f"{model} has no rollout or rollback in progress" + (
+            f"; {hint}" if hint else ": nothing to abort"
+        )
 
     @staticmethod
     def refuse_if_busy(conn: Connection, model: str) -> None:
@@ -350,11 +471,42 @@ class Commands(ControllerBase):
         return op
 
 
+def frozen_message(model: str, why: str) -> str:
+    """Why a frozen model refuses a command, and the two ways out."""
+    return (
+        f"{model} is frozen ({why}): `backout rollback {model} --emergency` puts all traffic on "
+        f"its last known-good release now, or lift it with `backout unfreeze {model} --reason ...`"
+    )
+
+
+def takes_over_refused(op: Operation | None, by_hand: bool) -> bool:
+    """Whether a new rollback must be refused because ``op``, a rollback, is running.
+
+    A frozen operation is held, not running; a person's emergency rollback takes over.
+    """
+    return op is not None and op.kind == "rollback" and op.phase != Phase.FROZEN and not by_hand
+
+
+def rolling_back_message(op: Operation) -> str:
+    """Why a second rollback is refused while one runs, and what to run instead."""
+    m = op.model
+    head = f"{m} is already rolling back to {op.target} (phase {op.phase.value})"
+    if op.phase == Phase.VERIFYING or op.state.paused_from == Phase.VERIFYING:
+        return head + (f": all traffic is on {op.target} while it is verified (`backout status {m}`); "
+                       f"`backout rollback {m} --emergency --to VERSION` moves it all to another release now")  # fmt: skip
+    if op.phase == Phase.PAUSED:
+        return head + (f": `backout resume {m}` continues it, `backout abort {m}` stops it, "
+                       f"`backout rollback {m} --emergency` puts all traffic on {op.target} now")  # fmt: skip
+    return head + (f": `backout rollback {m} --emergency` puts all traffic on {op.target} now; "
+                   f"`backout abort {m}` stops it (traffic back on {op.stable})")  # fmt: skip
+
+
 def not_abortable(op: Operation) -> str:
     """Why ``op`` cannot be aborted, and what to do instead."""
     if op.phase == Phase.FROZEN:
-        return f"{op.model} is frozen: lift it with `backout unfreeze {op.model} --reason ...`"
+        return frozen_message(op.model, "both releases unhealthy" if not op.reason else op.reason)
     return (
         f"{op.model}'s rollback is {Phase.VERIFYING.value} {op.target} with all traffic on it and "
-        "cannot be aborted: wait for its verification to end, then deploy the release you want"
+        f"cannot be aborted: wait for its verification to end, or `backout rollback {op.model} "
+        "--emergency --to VERSION` moves all traffic to another release now"
     )

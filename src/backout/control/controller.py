@@ -29,7 +29,7 @@ from backout.control.rollback import RollbackPhases
 from backout.control.rollout import RolloutPhases
 from backout.control.weights import clean
 from backout.errors import ModelNotFound, StoreUnavailable
-from backout.store import Outage
+from backout.store import Outage, retention
 
 log = logging.getLogger("backout.controller")
 
@@ -54,15 +54,23 @@ class Controller(RolloutPhases, RollbackPhases):
             except StoreUnavailable:  # the store's fault, not the model's: the loop reports it
                 raise
             except Exception as exc:  # one model's trouble must not stop the others
-                log.exception("tick of %s failed", model)
-                with self.store.write() as conn:
-                    self.event(
-                        conn, "controller.error", model, self.actor, f"{type(exc).__name__}: {exc}"
-                    )
+                self.tick_failed(model, exc)
                 continue
+            self._last_error.pop(model, None)
             if op is not None:
                 moved.append(op)
         return moved
+
+    def tick_failed(self, model: str, exc: Exception) -> None:
+        """Record a tick's failure once: the same failure on every tick is one state, not news."""
+        what = f"{type(exc).__name__}: {exc}"
+        if self._last_error.get(model) == what:
+            log.debug("tick of %s failed again: %s", model, what)
+            return
+        log.exception("tick of %s failed", model)
+        with self.store.write() as conn:
+            self.event(conn, "controller.error", model, self.actor, what)
+        self._last_error[model] = what
 
     def tick(self, model: str) -> Operation | None:
         """Re-read, re-apply, decide, and move at most one step. Safe to repeat."""
@@ -115,20 +123,60 @@ class Controller(RolloutPhases, RollbackPhases):
         """Tick every ``interval`` while holding the store's controller lease."""
         holder = holder or f"{socket.gethostname()}:{os.getpid()}"
         self._holder = holder
+        leading = threading.Event()  # set while this controller holds the lease
         threading.Thread(
             target=self.warm_preflight, name="backout-controller-warm", daemon=True
         ).start()
+        # Notifications queued in the outbox are delivered by the leader only, off the tick:
+        # a slow webhook or mail server never delays a decision.
+        outbox = self.alerts.outbox
+        delivery = threading.Thread(
+            target=outbox.run, args=(stop,), kwargs={"active": leading.is_set},
+            name="backout-outbox", daemon=True,
+        )  # fmt: skip
+        delivery.start()
         outage = Outage(log, "controller loop")
-        while not stop.is_set():
-            try:
-                if self.ops.acquire_lease(LEASE, holder, lease_s, self.clock()):
-                    self.tick_all()
-            except Exception as exc:  # a store briefly unreachable must not end the controller
-                outage.failed(exc, f"retrying every {max(interval, 1.0):.1f} s")
-                stop.wait(max(interval, 1.0))
-            else:
-                outage.recovered()
-            stop.wait(interval)
+        try:
+            while not stop.is_set():
+                try:
+                    if self.ops.acquire_lease(LEASE, holder, lease_s, self.clock()):
+                        leading.set()
+                        self.tick_all()
+                        self.housekeeping()
+                    else:
+                        leading.clear()
+                except Exception as exc:  # a store briefly unreachable must not end the controller
+                    leading.clear()
+                    outage.failed(exc, f"retrying every {max(interval, 1.0):.1f} s")
+                    stop.wait(max(interval, 1.0))
+                else:
+                    outage.recovered()
+                stop.wait(interval)
+        finally:
+            outbox.wake()
+            delivery.join(timeout=10.0)
+
+    # Retention runs at a low rate: once an hour, or a batch a minute while catching up.
+    prune_every: float = 3600.0
+    prune_catch_up: float = 60.0
+    _next_prune: float = 0.0
+
+    def housekeeping(self) -> None:
+        """Low-rate chores of the leader between ticks: retention's pruning, one bounded
+        batch at a time, so a store with a year of backlog never stalls a tick for long."""
+        now = self.clock()
+        if now < self._next_prune:
+            return
+        self._next_prune = now + self.prune_every
+        try:
+            report = retention.prune(self.store, now=now, actor=self.actor)
+        except Exception:  # pruning can wait; deciding cannot
+            log.exception("retention pruning failed; trying again in %.0f s", self.prune_every)
+            return
+        if report.total:
+            log.info("retention pruned %s", report.to_dict())
+        if report.more:
+            self._next_prune = now + self.prune_catch_up
 
     def warm_preflight(self) -> None:
         """Load every model's rollback points once and drop them, ahead of any incident.
@@ -158,6 +206,8 @@ class Controller(RolloutPhases, RollbackPhases):
                 if rel.manifest.runtime.kind == RuntimeKind.HTTP:
                     continue  # an upstream server: nothing to import or load here
                 try:
+                    # Prove it now (once per digest), not in the middle of the incident.
+                    self.prove(model, [rel.version], self.actor, "be a rollback target")
                     predictor = load_release(rel.manifest, self.registry.blobs)
                     asyncio.run(predictor.aclose())
                 except Exception:  # its own pre-flight will fail and say why, in the timeline

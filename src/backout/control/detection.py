@@ -20,6 +20,7 @@ from backout.control.policy import Action, Policy
 from backout.control.weights import dominant
 from backout.errors import ModelNotFound, ValidationError
 from backout.judges import GateResult, Verdict, pair_by_time
+from backout.store import audit
 from backout.telemetry.batches import Batch
 
 log = logging.getLogger("backout.controller")
@@ -34,6 +35,18 @@ def blind_judges(result: GateResult) -> list[Any]:
         if j.verdict == Verdict.CONTINUE and not math.isfinite(j.lower) and not math.isfinite(j.upper)
         and j.judge == "latency"  # the others give bounds from their first events (or warm up)
     ]  # fmt: skip
+
+
+NO_TARGET = "trigger.fired-no-target"
+CLEARED = "trigger.cleared"
+# The events that change a "triggers fire and there is no way back" incident's state: after
+# one of them, a trigger that fires with no target again is news and gets its own event.
+EPISODE_KINDS = (NO_TARGET, CLEARED, "rollback.started", "freeze", "freeze.lifted", "drill.started")
+
+
+def no_target_signature(live: str, fired: list[triggers.TriggerResult]) -> str:
+    """What makes two no-target firings the same state: the release and which triggers fired."""
+    return live + ":" + ",".join(sorted(t.name for t in fired))
 
 
 def emergency_asked(policy: Policy, fired: list[triggers.TriggerResult]) -> bool | None:
@@ -98,14 +111,12 @@ class Detection(Commands):
         policy = self.policy_for(model)
         fired = self.fired_triggers(model, live, now, policy)
         if not fired:
+            self.no_target_cleared(model, live)
             return
         try:
             target = self.rollback_target(model, policy, exclude={live})
         except ModelNotFound:
-            with self.store.write() as conn:
-                self.event(conn, "trigger.fired-no-target", model, self.actor,
-                           "; ".join(t.summary for t in fired) + ": no known-good release to roll back to",
-                           {"triggers": [t.to_dict() for t in fired]})  # fmt: skip
+            self.no_target(model, live, fired)
             return
         reason = "trigger: " + "; ".join(t.summary for t in fired)
         evidence = {"triggers": [t.to_dict() for t in fired]}
@@ -115,6 +126,43 @@ class Detection(Commands):
         except (ValidationError, ModelNotFound) as exc:
             # The live release is unhealthy and the way back is not safe either.
             self.freeze_model(model, f"{reason}; and no safe rollback: {exc.message}", evidence)
+
+    def no_target(self, model: str, live: str, fired: list[triggers.TriggerResult]) -> None:
+        """Record once that triggers fire on ``live`` with no release to roll back to.
+
+        The tick sees the same thing twice a second for as long as it lasts: one event when
+        the incident's state changes (these triggers start firing on this release), not one
+        per tick, or the hash-chained log fills with copies (137 in 75 s, once).
+        """
+        signature = no_target_signature(live, fired)
+        with self.store.write() as conn:
+            last = audit.latest(conn, model, EPISODE_KINDS)
+            if (
+                last is not None
+                and last.kind == NO_TARGET
+                and last.data.get("signature") == signature
+            ):
+                self._no_target_open.add(model)
+                return
+            self.event(conn, NO_TARGET, model, self.actor,
+                       "; ".join(t.summary for t in fired) + ": no known-good release to roll back to "
+                       f"(mark one with `backout release mark-good {model}@VERSION`)",
+                       {"triggers": [t.to_dict() for t in fired], "release": live,
+                        "signature": signature})  # fmt: skip
+        self._no_target_open.add(model)
+
+    def no_target_cleared(self, model: str, live: str) -> None:
+        """The triggers that fired with no way back stopped firing: say so, once."""
+        if model not in self._no_target_open:
+            return
+        self._no_target_open.discard(model)
+        with self.store.write() as conn:
+            last = audit.latest(conn, model, EPISODE_KINDS)
+            if last is None or last.kind != NO_TARGET:
+                return
+            self.event(conn, CLEARED, model, self.actor,
+                       f"the triggers that fired on {live} with no rollback target stopped firing",
+                       {"release": live})  # fmt: skip
 
     def trigger_rollback(self, op: Operation, fired: list[triggers.TriggerResult]) -> None:
         reason = "trigger: " + "; ".join(t.summary for t in fired)
@@ -145,9 +193,8 @@ class Detection(Commands):
                 self.transition(conn, op, Event.DECISION_NEEDED, self.actor,
                                 f"{why}: waiting for a human (`backout resume` or `backout rollback`)",
                                 evidence, move=False)  # fmt: skip
-            self.notify(
-                "phase", op.model, f"{op.model} needs a decision", why, op.id, severity="warning"
-            )
+                self.notify("phase", op.model, f"{op.model} needs a decision", why, op.id,
+                            severity="warning", conn=conn)  # fmt: skip
         # WAIT: keep baking; the next tick looks again.
 
     def freeze(self, op: Operation, why: str, evidence: dict[str, Any]) -> None:
@@ -155,10 +202,9 @@ class Detection(Commands):
         with self.store.write() as conn:
             Operations.add_freeze(conn, op.model, why, self.clock(), op.id)
             self.transition(conn, op, Event.FROZE, self.actor, why, evidence, move=False)
-            escalation = self.alerts.escalation(conn, op, self.clock(), force=True)
-        self.notify("freeze", op.model, f"{op.model} is frozen", why, op.id, severity="critical")
-        if escalation is not None:
-            self.send(op.model, op.policy, escalation)
+            self.notify("freeze", op.model, f"{op.model} is frozen", why, op.id,
+                        severity="critical", conn=conn)  # fmt: skip
+            self.alerts.escalation(conn, op, self.clock(), force=True)
 
     def freeze_model(self, model: str, why: str, evidence: dict[str, Any]) -> None:
         """Freeze a model that has no operation in progress (a trigger with no way back)."""
@@ -166,4 +212,6 @@ class Detection(Commands):
             if not Operations.add_freeze(conn, model, why, self.clock(), None):
                 return
             self.event(conn, "freeze", model, self.actor, why, evidence)
-        self.notify("freeze", model, f"{model} is frozen", why, 0, severity="critical")
+            self.notify(
+                "freeze", model, f"{model} is frozen", why, 0, severity="critical", conn=conn
+            )

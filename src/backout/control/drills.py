@@ -15,7 +15,9 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from backout.control.detection import NO_TARGET
 from backout.control.operations import Operation, Operations
+from backout.control.phases import Phase
 from backout.errors import NotFound
 from backout.registry.releases import Registry
 from backout.store import Store, as_utc, audit, bump_generation, schema
@@ -101,7 +103,7 @@ def run_drill(
         conn.execute(F.insert().values(model=model, version=victim, kind=fault.kind, value=fault.value,
                                        start_at=start, end_at=start + timeout, drill_id=drill_id))  # fmt: skip
         bump_generation(conn)
-        audit.append(conn, "drill.started", model=model, actor=actor,
+        started = audit.append(conn, "drill.started", model=model, actor=actor,
                      reason=f"drill {drill_id}: {fault.label} on {model}@{victim}",
                      data={"drill": drill_id, "fault": fault.label, "release": victim, "start_at": start})  # fmt: skip
     result = DrillResult(drill_id, model, fault.label, victim, start)
@@ -113,6 +115,17 @@ def run_drill(
             time.sleep(poll)
             op = _rollback_since(store, model, last_op)
             if op is None:
+                # No rollback (yet): a trigger may still have fired, with nowhere to go back
+                # to or no safe way back. That is a detection, and nothing recovers from it
+                # until a person acts, so the drill ends there and says so.
+                seen = _detected_without_rollback(store, model, started.seq, start)
+                if seen is not None:
+                    kind, at, reason = seen
+                    result.detected_at = at
+                    result.outcome = "no-target" if kind == NO_TARGET else "frozen"
+                    result.notes.append(f"detected, but nothing rolled back: {reason}")
+                    say(f"detected after {at - start:.1f} s, no rollback: {reason}")
+                    break
                 continue
             if result.detected_at is None:
                 result.detected_at = op.started_at
@@ -123,6 +136,11 @@ def run_drill(
                 if full is not None:
                     result.recovered_at = full
                     say(f"recovered after {full - start:.1f} s: all traffic on {op.target}")
+            if op.phase == Phase.FROZEN:
+                result.outcome = "frozen"
+                result.notes.append(f"the model froze during the rollback: {op.reason}")
+                say(f"frozen after {time.time() - start:.1f} s: a person must act")
+                break
             if op.ended_at is not None:
                 result.completed_at = op.ended_at
                 result.outcome = op.outcome or "ended"
@@ -159,6 +177,18 @@ def list_drills(store: Store, model: str, limit: int = 20) -> list[dict[str, Any
 
 def _s(v: float | None) -> str:
     return "-" if v is None else f"{v:.1f} s"
+
+
+def _detected_without_rollback(
+    store: Store, model: str, after_seq: int, start: float
+) -> tuple[str, float, str] | None:
+    """The first trigger-with-no-target or freeze event since the drill began, if any."""
+    with store.read() as conn:
+        for e in audit.list_events(conn, model, kinds=(NO_TARGET, "freeze"), since_seq=after_seq):
+            at = as_utc(e.at).timestamp()
+            if at >= start:
+                return e.kind, at, e.reason
+    return None
 
 
 def _rollback_since(store: Store, model: str, after_id: int) -> Operation | None:

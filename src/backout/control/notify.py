@@ -13,6 +13,10 @@ answers) are kept in ``failures`` and passed to ``on_failure``, so the controlle
 them as events.
 
 :class:`Escalator` is the pure arithmetic of escalation: which contact is due now.
+
+The controller itself does not post from memory: it queues its notices in the store's
+outbox (:mod:`backout.control.outbox`), which survives a crash; a :class:`Notifier` given to
+it (tests, dry runs) replaces the outbox.
 """
 
 from __future__ import annotations
@@ -87,6 +91,23 @@ class Notice:
     # contact). Routing, not content: it never appears in the payload, as webhook URLs are
     # secrets.
     to: tuple[str, ...] = ()
+    # E-mail addresses that get this notice (an escalation contact's), sent over the
+    # policy's SMTP server by the outbox. Routing too: never in the payload.
+    mail: tuple[str, ...] = ()
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> Notice:
+        """The notice :meth:`to_dict` wrote (routing fields are not part of it)."""
+        return cls(
+            kind=NoticeKind(d["kind"]),
+            model=d["model"],
+            title=d["title"],
+            text=d.get("text", ""),
+            severity=Severity(d.get("severity", "info")),
+            fields=dict(d.get("fields") or {}),
+            at=datetime.fromisoformat(d["at"]),
+            incident=d.get("incident"),
+        )
 
     def to_dict(self) -> dict[str, Any]:
         """The structured notice (the ``backout`` key of the payload)."""
@@ -101,8 +122,9 @@ class Notice:
             "incident": self.incident,
         }
 
-    def payload(self) -> dict[str, Any]:
-        """Slack-compatible JSON: ``text`` (the fallback), ``blocks``, and ``backout``."""
+    def payload(self, delivery_id: str | None = None) -> dict[str, Any]:
+        """Slack-compatible JSON: ``text`` (the fallback), ``blocks``, and ``backout``
+        (with ``id``, the delivery's idempotency key, when it has one)."""
         icon = _ICON[self.severity]
         blocks: list[dict[str, Any]] = [
             {"type": "header", "text": {"type": "plain_text", "text": self.title[:150]}},
@@ -120,7 +142,10 @@ class Notice:
         context += f" · {self.at.strftime('%Y-%m-%d %H:%M:%S %Z')}"
         blocks.append({"type": "context", "elements": [{"type": "mrkdwn", "text": context}]})
         text = f"{icon} [{self.model}] {self.title}" + (f": {self.text}" if self.text else "")
-        return {"text": text, "blocks": blocks, "backout": self.to_dict()}
+        body = self.to_dict()
+        if delivery_id is not None:
+            body["id"] = delivery_id
+        return {"text": text, "blocks": blocks, "backout": body}
 
 
 def _cell(value: FieldValue) -> str:
@@ -501,4 +526,5 @@ class Escalator:
             fields={"contact": contact.name, "email": contact.email, "level": level + 1},
             incident=incident,
             to=(contact.webhook,) if contact.webhook else (),
+            mail=(contact.email,) if contact.email else (),
         )

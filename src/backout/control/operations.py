@@ -46,6 +46,7 @@ class OperationState(BaseModel):
     forced: bool = False  # paused because traffic was set by hand
     approved_step: int | None = None  # the step a person approved despite its gate
     escalated: int = 0  # how many contacts have been called
+    lifted_freeze: str | None = None  # rollback: the freeze a person's emergency rollback lifted
 
 
 @dataclass

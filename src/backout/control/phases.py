@@ -58,7 +58,7 @@ class Event(StrEnum):
     RESUMED_ROLLING_BACK = "resumed-rolling-back"
     RESUMED_VERIFYING = "resumed-verifying"
     ABORTED = "aborted"  # a person stopped it: traffic back where it started
-    SUPERSEDED = "superseded"  # a rollback took over from this rollout
+    SUPERSEDED = "superseded"  # a rollback took over (from a rollout; by hand, from any operation)
     FROZE = "froze"  # no safe way forward or back: halt and escalate
     UNFROZE = "unfroze"  # a person lifted the freeze
 
@@ -99,10 +99,13 @@ TRANSITIONS: dict[tuple[Phase | None, Event], Phase] = {
     (Phase.ROLLING_BACK, Event.PAUSED): Phase.PAUSED,
     (Phase.ROLLING_BACK, Event.ABORTED): Phase.ABORTED,
     (Phase.ROLLING_BACK, Event.FROZE): Phase.FROZEN,
-    # every rollback ends with the target verified (all traffic on it: no abort from here)
+    (Phase.ROLLING_BACK, Event.SUPERSEDED): Phase.ABORTED,  # a person's emergency rollback
+    # every rollback ends with the target verified (all traffic on it: no abort from here;
+    # only a person's emergency rollback to another release takes over)
     (Phase.VERIFYING, Event.VERIFIED): Phase.ROLLED_BACK,
     (Phase.VERIFYING, Event.PAUSED): Phase.PAUSED,
     (Phase.VERIFYING, Event.FROZE): Phase.FROZEN,
+    (Phase.VERIFYING, Event.SUPERSEDED): Phase.ABORTED,  # a person's emergency rollback elsewhere
     # held by a person: resumed where it was, or stopped
     (Phase.PAUSED, Event.RESUMED_ROLLING_OUT): Phase.ROLLING_OUT,
     (Phase.PAUSED, Event.RESUMED_AWAITING_APPROVAL): Phase.AWAITING_APPROVAL,
@@ -114,8 +117,9 @@ TRANSITIONS: dict[tuple[Phase | None, Event], Phase] = {
     (Phase.PAUSED, Event.ABORTED): Phase.ABORTED,
     (Phase.PAUSED, Event.SUPERSEDED): Phase.ABORTED,
     (Phase.PAUSED, Event.FROZE): Phase.FROZEN,
-    # frozen until a person lifts it
+    # frozen until a person lifts it, or takes it over with an emergency rollback (break-glass)
     (Phase.FROZEN, Event.UNFROZE): Phase.UNFROZEN,
+    (Phase.FROZEN, Event.SUPERSEDED): Phase.ABORTED,
 }
 
 # A paused operation resumes in the phase it was paused in, by the event named here.

@@ -176,10 +176,26 @@ def _sorted_kinds(kinds: set[NoticeKind]) -> list[str]:
     return sorted(k.value for k in kinds)
 
 
+class Smtp(Section):
+    """The mail server escalation e-mails go through (standard SMTP, optionally STARTTLS)."""
+
+    host: str = Field(min_length=1)
+    port: int = Field(default=25, ge=1, le=65535)
+    sender: Email = "backout@localhost"
+    starttls: bool = False
+    username: str | None = None
+    # The password is never in the policy (it is stored and shown): name the environment
+    # variable of the controller's process that holds it.
+    password_env: str | None = None
+    timeout: Duration = Field(default=10.0, gt=0, le=120)
+
+
 class Notifications(Section):
-    """Webhooks (Slack-compatible) that hear about the kinds of events in ``on``."""
+    """Webhooks (Slack-compatible) that hear about the kinds of events in ``on``, and the
+    mail server for contacts reached by e-mail."""
 
     webhooks: list[Url] = Field(default_factory=list)
+    smtp: Smtp | None = None
     on: Annotated[set[NoticeKind], PlainSerializer(_sorted_kinds, when_used="json")] = Field(
         default_factory=_default_on
     )
@@ -298,8 +314,15 @@ class Replay(Section):
     allowed: bool = True
     requests: int = Field(default=500, ge=1)
     max_error_rate: Fraction = 0.01
-    max_latency_ratio: float = Field(default=1.5, gt=0)  # of the envelope's p99
+    max_latency_ratio: float = Field(default=1.5, gt=0)  # of the replaced release's replay tail
     min_agreement: Fraction = 0.95  # share of outputs equal to the recorded ones
+
+
+class Signing(Section):
+    """Whether a release must carry a valid signature from a trusted key to take traffic."""
+
+    # Checked by deploy, by rollback (its target) and by the gateway when it loads a release.
+    required: bool = False
 
 
 class Policy(Section):
@@ -317,6 +340,7 @@ class Policy(Section):
     freeze: Freeze = Field(default_factory=Freeze)
     capture: Capture = Field(default_factory=Capture)
     replay: Replay = Field(default_factory=Replay)
+    signing: Signing = Field(default_factory=Signing)
 
     @field_validator("model")
     @classmethod

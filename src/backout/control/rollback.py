@@ -80,9 +80,8 @@ class RollbackPhases(Detection):
             self.transition(
                 conn, op, Event.VERIFIED, self.actor, note, {"requests": served, "seconds": elapsed}
             )
-        self.notify(
-            "completed", op.model, f"rollback of {op.model} to {op.target} complete", note, op.id
-        )
+            self.notify("completed", op.model, f"rollback of {op.model} to {op.target} complete",
+                        note, op.id, conn=conn)  # fmt: skip
 
     def target_unhealthy(self, op: Operation, why: str, evidence: dict[str, Any]) -> None:
         triggered = bool(op.state.trigger)
@@ -98,9 +97,7 @@ class RollbackPhases(Detection):
             self.apply(conn, op, self.actor, f"rollback aborted: traffic back on {op.stable}")
             self.transition(conn, op, Event.TARGET_UNHEALTHY, self.actor, f"rollback aborted: {why}", evidence,
                             move=False)  # fmt: skip
-            escalation = self.alerts.escalation(conn, op, self.clock(), force=True)
+            self.notify("abort", op.model, f"rollback of {op.model} to {op.target} aborted", why,
+                        op.id, severity="critical", conn=conn)  # fmt: skip
+            self.alerts.escalation(conn, op, self.clock(), force=True)
         self.push(op.model)
-        self.notify("abort", op.model, f"rollback of {op.model} to {op.target} aborted", why, op.id,
-                    severity="critical")  # fmt: skip
-        if escalation is not None:
-            self.send(op.model, op.policy, escalation)

@@ -88,5 +88,5 @@ class RolloutPhases(Detection):
                                       reason=f"rollout {op.id} completed", at=now)  # fmt: skip
             self.transition(conn, op, Event.COMPLETED, self.actor,
                             f"{op.target} healthy at 100% for {op.policy.completion.rollout:g} s", {})  # fmt: skip
-        self.notify("completed", op.model, f"rollout of {op.model}@{op.target} complete",
-                    "marked known-good", op.id)  # fmt: skip
+            self.notify("completed", op.model, f"rollout of {op.model}@{op.target} complete",
+                        "marked known-good", op.id, conn=conn)  # fmt: skip

@@ -6,10 +6,18 @@ module reads that log: ``replay`` runs captured requests against a target releas
 in-process or through a running gateway — and compares it with what the live release
 answered and with the target's *performance envelope*: the latency, throughput and error
 rate it showed while it last served production.
+
+Latency is compared like with like. A replay sends one request at a time from one process;
+production serves many at once behind HTTP: the two distributions differ by a factor that
+depends on the host's load, not on the release, so a replay's p99 is never judged against a
+p99 from live load. When given a ``baseline`` (the release whose traffic the target would
+take), the replay runs the same requests against both, interleaved, and compares the two
+replays; without one, latency is reported and not judged. The evidence says which.
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 from collections.abc import Callable
@@ -51,6 +59,7 @@ def summarise(
         "p99_ms": latency_quantile(total.latency, 0.99) * 1000,
         "throughput_rps": total.requests / seconds,
         "peak_rps": max(busy) if busy else 0.0,
+        "source": "live",  # production telemetry under live load: never compared with a replay
         "since": since,
         "until": until,
     }
@@ -101,7 +110,7 @@ class Limits:
     """When a replay counts as outside the envelope (the policy's ``replay`` section)."""
 
     max_error_rate: float = 0.01
-    max_latency_ratio: float = 1.5  # replay p99 over envelope p99
+    max_latency_ratio: float = 1.5  # the target's replay tail latency over the baseline's
     min_agreement: float = 0.95
     score_tolerance: float = 0.05
 
@@ -126,6 +135,9 @@ class ReplayReport:
     envelope: dict[str, Any] | None = None
     limits: Limits = field(default_factory=Limits)
     findings: list[str] = field(default_factory=list)
+    baseline: str | None = None  # the release replayed beside the target, for latency
+    baseline_latencies_ms: list[float] = field(default_factory=list, repr=False)
+    baseline_note: str = ""  # why there is no baseline replay, when there is none
 
     @property
     def agreement(self) -> float | None:
@@ -147,6 +159,26 @@ class ReplayReport:
         return float(np.quantile(self.latencies_ms, q)) if self.latencies_ms else None
 
     @property
+    def tail_quantile(self) -> float:
+        """The tail quantile a replay of this size can estimate: at least 5 samples above it."""
+        n = min(len(self.latencies_ms), len(self.baseline_latencies_ms) or len(self.latencies_ms))
+        return min(0.99, max(0.5, 1 - 5 / n)) if n else 0.99
+
+    def latency_comparison(self) -> dict[str, Any]:
+        """How the target's latency was judged: against what, measured how (for the evidence)."""
+        if not self.baseline_latencies_ms or not self.latencies_ms:
+            why = self.baseline_note or "no baseline release was replayed beside it"
+            return {"compared": "none", "why": f"{why}; latency is not judged against the live "
+                    "envelope, which was measured under live load, not by a replay"}  # fmt: skip
+        q = self.tail_quantile
+        return {
+            "compared": "replay-vs-replay", "baseline": self.baseline, "quantile": q,
+            "target_ms": float(np.quantile(self.latencies_ms, q)),
+            "baseline_ms": float(np.quantile(self.baseline_latencies_ms, q)),
+            "requests": len(self.latencies_ms),
+        }  # fmt: skip
+
+    @property
     def within_envelope(self) -> bool:
         return not self.judge()
 
@@ -163,17 +195,13 @@ class ReplayReport:
         agreement = self.agreement
         if agreement is not None and agreement < lim.min_agreement:
             out.append(f"agreement with live answers {agreement:.1%} < {lim.min_agreement:.0%}")
-        p99 = self.quantile_ms(0.99)
-        env = self.envelope
+        cmp = self.latency_comparison()
         if (
-            env
-            and p99 is not None
-            and env.get("p99_ms")
-            and p99 > env["p99_ms"] * lim.max_latency_ratio
+            cmp["compared"] == "replay-vs-replay"
+            and cmp["target_ms"] > cmp["baseline_ms"] * lim.max_latency_ratio
         ):
-            out.append(
-                f"p99 latency {p99:.2f} ms > {lim.max_latency_ratio:g}x its envelope's {env['p99_ms']:.2f} ms"
-            )
+            out.append(f"p{cmp['quantile'] * 100:g} latency {cmp['target_ms']:.2f} ms > {lim.max_latency_ratio:g}x "
+                       f"{self.baseline}'s {cmp['baseline_ms']:.2f} ms on the same requests, replayed side by side")  # fmt: skip
         return out
 
     def to_dict(self) -> dict[str, Any]:
@@ -184,6 +212,7 @@ class ReplayReport:
             "accuracy": self.accuracy, "error_rate": self.error_rate,
             "p50_ms": self.quantile_ms(0.5), "p99_ms": self.quantile_ms(0.99),
             "throughput_rps": self.throughput_rps, "envelope": self.envelope,
+            "latency": self.latency_comparison(),
             "within_envelope": self.within_envelope, "findings": self.judge(),
             "verdict": "pass" if self.within_envelope else "fail",
             "summary": self.summary(),
@@ -227,8 +256,13 @@ def replay(
     url: str | None = None,
     limits: Limits | None = None,
     progress: Callable[[int, int], None] | None = None,
+    baseline: str | None = None,
 ) -> ReplayReport:
-    """Replay captured requests of the model against ``ref``; never raises on a bad row."""
+    """Replay captured requests of the model against ``ref``; never raises on a bad row.
+
+    ``baseline``: another version of the model, replayed on the same requests beside the
+    target (interleaved, so both see the same host), for a like-with-like latency check.
+    """
     model, version = parse_ref(ref)
     rel = registry.get(ref)
     rows = load_captures(store, model, since=since, limit=limit)
@@ -242,16 +276,65 @@ def replay(
         predict, validator, close = _in_process(rel, blobs)
     else:
         predict, validator, close = _over_http(url, model, version)
+    base = _baseline(store, registry, blobs, model, version, baseline, url, report)
     t0 = time.perf_counter()
     try:
+        if base is not None and rows:
+            _warm(rows[0], predict)
+            _warm(rows[0], base[0])
         for i, row in enumerate(rows):
+            # Alternate who goes first, so neither always pays for a cold cache.
+            if base is not None and i % 2:
+                _time_one(row, base[0], report.baseline_latencies_ms)
             _replay_one(row, predict, validator, report)
+            if base is not None and not i % 2:
+                _time_one(row, base[0], report.baseline_latencies_ms)
             if progress is not None and (i % 50 == 0 or i == len(rows) - 1):
                 progress(i + 1, len(rows))
     finally:
         report.seconds = time.perf_counter() - t0
         close()
+        if base is not None:
+            base[1]()
     return report
+
+
+def _baseline(store: Store, registry: Registry, blobs: BlobStore, model: str, version: str,
+              baseline: str | None, url: str | None,
+              report: ReplayReport) -> tuple[Predict, Callable[[], None]] | None:  # fmt: skip
+    """The baseline's predict and close, or None (with the reason in the report)."""
+    if baseline is None or baseline == version:
+        return None
+    report.baseline = f"{model}@{baseline}"
+    try:
+        if url is not None:
+            predict, _, close = _over_http(url, model, baseline)
+        else:
+            predict, _, close = _in_process(registry.get(report.baseline), blobs)
+    except BackoutError as exc:
+        # The release being left may be the broken one: that must not block the way back.
+        report.baseline_note = f"the baseline {report.baseline} could not be loaded ({exc.message})"
+        report.baseline = None
+        return None
+    return predict, close
+
+
+def _warm(row: Any, predict: Predict) -> None:
+    """One untimed request: a release's first answer pays for lazy set-up, not its speed."""
+    with contextlib.suppress(Exception):  # only a warm-up: the timed replay counts failures
+        predict(orjson.loads(row.request))
+
+
+def _time_one(row: Any, predict: Predict, into: list[float]) -> None:
+    """Time one request against the baseline; its answers are not judged."""
+    try:
+        request = orjson.loads(row.request)
+    except (orjson.JSONDecodeError, TypeError):
+        return
+    t0 = time.perf_counter()
+    with contextlib.suppress(Exception):  # a failing baseline request still took this long
+        predict(request)
+    into.append((time.perf_counter() - t0) * 1000)
 
 
 def _replay_one(row: Any, predict: Predict, validator: Any, report: ReplayReport) -> None:

@@ -2,5 +2,6 @@
 
 A release (``model@version``) is registered once and never changes; its artifacts live in
 a blob store under their SHA-256 and are verified on every read. Known-good marks,
-quarantine and deletion are recorded in the audit log.
+quarantine and deletion are recorded in the audit log. ``signing`` holds the trusted
+Ed25519 keys and the signatures over manifest digests that a policy may require.
 """

@@ -213,7 +213,23 @@ def load_release(
             f"release {manifest.ref} cannot be loaded: no runtime is registered for kind "
             f"{kind!s}; known kinds: {', '.join(sorted(k.value for k in LOADERS))}"
         )
-    files = verify_artifacts(manifest, blobs)
+    return load_verified(manifest, verify_artifacts(manifest, blobs), timeout_s=timeout_s)
+
+
+def load_verified(
+    manifest: ReleaseManifest,
+    files: Mapping[str, Path],
+    *,
+    timeout_s: float = DEFAULT_LOAD_TIMEOUT_S,
+) -> Predictor:
+    """Load ``manifest`` from ``files``, whose digests :func:`verify_artifacts` just checked."""
+    kind = manifest.runtime.kind
+    loader = LOADERS.get(kind)
+    if loader is None:
+        raise RuntimeLoadError(
+            f"release {manifest.ref} cannot be loaded: no runtime is registered for kind "
+            f"{kind!s}; known kinds: {', '.join(sorted(k.value for k in LOADERS))}"
+        )
     ctx = LoadContext(
         manifest=manifest,
         files=files,

@@ -22,6 +22,7 @@ import onnxruntime as ort
 
 from backout.errors import ModelError, ValidationError
 from backout.runtimes.base import LoadContext, gather_matrix
+from backout.runtimes.tensors import cast_input
 
 # onnxruntime's type strings for tensor inputs → numpy dtypes.
 _DTYPES: dict[str, np.dtype[Any]] = {
@@ -101,7 +102,7 @@ class OnnxPredictor:
                     f"{self.ref} input {spec.name!r} has shape "
                     f"{['batch' if d is None else d for d in spec.dims]}; got {list(x.shape)}"
                 )
-            feeds[spec.name] = x if x.dtype == spec.dtype else x.astype(spec.dtype)
+            feeds[spec.name] = cast_input(self.ref, spec.name, x, spec.dtype)
         return feeds
 
     async def infer(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:

@@ -106,6 +106,13 @@ class SklearnPredictor:
                 out["probabilities"] = np.asarray(self.model.predict_proba(x), dtype=np.float32)
             return out
         except Exception as exc:
+            if self._frame is None and isinstance(x, np.ndarray) and x.dtype.kind in "OUSV":
+                # An estimator fitted on a numeric array was sent strings (a BYTES tensor):
+                # the caller's error (422), not a failure of the release.
+                raise ValidationError(
+                    f"{self.ref} takes numbers but was sent strings ({type(exc).__name__}: "
+                    f"{exc}): send a numeric datatype such as FP32 or FP64"
+                ) from exc
             raise ModelError(f"{self.ref} raised {type(exc).__name__}: {exc}") from exc
 
     def memory_bytes(self) -> int:

@@ -114,6 +114,60 @@ def _describe_kind(dtype: np.dtype[Any]) -> str:
     }.get(dtype.kind, "mixed values or nulls")
 
 
+NUMERIC_KINDS = "biuf"
+"""The numpy kinds a numeric input takes: numbers, and booleans (which count as 0 and 1)."""
+
+
+def numeric_kinds(datatype: Any) -> str | None:
+    """:data:`NUMERIC_KINDS` for a numeric Open Inference Protocol datatype, else None."""
+    dtype = DATATYPES.get(datatype) if isinstance(datatype, str) else None
+    return NUMERIC_KINDS if dtype is not None and dtype.kind in NUMERIC_KINDS else None
+
+
+def check_kinds(ref: str, inputs: Mapping[str, np.ndarray], kinds: Mapping[str, str]) -> None:
+    """Refuse any tensor whose values are of a kind its input does not take.
+
+    ``kinds`` maps an input name (or ``"*"``, any tensor of a one-input model) to the numpy
+    kinds it accepts, e.g. :data:`NUMERIC_KINDS`. A BYTES tensor sent to a numeric input is
+    the caller's error: :class:`~backout.errors.ValidationError` (422) before the model runs,
+    never a model failure.
+    """
+    anyone = kinds.get("*")
+    for name, arr in inputs.items():
+        accepted = kinds.get(name, anyone)
+        if accepted is not None and arr.dtype.kind not in accepted:
+            raise _wrong_kind(ref, name, arr.dtype, accepted)
+
+
+def cast_input(ref: str, name: str, x: np.ndarray, dtype: np.dtype[Any]) -> np.ndarray:
+    """``x`` as ``dtype`` for input ``name`` of ``ref``; a ValidationError (422), not a numpy
+    error, when its values cannot be that dtype (strings or objects for a numeric input)."""
+    if x.dtype == dtype:
+        return x
+    if dtype.kind in NUMERIC_KINDS and x.dtype.kind not in NUMERIC_KINDS:
+        raise _wrong_kind(ref, name, x.dtype, _ACCEPTS.get(dtype.kind, NUMERIC_KINDS))
+    try:
+        return x.astype(dtype)
+    except (TypeError, ValueError) as exc:
+        raise ValidationError(
+            f"{ref} input {name!r} takes {datatype_of(dtype)}; its data cannot be converted: {exc}"
+        ) from exc
+
+
+def _wrong_kind(ref: str, name: str, sent: np.dtype[Any], accepted: str) -> ValidationError:
+    sent_name = "BYTES" if sent.kind in "OUSV" else _NAME_OF.get(sent, str(sent))
+    what = "" if sent_name == "BYTES" else f" ({_describe_kind(sent)})"
+    if "f" in accepted:
+        wanted, fix = "numbers", "send a numeric datatype such as FP32 or FP64"
+    elif "i" in accepted or "u" in accepted:
+        wanted, fix = "integers", "send an integer datatype such as INT64"
+    else:
+        wanted, fix = "booleans", "send BOOL"
+    return ValidationError(
+        f"tensor {name!r} is {sent_name}{what} but {ref} takes {wanted} there: {fix}"
+    )
+
+
 def decode_tensor(tensor: Any) -> tuple[str, np.ndarray]:
     """One Open Inference Protocol JSON tensor → ``(name, array)`` of the declared shape."""
     if not isinstance(tensor, Mapping):

@@ -20,6 +20,7 @@ import logging
 import os
 import socket
 import sys
+import threading
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -53,9 +54,10 @@ from backout.traffic.deployments import Deployments, LiveState
 
 log = logging.getLogger("backout.gateway")
 
-# At about one batch per release per second, ten minutes of a few releases' telemetry.
-MAX_UNSENT_BATCHES = 3000
-MAX_UNSENT_CAPTURES = 10_000
+# Telemetry a failing store could not take waits for the next flush, up to these bounds (about
+# 15 minutes of ten releases' batches); past them the oldest is dropped and counted.
+MAX_UNSENT_BATCHES = 10_000
+MAX_UNSENT_CAPTURES = 2_000
 
 
 @dataclass
@@ -95,11 +97,18 @@ class Gateway:
         self._refresh_lock = asyncio.Lock()
         self._watch = ChangeWatch(store)
         self._guard = StateGuard(store)
+        self._wanted: set[tuple[str, str]] = set()  # the releases the live state needs loaded
         worker = self.settings.worker_id
-        self._route_outage = Outage(log, f"route refresh on worker {worker}")
-        self._flush_outage = Outage(log, f"telemetry flush on worker {worker}")
-        self._unsent: list[Any] = []  # telemetry batches not yet written (a store outage)
-        self._uncaptured: list[dict[str, Any]] = []
+        self._refresh_faults = Outage(log, f"route refresh on worker {worker}")
+        self._flush_faults = Outage(log, f"telemetry flush on worker {worker}")
+        # The stash (what is drained but not yet in the store) is guarded by a lock held only
+        # for a list operation, so the event loop never waits on a store write; the write
+        # lock orders the writers (the flusher's thread, and flush()).
+        self._stash_lock = threading.Lock()
+        self._write_lock = threading.Lock()
+        self._unsent_batches: list[Any] = []
+        self._unsent_captures: list[dict[str, Any]] = []
+        self.dropped = {"batches": 0, "captures": 0}  # lost to a store down for too long
         self.access = AccessLog(sys.stderr.buffer) if self.settings.access_log else None
         self.pipeline = Pipeline(
             self.pool,
@@ -186,28 +195,49 @@ class Gateway:
             self._guard.check(self.live, live)
             # Load first, swap after: a switch never waits on a load once it is visible.
             await self.pool.ensure(wanted)
+            self._wanted = wanted
             self.pipeline.live = live
             self._guard.accepted(live)
             self.switches.append((live.generation, time.monotonic()))
             del self.switches[:-1000]
-            for (model, version), entry in self.pool.entries.items():
-                self.metrics.warm_bytes.labels(model, version).set(entry.memory_bytes)
+            self._pool_changed()
             return True
 
     def _read_generation(self) -> int:
         with self.store.read() as conn:
             return read_generation(conn)
 
+    async def retry_loads(self) -> bool:
+        """Try again to load the releases that failed, once their pause is over; True when
+        one of them loaded."""
+        if not self.pool.retry_due():
+            return False
+        async with self._refresh_lock:
+            before = len(self.pool.entries)
+            await self.pool.ensure(self._wanted)
+            self._pool_changed()
+            return len(self.pool.entries) > before
+
+    def _pool_changed(self) -> None:
+        live = self.live
+        # Only releases this worker serves (or knows it cannot) become Prometheus labels.
+        known = set(self._wanted) | set(self.pool.entries) | set(self.pool.failures)
+        known |= {(m, v) for m, t in live.tables.items() for v in t.versions}
+        self.metrics.know(known)
+        for (model, version), entry in self.pool.entries.items():
+            self.metrics.warm_bytes.labels(model, version).set(entry.memory_bytes)
+
     async def _poll_routes(self) -> None:
         while True:
             await asyncio.sleep(self.settings.poll_interval_s)
             try:
                 await self.refresh()
-            except Exception as exc:  # keep serving the last good state: one line per fault
-                self._route_outage.failed(exc, f"serving generation {self.live.generation}")
+                await self.retry_loads()
+            except Exception as exc:  # keep serving on the last good state; say so once
+                self._refresh_faults.failed(exc, f"serving generation {self.live.generation}")
                 await asyncio.sleep(1.0)
             else:
-                self._route_outage.recovered(f"serving generation {self.live.generation}")
+                self._refresh_faults.recovered()
 
     async def _flush_telemetry(self) -> None:
         while True:
@@ -216,34 +246,61 @@ class Gateway:
             if self.access is not None:
                 self.access.flush()
             # Drain on the event loop (no request is mid-update then), write off it.
-            self._take()
+            self._stash()
             try:
                 await asyncio.to_thread(self._write)
             except Exception as exc:  # telemetry must never take the data plane down
-                self._flush_outage.failed(exc, f"{len(self._unsent)} batch(es) kept to retry")
+                self._flush_faults.failed(exc, "keeping the telemetry for the next flush")
             else:
-                self._flush_outage.recovered()
+                self._flush_faults.recovered()
 
     def flush(self) -> int:
-        """Write this worker's finished batches (and captures) to the store; returns how many."""
-        self._take()
+        """Write this worker's finished batches (and captures) to the store; returns how many.
+
+        Also writes whatever the background flusher has drained and not written yet, so once
+        it returns everything counted before the call is in the store."""
+        self._stash()
         return self._write()
 
-    def _take(self) -> None:
-        # What a store outage kept from being written waits for the next flush, up to a
-        # bound: judges and triggers then see the outage's traffic once the store is back.
-        self._unsent += self.recorder.drain()
-        self._uncaptured += self.captures.drain()
-        del self._unsent[:-MAX_UNSENT_BATCHES], self._uncaptured[:-MAX_UNSENT_CAPTURES]
+    def _stash(self) -> None:
+        with self._stash_lock:
+            self._unsent_batches += self.recorder.drain()
+            self._unsent_captures += self.captures.drain()
 
     def _write(self) -> int:
-        batches, captured = list(self._unsent), list(self._uncaptured)
-        n = write_batches(self.store, batches, self.settings.worker_id)
-        del self._unsent[: len(batches)]
-        bounds = {m: r.max_rows for m, r in self.live.capture.items()}
-        write_captures(self.store, captured, bounds)
-        del self._uncaptured[: len(captured)]
-        return n
+        """Write the stash; what fails is kept for the next write (bounded), so a store
+        outage loses nothing it can hold."""
+        with self._write_lock:
+            with self._stash_lock:
+                batches, self._unsent_batches = self._unsent_batches, []
+                captured, self._unsent_captures = self._unsent_captures, []
+            try:
+                n = write_batches(self.store, batches, self.settings.worker_id)
+            except Exception:
+                self._restash(batches, captured)
+                raise
+            try:
+                bounds = {m: r.max_rows for m, r in self.live.capture.items()}
+                write_captures(self.store, captured, bounds)
+            except Exception:
+                self._restash([], captured)
+                raise
+            return n
+
+    def _restash(self, batches: list[Any], captured: list[dict[str, Any]]) -> None:
+        with self._stash_lock:  # older first, then what was stashed during the write
+            self._unsent_batches = self._keep(
+                batches + self._unsent_batches, MAX_UNSENT_BATCHES, "batches"
+            )
+            self._unsent_captures = self._keep(
+                captured + self._unsent_captures, MAX_UNSENT_CAPTURES, "captures"
+            )
+
+    def _keep(self, items: list[Any], limit: int, what: str) -> list[Any]:
+        if len(items) > limit:
+            self.dropped[what] += len(items) - limit
+            return items[-limit:]
+        return items
 
     # -- routes ------------------------------------------------------------------------
 
@@ -271,14 +328,25 @@ class Gateway:
         return json_response({"live": True})
 
     async def ready_endpoint(self, request: Request) -> Response:
-        missing = [
-            f"{m}@{v}"
-            for m, t in self.live.tables.items()
-            for v in t.weights
-            if (m, v) not in self.pool.entries
-        ]
+        missing = {k: v for m in self.live.tables for k, v in self._not_loaded(m).items()}
         ok = self.ready and not missing
         return json_response({"ready": ok, "not_loaded": missing}, status=200 if ok else 503)
+
+    def _not_loaded(self, model: str) -> dict[str, str]:
+        """The releases the model's route table sends traffic to that this worker cannot
+        serve, each with the reason."""
+        table = self.live.tables.get(model)
+        if table is None:
+            return {}
+        return {
+            f"{model}@{v}": self._why_not_loaded(model, v)
+            for v in table.weights
+            if (model, v) not in self.pool.entries
+        }
+
+    def _why_not_loaded(self, model: str, version: str) -> str:
+        key = (model, version)
+        return self.pool.failures.get(key) or self.live.quarantined.get(key) or "not loaded yet"
 
     async def model_metadata(self, request: Request) -> Response:
         model = request.path_params["model"]
@@ -299,14 +367,32 @@ class Gateway:
         })  # fmt: skip
 
     async def model_ready(self, request: Request) -> Response:
+        """Ready when every release the model's traffic goes to is loaded here (or, with a
+        version, when that release is); 503 naming each one that is not, and why."""
         model = request.path_params["model"]
         version = request.path_params.get("version")
-        self._entry_for_metadata(model, version)
-        return json_response({"name": model, "ready": True})
+        table = self.pipeline.table(model)  # 404 for a model not served here
+        if version is None:
+            missing = self._not_loaded(model)
+            if missing:
+                doc = {"name": model, "ready": False, "not_loaded": missing}
+                return json_response(doc, status=503)
+            return json_response({"name": model, "ready": True})
+        if (model, version) in self.pool.entries:
+            return json_response({"name": model, "version": version, "ready": True})
+        if (model, version) not in self.pool.failures and version not in table.versions:
+            self.pipeline.loaded(model, version, table)  # 409 quarantined, 404 unknown
+        reason = self._why_not_loaded(model, version)
+        doc = {"name": model, "version": version, "ready": False, "reason": reason}
+        return json_response(doc, status=503)
 
     def _entry_for_metadata(self, model: str, version: str | None) -> Loaded:
         table = self.pipeline.table(model)
         if version is None:
+            # What an unpinned request gets: the stable release, standing in for a broken one.
+            entry = self.pipeline.fallback(model, table)
+            if entry is not None:
+                return entry
             version = max(table.weights, key=lambda v: table.weights[v])
         return self.pipeline.loaded(model, version, table)
 
@@ -321,6 +407,7 @@ class Gateway:
             "tables": {m: t.to_dict() for m, t in self.live.tables.items()},
             "warm": [e.to_dict() for e in self.pool.entries.values()],
             "load_failures": {f"{m}@{v}": why for (m, v), why in self.pool.failures.items()},
+            "telemetry_dropped": dict(self.dropped),
         })  # fmt: skip
 
     async def feedback(self, request: Request) -> Response:

@@ -23,6 +23,7 @@ from starlette.types import Receive
 from backout.errors import BackoutError, ValidationError
 from backout.runtimes.tensors import (
     BINARY_HEADER,
+    check_kinds,
     decode_binary_request,
     decode_tensors,
     encode_binary_response,
@@ -31,7 +32,7 @@ from backout.runtimes.tensors import (
     wants_binary,
 )
 from backout.serving.pool import Loaded
-from backout.telemetry.batches import ErrorKind
+from backout.telemetry.batches import ClientErrorKind, ErrorKind
 
 
 class HTTPError(Exception):
@@ -40,10 +41,14 @@ class HTTPError(Exception):
     :func:`http_error_response`, the app's handler for it, answers ``{"error": message}``
     with ``status``. An inference request adds its ``request_id`` (to the body as well)
     and its ``headers`` before it lets the error go. ``kind`` is how the release's
-    telemetry counts the error.
+    telemetry counts the error: a 4xx is the caller's fault (a :class:`ClientErrorKind`,
+    by default from the status, see :func:`client_kind`), a 5xx the release's (an
+    :class:`ErrorKind`, by default ``model``).
     """
 
-    def __init__(self, status: int, message: str, kind: ErrorKind | None = None) -> None:
+    def __init__(
+        self, status: int, message: str, kind: ErrorKind | ClientErrorKind | None = None
+    ) -> None:
         super().__init__(message)
         self.status = status
         self.message = message
@@ -62,6 +67,23 @@ def json_response(
         headers=headers,
         media_type="application/json",
     )
+
+
+def client_kind(exc: HTTPError) -> ClientErrorKind:
+    """How a 4xx answer counts: its own kind, else by status (413 too large, 400 malformed,
+    404 and 409 not served, any other 4xx bad input)."""
+    if isinstance(exc.kind, ClientErrorKind):
+        return exc.kind
+    if exc.status == 413:
+        return ClientErrorKind.TOO_LARGE
+    if exc.status in (404, 409):
+        return ClientErrorKind.NOT_SERVED
+    return ClientErrorKind.MALFORMED if exc.status == 400 else ClientErrorKind.INPUT
+
+
+def release_kind(exc: HTTPError) -> ErrorKind:
+    """How a 5xx answer counts against the release: its own kind, else ``model``."""
+    return exc.kind if isinstance(exc.kind, ErrorKind) else ErrorKind.MODEL
 
 
 async def http_error_response(request: Request, exc: Exception) -> Response:
@@ -93,7 +115,11 @@ async def read_body(receive: Receive, declared: str | None, limit: int) -> bytes
     while True:
         message = await receive()
         if message["type"] == "http.disconnect":
-            raise HTTPError(400, "the client disconnected before sending the whole body")
+            raise HTTPError(
+                400,
+                "the client disconnected before sending the whole body",
+                ClientErrorKind.DISCONNECTED,
+            )
         chunk = message.get("body", b"")
         size += len(chunk)
         if size > limit:
@@ -125,7 +151,7 @@ def decode_inputs(body: dict[str, Any], entry: Loaded, *, oip: bool) -> dict[str
             raise HTTPError(
                 422,
                 f"input breaks the contract of {entry.release.ref}: {v}",
-                ErrorKind.INPUT_CONTRACT,
+                ClientErrorKind.INPUT,
             )
     try:
         if oip:
@@ -138,9 +164,18 @@ def decode_inputs(body: dict[str, Any], entry: Loaded, *, oip: bool) -> dict[str
         raise HTTPError(
             exc.http_status if exc.http_status < 500 else 400,
             exc.message,
-            ErrorKind.INPUT_CONTRACT,
+            ClientErrorKind.INPUT,
         ) from exc
     return inputs
+
+
+def check_datatypes(ref: str, inputs: Mapping[str, np.ndarray], kinds: Mapping[str, str]) -> None:
+    """422 when a tensor carries values of a kind its release's contract does not take,
+    such as a BYTES tensor for a numeric input: the caller's error, never the model's."""
+    try:
+        check_kinds(ref, inputs, kinds)
+    except ValidationError as exc:
+        raise HTTPError(422, exc.message, ClientErrorKind.INPUT) from exc
 
 
 def decode_binary(raw: bytes, json_length: str) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
@@ -148,7 +183,7 @@ def decode_binary(raw: bytes, json_length: str) -> tuple[dict[str, Any], dict[st
     try:
         return decode_binary_request(raw, json_length)
     except ValidationError as exc:
-        raise HTTPError(400, exc.message, ErrorKind.INPUT_CONTRACT) from exc
+        raise HTTPError(400, exc.message, ClientErrorKind.MALFORMED) from exc
 
 
 # -- answers ---------------------------------------------------------------------------------

@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import bisect
 import contextlib
+import math
 import os
 import time
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any, BinaryIO
 
 import numpy as np
@@ -47,7 +48,7 @@ class Recorder:
         now = time.time()
         for b in batches.values():
             b.end = now
-        return [b for b in batches.values() if b.requests or b.shadow_requests]
+        return [b for b in batches.values() if b.requests or b.shadow_requests or b.client_errors]
 
 
 def output_labels(outputs: Mapping[str, np.ndarray]) -> list[str]:
@@ -94,10 +95,59 @@ def correlation(headers: Mapping[str, str]) -> tuple[str, dict[str, str]]:
 
 # -- Prometheus -----------------------------------------------------------------------------
 
+UNKNOWN = "unknown"
+"""The label value of every model or release the worker does not serve: anonymous input
+(a path, a header) never becomes a label, so ``/metrics`` stays bounded whatever is sent."""
+
+LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5)
+
+
+class HistogramAdder:
+    """Adds many observations to a prometheus-client histogram child at once.
+
+    prometheus-client has no "observe n times"; calling ``observe`` per request costs a
+    lock, a pid check and an mmap write each in multiprocess mode. This is the one place
+    that reaches into the library's private attributes (``_sum``, ``_buckets``) to add a
+    whole second of observations in one call each. :meth:`supports` says whether they are
+    there; when a new prometheus-client lacks them, :meth:`add` falls back to ``observe``
+    at each bucket's upper bound (counts exact, the sum approximate) instead of failing.
+    """
+
+    def __init__(self, bounds: tuple[float, ...]) -> None:
+        self.bounds = bounds  # the finite upper bounds, as given to the Histogram
+
+    @staticmethod
+    def supports(child: Any, buckets: int) -> bool:
+        """Whether ``child`` has the private values :meth:`add` writes (one per bucket)."""
+        sum_ = getattr(child, "_sum", None)
+        parts = getattr(child, "_buckets", None)
+        return (
+            callable(getattr(sum_, "inc", None))
+            and isinstance(parts, list)
+            and len(parts) == buckets
+            and all(callable(getattr(b, "inc", None)) for b in parts)
+        )
+
+    def add(self, child: Any, counts: list[int], total: float) -> None:
+        """Add ``counts[i]`` observations to bucket ``i`` (the last is +Inf) and ``total`` to
+        the sum, as that many ``observe`` calls would."""
+        if self.supports(child, len(self.bounds) + 1):
+            child._sum.inc(total)
+            for i, n in enumerate(counts):
+                if n:
+                    child._buckets[i].inc(n)
+            return
+        edges = (*self.bounds, self.bounds[-1] * 2)
+        for i, n in enumerate(counts):
+            for _ in range(n):
+                child.observe(edges[i])
+
 
 class Metrics:
-    """Prometheus metrics of one gateway worker, labelled per release.
+    """Prometheus metrics of one gateway worker, labelled per known release.
 
+    Only models and releases the worker serves (given by :meth:`know` whenever it applies a
+    route state) become label values; everything else is counted under :data:`UNKNOWN`.
     With ``PROMETHEUS_MULTIPROC_DIR`` set (``backout serve`` sets it for its workers),
     prometheus-client keeps the values in shared files and ``/metrics`` on any worker
     reports the sum over all of them.
@@ -111,33 +161,77 @@ class Metrics:
             "backout_requests", "Requests answered, by model, release and status code.",
             ["model", "release", "code"], registry=self.registry,
         )  # fmt: skip
+        self.errors = Counter(
+            "backout_errors",
+            "Failed requests by model, release, cause (release: the release's fault, counted "
+            "by triggers and judges; client: refused as the caller's fault) and kind.",
+            ["model", "release", "cause", "kind"], registry=self.registry,
+        )  # fmt: skip
         self.latency = Histogram(
             "backout_request_duration_seconds", "Time to answer a request, by release.",
-            ["model", "release"], registry=self.registry,
-            buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
+            ["model", "release"], registry=self.registry, buckets=LATENCY_BUCKETS,
         )  # fmt: skip
         self.warm_bytes = Gauge(
             "backout_warm_release_bytes", "Memory a loaded (warm) release takes in a worker.",
             ["model", "release"], registry=self.registry, multiprocess_mode="liveall",
         )  # fmt: skip
+        self._adder = HistogramAdder(LATENCY_BUCKETS)
+        self._bounds: list[float] = [*LATENCY_BUCKETS, math.inf]
+        self._labels: dict[tuple[str, str], tuple[str, str]] = {}
+        self._models: frozenset[str] = frozenset()
         self._children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
-        self._bounds: list[float] = list(self.latency._upper_bounds)  # ends with +Inf
-        # Observations since the last flush: (count, sum of seconds, count per bucket).
+        # Observations since the last flush: (count per bucket + total, [sum of seconds]).
         self._pending: dict[tuple[str, str, int], tuple[list[int], list[float]]] = {}
+        self._pending_errors: dict[tuple[str, str, str, str], int] = {}
 
-    def observe(self, model: str, release: str, code: int, seconds: float) -> None:
-        """Count one answer. Kept in memory until :meth:`flush` (the gateway flushes about
-        once a second and before every ``/metrics``): in multiprocess mode each update of a
-        prometheus-client value takes a lock, a pid check and an mmap write, three times per
-        request."""
+    def know(self, releases: Iterable[tuple[str, str]]) -> None:
+        """Set the (model, version) pairs that may become label values (the worker's own)."""
+        pairs = set(releases)
+        self._labels = {p: p for p in pairs}
+        self._models = frozenset(m for m, _ in pairs)
+
+    def labels(self, model: str, release: str) -> tuple[str, str]:
+        """The label values for a request naming ``model`` and ``release``: themselves when
+        the worker knows them, else :data:`UNKNOWN` in their place."""
+        known = self._labels.get((model, release))
+        if known is not None:
+            return known
+        return (model, UNKNOWN) if model in self._models else (UNKNOWN, UNKNOWN)
+
+    def observe(
+        self, model: str, release: str, code: int, seconds: float, error: str | None = None
+    ) -> None:
+        """Count one answer, and its error kind when it failed (4xx: the caller's fault).
+
+        Kept in memory until :meth:`flush` (the gateway flushes about once a second and
+        before every ``/metrics``): in multiprocess mode each update of a prometheus-client
+        value takes a lock, a pid check and an mmap write, three times per request."""
         key = (model, release, code)
         pending = self._pending.get(key)
         if pending is None:
-            pending = self._pending[key] = ([0] * (len(self._bounds) + 1), [0.0])
+            pending = self._start(model, release, code)
         counts = pending[0]
         counts[-1] += 1
         counts[bisect.bisect_left(self._bounds, seconds)] += 1
         pending[1][0] += seconds
+        if error is not None:
+            self.count_error(model, release, "client" if code < 500 else "release", error)
+
+    def _start(self, model: str, release: str, code: int) -> tuple[list[int], list[float]]:
+        # The first answer of a key since the last flush, or a name the worker does not know.
+        # A known release gets its own key (so the next lookup is the only work); anything
+        # else shares the "unknown" one, and its own name is never stored.
+        key = (*self.labels(model, release), code)
+        pending = self._pending.get(key)
+        if pending is None:
+            pending = self._pending[key] = ([0] * (len(self._bounds) + 1), [0.0])
+        return pending
+
+    def count_error(self, model: str, release: str, cause: str, kind: str) -> None:
+        """Count one error of ``cause`` (``release`` or ``client``) and ``kind``."""
+        m, r = self.labels(model, release)
+        key = (m, r, cause, kind)
+        self._pending_errors[key] = self._pending_errors.get(key, 0) + 1
 
     def flush(self) -> None:
         """Add the pending observations to the Prometheus values."""
@@ -153,11 +247,10 @@ class Metrics:
                 )
                 self._children[key] = pair
             pair[0].inc(counts[-1])
-            # Histogram has no "observe n times": add to its sum and buckets as observe does.
-            pair[1]._sum.inc(total[0])
-            for i, n in enumerate(counts[:-1]):
-                if n:
-                    pair[1]._buckets[i].inc(n)
+            self._adder.add(pair[1], counts[:-1], total[0])
+        errors, self._pending_errors = self._pending_errors, {}
+        for labels, n in errors.items():
+            self.errors.labels(*labels).inc(n)
 
     def exposition(self) -> tuple[bytes, str]:
         from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest

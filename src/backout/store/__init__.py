@@ -3,9 +3,10 @@
 The bottom layer. ``engine`` connects, migrates (Alembic, ``migrations/``) and serialises
 writers: SQLite takes its write lock up front with ``BEGIN IMMEDIATE``; PostgreSQL takes a
 transaction-scoped advisory lock. ``schema`` is every table; ``audit`` the hash-chained
-event log; ``generation`` the number gateways watch for route changes; ``identity`` the
-random id that tells one store from another; ``outage`` how a long-running loop reports a
-store outage: one line when it starts, one when it ends.
+event log; ``retention`` how long rows are kept, pruning with signed checkpoints;
+``generation`` the number gateways watch for route changes; ``identity`` the random id that
+tells one store from another; ``outage`` how a long-running loop reports a store outage:
+one line when it starts, one when it ends.
 """
 
 from backout.store import schema

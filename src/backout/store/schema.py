@@ -246,3 +246,69 @@ drills = Table(
     Column("ended_at", Float, nullable=True),
     Column("result", JSON, nullable=False),
 )
+
+# The transactional outbox: a notification written in the same transaction as the event
+# that caused it, then delivered at least once by the controller's delivery worker. ``id``
+# is the idempotency key receivers see, so a delivery repeated after a crash is recognised.
+outbox = Table(
+    "outbox",
+    metadata,
+    Column("id", String(32), primary_key=True),
+    Column("created_at", Float, nullable=False),
+    Column("model", String(63), nullable=False),
+    Column("kind", String(16), nullable=False),  # the notice's kind
+    Column("channel", String(8), nullable=False),  # webhook | email
+    Column("target", Text, nullable=False),  # the webhook URL or the e-mail address
+    Column("notice", JSON, nullable=False),
+    Column("status", String(16), nullable=False),  # pending | delivered | failed
+    Column("attempts", Integer, nullable=False),
+    Column("next_attempt_at", Float, nullable=False),
+    Column("last_error", Text, nullable=False),
+    Column("done_at", Float, nullable=True),
+    Index("ix_outbox_status_next_attempt_at", "status", "next_attempt_at"),
+)
+
+# Public Ed25519 keys an admin trusts to sign releases (and event-log checkpoints).
+# ``id`` is derived from the key itself; a removed key stays, with removed_at, for history.
+signing_keys = Table(
+    "signing_keys",
+    metadata,
+    Column("id", String(16), primary_key=True),
+    Column("name", String(128), nullable=False),
+    Column("public_key", String(64), nullable=False),  # the 32 raw bytes, hex
+    Column("added_at", DateTime(timezone=True), nullable=False),
+    Column("added_by", String(128), nullable=False),
+    Column("removed_at", DateTime(timezone=True), nullable=True),
+    UniqueConstraint("name"),
+)
+
+# Signatures over release manifest digests, one per (release, key).
+release_signatures = Table(
+    "release_signatures",
+    metadata,
+    Column("model", String(63), primary_key=True),
+    Column("version", String(128), primary_key=True),
+    Column("key_id", String(16), primary_key=True),
+    Column("digest", String(64), nullable=False),
+    Column("signature", String(128), nullable=False),  # 64 bytes, hex
+    Column("signed_at", DateTime(timezone=True), nullable=False),
+    Column("signed_by", String(128), nullable=False),
+    ForeignKeyConstraint(
+        ["model", "version"], ["releases.model", "releases.version"], ondelete="CASCADE"
+    ),
+)
+
+# Where the event chain starts after pruning: the last pruned event's seq and hash, signed,
+# so the remaining log verifies from a point nobody could have moved unnoticed.
+checkpoints = Table(
+    "checkpoints",
+    metadata,
+    Column("seq", Integer, primary_key=True, autoincrement=False),
+    Column("hash", String(64), nullable=False),
+    Column("event_at", DateTime(timezone=True), nullable=False),
+    Column("pruned", Integer, nullable=False),  # events removed by this pruning
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("key_id", String(16), nullable=False),
+    Column("public_key", String(64), nullable=False),
+    Column("signature", String(128), nullable=False),
+)

@@ -29,14 +29,33 @@ _LOG_MIN = math.log(LAT_MIN_S)
 
 
 class ErrorKind(StrEnum):
-    """Why a request counted as an error of a release."""
+    """Why a request counted as an error of a release: the release's fault, never the caller's."""
 
     MODEL = "model"  # the model raised
     TIMEOUT = "timeout"  # the runtime or upstream did not answer in time
-    INPUT_CONTRACT = "input_contract"  # the request broke the release's input contract
     OUTPUT_CONTRACT = "output_contract"  # the answer broke the release's output contract
     NONFINITE = "nonfinite"  # NaN or infinity in an output
     UPSTREAM = "upstream"  # an HTTP upstream answered with an error
+    LOAD = "load"  # the release could not be loaded, so it could not answer at all
+
+
+class ClientErrorKind(StrEnum):
+    """Why a request routed to a release was refused as the caller's fault (a 4xx).
+
+    Counted in :attr:`Batch.client_errors`, apart from the release's own errors, requests
+    and latency: a caller sending garbage says nothing about the release, so triggers and
+    judges never see these.
+    """
+
+    MALFORMED = "malformed"  # the body is not JSON, not an object, or its framing is broken
+    TOO_LARGE = "too_large"  # the body is over the gateway's size limit
+    DISCONNECTED = "disconnected"  # the caller hung up before sending the whole body
+    INPUT = "input"  # the inputs break the release's contract: fields, shape, datatype
+    NOT_SERVED = "not_served"  # no such model or release here (only in Prometheus)
+
+
+# Written by gateways before client errors were counted apart: read back as client errors.
+_LEGACY_CLIENT_KINDS = {"input_contract": ClientErrorKind.INPUT.value}
 
 
 def latency_bucket(seconds: float) -> int:
@@ -63,6 +82,8 @@ class Batch:
 
     ``requests`` counts requests that reached the release; ``predictions`` counts those that
     returned an answer (reconciliation: ``requests - predictions`` must equal the errors).
+    ``errors`` are the release's faults by :class:`ErrorKind`; ``client_errors`` are requests
+    refused as the caller's fault by :class:`ClientErrorKind`, counted in nothing else.
     ``latency`` maps bucket index to count. ``outputs`` maps a class label (or ``"score:<bin>"``
     for regressors and scores, in tenths) to how often it was answered. ``shadow_*`` describe
     the copies of live requests this release answered as a shadow.
@@ -75,6 +96,7 @@ class Batch:
     requests: int = 0
     predictions: int = 0
     errors: dict[str, int] = field(default_factory=dict)
+    client_errors: dict[str, int] = field(default_factory=dict)
     latency: dict[int, int] = field(default_factory=dict)
     log_latency_sum: float = 0.0
     log_latency_sumsq: float = 0.0
@@ -85,7 +107,17 @@ class Batch:
 
     @property
     def error_count(self) -> int:
+        """The release's own errors (client errors are not among them)."""
         return sum(self.errors.values())
+
+    @property
+    def client_error_count(self) -> int:
+        """Requests refused as the caller's fault."""
+        return sum(self.client_errors.values())
+
+    def refuse(self, kind: ClientErrorKind) -> None:
+        """Record one request refused as the caller's fault: no request, error or latency."""
+        self.client_errors[kind.value] = self.client_errors.get(kind.value, 0) + 1
 
     def observe(
         self,
@@ -115,6 +147,7 @@ class Batch:
         self.requests += other.requests
         self.predictions += other.predictions
         _add(self.errors, other.errors)
+        _add(self.client_errors, other.client_errors)
         _add(self.latency, other.latency)
         self.log_latency_sum += other.log_latency_sum
         self.log_latency_sumsq += other.log_latency_sumsq
@@ -132,6 +165,7 @@ class Batch:
             "requests": self.requests,
             "predictions": self.predictions,
             "errors": self.errors,
+            "client_errors": self.client_errors,
             "latency": {str(k): v for k, v in self.latency.items()},
             "log_latency_sum": self.log_latency_sum,
             "log_latency_sumsq": self.log_latency_sumsq,
@@ -143,14 +177,25 @@ class Batch:
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> Batch:
+        errors = {str(k): int(v) for k, v in d.get("errors", {}).items()}
+        client = {str(k): int(v) for k, v in d.get("client_errors", {}).items()}
+        requests = int(d.get("requests", 0))
+        for old, new in _LEGACY_CLIENT_KINDS.items():
+            # An older gateway counted the caller's bad input as a release error (and as a
+            # request): move it where it belongs, so every reader sees one meaning.
+            n = errors.pop(old, 0)
+            if n:
+                client[new] = client.get(new, 0) + n
+                requests -= n
         return cls(
             model=d["model"],
             version=d["version"],
             start=float(d["start"]),
             end=float(d["end"]),
-            requests=int(d.get("requests", 0)),
+            requests=requests,
             predictions=int(d.get("predictions", 0)),
-            errors={str(k): int(v) for k, v in d.get("errors", {}).items()},
+            errors=errors,
+            client_errors=client,
             latency={int(k): int(v) for k, v in d.get("latency", {}).items()},
             log_latency_sum=float(d.get("log_latency_sum", 0.0)),
             log_latency_sumsq=float(d.get("log_latency_sumsq", 0.0)),

@@ -14,12 +14,12 @@ consecutive scrapes is one batch's worth (a counter reset counts from zero, as P
 ``increase`` does), so with a 1 s scrape interval the batches are per second and with 15 s
 they are 15 s long. Counts are exact — no ``rate()`` extrapolation:
 
-- ``requests``: the increase of the ``le="+Inf"`` bucket, summed over codes, methods and
-  protocols; the same requests ``traefik_service_requests_total`` counts, read from the
-  same sample as the latencies, so counts and latencies always reconcile.
-- errors: responses with ``code`` 5xx count as ``upstream`` errors (504 as ``timeout``), and
-  4xx as ``input_contract`` (a release that rejects its consumers' requests is failing
-  them, as backout's gateway counts it); ``predictions`` are the rest.
+- ``requests``: the increase of the ``le="+Inf"`` bucket, summed over 2xx, 3xx and 5xx
+  codes, methods and protocols, read from the same sample as the latencies, so counts and
+  latencies always reconcile.
+- errors: responses with ``code`` 5xx count as ``upstream`` errors (504 as ``timeout``);
+  4xx are the caller's mistakes and count only in ``client_errors`` (``input``), as
+  backout's gateway counts them; ``predictions`` are the rest.
 - latency, **approximated**: Traefik counts durations in its histogram's buckets (set by
   ``--metrics.prometheus.buckets``; :data:`TRAEFIK_BUCKETS`, 1 ms to 17 s in steps of x1.5,
   is what backout configures). The requests of a Traefik bucket ``(lo, hi]`` are placed in
@@ -50,7 +50,7 @@ from typing import Any
 import httpx
 
 from backout.errors import TelemetryUnavailable
-from backout.telemetry.batches import Batch, ErrorKind, bucket_mid, latency_bucket
+from backout.telemetry.batches import Batch, ClientErrorKind, ErrorKind, bucket_mid, latency_bucket
 
 # Traefik's duration buckets that backout configures: 1 ms to about 17 s, each 1.5x the last.
 TRAEFIK_BUCKETS: tuple[float, ...] = tuple(float(f"{0.001 * 1.5**i:.4g}") for i in range(25))
@@ -100,14 +100,18 @@ def place(lo: float, hi: float) -> int:
 
 
 def error_kind(code: str) -> ErrorKind | None:
-    """The error a response code counts as, or None for an answer."""
+    """The release error a response code counts as, or None for an answer (or a 4xx, which is
+    the caller's fault and counted apart: see :func:`is_client_error`)."""
     if code == "504":
         return ErrorKind.TIMEOUT
     if code.startswith("5"):
         return ErrorKind.UPSTREAM
-    if code.startswith("4"):
-        return ErrorKind.INPUT_CONTRACT
     return None
+
+
+def is_client_error(code: str) -> bool:
+    """A 4xx: the caller's mistake, counted in ``client_errors`` and nothing else."""
+    return code.startswith("4")
 
 
 class PrometheusTelemetry:
@@ -258,10 +262,16 @@ def to_batches(
         if shadow:
             b.shadow_requests += round(per_le.get(math.inf, 0.0))
             continue
+        if is_client_error(code):
+            refused = round(per_le.get(math.inf, 0.0))
+            if refused:
+                kind = ClientErrorKind.INPUT.value
+                b.client_errors[kind] = b.client_errors.get(kind, 0) + refused
+            continue
         add_histogram(b, per_le, error_kind(code))
     per: dict[str, list[Batch]] = defaultdict(list)
     for (version, _slot), b in sorted(out.items(), key=lambda kv: (kv[0][0], kv[0][1])):
-        if b.requests or b.shadow_requests:
+        if b.requests or b.shadow_requests or b.client_errors:
             per[version].append(b)
     return dict(per)
 
