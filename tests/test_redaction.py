@@ -89,7 +89,7 @@ escalation:
 
 
 def test_a_planted_webhook_secret_appears_in_no_output(
-    capsys: pytest.CaptureFixture[str], tmp_path: Path, artifact: Path
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, model_file: Path
 ) -> None:
     url = f"sqlite:///{tmp_path / 'store.db'}"
     open_store(url, create=True).dispose()
@@ -104,7 +104,7 @@ def test_a_planted_webhook_secret_appears_in_no_output(
         outputs.extend([out, err])
 
     for v in ("1.0.0", "1.1.0"):
-        ok("release", "register", "fraud", v, "--artifact", str(artifact))
+        ok("release", "register", "fraud", v, "--artifact", str(model_file))
     ok("deploy", "fraud@1.0.0")
     ok("deploy", "fraud@1.1.0", "--policy", str(policy))
     ok("rollback", "fraud", "--emergency")

@@ -213,10 +213,6 @@ def test_hanging_and_failing_webhooks_do_not_hold_a_rollback_and_are_recorded_as
 
 @pytest.mark.slow
 @pytest.mark.timeout(120)
-@pytest.mark.xfail(
-    strict=True,
-    reason="status shows only an active operation: once a rollback has ended it says nothing of it",
-)
 def test_status_says_in_one_line_that_the_last_rollback_ended(site: Site) -> None:
     served = site.serve(workers=1)
     with Load(served.url, callers=2, seconds=60):

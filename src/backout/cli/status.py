@@ -63,6 +63,8 @@ def status(
                 "seconds_in_step": round(_time.time() - op.step_started_at, 1),
                 "steps": list(steps),
             }
+        # With nothing in progress, the operation that ended last says how the model got here.
+        last = None if op is not None else next(iter(ctl.operations(m, limit=1)), None)
         docs.append(
             {
                 "model": m,
@@ -71,6 +73,7 @@ def status(
                 "table": table.to_dict(),
                 "releases": releases,
                 "operation": op_doc,
+                "last_operation": last.to_dict() if last is not None else None,
                 "frozen": ctl.frozen(m),
             }
         )
@@ -101,6 +104,13 @@ def status(
                 )
                 for j in gate.get("judgements", []):
                     out.print(f"    {j['judge']:<14} {j['verdict']:<12} {j['summary']}")
+        elif (
+            (last := d["last_operation"])
+            and last["ended_at"] is not None
+            and last["stable"] != last["target"]
+        ):
+            # (a first deploy, stable == target, replaced nothing: not worth a line)
+            out.print(_ended_line(last))
         t = Table(box=None, header_style="bold")
         for col in ("release", "weight", f"requests/{window:g}s", "errors", "p50 ms", "p99 ms"):
             t.add_column(col, justify="right" if col != "release" else "left")
@@ -121,6 +131,24 @@ def status(
                 "client errors (refused as the callers' fault, not counted above): "
                 + "; ".join(refused)
             )
+
+
+def _ended_line(op: dict[str, Any]) -> str:
+    """``last rollback 1.1.0 → 1.0.0: rolled-back 12 s ago (operation 7): why``."""
+    import time
+
+    ago = max(0.0, time.time() - op["ended_at"])
+    when = (
+        f"{ago:.0f} s ago"
+        if ago < 120
+        else f"{ago / 60:.0f} min ago"
+        if ago < 7200
+        else f"{ago / 3600:.0f} h ago"
+    )
+    return (
+        f"last {op['kind']} {op['stable']} → {op['target']}: {op['outcome']} {when} "
+        f"(operation {op['id']}): {op['reason']}"
+    )
 
 
 def _errors(release: dict[str, Any]) -> str:
