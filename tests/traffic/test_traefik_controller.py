@@ -26,7 +26,7 @@ def test_a_down_traefik_moves_no_step_and_is_recorded_once(tmp_path: Path) -> No
             web_url=traefik.web_url,
         )
         w.controller = Controller(
-            w.store, w.registry, notifier=w.notifier, clock=w.clock, router=router
+            w.store, w.registry, notifier=w.notifier, clock=w.clock, router=router, prober=w.prober
         )
         w.controller.deploy("iris", "1.1.0", actor="ana")
         assert router.served("iris") == {"1.0.0": 90, "1.1.0": 10}  # verified after the commit
