@@ -15,7 +15,7 @@ from backout.control.operations import Operation, Operations
 from backout.store import audit, open_store, schema
 from tests.chaos.conftest import Site
 from tests.chaos.served import FAILED, Load
-from tests.control.test_notify import Receiver
+from tests.control.webhook_receiver import Receiver
 from tests.waits import wait_for
 
 POLICY = """

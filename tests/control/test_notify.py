@@ -4,13 +4,10 @@ caller, failure reports, and the escalator's order and timing."""
 from __future__ import annotations
 
 import socket
-import threading
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-import orjson
 import pytest
 
 from backout.control.notify import (
@@ -26,47 +23,7 @@ from backout.control.notify import (
     redact_url,
 )
 from backout.control.policy import Contact, Escalation, parse_policy
-
-
-class Receiver:
-    """A webhook receiver on 127.0.0.1: answers with ``statuses`` in turn (then 200), or
-    hangs until the test ends when ``hang`` is set."""
-
-    def __init__(self, statuses: list[int] | None = None, hang: bool = False) -> None:
-        self.statuses = list(statuses or [])
-        self.hang = hang
-        self.bodies: list[dict[str, object]] = []
-        self.release = threading.Event()
-        receiver = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                body = self.rfile.read(int(self.headers["content-length"]))
-                receiver.bodies.append(orjson.loads(body))
-                if receiver.hang:
-                    receiver.release.wait(10)
-                    return
-                status = receiver.statuses.pop(0) if receiver.statuses else 200
-                self.send_response(status)
-                self.send_header("content-length", "2")
-                self.end_headers()
-                self.wfile.write(b"ok")
-
-            def log_message(self, format: str, *args: object) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hooks/T000/SECRET"
-        self.thread = threading.Thread(
-            target=self.server.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True
-        )
-        self.thread.start()
-
-    def stop(self) -> None:
-        self.release.set()
-        self.server.shutdown()
-        self.server.server_close()
+from tests.control.webhook_receiver import Receiver
 
 
 @pytest.fixture

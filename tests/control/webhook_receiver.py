@@ -1,5 +1,6 @@
-"""A webhook receiver on 127.0.0.1 for the outbox tests: records every delivery with its
-idempotency key, answers with given statuses in turn (then 200), or hangs on the first."""
+"""A webhook receiver on 127.0.0.1 for the notification, outbox and chaos tests: records every
+delivery with its idempotency key, answers with given statuses in turn (then 200), or hangs
+(on the first delivery, or on every one)."""
 
 from __future__ import annotations
 
@@ -18,9 +19,12 @@ class Delivery:
 
 
 class Receiver:
-    def __init__(self, statuses: list[int] | None = None, *, hang_first: bool = False) -> None:
+    def __init__(
+        self, statuses: list[int] | None = None, *, hang_first: bool = False, hang: bool = False
+    ) -> None:
         self.statuses = list(statuses or [])
         self.hang_first = hang_first
+        self.hang = hang  # every delivery hangs (up to 10 s, or until stop())
         self.deliveries: list[Delivery] = []
         self.got = threading.Event()
         self.release = threading.Event()
@@ -34,6 +38,9 @@ class Receiver:
                 receiver.got.set()
                 if first and receiver.hang_first:
                     receiver.release.wait(30)
+                    return
+                if receiver.hang:
+                    receiver.release.wait(10)
                     return
                 status = receiver.statuses.pop(0) if receiver.statuses else 200
                 self.send_response(status)
@@ -51,6 +58,11 @@ class Receiver:
             target=self.server.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True
         )
         self.thread.start()
+
+    @property
+    def bodies(self) -> list[dict[str, Any]]:
+        """What was delivered, in order."""
+        return [d.body for d in self.deliveries]
 
     def unique(self) -> dict[str, Delivery]:
         """Deliveries deduplicated by idempotency key, as a careful receiver keeps them."""

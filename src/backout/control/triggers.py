@@ -111,7 +111,7 @@ def evaluate(
     total = sum_batches(batches)
     n = total.requests if total else 0
     if kind == "error_rate":
-        errors = total.error_count - total.errors.get("input_contract", 0) if total else 0
+        errors = total.error_count if total else 0
         rate = errors / n if n else 0.0
         if getattr(trigger, "use_judge", False):
             judged = _judge_errors(name, errors, n, reference, floor)
@@ -188,7 +188,7 @@ def _judge_errors(
     so it watches a release that serves alone.
     """
     ref = sum_batches(reference)
-    ref_errors = (ref.error_count - ref.errors.get("input_contract", 0)) if ref else 0
+    ref_errors = ref.error_count if ref else 0
     ref_rate = ref_errors / ref.requests if ref and ref.requests else 0.0
     p0 = min(max(2 * ref_rate, JUDGE_RATE_FLOOR), 0.5)
     rate = errors / n if n else 0.0

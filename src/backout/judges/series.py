@@ -57,12 +57,7 @@ class Series:
             predictions=col([b.predictions for b in batches]),
             errors=col([b.error_count for b in batches]),
             nonfinite=col([b.errors.get("nonfinite", 0) for b in batches]),
-            contract=col(
-                [
-                    b.errors.get("input_contract", 0) + b.errors.get("output_contract", 0)
-                    for b in batches
-                ]
-            ),
+            contract=col([b.errors.get("output_contract", 0) for b in batches]),
             log_sum=col([b.log_latency_sum for b in batches]),
             hist=hist,
             outputs=labels,
