@@ -16,7 +16,8 @@ at the boundary with ``raise ... from exc`` so callers only ever handle this tre
     │   ├── InvalidVersion          a version that is neither semver nor a safe tag
     │   ├── InvalidContract         a contract that is not valid JSON Schema
     │   ├── InvalidTraffic          a route table that does not add up or names bad releases
-    │   └── SignatureInvalid        a release without the valid signature its policy requires
+    │   ├── SignatureInvalid        a release without the valid signature its policy requires
+    │   └── ReleaseMarkedBad        deploying, or rolling back to, a release marked bad
     ├── NotFound                    an unknown model, release, incident or blob
     │   ├── ReleaseNotFound
     │   ├── ModelNotFound
@@ -103,6 +104,11 @@ class ValidationError(BackoutError):
     """Raised for a value that breaks the rules of the domain."""
 
     http_status = 422
+
+
+class ReleaseMarkedBad(ValidationError):
+    """Raised when a release marked bad would be deployed without an override, or would be
+    a rollback target. The message names the mark's evidence and operation, and the fix."""
 
 
 class InvalidVersion(ValidationError):

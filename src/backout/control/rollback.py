@@ -16,6 +16,7 @@ from backout.control.operations import Operation
 from backout.control.phases import Event
 from backout.control.weights import split
 from backout.judges import Verdict
+from backout.registry import badmarks
 
 
 class RollbackPhases(Detection):
@@ -95,6 +96,10 @@ class RollbackPhases(Detection):
         with self.store.write() as conn:
             op.weights = {op.stable: 100.0}
             self.apply(conn, op, self.actor, f"rollback aborted: traffic back on {op.stable}")
+            # Traffic leaves the target because its gate or trigger failed: it is bad now.
+            badmarks.record_bad(conn, op.model, op.target, evidence=f"rollback aborted: {why}",
+                                actor=self.actor, operation=op.id, source="rollback-gate",
+                                at=self.clock())  # fmt: skip
             self.transition(conn, op, Event.TARGET_UNHEALTHY, self.actor, f"rollback aborted: {why}", evidence,
                             move=False)  # fmt: skip
             self.notify("abort", op.model, f"rollback of {op.model} to {op.target} aborted", why,

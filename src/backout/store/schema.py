@@ -34,7 +34,10 @@ metadata = MetaData(
 )
 
 # One row per registered release. ``manifest`` never changes; the other columns are the
-# release's status (served, known-good, quarantined), which does.
+# release's status (served, known-good, quarantined, bad), which does. A release is *bad*
+# when ``bad`` holds the evidence against it (a failed gate or trigger that rolled traffic
+# back from it, or a person's mark): no rollback may target it and deploying it needs an
+# override. ``bad_operation`` is the rollback that left it (NULL for a mark by hand).
 releases = Table(
     "releases",
     metadata,
@@ -48,17 +51,22 @@ releases = Table(
     Column("first_served_at", DateTime(timezone=True), nullable=True),
     Column("known_good", Boolean, nullable=False, default=False),
     Column("quarantined", Text, nullable=True),
+    Column("bad", Text, nullable=True),
+    Column("bad_operation", Integer, nullable=True),
+    Column("bad_at", DateTime(timezone=True), nullable=True),
+    Column("bad_by", String(128), nullable=True),
     UniqueConstraint("model", "version"),
 )
 
-# The history of known-good marks; the current state is releases.known_good.
+# The history of a release's marks: known-good (mark | unmark) and bad (bad | clear-bad);
+# the current state is releases.known_good and releases.bad.
 release_marks = Table(
     "release_marks",
     metadata,
     Column("id", Integer, primary_key=True, autoincrement=True),
     Column("model", String(63), nullable=False),
     Column("version", String(128), nullable=False),
-    Column("action", String(16), nullable=False),  # mark | unmark
+    Column("action", String(16), nullable=False),  # mark | unmark | bad | clear-bad
     Column("actor", String(128), nullable=False),
     Column("reason", Text, nullable=False),
     Column("at", DateTime(timezone=True), nullable=False),
