@@ -24,6 +24,13 @@ def deploy(
         typer.Option(help="Policy file (YAML) to run the rollout by; kept as the model's policy."),
     ] = None,
     reason: Annotated[str, typer.Option(help="Why, for the audit log.")] = "",
+    override_bad: Annotated[
+        bool,
+        typer.Option(
+            "--override-bad",
+            help="Deploy a release marked bad anyway (needs --reason; recorded in the audit log).",
+        ),
+    ] = False,
     json: JsonOpt = False,
 ) -> None:
     """Roll a release out in gated steps (on a model with nothing live: make it live)."""
@@ -39,7 +46,9 @@ def deploy(
     ctl = s.controller()
     if pol is not None:
         ctl.set_policy(model, pol, source=str(policy), actor=s.actor)
-    op = ctl.deploy(model, version, actor=s.actor, policy=pol, reason=reason)
+    op = ctl.deploy(
+        model, version, actor=s.actor, policy=pol, reason=reason, override_bad=override_bad
+    )
     if json:
         print_json(op.to_dict())
     elif op.phase.value == "succeeded":

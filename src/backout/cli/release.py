@@ -1,4 +1,5 @@
-"""Command line for releases: register, sign, list, show, verify, mark-good, quarantine, delete.
+"""Command line for releases: register, sign, list, show, verify, mark-good, mark-bad,
+clear-bad, quarantine, delete.
 
 Mounted on the ``backout`` app by :mod:`backout.cli.main`.
 """
@@ -181,19 +182,31 @@ def release_list(
         )
         return
     t = Table(box=None, header_style="bold")
-    for col in ("release", "runtime", "known-good", "served", "registered", "owner", "changelog"):
+    cols = ("release", "runtime", "known-good", "bad", "served", "registered", "owner", "changelog")
+    for col in cols:
         t.add_column(col)
     for r in rels:
         t.add_row(
             r.ref,
             r.manifest.runtime.kind.value,
             "yes" if r.known_good else "",
+            bad_cell(r.bad),
             "yes" if r.first_served_at else "",
             f"{r.registered_at:%Y-%m-%d %H:%M}",
             r.manifest.owner,
             short(r.manifest.changelog),
         )
     out.print(t)
+    for r in rels:
+        if r.bad is not None:
+            out.print(f"{r.ref} is marked bad: {r.bad.describe()}")
+
+
+def bad_cell(mark: Any) -> str:
+    """The bad column of a release table: ``operation 7``, ``by hand``, or empty."""
+    if mark is None:
+        return ""
+    return f"operation {mark.operation}" if mark.operation is not None else "by hand"
 
 
 @release_app.command("show")
@@ -222,6 +235,7 @@ def release_show(
             f"since {rel.first_served_at:%Y-%m-%d %H:%M} UTC" if rel.first_served_at else "never",
         ),
         ("quarantined", rel.quarantined or "no"),
+        ("bad", rel.bad.describe() if rel.bad else "no"),
         ("changelog", m.changelog or "-"),
         (
             "rollback plan",
@@ -243,10 +257,11 @@ def release_show(
     for art in m.artifacts:
         a.add_row(art.path, art.sha256, f"{art.size:,}")
     out.print(a)
+    said = {"mark": "marked known-good", "unmark": "unmarked known-good", "bad": "marked bad",
+            "clear-bad": "bad mark cleared"}  # fmt: skip
     for mark in marks:
-        out.print(
-            f"{mark.at:%Y-%m-%d %H:%M} {mark.action} known-good by {mark.actor}: {mark.reason}"
-        )
+        what = said.get(mark.action, mark.action)
+        out.print(f"{mark.at:%Y-%m-%d %H:%M} {what} by {mark.actor}: {mark.reason}")
 
 
 @release_app.command("verify")
@@ -302,6 +317,41 @@ def release_mark_good(
         print_json(rel.to_dict())
     else:
         out.print(f"{rel.ref} is {'now' if rel.known_good else 'no longer'} known-good")
+
+
+@release_app.command("mark-bad")
+def release_mark_bad(
+    ctx: typer.Context,
+    ref: Annotated[str, typer.Argument(help="MODEL@VERSION")],
+    reason: Annotated[str, typer.Option(help="Why, kept with the mark and in the audit log.")],
+    json: JsonOpt = False,
+) -> None:
+    """Mark a release bad: no rollback targets it, and deploying it needs --override-bad."""
+    s = settings(ctx)
+    rel = s.registry().mark_bad(ref, actor=s.actor, reason=reason)
+    if json:
+        print_json(rel.to_dict())
+    else:
+        out.print(f"{rel.ref} is marked bad: {rel.bad.evidence if rel.bad else reason}")
+
+
+@release_app.command("clear-bad")
+def release_clear_bad(
+    ctx: typer.Context,
+    ref: Annotated[str, typer.Argument(help="MODEL@VERSION")],
+    reason: Annotated[str, typer.Option(help="Why it is safe again, for the audit log.")],
+    json: JsonOpt = False,
+) -> None:
+    """Lift a release's bad mark. It is not known-good again until marked so."""
+    s = settings(ctx)
+    rel = s.registry().clear_bad(ref, actor=s.actor, reason=reason)
+    if json:
+        print_json(rel.to_dict())
+    else:
+        out.print(
+            f"{rel.ref} is no longer marked bad (mark it known-good with `backout release mark-good {rel.ref}` "
+            "to make it a rollback point again)"
+        )
 
 
 @release_app.command("delete")

@@ -2,7 +2,8 @@
 
 For anyone watching a model: ``status`` shows each model's route table, its running
 operation with the last gate, and each release's traffic over a recent window;
-``history`` lists the audit events and can verify their hash chain.
+``history`` lists the audit events and can verify their hash chain. Releases marked bad
+are listed with their evidence, whether or not they take traffic.
 """
 
 from __future__ import annotations
@@ -63,6 +64,9 @@ def status(
                 "seconds_in_step": round(_time.time() - op.step_started_at, 1),
                 "steps": list(steps),
             }
+        bad = {r.version: r.bad.to_dict() for r in s.registry().list(m) if r.bad is not None}
+        for r in releases:
+            r["bad"] = bad.get(r["version"])
         # With nothing in progress, the operation that ended last says how the model got here.
         last = None if op is not None else next(iter(ctl.operations(m, limit=1)), None)
         docs.append(
@@ -75,6 +79,7 @@ def status(
                 "operation": op_doc,
                 "last_operation": last.to_dict() if last is not None else None,
                 "frozen": ctl.frozen(m),
+                "bad": [{"version": v, **mark} for v, mark in bad.items()],
             }
         )
     if json:
@@ -121,6 +126,8 @@ def status(
                 "-" if r["p99_ms"] is None else f"{r['p99_ms']:.2f}",
             )  # fmt: skip
         out.print(t)
+        for mark in d["bad"]:
+            out.print(f"{d['model']}@{mark['version']} is marked bad: {_bad_line(mark)}")
         refused = [
             f"{r['version']} {_kinds(r['client_errors'])}"
             for r in d["releases"]
@@ -149,6 +156,12 @@ def _ended_line(op: dict[str, Any]) -> str:
         f"last {op['kind']} {op['stable']} → {op['target']}: {op['outcome']} {when} "
         f"(operation {op['id']}): {op['reason']}"
     )
+
+
+def _bad_line(mark: dict[str, Any]) -> str:
+    """``<evidence> (operation 7, by controller 2026-12-01 10:40 UTC)``."""
+    by = f"operation {mark['operation']}, " if mark.get("operation") is not None else ""
+    return f"{mark['evidence']} ({by}by {mark['actor']} {mark['at'][:16].replace('T', ' ')} UTC)"
 
 
 def _errors(release: dict[str, Any]) -> str:

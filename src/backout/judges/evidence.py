@@ -5,7 +5,7 @@ judgements: the controller names the releases with :func:`name_arms`, reports us
 :func:`effect_detail`. A line says what was compared, the effect with its confidence bound,
 and the requests behind it::
 
-    error rate 2.40% on 1.5.0 vs 1.10% on 1.4.0: +1.3 points, +118% (at least +52%, 99%
+    error rate 2.40% on 1.5.0 vs 1.10% on 1.4.0: +1.3 points, ×2.18 (at least ×1.52, 99%
     confidence) over 3,120 vs 28,400 requests: fail
 
 Only formatting lives here, no statistics. Numbers that are not finite never reach the
@@ -100,9 +100,24 @@ def bound(verdict: str, lower: float, upper: float, fmt: Fmt, alpha: float, behi
     return f"{text}, {level(alpha)}"
 
 
-def ratio_change(r: float) -> float:
-    """A ratio as a relative change; a ratio at or below 0 (no lower bound) is not finite."""
-    return r - 1 if finite(r) and r > 0 else math.nan
+def times(r: float) -> str:
+    """A ratio (``×2.18``), or ``n/a``."""
+    return f"×{r:.3g}" if finite(r) else "n/a"
+
+
+def ratio(r: float) -> float:
+    """A ratio to show: one at or below 0 (no lower bound at all) is not finite."""
+    return r if finite(r) and r > 0 else math.nan
+
+
+def ratio_effect(est: float, lower: float, upper: float, verdict: str, alpha: float,
+                 behind: str) -> str:  # fmt: skip
+    """``×2.18 (at least ×1.52, 99% confidence)``; without a finite estimate the bound says
+    it is the ratio's."""
+    b = bound(verdict, ratio(lower), ratio(upper), times, alpha, behind)
+    if finite(ratio(est)):
+        return f"{times(est)} ({b})"
+    return f"({b})" if b.startswith("no bound") else f"(ratio {b})"
 
 
 # -- one function per judge -----------------------------------------------------------------
@@ -110,17 +125,15 @@ def ratio_change(r: float) -> float:
 
 def error_rate_line(*, rate_c: float, rate_b: float, ratio: float, lower: float, upper: float,
                     alpha: float, n_c: float, n_b: float, verdict: str) -> str:  # fmt: skip
-    """``error rate 2.40% on the candidate vs 1.10% on the baseline: +1.3 points, +118% (at
-    least +52%, 99% confidence) over 3,120 vs 28,400 requests: fail``."""
+    """``error rate 2.40% on the candidate vs 1.10% on the baseline: +1.3 points, ×2.18 (at
+    least ×1.52, 99% confidence) over 3,120 vs 28,400 requests: fail``."""
     behind = requests(n_c, n_b)
     head = f"error rate {_rate(rate_c, n_c)} on {CANDIDATE} vs {_rate(rate_b, n_b)} on {BASELINE}"
     if not (n_c and n_b):
         return f"{head}: no bound yet ({behind}): {verdict}"
-    effect = points(rate_c - rate_b)
-    if finite(ratio_change(ratio)):
-        effect += f", {change(ratio_change(ratio))}"
-    b = bound(verdict, ratio_change(lower), ratio_change(upper), change, alpha, behind)
-    return f"{head}: {effect} ({b}) over {behind}: {verdict}"
+    effect = ratio_effect(ratio, lower, upper, verdict, alpha, behind)
+    sep = " " if effect.startswith("(") else ", "
+    return f"{head}: {points(rate_c - rate_b)}{sep}{effect} over {behind}: {verdict}"
 
 
 def latency_line(*, estimate: float, lower: float, upper: float, alpha: float, n_c: float,
@@ -164,18 +177,17 @@ def drift_line(*, label: str | None, share_c: float, share_b: float, ratio: floa
                lower: float, upper: float, alpha: float, psi: float, wasserstein: float,
                n_c: float, n_b: float, verdict: str) -> str:  # fmt: skip
     """``output drift on the candidate vs the baseline: class 'spam' 12.0% vs 10.0% of answers,
-    +20% (at least +5%, 99% confidence; PSI 0.0123, W 0.0100) over …: fail``. Without a
+    ×1.2 (at least ×1.05, 99% confidence), PSI 0.0123, W 0.0100 over …: fail``. Without a
     ``label`` (classes still being chosen): no bound yet."""
     behind = requests(n_c, n_b)
     head = f"output drift on {CANDIDATE} vs {BASELINE}"
     if label is None:
         return f"{head}: no bound yet (classes are chosen after the warm-up; {behind}): {verdict}"
-    effect = f"class {label!r} {percent(share_c)} vs {percent(share_b)} of answers"
-    if finite(ratio_change(ratio)):
-        effect += f", {change(ratio_change(ratio))}"
-    b = bound(verdict, ratio_change(lower), ratio_change(upper), change, alpha, behind)
+    shares = f"class {label!r} {percent(share_c)} vs {percent(share_b)} of answers"
+    effect = ratio_effect(ratio, lower, upper, verdict, alpha, behind)
+    sep = " " if effect.startswith("(") else ", "
     return (
-        f"{head}: {effect} ({b}; PSI {number(psi)}, W {number(wasserstein)}) "
+        f"{head}: {shares}{sep}{effect}, PSI {number(psi)}, W {number(wasserstein)} "
         f"over {behind}: {verdict}"
     )
 
