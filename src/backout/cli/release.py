@@ -182,15 +182,13 @@ def release_list(
         )
         return
     t = Table(box=None, header_style="bold")
-    cols = ("release", "runtime", "known-good", "bad", "served", "registered", "owner", "changelog")
-    for col in cols:
+    for col in ("release", "runtime", "mark", "served", "registered", "owner", "changelog"):
         t.add_column(col)
     for r in rels:
         t.add_row(
             r.ref,
             r.manifest.runtime.kind.value,
-            "yes" if r.known_good else "",
-            bad_cell(r.bad),
+            mark_cell(r),
             "yes" if r.first_served_at else "",
             f"{r.registered_at:%Y-%m-%d %H:%M}",
             r.manifest.owner,
@@ -202,11 +200,14 @@ def release_list(
             out.print(f"{r.ref} is marked bad: {r.bad.describe()}")
 
 
-def bad_cell(mark: Any) -> str:
-    """The bad column of a release table: ``operation 7``, ``by hand``, or empty."""
-    if mark is None:
-        return ""
-    return f"operation {mark.operation}" if mark.operation is not None else "by hand"
+def mark_cell(rel: Any) -> str:
+    """The mark column of a release table: ``known-good``, ``bad (op 7)``, ``bad (by hand)``,
+    ``quarantined``, or empty (the evidence of a bad mark is printed under the table)."""
+    if rel.bad is not None:
+        return f"bad (op {rel.bad.operation})" if rel.bad.operation is not None else "bad (by hand)"
+    if rel.quarantined:
+        return "quarantined"
+    return "known-good" if rel.known_good else ""
 
 
 @release_app.command("show")
