@@ -34,7 +34,9 @@ def name_arms(text: str, candidate: str, baseline: str) -> str:
 
 
 def finite(x: float | None) -> bool:
-    """Whether ``x`` is a number that can be shown (not None, NaN or an infinity)."""
+    """Whether ``x`` is a number that can be shown (not None, NaN or an infinity). Callers
+    pass the value as it will be printed (``x * 100`` for a percentage), so that a huge
+    finite number that overflows on the way is not shown either."""
     try:
         return x is not None and math.isfinite(x)
     except TypeError:
@@ -55,19 +57,25 @@ def requests(n_c: float, n_b: float | None = None) -> str:
 
 def percent(x: float, digits: int = 1) -> str:
     """A share as a percentage (``2.4%``), or ``n/a``."""
-    return f"{x * 100:.{digits}f}%" if finite(x) else "n/a"
+    return f"{x * 100:.{digits}f}%" if finite(x * 100) else "n/a"
 
 
 def change(x: float) -> str:
     """A relative change as a signed percentage (``+12%``, ``-3.5%``), or ``n/a``."""
-    if not finite(x):
+    if not finite(x * 100):
         return "n/a"
-    return f"{x * 100:+.1f}%" if abs(x) < 0.1 else f"{x * 100:+.0f}%"
+    digits = 1 if abs(x) < 0.1 else 0
+    return f"{_unsigned_zero(x * 100, digits):+.{digits}f}%"
 
 
 def points(x: float) -> str:
     """A difference of two shares in percentage points (``+1.3 points``), or ``n/a``."""
-    return f"{x * 100:+.1f} points" if finite(x) else "n/a"
+    return f"{_unsigned_zero(x * 100, 1):+.1f} points" if finite(x * 100) else "n/a"
+
+
+def _unsigned_zero(x: float, digits: int) -> float:
+    """``x`` rounded, with a rounded-away negative zero made positive ("+0.0", not "-0.0")."""
+    return round(x, digits) + 0.0
 
 
 def number(x: float, digits: int = 4) -> str:
@@ -77,13 +85,15 @@ def number(x: float, digits: int = 4) -> str:
 
 def level(alpha: float) -> str:
     """The confidence of a bound at ``alpha``: ``99% confidence``."""
-    return f"{(1 - alpha) * 100:.4g}% confidence" if finite(alpha) else "confidence"
+    return (
+        f"{(1 - alpha) * 100:.4g}% confidence" if finite(alpha) and 0 < alpha < 1 else "confidence"
+    )
 
 
-def bound(verdict: str, lower: float, upper: float, fmt: Fmt, alpha: float, behind: str) -> str:
+def bound(verdict: str, lower: float, upper: float, fmt: Fmt, alpha: float) -> str | None:
     """The bound that matters for ``verdict``: a fail says how bad the effect is at least, a
     pass how bad at most, anything else the interval. Sides that are not finite are left
-    out; with none left: ``no bound yet (<behind>)``."""
+    out; with none left, None (the line then says "no bound yet")."""
     lo, hi = finite(lower), finite(upper)
     if verdict == "fail" and lo:
         text = f"at least {fmt(lower)}"
@@ -96,13 +106,23 @@ def bound(verdict: str, lower: float, upper: float, fmt: Fmt, alpha: float, behi
     elif hi:
         text = f"at most {fmt(upper)}"
     else:
-        return f"no bound yet ({behind})"
+        return None
     return f"{text}, {level(alpha)}"
 
 
+def ending(effect: str, b: str | None, behind: str, verdict: str) -> str:
+    """``<effect> (<bound>) over <behind>: <verdict>``, or without a bound
+    ``<effect>, no bound yet (<behind>): <verdict>``."""
+    if b is None:
+        return f"{effect}, no bound yet ({behind}): {verdict}"
+    return f"{effect} ({b}) over {behind}: {verdict}"
+
+
 def times(r: float) -> str:
-    """A ratio (``×2.18``), or ``n/a``."""
-    return f"×{r:.3g}" if finite(r) else "n/a"
+    """A ratio (``×2.18``, ``×12.4``, ``×310``), or ``n/a``."""
+    if not finite(r):
+        return "n/a"
+    return f"×{r:.2f}" if r < 10 else f"×{r:.1f}" if r < 100 else f"×{r:,.0f}"
 
 
 def ratio(r: float) -> float:
@@ -110,14 +130,14 @@ def ratio(r: float) -> float:
     return r if finite(r) and r > 0 else math.nan
 
 
-def ratio_effect(est: float, lower: float, upper: float, verdict: str, alpha: float,
-                 behind: str) -> str:  # fmt: skip
-    """``×2.18 (at least ×1.52, 99% confidence)``; without a finite estimate the bound says
-    it is the ratio's."""
-    b = bound(verdict, ratio(lower), ratio(upper), times, alpha, behind)
+def ratio_effect(head: str, est: float, lower: float, upper: float, verdict: str,
+                 alpha: float, behind: str) -> str:  # fmt: skip
+    """``<head>, ×2.18 (at least ×1.52, 99% confidence) over …``; without a finite estimate
+    the bound says it is the ratio's."""
+    b = bound(verdict, ratio(lower), ratio(upper), times, alpha)
     if finite(ratio(est)):
-        return f"{times(est)} ({b})"
-    return f"({b})" if b.startswith("no bound") else f"(ratio {b})"
+        return ending(f"{head}, {times(est)}", b, behind, verdict)
+    return ending(head, None if b is None else f"ratio {b}", behind, verdict)
 
 
 # -- one function per judge -----------------------------------------------------------------
@@ -131,9 +151,9 @@ def error_rate_line(*, rate_c: float, rate_b: float, ratio: float, lower: float,
     head = f"error rate {_rate(rate_c, n_c)} on {CANDIDATE} vs {_rate(rate_b, n_b)} on {BASELINE}"
     if not (n_c and n_b):
         return f"{head}: no bound yet ({behind}): {verdict}"
-    effect = ratio_effect(ratio, lower, upper, verdict, alpha, behind)
-    sep = " " if effect.startswith("(") else ", "
-    return f"{head}: {points(rate_c - rate_b)}{sep}{effect} over {behind}: {verdict}"
+    return ratio_effect(
+        f"{head}: {points(rate_c - rate_b)}", ratio, lower, upper, verdict, alpha, behind
+    )
 
 
 def latency_line(*, estimate: float, lower: float, upper: float, alpha: float, n_c: float,
@@ -141,14 +161,12 @@ def latency_line(*, estimate: float, lower: float, upper: float, alpha: float, n
     """``mean latency +12% on the candidate vs the baseline (at least +5%, 99% confidence)
     over 3,120 vs 28,400 requests: fail``; ``basis`` says how (``per batch``)."""
     behind = requests(n_c, n_b)
-    b = bound(verdict, lower, upper, change, alpha, behind)
-    if not finite(estimate) or b.startswith("no bound"):
+    b = bound(verdict, lower, upper, change, alpha)
+    if not finite(estimate) or b is None:
         return f"mean latency on {CANDIDATE} vs {BASELINE}: no bound yet ({behind}): {verdict}"
     how = f"; {basis}" if basis else ""
-    return (
-        f"mean latency {change(estimate)} on {CANDIDATE} vs {BASELINE} ({b}{how}) "
-        f"over {behind}: {verdict}"
-    )
+    return ending(f"mean latency {change(estimate)} on {CANDIDATE} vs {BASELINE}", b + how,
+                  behind, verdict)  # fmt: skip
 
 
 def tail_line(*, quantile: float | None, change_q: float, threshold_ms: float, share_c: float,
@@ -158,38 +176,35 @@ def tail_line(*, quantile: float | None, change_q: float, threshold_ms: float, s
     ms, +1.1 points (at least +0.4 points, 99.5% confidence) over …: fail``. Without a
     ``quantile`` (thresholds still being chosen): no bound yet."""
     behind = requests(n_c, n_b)
-    if quantile is None or not finite(threshold_ms):
+    if quantile is None or not finite(threshold_ms * 1.0):
         return (
             f"tail latency on {CANDIDATE} vs {BASELINE}: no bound yet (thresholds are taken "
             f"from the baseline's warm-up; {behind}): {verdict}"
         )
     name = f"p{quantile * 100:g}"
     moved = f" {change(change_q)}" if finite(change_q) else ""
-    b = bound(verdict, lower, upper, points, alpha, behind)
-    return (
+    effect = (
         f"{name} latency{moved} on {CANDIDATE} vs {BASELINE}: {percent(share_c)} vs "
-        f"{percent(share_b)} of requests above {threshold_ms:.0f} ms, "
-        f"{points(share_c - share_b)} ({b}) over {behind}: {verdict}"
+        f"{percent(share_b)} of requests above {threshold_ms:.0f} ms, {points(share_c - share_b)}"
     )
+    return ending(effect, bound(verdict, lower, upper, points, alpha), behind, verdict)
 
 
 def drift_line(*, label: str | None, share_c: float, share_b: float, ratio: float,
                lower: float, upper: float, alpha: float, psi: float, wasserstein: float,
                n_c: float, n_b: float, verdict: str) -> str:  # fmt: skip
     """``output drift on the candidate vs the baseline: class 'spam' 12.0% vs 10.0% of answers,
-    ×1.2 (at least ×1.05, 99% confidence), PSI 0.0123, W 0.0100 over …: fail``. Without a
+    (PSI 0.0123, W 0.0100), ×1.20 (at least ×1.05, 99% confidence) over …: fail``. Without a
     ``label`` (classes still being chosen): no bound yet."""
     behind = requests(n_c, n_b)
     head = f"output drift on {CANDIDATE} vs {BASELINE}"
     if label is None:
         return f"{head}: no bound yet (classes are chosen after the warm-up; {behind}): {verdict}"
-    shares = f"class {label!r} {percent(share_c)} vs {percent(share_b)} of answers"
-    effect = ratio_effect(ratio, lower, upper, verdict, alpha, behind)
-    sep = " " if effect.startswith("(") else ", "
-    return (
-        f"{head}: {shares}{sep}{effect}, PSI {number(psi)}, W {number(wasserstein)} "
-        f"over {behind}: {verdict}"
+    shares = (
+        f"{head}: class {label!r} {percent(share_c)} vs {percent(share_b)} of answers "
+        f"(PSI {number(psi)}, W {number(wasserstein)})"
     )
+    return ratio_effect(shares, ratio, lower, upper, verdict, alpha, behind)
 
 
 def budget_line(*, quantile: float, value_s: float, limit_s: float, share: float,
@@ -200,15 +215,16 @@ def budget_line(*, quantile: float, value_s: float, limit_s: float, share: float
     name = f"p{quantile * 100:g}"
     behind = requests(n_c)
     budget = f"budget {limit_s * 1000:.0f} ms"
-    if not (finite(value_s) and finite(share)):
+    if not (finite(value_s * 1000) and finite(share)):
         return f"{name} latency on {CANDIDATE} vs {budget}: no bound yet ({behind}): {verdict}"
     # A share bound at or below 0 is no lower bound at all.
     b = bound(verdict, lower if finite(lower) and lower > 0 else math.nan, upper,
-              percent, alpha, behind)  # fmt: skip
-    return (
+              percent, alpha)  # fmt: skip
+    effect = (
         f"{name} latency {value_s * 1000:.0f} ms on {CANDIDATE} vs {budget}: {percent(share)} "
-        f"of requests over it, allowed {percent(allowed)} ({b}) over {behind}: {verdict}"
+        f"of requests over it, allowed {percent(allowed)}"
     )
+    return ending(effect, b, behind, verdict)
 
 
 def integrity_line(*, nonfinite: float, contract: float, unreconciled: float, n_c: float,
