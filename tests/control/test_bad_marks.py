@@ -160,3 +160,21 @@ def test_marks_by_hand_are_audited_and_need_a_reason(world: World) -> None:
     assert (cleared.actor, cleared.reason) == ("bo", "fixed")
     assert [m.action for m in world.registry.marks("iris@1.2.0")] == ["bad", "clear-bad"]
     world.check_invariants()
+
+
+def test_a_failure_injected_by_a_drill_marks_nothing_bad(world: World) -> None:
+    from backout.store import schema
+
+    complete(world, "1.1.0")
+    now = world.clock()
+    with world.store.write() as conn:
+        conn.execute(
+            schema.faults.insert().values(model="iris", version="1.1.0", kind="errors", value=0.5,
+                                          start_at=now, end_at=now + 600, drill_id=None)
+        )  # fmt: skip
+    world.set_health("1.1.0", error_rate=0.5)  # what the gateway would do with the fault
+    world.run_until(lambda: world.op() is not None, limit=30)
+    assert world.op().target == "1.0.0"  # type: ignore[union-attr]
+    assert world.registry.get("iris@1.1.0").bad is None
+    (started,) = events(world, "rollback.started")
+    assert started.data["drill_fault"] == "errors=50%" and started.data["marked_bad"] is None

@@ -218,11 +218,13 @@ class Commands(ControllerBase):
                 event, weights = Event.ROLLBACK_STARTED_AT_ONCE, {target: 100.0}
             op = self.start(conn, model, "rollback", event, from_version, target, weights, policy,
                             reason or f"rollback to {target}", actor, now, state=state, step_at=moved_at)  # fmt: skip
+            drilled = marks.injected(conn, model, from_version, moved_at) if mark_bad else None
             self.event(conn, "rollback.started", model, actor, op.reason,
                        {"operation": op.id, "from": from_version, "target": target, "mode": mode,
                         "trigger": trigger, "warm": warm, "skip_gates": skip_gates,
-                        "weights_before": live, "marked_bad": from_version if mark_bad else None})  # fmt: skip
-            if mark_bad:
+                        "weights_before": live, "marked_bad": from_version if mark_bad and not drilled else None,
+                        "drill_fault": drilled})  # fmt: skip
+            if mark_bad and not drilled:
                 badmarks.record_bad(conn, model, from_version, evidence=mark_bad, actor=actor,
                                     operation=op.id, at=moved_at,
                                     source="gate" if trigger and "gate" in trigger else "trigger")  # fmt: skip

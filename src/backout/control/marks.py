@@ -16,6 +16,7 @@ from backout.registry import badmarks
 from backout.registry.badmarks import BadMark
 from backout.registry.releases import Release
 from backout.store import audit
+from backout.traffic.faults import active_faults
 
 
 def usable_target(rel: Release) -> bool:
@@ -62,6 +63,15 @@ def record_override(conn: Connection, rel: Release, mark: BadMark, *, actor: str
         reason=f"{rel.ref} deployed despite its bad mark: {reason}",
         data={"version": rel.version, "operation": operation, "bad": mark.to_dict()},
     )  # fmt: skip
+
+
+def injected(conn: Connection, model: str, version: str, now: float) -> str | None:
+    """The drill fault injected into ``model@version`` at ``now`` (its label), or None.
+
+    A drill's failure is made on purpose: a release rolled back from during a drill is not
+    marked bad, or every rehearsal would leave the model's good release refused."""
+    fault = active_faults(conn, now).get((model, version))
+    return fault.label if fault is not None and fault.active(now) else None
 
 
 def gate_evidence(step: int, result: GateResult) -> str:
