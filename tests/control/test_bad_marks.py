@@ -178,3 +178,18 @@ def test_a_failure_injected_by_a_drill_marks_nothing_bad(world: World) -> None:
     assert world.registry.get("iris@1.1.0").bad is None
     (started,) = events(world, "rollback.started")
     assert started.data["drill_fault"] == "errors=50%" and started.data["marked_bad"] is None
+
+
+def test_a_candidate_marked_bad_during_its_rollout_is_rolled_back(world: World) -> None:
+    world.controller.deploy("iris", "1.1.0", actor="ana")
+    world.run(2)
+    world.registry.mark_bad("iris@1.1.0", actor="bo", reason="customer reports")
+    world.run_until(lambda: world.last_op().kind == "rollback", limit=10)
+    rollback = world.last_op()
+    assert (rollback.stable, rollback.target) == ("1.1.0", "1.0.0")
+    assert "was marked bad during its rollout: marked bad by hand: customer reports" in (
+        rollback.reason
+    )
+    world.run_until(lambda: world.op() is None, limit=120)
+    rel = world.registry.get("iris@1.1.0")
+    assert rel.bad is not None and rel.bad.actor == "bo" and not rel.known_good
