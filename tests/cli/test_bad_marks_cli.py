@@ -48,18 +48,18 @@ def test_mark_bad_and_clear_bad_need_a_reason_and_show_in_the_list(cli: Cli) -> 
     code, _, err = cli("release", "mark-bad", "fraud@1.1.0")
     assert code == 2 and "--reason" in err
     code, out, _ = cli("release", "mark-bad", "fraud@1.1.0", "--reason", "wrong labels")
-    assert (code, out) == (0, "fraud@1.1.0 is marked bad: marked bad by hand: wrong labels\n")
+    assert (code, out) == (0, "fraud@1.1.0 is marked bad: wrong labels\n")
     code, out, _ = cli("release", "list")
     lines = out.splitlines()
     assert lines[0].split()[:3] == ["release", "runtime", "mark"]
     assert lines[1].split()[:4] == ["fraud@1.1.0", "sklearn", "bad", "(by"]
     assert ["fraud@1.0.0", "sklearn", "known-good"] in [line.split()[:3] for line in lines]
     assert re.fullmatch(
-        r"fraud@1\.1\.0 is marked bad: marked bad by hand: wrong labels \(by ana \S+ \S+ UTC\)",
+        r"fraud@1\.1\.0 is marked bad: wrong labels \(by ana \S+ \S+ UTC\)",
         lines[-1],
     )
     (rel,) = [r for r in cli.json("release", "list") if r["ref"] == "fraud@1.1.0"]  # type: ignore[union-attr]
-    assert rel["bad"]["evidence"] == "marked bad by hand: wrong labels"
+    assert rel["bad"]["evidence"] == "wrong labels"
     assert rel["bad"]["operation"] is None and rel["bad"]["actor"] == "ana"
     code, out, _ = cli("release", "clear-bad", "fraud@1.1.0", "--reason", "relabelled")
     assert code == 0 and out.startswith("fraud@1.1.0 is no longer marked bad")

@@ -316,7 +316,7 @@ class Registry:
         reason = badmarks.require_reason(reason, f"marking {ref} bad")
         with self.store.write() as conn:
             self._require(conn, model, version)
-            badmarks.record_bad(conn, model, version, evidence=f"marked bad by hand: {reason}",
+            badmarks.record_bad(conn, model, version, evidence=reason,
                                 actor=actor, source="hand", at=self.clock())  # fmt: skip
         return self.get(ref)
 
