@@ -40,6 +40,12 @@ class S3Server:
         self.running = True
         return self
 
+    def restart(self) -> None:
+        """Start again on the same port (after ``stop``); moto keeps its objects meanwhile."""
+        self.stop()
+        self._server = ThreadedMotoServer(ip_address="127.0.0.1", port=self.port, verbose=False)
+        self.start()
+
     def stop(self) -> None:
         if self.running:
             self._server.stop()
