@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
+import httpx
 import orjson
 import pytest
 
 from backout.cli import main
+from tests.chaos.served import ROW
 from tests.loopback import free_port
 from tests.s3_server import S3Server
+from tests.waits import wait_for
 
 pytestmark = pytest.mark.databases("sqlite")
 
@@ -88,3 +94,42 @@ def test_init_on_an_endpoint_that_is_down_creates_no_store(
     assert code == 2 and "cannot be reached" in err and err.count("\n") == 1
     code, _, err = cli("release", "list")
     assert code != 0 and "no store" in err
+
+
+@pytest.mark.slow
+def test_serve_loads_a_release_from_the_bucket_on_a_host_that_never_had_it(
+    capsys: pytest.CaptureFixture[str], store_url: str, tmp_path: Path, s3_env: None,
+    s3_server: S3Server, model_file: Path,
+) -> None:  # fmt: skip
+    """About 5 s: a real `backout serve` whose workers fetch the release through their own
+    (empty) host cache, then answer."""
+    cli = S3Cli(capsys, store_url, tmp_path, "s3://models-serve/p", s3_server.endpoint)
+    assert cli("init")[0] == 0
+    assert cli("release", "register", "iris", "1.0.0", "--artifact", str(model_file))[0] == 0
+    assert cli("deploy", "iris@1.0.0")[0] == 0
+    port = free_port()
+    gateway_cache = tmp_path / "gateway-host-cache"
+    env = {**os.environ, "BACKOUT_STORE": store_url, "BACKOUT_ARTIFACTS": "s3://models-serve/p",
+           "BACKOUT_S3_ENDPOINT": s3_server.endpoint, "BACKOUT_ARTIFACT_CACHE": str(gateway_cache)}  # fmt: skip
+    log = tmp_path / "serve.log"
+    with open(log, "wb") as err:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "backout", "serve", "--port", str(port), "--workers", "1",
+             "--no-access-log", "--no-controller"],
+            env=env, stdout=subprocess.DEVNULL, stderr=err, start_new_session=True,
+        )  # fmt: skip
+    try:
+        url = f"http://127.0.0.1:{port}/models/iris/predict"
+
+        def answered() -> bool:
+            assert proc.poll() is None, log.read_text()
+            try:
+                return httpx.post(url, json={"instances": [ROW]}, timeout=2).status_code == 200
+            except httpx.HTTPError:
+                return False
+
+        wait_for(answered, 60, "the gateway to answer from the bucket", interval=0.2)
+        assert list((gateway_cache / "sha256").rglob("*"))
+    finally:
+        proc.terminate()
+        proc.wait(20)

@@ -106,13 +106,28 @@ class HashingReader(io.RawIOBase):
     def readable(self) -> bool:
         return True
 
+    def read(self, size: int | None = -1) -> bytes:
+        # Straight from the raw stream: RawIOBase.read would copy each part twice more.
+        whole = size is None or size < 0
+        data = self.raw.read() if size is None or size < 0 else self.raw.read(size)
+        self.hash.update(data)
+        self.size += len(data)
+        if whole or (not data and size):
+            self.at_end()
+        return data
+
     def readinto(self, b: memoryview) -> int:  # type: ignore[override]
         data = self.raw.read(len(b))
         n = len(data)
         b[:n] = data
         self.hash.update(b[:n])
         self.size += n
+        if n == 0 and len(b):
+            self.at_end()
         return n
+
+    def at_end(self) -> None:
+        """Called when the stream is read to its end."""
 
     def hexdigest(self) -> str:
         return self.hash.hexdigest()
@@ -133,15 +148,13 @@ class VerifyingReader(HashingReader):
         self.digest = digest
         self.label = label
 
-    def readinto(self, b: memoryview) -> int:  # type: ignore[override]
-        n = super().readinto(b)
-        if n == 0 and len(b) and self.hexdigest() != self.digest:
+    def at_end(self) -> None:
+        if self.hexdigest() != self.digest:
             raise ArtifactCorrupt(
                 f"blob sha256:{self.digest} in {self.label} is corrupt: its bytes hash to "
                 f"sha256:{self.hexdigest()[:12]}…, so they will not be used; restore it from a "
                 "backup or register the release again from the original file"
             )
-        return n
 
 
 def mismatch(label: str, actual: str, expected: str) -> ArtifactCorrupt:

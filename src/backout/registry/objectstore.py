@@ -60,7 +60,9 @@ __all__ = [
 PART_BYTES = 8 << 20  # one multipart part; memory in flight is a few of these
 CONCURRENCY = 4  # parts in flight at once: with PART_BYTES, 32 MiB of buffers at most
 CONNECT_TIMEOUT_S = 3.0
-READ_TIMEOUT_S = 30.0
+# Long enough for a CompleteMultipartUpload of a large object, which S3 (and MinIO, moto)
+# may take a minute to answer; a retry after it timed out would find the upload gone.
+READ_TIMEOUT_S = 120.0
 ATTEMPTS = 3  # boto3's standard retry mode, backing off between tries
 
 
@@ -217,11 +219,25 @@ class S3BlobStore:
 
     def put_file(self, path: Path) -> tuple[str, int]:
         # Hash first: the address is the key, and bytes already stored are not sent again.
+        before = _stamp(path)
         digest, size = hash_file(path)
         if self._holds(digest, size):
             return digest, size
-        with open_artifact(path) as f:
-            self._upload(f, digest, size, label=str(path))
+        # boto3's file upload reads each part from the file as it sends it, in parallel and
+        # without buffering parts in memory; it cannot hash in order, so a file that changed
+        # since it was hashed is caught by its stamp instead (and by every load's hash).
+        with self.translate_errors("uploading", digest):
+            self.client.upload_file(
+                str(path), self.bucket, self.key(digest),
+                ExtraArgs={"Metadata": {"sha256": digest}}, Config=self.transfer,
+            )  # fmt: skip
+        if _stamp(path) != before:
+            self._delete_quietly(digest)
+            raise ArtifactError(
+                f"artifact {str(path)!r} changed while it was being uploaded: register it "
+                "again once it is complete; nothing was stored"
+            )
+        self._check_held(digest, size)
         return digest, size
 
     def put_stream(self, stream: BinaryIO, *, digest: str | None = None) -> tuple[str, int]:
@@ -250,8 +266,8 @@ class S3BlobStore:
         return digest, len(data)
 
     def _upload(self, raw: BinaryIO, digest: str, size: int | None, *, label: str) -> int:
-        # Hash what is really sent (a file may change under us); the reader does not seek,
-        # so boto3 reads it once, in order, a bounded number of parts ahead.
+        # A stream: hash what is really sent. The reader does not seek, so boto3 reads it
+        # once, in order, a bounded number of parts ahead (max_in_memory_upload_chunks).
         reader = HashingReader(raw)
         with self.translate_errors("uploading", digest):
             self.client.upload_fileobj(
@@ -260,15 +276,18 @@ class S3BlobStore:
             )  # fmt: skip
         if reader.hexdigest() != digest or (size is not None and reader.size != size):
             self._delete_quietly(digest)
-            raise mismatch(f"{label} (it changed while being uploaded)", reader.hexdigest(), digest)
+            raise mismatch(label, reader.hexdigest(), digest)
+        self._check_held(digest, reader.size)
+        return reader.size
+
+    def _check_held(self, digest: str, size: int) -> None:
         # An endpoint that answers 200 to anything is not storage: read back what it holds.
-        if not self._holds(digest, reader.size):
+        if not self._holds(digest, size):
             raise ArtifactStoreUnavailable(
                 f"artifact store {self.url} at {self._endpoint()} accepted sha256:{digest[:12]}… "
                 "but does not hold it afterwards: it is not answering as S3 object storage; "
                 "check --s3-endpoint"
             )
-        return reader.size
 
     def delete(self, digest: str) -> None:
         with self.translate_errors("deleting", digest):
@@ -449,6 +468,16 @@ class S3BlobStore:
                 "file and the free space of the cache folder"
             )
         raise exc  # not a failure of the object store: a bug, shown as one
+
+
+def _stamp(path: Path) -> tuple[int, int, int, int]:
+    """What changes when a file is written: size, mtime, ctime, inode."""
+    try:
+        st = os.stat(path)
+    except OSError as exc:
+        open_artifact(path).close()  # raises the one clear message for this path
+        raise ArtifactError(f"artifact {str(path)!r} could not be read: {exc}") from exc
+    return st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino
 
 
 _SESSION_LOCK = threading.Lock()  # a boto3 session is not safe to make clients from in parallel
