@@ -7,9 +7,11 @@ import hashlib
 import io
 import os
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
+from botocore.exceptions import ResponseStreamingError
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
@@ -17,6 +19,7 @@ from starlette.routing import Route
 
 from backout.errors import (
     ArtifactCorrupt,
+    ArtifactError,
     ArtifactStoreUnavailable,
     ConfigError,
     NotFound,
@@ -24,7 +27,7 @@ from backout.errors import (
 )
 from backout.registry.artifacts import LocalBlobStore
 from backout.registry.cache import BlobCache
-from backout.registry.objectstore import S3BlobStore, open_blobs
+from backout.registry.objectstore import S3BlobStore, blobs_from_env, open_blobs
 from backout.registry.releases import Registry
 from backout.runtimes import load_release
 from backout.store import Store
@@ -68,6 +71,7 @@ def test_a_stream_is_stored_only_under_the_digest_it_hashes_to(s3_blobs: S3BlobS
     assert s3_blobs.put_stream(io.BytesIO(b"other")) == (hashlib.sha256(b"other").hexdigest(), 5)
 
 
+@pytest.mark.databases("sqlite", "postgresql")
 def test_a_real_model_registers_and_loads_through_s3(
     store: Store, s3_blobs: S3BlobStore, model_file: Path
 ) -> None:
@@ -202,3 +206,72 @@ def test_a_location_picks_the_store(tmp_path: Path) -> None:
         open_blobs("gs://models")
     with pytest.raises(ConfigError, match="names no bucket"):
         open_blobs("s3:///releases")
+
+
+def test_a_file_that_changes_during_its_upload_is_not_stored(
+    s3_blobs: S3BlobStore, artifact: Path
+) -> None:
+    send = s3_blobs.client.upload_file
+
+    def while_written(filename: str, *args: object, **kwargs: object) -> None:
+        with open(filename, "ab") as f:
+            f.write(b"more weights")
+        send(filename, *args, **kwargs)
+
+    s3_blobs.client.upload_file = while_written  # type: ignore[method-assign]
+    original = hashlib.sha256(artifact.read_bytes()).hexdigest()
+    with pytest.raises(ArtifactError, match="changed while it was being uploaded"):
+        s3_blobs.put_file(artifact)
+    assert not s3_blobs.exists(original)
+
+
+def test_the_environment_names_the_store_for_gateway_workers(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("BACKOUT_ARTIFACTS", "s3://models/p")
+    monkeypatch.setenv("BACKOUT_S3_ENDPOINT", "http://127.0.0.1:9")
+    monkeypatch.setenv("BACKOUT_ARTIFACT_CACHE", str(tmp_path / "c"))
+    monkeypatch.setenv("BACKOUT_ARTIFACT_CACHE_MB", "64")
+    blobs = blobs_from_env(tmp_path)
+    assert isinstance(blobs, S3BlobStore) and blobs.endpoint == "http://127.0.0.1:9"
+    assert blobs.cache.root == tmp_path / "c" and blobs.cache.max_bytes == 64 << 20
+    monkeypatch.setenv("BACKOUT_ARTIFACT_CACHE_MB", "lots")
+    with pytest.raises(ConfigError, match="BACKOUT_ARTIFACT_CACHE_MB is 'lots'"):
+        blobs_from_env(tmp_path)
+    monkeypatch.delenv("BACKOUT_ARTIFACTS")
+    assert isinstance(blobs_from_env(tmp_path), LocalBlobStore)
+
+
+class _BreaksAfter:
+    """A response body whose connection is lost after ``limit`` bytes."""
+
+    def __init__(self, body: Any, limit: int) -> None:
+        self.body, self.limit, self.read_so_far = body, limit, 0
+
+    def read(self, amt: int) -> bytes:
+        if self.read_so_far >= self.limit:
+            raise ResponseStreamingError(error="connection reset by peer")
+        data = bytes(self.body.read(amt))
+        self.read_so_far += len(data)
+        return data
+
+    def close(self) -> None:
+        self.body.close()
+
+
+def test_a_download_that_breaks_resumes_where_it_stopped(s3_blobs: S3BlobStore) -> None:
+    data = os.urandom(3 << 20)
+    digest, _ = s3_blobs.put_bytes(data)
+    real = s3_blobs.client.get_object
+    ranges: list[str | None] = []
+
+    def get_object(**kwargs: Any) -> Any:
+        ranges.append(kwargs.get("Range"))
+        response = real(**kwargs)
+        if len(ranges) == 1:
+            response["Body"] = _BreaksAfter(response["Body"], 1 << 20)
+        return response
+
+    s3_blobs.client.get_object = get_object
+    assert s3_blobs.local_path(digest).read_bytes() == data
+    assert ranges == [None, f"bytes={1 << 20}-"]

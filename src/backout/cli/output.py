@@ -78,11 +78,13 @@ class Settings:
         if "blobs" not in self._cache:
             from backout.registry.objectstore import cache_bytes_from_env, open_blobs
 
+            location = self.artifacts_location()
+            remote = self.artifacts_remote()
             self._cache["blobs"] = open_blobs(
-                self.artifacts_location(),
-                endpoint=self.endpoint(),
+                location,
+                endpoint=self.endpoint() if remote else None,
                 cache_dir=self.cache_root(),
-                cache_bytes=cache_bytes_from_env(),
+                cache_bytes=cache_bytes_from_env() if remote else 0,
             )
         return self._cache["blobs"]
 

@@ -7,9 +7,11 @@ For every process that reads or writes artifacts: :func:`open_blobs` turns the
 workers.
 
 :class:`S3BlobStore` keeps each blob under ``prefix/sha256/ab/abcdef…`` through boto3
-(credentials the standard boto3 way: environment, profile, instance role). Uploads and
-downloads stream through :class:`boto3.s3.transfer.TransferConfig`'s multipart machinery,
-which bounds memory to a few parts whatever the artifact's size. Every byte is verified:
+(credentials the standard boto3 way: environment, profile, instance role). Uploads go
+through boto3's multipart machinery (:class:`boto3.s3.transfer.TransferConfig`), which
+reads each part from the file as it sends it; downloads are one streamed GET, a MiB at a
+time, resumed where a broken connection stopped: memory stays bounded whatever the
+artifact's size. Every byte is verified:
 an upload is hashed while it is read and checked again from the object's metadata
 afterwards; a download is hashed before it enters the per-host :class:`BlobCache`, and
 runtimes load from that cache, so a host keeps loading what it holds while the object
@@ -22,6 +24,8 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import hashlib
+import logging
 import os
 import threading
 from collections.abc import Iterator
@@ -48,6 +52,8 @@ from backout.registry.artifacts import (
 )
 from backout.registry.cache import DEFAULT_MAX_BYTES, BlobCache
 
+log = logging.getLogger(__name__)
+
 __all__ = [
     "PART_BYTES",
     "S3BlobStore",
@@ -63,7 +69,8 @@ CONNECT_TIMEOUT_S = 3.0
 # Long enough for a CompleteMultipartUpload of a large object, which S3 (and MinIO, moto)
 # may take a minute to answer; a retry after it timed out would find the upload gone.
 READ_TIMEOUT_S = 120.0
-ATTEMPTS = 3  # boto3's standard retry mode, backing off between tries
+ATTEMPTS = 3  # boto3's standard retry mode, backing off between tries; and stream resumes
+STREAM_CHUNK = 1 << 20  # a download is read and written one MiB at a time
 
 
 def is_remote(location: str) -> bool:
@@ -107,8 +114,11 @@ def blobs_from_env(home: Path) -> BlobStore:
     ``BACKOUT_ARTIFACT_CACHE_MB``.
     """
     env = os.environ
+    location = env.get("BACKOUT_ARTIFACTS") or str(home / "artifacts")
+    if not is_remote(location):
+        return LocalBlobStore(Path(location))
     return open_blobs(
-        env.get("BACKOUT_ARTIFACTS") or home / "artifacts",
+        location,
         endpoint=env.get("BACKOUT_S3_ENDPOINT") or env.get("AWS_ENDPOINT_URL") or None,
         cache_dir=Path(env.get("BACKOUT_ARTIFACT_CACHE") or home / "cache"),
         cache_bytes=cache_bytes_from_env(),
@@ -153,14 +163,12 @@ class S3BlobStore:
             multipart_threshold=PART_BYTES,
             multipart_chunksize=PART_BYTES,
             max_concurrency=CONCURRENCY,
-            max_io_queue=64,  # 64 writes of 256 KiB waiting for the disk during a download
             preferred_transfer_client="classic",  # the bounded-memory path measured here
         )
         # Parts read ahead of the uploads in flight (s3transfer's default of 10 would hold
         # 80 MiB): what bounds memory for a stream that cannot seek. boto3's TransferConfig
         # does not take it as an argument but passes the attribute on.
         self.transfer.max_in_memory_upload_chunks = CONCURRENCY
-        self.transfer.max_in_memory_download_chunks = CONCURRENCY
 
     def __repr__(self) -> str:
         return f"S3BlobStore({self.url!r}, endpoint={self.endpoint!r})"
@@ -257,7 +265,6 @@ class S3BlobStore:
         return digest, self._upload(stream, digest, None, label="the stream")
 
     def put_bytes(self, data: bytes) -> tuple[str, int]:
-        import hashlib
         import io
 
         digest = hashlib.sha256(data).hexdigest()
@@ -375,11 +382,7 @@ class S3BlobStore:
         if cached is not None:
             return cached
 
-        def download(f: BinaryIO) -> None:
-            with self.translate_errors("downloading", digest):
-                self.client.download_fileobj(self.bucket, self.key(digest), f, Config=self.transfer)
-
-        path, actual = self.cache.fill(digest, download)
+        path, actual = self.cache.fill(digest, lambda f: self._download(digest, f))
         if actual != digest:
             raise ArtifactCorrupt(
                 f"object {self.where(digest)} is corrupt: its bytes hash to "
@@ -387,6 +390,43 @@ class S3BlobStore:
                 "a backup or register the release again from the original file"
             )
         return path
+
+    def _download(self, digest: str, out: BinaryIO) -> str:
+        """Stream the object into ``out`` in one GET, resuming where a broken read stopped;
+        return the SHA-256 of the bytes written (hashed on the way: no second read).
+
+        One sequential stream, not boto3's parallel ranged GETs: memory is one chunk, and
+        S3-compatible servers that read a whole object to answer each range (moto does)
+        are not asked for it 128 times per GiB. A connection lost mid-object resumes from
+        the last byte written, pinned to the same object version by its ETag.
+        """
+        from botocore.exceptions import BotoCoreError
+
+        offset, etag = 0, None
+        h = hashlib.sha256()
+        for attempt in range(ATTEMPTS):
+            args: dict[str, Any] = {"Bucket": self.bucket, "Key": self.key(digest)}
+            if offset:
+                args.update(Range=f"bytes={offset}-", IfMatch=etag)
+            with self.translate_errors("downloading", digest):
+                response = self.client.get_object(**args)
+            etag = etag or response.get("ETag")
+            body = response["Body"]
+            try:
+                while chunk := body.read(STREAM_CHUNK):
+                    out.write(chunk)
+                    h.update(chunk)
+                    offset += len(chunk)
+                return h.hexdigest()
+            except (BotoCoreError, ConnectionError, TimeoutError) as exc:
+                if attempt == ATTEMPTS - 1:
+                    with self.translate_errors("downloading", digest):
+                        raise
+                log.warning("download of %s broke after %d bytes (%s): resuming",
+                            self.where(digest), offset, type(exc).__name__)  # fmt: skip
+            finally:
+                body.close()
+        raise AssertionError("unreachable: the last attempt returns or raises")
 
     # -- errors ----------------------------------------------------------------------------
 
