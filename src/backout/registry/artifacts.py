@@ -94,8 +94,8 @@ def hash_stream(stream: BinaryIO) -> tuple[str, int]:
 class HashingReader(io.RawIOBase):
     """A read-only, forward-only view of ``raw`` that hashes (SHA-256) what passes through.
 
-    Not seekable on purpose: a reader that seeks (boto3 uploads the parts of a seekable
-    file in parallel) would hash the bytes out of order.
+    Not seekable on purpose: a consumer that seeks (boto3 reads the parts of a seekable
+    file in parallel) would have it hash the bytes out of order.
     """
 
     def __init__(self, raw: BinaryIO) -> None:

@@ -43,11 +43,9 @@ from backout.errors import (
 )
 from backout.registry.artifacts import (
     BlobStore,
-    HashingReader,
     LocalBlobStore,
     VerifyingReader,
     hash_file,
-    mismatch,
     open_artifact,
 )
 from backout.registry.cache import DEFAULT_MAX_BYTES, BlobCache
@@ -63,8 +61,8 @@ __all__ = [
     "open_blobs",
 ]
 
-PART_BYTES = 8 << 20  # one multipart part; memory in flight is a few of these
-CONCURRENCY = 4  # parts in flight at once: with PART_BYTES, 32 MiB of buffers at most
+PART_BYTES = 8 << 20  # one multipart part (boto3 grows it for objects over 80 GB)
+CONCURRENCY = 4  # parts in flight at once
 CONNECT_TIMEOUT_S = 3.0
 # Long enough for a CompleteMultipartUpload of a large object, which S3 (and MinIO, moto)
 # may take a minute to answer; a retry after it timed out would find the upload gone.
@@ -165,10 +163,6 @@ class S3BlobStore:
             max_concurrency=CONCURRENCY,
             preferred_transfer_client="classic",  # the bounded-memory path measured here
         )
-        # Parts read ahead of the uploads in flight (s3transfer's default of 10 would hold
-        # 80 MiB): what bounds memory for a stream that cannot seek. boto3's TransferConfig
-        # does not take it as an argument but passes the attribute on.
-        self.transfer.max_in_memory_upload_chunks = CONCURRENCY
 
     def __repr__(self) -> str:
         return f"S3BlobStore({self.url!r}, endpoint={self.endpoint!r})"
@@ -249,43 +243,30 @@ class S3BlobStore:
         return digest, size
 
     def put_stream(self, stream: BinaryIO, *, digest: str | None = None) -> tuple[str, int]:
-        if digest is None:
-            # The address is known only at the end of a stream that cannot be read twice:
-            # spool it through the cache folder, hashing, then upload the file.
-            spool = self.cache.root / "spool"
-            spool.mkdir(parents=True, exist_ok=True)
-            spooled = LocalBlobStore(spool)
-            digest, _ = spooled.put_stream(stream)
-            try:
-                return self.put_file(spooled.blob_path(digest))
-            finally:
-                spooled.delete(digest)
-        if self.exists(digest):
-            return digest, self.size(digest)
-        return digest, self._upload(stream, digest, None, label="the stream")
+        if digest is not None:
+            head = self._head(digest)
+            if head is not None:
+                return digest, int(head.get("ContentLength") or 0)
+        # Spooled through the cache folder, hashing: the address is known only at the end
+        # of a stream, and bytes that do not hash to the digest asked for must never reach
+        # the bucket (LocalBlobStore refuses them before anything is stored).
+        spooled = LocalBlobStore(self.cache.root / "spool")
+        got, _ = spooled.put_stream(stream, digest=digest)
+        try:
+            return self.put_file(spooled.blob_path(got))
+        finally:
+            spooled.delete(got)
 
     def put_bytes(self, data: bytes) -> tuple[str, int]:
-        import io
-
         digest = hashlib.sha256(data).hexdigest()
-        if not self._holds(digest, len(data)):
-            self._upload(io.BytesIO(data), digest, len(data), label="the manifest")
+        if not self._holds(digest, len(data)):  # small (a manifest): one PUT
+            with self.translate_errors("uploading", digest):
+                self.client.put_object(
+                    Bucket=self.bucket, Key=self.key(digest), Body=data,
+                    Metadata={"sha256": digest},
+                )  # fmt: skip
+            self._check_held(digest, len(data))
         return digest, len(data)
-
-    def _upload(self, raw: BinaryIO, digest: str, size: int | None, *, label: str) -> int:
-        # A stream: hash what is really sent. The reader does not seek, so boto3 reads it
-        # once, in order, a bounded number of parts ahead (max_in_memory_upload_chunks).
-        reader = HashingReader(raw)
-        with self.translate_errors("uploading", digest):
-            self.client.upload_fileobj(
-                reader, self.bucket, self.key(digest),
-                ExtraArgs={"Metadata": {"sha256": digest}}, Config=self.transfer,
-            )  # fmt: skip
-        if reader.hexdigest() != digest or (size is not None and reader.size != size):
-            self._delete_quietly(digest)
-            raise mismatch(label, reader.hexdigest(), digest)
-        self._check_held(digest, reader.size)
-        return reader.size
 
     def _check_held(self, digest: str, size: int) -> None:
         # An endpoint that answers 200 to anything is not storage: read back what it holds.
