@@ -281,7 +281,8 @@ def report(args: Any, size: int, results: dict[str, list[dict[str, Any]]],
 {chr(10).join(rows)}
 
 - upload throughput backout / plain boto3 `upload_file`: **{up:.2f}x** (backout also hashes the file for its address first and checks the object afterwards)
-- download throughput backout / plain boto3 streamed `get_object` copy: **{down:.2f}x** (backout also hashes the file before it enters the cache, and renames it into place); against plain `download_file` (parallel ranged GETs, first run only): {down_ranged:.2f}x — moto reads the whole object for each range, so that baseline is slow here, not on S3
+- download throughput backout / plain boto3 streamed `get_object` copy: **{down:.2f}x** (backout also hashes the bytes on the way and renames the file into the cache); against plain `download_file` (parallel ranged GETs, first run only): {down_ranged:.2f}x — moto reads the whole object for each range, so that baseline is slow here, not on S3
+- reading them: the client and moto share this machine's two cores with other engineers' work, so run-by-run figures spread widely (see the columns); the ratios are of medians from the same run
 - peak memory of the backout client, upload or download: **{max(peak, peak_max):.0f} MB** resident, of which about {med("backout-upload", "base_rss") / 2**20:.0f} MB is Python, boto3 and backout loaded before any transfer (target < 100 MB): {met}
 """
     print(body)
