@@ -28,6 +28,7 @@ import hashlib
 import logging
 import os
 import threading
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -198,24 +199,38 @@ class S3BlobStore:
     # -- the bucket ----------------------------------------------------------------------
 
     def ensure(self) -> bool:
-        """Check the bucket answers; create it when it does not exist. True if created.
+        """Check the bucket answers as S3 and takes writes; create it when there is none.
 
-        For ``backout init``, the one command that creates things.
+        True if it was created. For ``backout init``, the one command that creates things:
+        a small probe object is written, read back and deleted, so an endpoint that
+        answers 200 to anything, or a bucket backout may not write, fails here.
         """
+        created = False
         try:
             with self.translate_errors("checking the bucket"):
                 self.client.head_bucket(Bucket=self.bucket)
-            return False
         except ArtifactStoreUnavailable as exc:
             if "does not exist" not in exc.message:
                 raise
-        region = self.client.meta.region_name
-        kwargs: dict[str, Any] = {"Bucket": self.bucket}
-        if region and region != "us-east-1":
-            kwargs["CreateBucketConfiguration"] = {"LocationConstraint": region}
-        with self.translate_errors("creating the bucket"):
-            self.client.create_bucket(**kwargs)
-        return True
+            region = self.client.meta.region_name
+            kwargs: dict[str, Any] = {"Bucket": self.bucket}
+            if region and region != "us-east-1":
+                kwargs["CreateBucketConfiguration"] = {"LocationConstraint": region}
+            with self.translate_errors("creating the bucket"):
+                self.client.create_bucket(**kwargs)
+            created = True
+        probe = f"{self.prefix}probe/{uuid.uuid4().hex}"
+        with self.translate_errors("writing a probe object to the bucket"):
+            self.client.put_object(Bucket=self.bucket, Key=probe, Body=b"backout",
+                                   Metadata={"probe": "backout"})  # fmt: skip
+            head = self.client.head_object(Bucket=self.bucket, Key=probe)
+            self.client.delete_object(Bucket=self.bucket, Key=probe)
+        if head.get("ContentLength") != 7 or head.get("Metadata", {}).get("probe") != "backout":
+            raise ArtifactStoreUnavailable(
+                f"artifact store {self.url} at {self._endpoint()} accepted a probe object but "
+                "does not hold it: it is not answering as S3 object storage; check --s3-endpoint"
+            )
+        return created
 
     # -- writing ---------------------------------------------------------------------------
 
