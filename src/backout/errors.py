@@ -9,6 +9,7 @@ at the boundary with ``raise ... from exc`` so callers only ever handle this tre
     ├── ConfigError                 bad settings, URLs, flags or files given by the user
     │   ├── StoreUnavailable        a store that cannot be reached or timed out (retriable)
     │   │   └── StoreMissing        no store where the URL points: `backout init` creates one
+    │   ├── ArtifactStoreUnavailable an object store that is down, refuses or answers garbage (retriable)
     │   ├── PolicyError             a malformed policy file (field, value, line)
     │   ├── KeyFileError            a signing key file that is unreadable or not Ed25519
     │   └── UnsupportedByRouter     a policy that needs a capability its router lacks
@@ -82,6 +83,15 @@ class StoreMissing(StoreUnavailable):
 
     Retriable: a store file moved away for a moment may come back.
     """
+
+
+class ArtifactStoreUnavailable(ConfigError):
+    """Raised when the artifact store (S3-compatible object storage) cannot be reached, refuses
+    the request (no bucket, no credentials, access denied) or answers something that is not
+    object storage. The message names the store and the endpoint; retrying may pass."""
+
+    http_status = 503
+    retriable = True
 
 
 class PolicyError(ConfigError):

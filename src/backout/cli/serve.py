@@ -63,7 +63,14 @@ def serve(
         os.environ.pop("BACKOUT_RELEASE", None)
     s.close()
     os.environ["BACKOUT_STORE"] = s.url()
-    os.environ["BACKOUT_ARTIFACTS"] = str(s.artifacts_root().resolve())
+    if s.artifacts_remote():
+        os.environ["BACKOUT_ARTIFACTS"] = s.artifacts_location()
+        os.environ["BACKOUT_ARTIFACT_CACHE"] = str(s.cache_root().resolve())
+        endpoint = s.endpoint()
+        if endpoint:
+            os.environ["BACKOUT_S3_ENDPOINT"] = endpoint
+    else:
+        os.environ["BACKOUT_ARTIFACTS"] = str(s.artifacts_root().resolve())
     os.environ["BACKOUT_MAX_BODY_BYTES"] = str(max_body_bytes)
     os.environ["BACKOUT_WARM_ROLLBACK_POINTS"] = str(warm_rollback_points)
     os.environ["BACKOUT_ACCESS_LOG"] = "1" if access_log else ""

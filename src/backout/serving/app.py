@@ -430,14 +430,14 @@ def create_app() -> Starlette:
     from pathlib import Path
 
     from backout.redaction import install_log_redaction
-    from backout.registry.artifacts import LocalBlobStore
+    from backout.registry.objectstore import blobs_from_env
     from backout.store import open_store
 
     install_log_redaction()
     # An existing store only: a worker never creates one (`backout init` or `serve --init`).
     store = open_store(os.environ.get("BACKOUT_STORE"), migrate=False)
     home = Path(os.environ.get("BACKOUT_HOME", ".backout"))
-    blobs = LocalBlobStore(Path(os.environ.get("BACKOUT_ARTIFACTS") or home / "artifacts"))
+    blobs = blobs_from_env(home)  # a folder, or object storage read through this host's cache
     settings = GatewaySettings(
         access_log=bool(os.environ.get("BACKOUT_ACCESS_LOG")),
         max_body_bytes=int(os.environ.get("BACKOUT_MAX_BODY_BYTES", 1 << 20)),
