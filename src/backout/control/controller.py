@@ -155,7 +155,7 @@ class Controller(RolloutPhases, RollbackPhases):
                     held = lease.acquire_lease(
                         unfenced, lease.CONTROLLER, holder, lease_s, self.clock()
                     )
-                    self._leadership(held)
+                    self._leadership(holder, held)
                     if held is not None:
                         leading.set()
                         self.tick_all()
@@ -180,14 +180,27 @@ class Controller(RolloutPhases, RollbackPhases):
             outbox.wake()
             delivery.join(timeout=10.0)
 
-    def _leadership(self, held: lease.Held | None) -> None:
-        """Tick under ``held``, saying so in one log line when leadership changes."""
+    def _leadership(self, holder: str, held: lease.Held | None) -> None:
+        """Tick under ``held``, saying so in one log line whenever leadership changes."""
         before = self.lease
         self.lead(held)
-        if held is not None and before != held:
-            log.warning("controller %s leads (lease generation %d)", held.holder, held.generation)
-        elif held is None and before is not None:
-            log.warning("controller %s lost the lease; waiting to take it over", before.holder)
+        if held is not None:
+            if before != held:
+                self._waiting_for = None
+                log.warning("controller %s leads (lease generation %d)", holder, held.generation)
+            return
+        if before is not None:
+            log.warning("controller %s lost the lease", holder)
+        other = lease.current(self.store)
+        who = None if other is None else (other.holder, other.generation)
+        if who != self._waiting_for:
+            self._waiting_for = who
+            log.warning(
+                "controller %s waits: %s leads (lease generation %d); taking over if it stops",
+                holder, *(who or ("no one", 0)),
+            )  # fmt: skip
+
+    _waiting_for: tuple[str, int] | None = None  # the leader last reported while waiting
 
     # Retention runs at a low rate: once an hour, or a batch a minute while catching up.
     prune_every: float = 3600.0
