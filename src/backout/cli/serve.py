@@ -62,6 +62,14 @@ def serve(
             "takes over (it renews it every tick).",
         ),
     ] = 5.0,
+    telemetry_buffer: Annotated[
+        int,
+        typer.Option(
+            min=1,
+            help="Telemetry batches a worker keeps while the store is unreachable (about "
+            "one per release per second); past it the oldest are dropped and counted.",
+        ),
+    ] = 10_000,
     init: Annotated[
         bool,
         typer.Option("--init", help="Create the store first if there is none (as `backout init`)."),
@@ -101,6 +109,7 @@ def serve(
     os.environ["BACKOUT_MAX_BODY_BYTES"] = str(max_body_bytes)
     os.environ["BACKOUT_WARM_ROLLBACK_POINTS"] = str(warm_rollback_points)
     os.environ["BACKOUT_ACCESS_LOG"] = "1" if access_log else ""
+    os.environ["BACKOUT_TELEMETRY_BUFFER"] = str(telemetry_buffer)
     metrics_dir = tempfile.mkdtemp(prefix="backout-metrics-")
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
     n = workers or os.cpu_count() or 1
