@@ -180,9 +180,10 @@ class Gateway:
             if not force:
                 if not self._watch.maybe_changed():
                     return False
-                if self.store.is_sqlite:
+                generation = self._watch.hinted  # a notification named it: no read needed
+                if generation is None and self.store.is_sqlite:
                     generation = self._read_generation()
-                else:  # a network read: a slow server must not stall the event loop
+                elif generation is None:  # a network read: a slow server must not stall the loop
                     generation = await asyncio.to_thread(self._read_generation)
                 if generation == self.live.generation:
                     return False
