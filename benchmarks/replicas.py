@@ -8,7 +8,7 @@ A throwaway PostgreSQL server (``tests/postgres_server.py``) on 127.0.0.1 holds 
 three ``backout serve --gateway-only --workers 1`` processes on their own ports serve two
 iris releases (scikit-learn), as replicas on three hosts would.
 
-- **Cutovers**: each replica is probed in closed loop by its own ``openloop.py`` process
+- **Cutovers**: each replica is loaded at a fixed rate by its own ``openloop.py`` process
   (which logs who answered with which release, on the system-wide monotonic clock); this
   process moves 100% of traffic between the releases 50 times with
   ``Deployments.set_traffic``. A cutover's time runs from the commit returning to the
@@ -280,8 +280,10 @@ def report(cut: dict[str, Any], out: dict[str, Any], plan: Plan) -> str:
     lines = [
         f"{REPLICAS} replicas (`backout serve --gateway-only --workers 1`) on one PostgreSQL "
         f"store; {plan.cutovers} cutovers of 100% between two releases, one every "
-        f"{plan.interval_s:g} s, each replica probed in closed loop on {PROBE_CONNECTIONS} "
-        f"connections; load average before: {' '.join(f'{x:.2f}' for x in os.getloadavg())}.",
+        f"{plan.interval_s:g} s, each replica under {plan.probe_rate} requests/s (open loop, "
+        f"{PROBE_CONNECTIONS} connections, every answer logged with the release that gave it); "
+        f"load average before: {' '.join(f'{x:.2f}' for x in os.getloadavg())} (2 cores "
+        "shared with other work: the figures include waiting for a core).",
         "",
         "| measure | median | p99 | max | target |",
         "| --- | ---: | ---: | ---: | --- |",

@@ -57,7 +57,10 @@ class Controller(RolloutPhases, RollbackPhases):
                 log.warning("the controller lease passed to another holder; stopping this tick")
                 return moved
             except Exception as exc:  # one model's trouble must not stop the others
-                self.tick_failed(model, exc)
+                try:
+                    self.tick_failed(model, exc)
+                except lease.LeaseLost:  # recording it is a write too: the same refusal
+                    return moved
                 continue
             self._last_error.pop(model, None)
             if op is not None:
