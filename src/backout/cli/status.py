@@ -28,12 +28,15 @@ def status(
     """Live state: route table, and each release's traffic over the last WINDOW seconds."""
     import time as _time
 
+    from backout.control.lease import current
     from backout.telemetry.batches import latency_quantile, read_batches, sum_batches
     from backout.traffic.deployments import describe
 
     s = settings(ctx)
     dep = s.deployments()
     models = [model] if model else dep.models()
+    held = current(s.store())
+    leader = None if held is None else held.to_dict(_time.time())
     docs = []
     for m in models:
         table = dep.require(m)
@@ -80,6 +83,7 @@ def status(
                 "last_operation": last.to_dict() if last is not None else None,
                 "frozen": ctl.frozen(m),
                 "bad": [{"version": v, **mark} for v, mark in bad.items()],
+                "controller": leader,
             }
         )
     if json:
@@ -138,6 +142,28 @@ def status(
                 "client errors (refused as the callers' fault, not counted above): "
                 + "; ".join(refused)
             )
+    if leader is not None or any(d["operation"] for d in docs):
+        out.print(_leader_line(leader))
+
+
+def _leader_line(leader: dict[str, Any] | None) -> str:
+    """Who leads the controllers, or that none does (then no operation moves)."""
+    if leader is None:
+        return (
+            "controller: none has run on this store; operations do not move until one runs "
+            "(`backout serve`)"
+        )
+    if leader["live"]:
+        since = leader["leading_for_s"]
+        return (
+            f"controller: {leader['holder']} leads (lease generation {leader['generation']}"
+            + (f", for {since:.0f} s" if since is not None else "")
+            + ")"
+        )
+    return (
+        f"controller: none leads; the lease of {leader['holder']} ran out "
+        f"{-leader['expires_in_s']:.1f} s ago (operations move again once a controller runs)"
+    )
 
 
 def _ended_line(op: dict[str, Any]) -> str:

@@ -187,6 +187,9 @@ leases = Table(
     Column("name", String(64), primary_key=True),
     Column("holder", String(128), nullable=False),
     Column("expires_at", Float, nullable=False),
+    # The fencing token: one more each time the lease passes to another holder.
+    Column("generation", Integer, nullable=False, server_default="1"),
+    Column("acquired_at", Float, nullable=True),  # when the holder took it
 )
 
 # Sampled live requests and what answered them, for replay against a rollback target.
