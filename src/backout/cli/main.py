@@ -18,6 +18,7 @@ from backout.cli import (
     consumers,
     demo,
     drill,
+    incident,
     keys,
     operations,
     policy,
@@ -58,6 +59,7 @@ app.add_typer(release.release_app, name="release")
 app.add_typer(policy.policy_app, name="policy")
 app.add_typer(keys.keys_app, name="keys")
 app.add_typer(retention.retention_app, name="retention")
+app.add_typer(incident.incident_app, name="incident")
 
 
 def main(argv: list[str] | None = None) -> None:

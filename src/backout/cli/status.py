@@ -27,6 +27,8 @@ def status(
     """Live state: route table, and each release's traffic over the last WINDOW seconds."""
     import time as _time
 
+    from backout.control.incidents import Incidents
+    from backout.control.statuspage import overdue_warning, runbook_duties
     from backout.telemetry.batches import latency_quantile, read_batches, sum_batches
     from backout.traffic.deployments import describe
 
@@ -65,6 +67,9 @@ def status(
             }
         # With nothing in progress, the operation that ended last says how the model got here.
         last = None if op is not None else next(iter(ctl.operations(m, limit=1)), None)
+        policy = ctl.policy_for(m)
+        duties = runbook_duties(s.store(), m, policy)
+        incident = Incidents(s.store()).current(m)
         docs.append(
             {
                 "model": m,
@@ -75,6 +80,8 @@ def status(
                 "operation": op_doc,
                 "last_operation": last.to_dict() if last is not None else None,
                 "frozen": ctl.frozen(m),
+                "runbook": duties | {"warning": overdue_warning(m, duties)},
+                "incident": incident.to_dict() if incident is not None else None,
             }
         )
     if json:
@@ -87,6 +94,16 @@ def status(
         if d["frozen"]:
             out.print(
                 f"[bold red]FROZEN[/bold red]: {escape(str(d['frozen']))} — lift with `backout unfreeze {d['model']} --reason ...`",
+                markup=True,
+            )
+        if d["runbook"]["warning"]:
+            out.print(f"[yellow]warning[/yellow]: {escape(d['runbook']['warning'])}", markup=True)
+        if d["incident"]:
+            inc = d["incident"]
+            who = d["runbook"]["incident_commander"]
+            out.print(
+                f"incident {inc['id']}: {inc['status']}"
+                + (f" (incident commander: {escape(who)})" if who else ""),
                 markup=True,
             )
         op = d["operation"]

@@ -17,6 +17,7 @@ from typing import Any
 
 from sqlalchemy.engine import Connection
 
+from backout.control import incidents
 from backout.control.alerts import Alerts
 from backout.control.notify import Notice, Notifier
 from backout.control.operations import Operation, Operations, OperationState, Stale
@@ -131,6 +132,7 @@ class ControllerBase:
         self.event(conn, f"phase.{to.value}", op.model, actor, reason,
                    {"operation": op.id, "kind": op.kind, "event": event.value, "from": before.value,
                     "to": to.value, "step": op.step, "weights": op.weights, "evidence": dict(evidence)})  # fmt: skip
+        incidents.follow(conn, op, event, now, actor)  # the public status follows the phase
         if to != before:
             self.notify("phase", op.model, f"{op.model} {op.kind}: {to.value}", reason, op.id,
                         severity="critical" if to == Phase.FROZEN else "info", conn=conn)  # fmt: skip
@@ -141,8 +143,10 @@ class ControllerBase:
         """Begin an operation by ``event`` (from "no operation" in the table)."""
         phase = next_phase(None, event, model=model)
         self.fence(conn)
-        return self.ops.insert(conn, model, kind, phase, stable, target, weights, policy, reason,
-                               actor, now, state=state, step_at=step_at)  # fmt: skip
+        op = self.ops.insert(conn, model, kind, phase, stable, target, weights, policy, reason,
+                             actor, now, state=state, step_at=step_at)  # fmt: skip
+        incidents.follow(conn, op, event, now, actor)  # a rollback opens an incident
+        return op
 
     def fence(self, conn: Connection) -> None:
         """Refuse to write for a controller whose lease another holder took (fencing).

@@ -253,6 +253,14 @@ class Operations:
             ).first()
         return Policy.model_validate(row.policy) if row else default_policy(model)
 
+    def policy_stored_at(self, model: str) -> datetime | None:
+        """When the model's policy was last stored (None: it runs by the default one)."""
+        with self.store.read() as conn:
+            at = conn.execute(
+                sa.select(POLICIES.c.updated_at).where(POLICIES.c.model == model)
+            ).scalar()
+        return at if isinstance(at, datetime) else None
+
     @staticmethod
     def save_policy(conn: Connection, model: str, doc: dict[str, Any], source: str) -> None:
         now = datetime.now(UTC)

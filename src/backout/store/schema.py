@@ -312,3 +312,36 @@ checkpoints = Table(
     Column("public_key", String(64), nullable=False),
     Column("signature", String(128), nullable=False),
 )
+
+# Incidents: one per rollback (or freeze) of a model, open until resolved; at most one open
+# per model. Its status follows the operation's phases; an incident commander adds updates.
+incidents = Table(
+    "incidents",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("model", String(63), nullable=False),
+    Column("operation_id", Integer, nullable=True),  # the operation that opened it
+    Column("last_operation_id", Integer, nullable=True),  # the newest operation it follows
+    Column("status", String(16), nullable=False),  # investigating|identified|monitoring|resolved
+    Column("title", Text, nullable=False),  # public
+    Column("opened_at", Float, nullable=False),
+    Column("updated_at", Float, nullable=False),
+    Column("resolved_at", Float, nullable=True),
+    Index(None, "model", "resolved_at"),
+)
+
+# The updates of an incident, public text only in ``message``; ``detail`` is private.
+incident_updates = Table(
+    "incident_updates",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("incident_id", Integer, nullable=False),
+    Column("at", Float, nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("message", Text, nullable=False),
+    Column("actor", String(128), nullable=False),
+    Column("automatic", Boolean, nullable=False),
+    Column("detail", JSON, nullable=False),
+    ForeignKeyConstraint(["incident_id"], ["incidents.id"], ondelete="CASCADE"),
+    Index(None, "incident_id", "id"),
+)
