@@ -25,6 +25,7 @@ def status(
     json: JsonOpt = False,
 ) -> None:
     """Live state: route table, and each release's traffic over the last WINDOW seconds."""
+<<<<<<< HEAD
     import time as _time
 
     from backout.control.incidents import Incidents
@@ -84,6 +85,13 @@ def status(
                 "incident": incident.to_dict() if incident is not None else None,
             }
         )
+=======
+    from backout.control.status import model_status
+
+    s = settings(ctx)
+    models = [model] if model else s.deployments().models()
+    docs = [model_status(s.store(), s.controller(), m, window=window) for m in models]
+>>>>>>> api
     if json:
         print_json(docs if model is None else docs[0])
         return
@@ -196,51 +204,42 @@ def history(
     json: JsonOpt = False,
 ) -> None:
     """The audit log: who did what, when and why. --verify checks its hash chain."""
-    from backout.store import audit
+    from datetime import datetime
 
-    store = settings(ctx).store()
-    with store.read() as conn:
-        events = audit.list_events(conn, model)
-        problems = audit.verify_chain(conn) if verify else []
-        checkpoint = audit.latest_checkpoint(conn) if verify else None
-        signer = audit.checkpoint_signer(conn, checkpoint)[0] if checkpoint else None
-    if limit is not None:
-        events = events[-limit:]
+    from backout.control.status import history as read_history
+
+    doc = read_history(settings(ctx).store(), model, verify=verify, limit=limit)
+    chain = doc.get("chain", {})
+    problems = chain.get("problems", [])
     if json:
-        doc: dict[str, Any] = {"events": [e.to_dict() for e in events]}
-        if verify:
-            doc["chain"] = {
-                "ok": not problems,
-                "problems": [{"seq": p.seq, "problem": p.problem} for p in problems],
-            }
-            if checkpoint is not None:
-                doc["chain"]["checkpoint"] = {**checkpoint.to_dict(), "signer": signer}
         print_json(doc)
     else:
         t = Table(box=None, header_style="bold")
         for col in ("#", "at (UTC)", "model", "event", "actor", "reason"):
             t.add_column(col)
-        for e in events:
+        for e in doc["events"]:
             t.add_row(
-                str(e.seq),
-                f"{e.at:%Y-%m-%d %H:%M:%S}",
-                e.model or "",
-                e.kind,
-                e.actor,
-                short(e.reason, 60),
+                str(e["seq"]),
+                f"{datetime.fromisoformat(e['at']):%Y-%m-%d %H:%M:%S}",
+                e["model"] or "",
+                e["kind"],
+                e["actor"],
+                short(e["reason"], 60),
             )
         out.print(t)
         if verify:
+            n = len(doc["events"])
+            checkpoint = chain.get("checkpoint")
             if problems:
                 for p in problems:
-                    err.print(f"event {p.seq}: {p.problem}")
+                    err.print(f"event {p['seq']}: {p['problem']}")
             elif checkpoint is not None:
                 out.print(
-                    f"chain verified from the checkpoint at event {checkpoint.seq} (signed by "
-                    f"{signer}; events up to {checkpoint.seq} pruned): {len(events)} event(s), "
+                    f"chain verified from the checkpoint at event {checkpoint['seq']} (signed by "
+                    f"{checkpoint['signer']}; events up to {checkpoint['seq']} pruned): {n} event(s), "
                     "hashes intact"
                 )
             else:
-                out.print(f"chain verified: {len(events)} event(s), hashes intact")
+                out.print(f"chain verified: {n} event(s), hashes intact")
     if problems:
         raise typer.Exit(1)

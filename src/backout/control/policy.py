@@ -136,6 +136,8 @@ class NoticeKind(StrEnum):
     FREEZE = "freeze"  # the model was frozen
     ESCALATION = "escalation"  # recovery is late: the next contact is called
     COMPLETED = "completed"  # a rollout or rollback completed
+    BYPASS = "bypass"  # a responder used break-glass to take a releaser's right
+    APPROVAL = "approval"  # an action waits for an approver, or was approved or denied
 
 
 # --- the sections ------------------------------------------------------------------------
@@ -329,6 +331,14 @@ class Signing(Section):
     required: bool = False
 
 
+class Approval(Section):
+    """Which actions a person asks for must wait for an approver (never the one who asked)."""
+
+    rollout: bool = False  # the start of a rollout (deploy)
+    promote: bool = False  # a promotion to 100% (skipping the remaining steps)
+    rollback_not_known_good: bool = False  # a rollback to a release that is not known-good
+
+
 class Policy(Section):
     """A model's runbook. Every field has a safe default; see ``examples/policies``."""
 
@@ -352,6 +362,7 @@ class Policy(Section):
     capture: Capture = Field(default_factory=Capture)
     replay: Replay = Field(default_factory=Replay)
     signing: Signing = Field(default_factory=Signing)
+    approval: Approval = Field(default_factory=Approval)
 
     @field_validator("model")
     @classmethod

@@ -1,0 +1,15 @@
+"""The control API's routes, one module per group of commands.
+
+:data:`ROUTERS` lists them in the order the OpenAPI document shows them; :mod:`backout.api.app`
+mounts each under ``/api/v1``.
+"""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+from backout.api.routes import status
+
+__all__ = ["ROUTERS"]
+
+ROUTERS: list[APIRouter] = [status.routes]

@@ -1,0 +1,55 @@
+"""What the route modules share: the error body's schema, and the responses every route
+may give besides its own.
+
+For :mod:`backout.api.routes`: each router is made with :func:`router`, so that its
+OpenAPI lists the JSON error of 401, 403, 404, 409, 422 and 424 for every operation.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter
+from pydantic import BaseModel, Field
+
+__all__ = ["ErrorBody", "ErrorDetail", "Reason", "router"]
+
+
+class ErrorDetail(BaseModel):
+    """One error: a stable code, and one line a person can act on."""
+
+    code: str
+    message: str
+    retriable: bool = False
+    right: str | None = None
+
+
+class ErrorBody(BaseModel):
+    """The body of every error answer."""
+
+    error: ErrorDetail
+
+
+_ERRORS: dict[int | str, dict[str, Any]] = {
+    400: {"model": ErrorBody, "description": "Bad input"},
+    401: {"model": ErrorBody, "description": "No token, or an unknown, revoked or expired one"},
+    403: {
+        "model": ErrorBody,
+        "description": "The role lacks the right, or the model is out of scope",
+    },
+    404: {"model": ErrorBody, "description": "No such model, release, incident or token"},
+    409: {"model": ErrorBody, "description": "The request contradicts what the store holds"},
+    422: {"model": ErrorBody, "description": "A value breaks the rules"},
+    424: {"model": ErrorBody, "description": "The store, a router or the telemetry failed: retry"},
+}
+
+
+def router(tag: str) -> APIRouter:
+    """A router whose operations document every error answer."""
+    return APIRouter(tags=[tag], responses=_ERRORS)
+
+
+class Reason(BaseModel):
+    """Why, for the audit log."""
+
+    reason: str = Field(default="", max_length=2000)
