@@ -25,73 +25,17 @@ def status(
     json: JsonOpt = False,
 ) -> None:
     """Live state: route table, and each release's traffic over the last WINDOW seconds."""
-<<<<<<< HEAD
-    import time as _time
-
-    from backout.control.incidents import Incidents
-    from backout.control.statuspage import overdue_warning, runbook_duties
-    from backout.telemetry.batches import latency_quantile, read_batches, sum_batches
-    from backout.traffic.deployments import describe
-
-    s = settings(ctx)
-    dep = s.deployments()
-    models = [model] if model else dep.models()
-    docs = []
-    for m in models:
-        table = dep.require(m)
-        since = _time.time() - window
-        per_release = {
-            v: sum_batches(bs) for v, bs in read_batches(s.store(), m, since=since).items()
-        }
-        releases = []
-        for v in sorted(set(table.weights) | set(per_release)):
-            b = per_release.get(v)
-            releases.append({
-                "version": v,
-                "weight": table.weights.get(v, 0) / 100,
-                "requests": b.requests if b else 0,
-                "error_rate": (b.error_count / b.requests) if b and b.requests else None,
-                "errors": dict(b.errors) if b else {},
-                # Refused as the callers' fault: never in requests, errors or the judges.
-                "client_errors": dict(b.client_errors) if b else {},
-                "p50_ms": latency_quantile(b.latency, 0.5) * 1000 if b and b.latency else None,
-                "p99_ms": latency_quantile(b.latency, 0.99) * 1000 if b and b.latency else None,
-            })  # fmt: skip
-        ctl = s.controller()
-        op = ctl.active(m)
-        op_doc = None
-        if op is not None:
-            steps = op.policy.rollout.steps if op.kind == "rollout" else op.policy.rollback.steps
-            op_doc = op.to_dict() | {
-                "seconds_in_step": round(_time.time() - op.step_started_at, 1),
-                "steps": list(steps),
-            }
-        # With nothing in progress, the operation that ended last says how the model got here.
-        last = None if op is not None else next(iter(ctl.operations(m, limit=1)), None)
-        policy = ctl.policy_for(m)
-        duties = runbook_duties(s.store(), m, policy)
-        incident = Incidents(s.store()).current(m)
-        docs.append(
-            {
-                "model": m,
-                "generation": table.generation,
-                "routes": describe(table),
-                "table": table.to_dict(),
-                "releases": releases,
-                "operation": op_doc,
-                "last_operation": last.to_dict() if last is not None else None,
-                "frozen": ctl.frozen(m),
-                "runbook": duties | {"warning": overdue_warning(m, duties)},
-                "incident": incident.to_dict() if incident is not None else None,
-            }
-        )
-=======
     from backout.control.status import model_status
+    from backout.control.statuspage import runbook_view
 
     s = settings(ctx)
     models = [model] if model else s.deployments().models()
-    docs = [model_status(s.store(), s.controller(), m, window=window) for m in models]
->>>>>>> api
+    ctl = s.controller()
+    docs = [
+        model_status(s.store(), ctl, m, window=window)
+        | runbook_view(s.store(), m, ctl.policy_for(m))
+        for m in models
+    ]
     if json:
         print_json(docs if model is None else docs[0])
         return

@@ -210,3 +210,14 @@ def overdue_warning(model: str, duties: dict[str, Any]) -> str | None:
         f"{model}'s runbook is overdue for review by {late} (due every "
         f"{format_duration(duties['review_every'])}): review it and set 'reviewed' in its policy"
     )
+
+
+def runbook_view(store: Store, model: str, policy: Policy) -> dict[str, Any]:
+    """What ``status`` adds for people: the runbook's duties (and overdue warning) and the
+    model's open incident."""
+    duties = runbook_duties(store, model, policy)
+    incident = Incidents(store).current(model)
+    return {
+        "runbook": duties | {"warning": overdue_warning(model, duties)},
+        "incident": incident.to_dict() if incident is not None else None,
+    }
