@@ -45,7 +45,15 @@ from backout.api.state import ApiState
 from backout.errors import BackoutError, Forbidden
 from backout.redaction import install_log_redaction, redact_text
 
-__all__ = ["PREFIX", "ROOT_ROUTERS", "ROUTERS", "create_app", "error_body", "error_code"]
+__all__ = [
+    "PREFIX",
+    "ROOT_ROUTERS",
+    "ROUTERS",
+    "app_from_env",
+    "create_app",
+    "error_body",
+    "error_code",
+]
 
 log = logging.getLogger("backout.api")
 
@@ -180,3 +188,20 @@ def create_app(
         app.include_router(router)
     mount_pages(app, PREFIX)  # the status page, the dashboard and the incident routes
     return app
+
+
+def app_from_env() -> FastAPI:
+    """The app for a process started by ``backout serve``: settings from the environment
+    (``BACKOUT_STORE``, ``BACKOUT_ARTIFACTS``, ``BACKOUT_OIDC``: an OIDC config file)."""
+    import os
+
+    from backout.api.oidc import load_oidc_config
+
+    oidc_file = os.environ.get("BACKOUT_OIDC")
+    return create_app(
+        os.environ.get("BACKOUT_STORE", ""),
+        artifacts=Path(os.environ["BACKOUT_ARTIFACTS"])
+        if os.environ.get("BACKOUT_ARTIFACTS")
+        else None,
+        oidc=load_oidc_config(Path(oidc_file)) if oidc_file else None,
+    )

@@ -18,7 +18,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Annotated, Any
+from typing import Annotated, Any, NoReturn
 
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
@@ -34,6 +34,7 @@ __all__ = [
     "Principal",
     "authorize",
     "current_principal",
+    "deny",
     "record_bypass",
     "require",
 ]
@@ -129,8 +130,6 @@ def authorize(request: Request, principal: Principal, right: Right, model: str |
         return False
     if break_glass is not None and principal.can_break_glass(right, model):
         return True
-    st = api_state(request)
-    route = f"{request.method} {request.url.path}"
     where = f"on {model}" if model is not None else "on the whole store (a grant on '*')"
     roles = ", ".join(map(str, principal.grants)) or "no roles"
     hint = (
@@ -138,10 +137,17 @@ def authorize(request: Request, principal: Principal, right: Right, model: str |
         if right in BREAK_GLASS and model is not None
         else ""
     )
-    message = f"{principal.name} ({roles}) lacks the {right.value!r} right {where}{hint}"
-    _record(st, "access.denied", model, principal.name, f"{route}: {message}",
-            {"route": route, "right": right.value, "via": principal.via,
-             "break_glass": break_glass is not None})  # fmt: skip
+    deny(request, principal, right, model,
+         f"{principal.name} ({roles}) lacks the {right.value!r} right {where}{hint}",
+         break_glass=break_glass is not None)  # fmt: skip
+
+
+def deny(request: Request, principal: Principal, right: Right, model: str | None, message: str,
+         **data: Any) -> NoReturn:  # fmt: skip
+    """Record a refused attempt in the audit log, then answer 403 with ``message``."""
+    route = f"{request.method} {request.url.path}"
+    _record(api_state(request), "access.denied", model, principal.name, f"{route}: {message}",
+            {"route": route, "right": right.value, "via": principal.via, **data})  # fmt: skip
     raise Forbidden(message, right=right.value)
 
 

@@ -1,4 +1,5 @@
-"""Operations, started and steered: deploy, rollback, abort, promote, pause, resume, unfreeze.
+"""Operations, started and steered: deploy, rollback, abort, promote, pause, resume, freeze,
+unfreeze.
 
 For the releaser and the on-call responder: each is one call into the controller, printed
 as one line (or the operation as JSON).
@@ -134,3 +135,14 @@ def unfreeze(
     s.controller().unfreeze(model, actor=s.actor, reason=reason)
     hint = s.controller().split_hint(model)
     out.print(f"{model} is no longer frozen" + (f"; {hint}" if hint else ""))
+
+
+def freeze(
+    ctx: typer.Context,
+    model: Annotated[str, typer.Argument(help="Model name.")],
+    reason: Annotated[str, typer.Option(help="Why every traffic change must halt.")],
+) -> None:
+    """Freeze a model: halt every traffic change (a running operation holds) until unfreeze."""
+    s = settings(ctx)
+    s.controller().freeze_by_hand(model, actor=s.actor, reason=reason)
+    out.print(f"{model} is frozen: lift it with `backout unfreeze {model} --reason ...`")

@@ -8,8 +8,16 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from backout.api.routes import status
+from backout.api.routes import admin, incidents, operations, proof, releases, status, traffic
 
 __all__ = ["ROUTERS"]
 
-ROUTERS: list[APIRouter] = [status.routes]
+ROUTERS: list[APIRouter] = [
+    status.routes,
+    operations.routes,
+    traffic.routes,
+    releases.routes,
+    proof.routes,
+    incidents.routes,
+    admin.routes,
+]

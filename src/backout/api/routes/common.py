@@ -12,7 +12,10 @@ from typing import Any
 from fastapi import APIRouter
 from pydantic import BaseModel, Field
 
-__all__ = ["ErrorBody", "ErrorDetail", "Reason", "router"]
+from backout.api.auth import BreakGlass
+from backout.errors import ValidationError
+
+__all__ = ["Action", "ErrorBody", "ErrorDetail", "Reason", "break_glass_of", "router"]
 
 
 class ErrorDetail(BaseModel):
@@ -53,3 +56,20 @@ class Reason(BaseModel):
     """Why, for the audit log."""
 
     reason: str = Field(default="", max_length=2000)
+
+
+class Action(Reason):
+    """An action a responder may take with break-glass (a releaser's right), with a reason."""
+
+    break_glass: bool = False
+
+
+def break_glass_of(body: Action | None) -> BreakGlass | None:
+    """The break-glass ``body`` asks for, or None; refused without a reason."""
+    if body is None or not body.break_glass:
+        return None
+    if not body.reason.strip():
+        raise ValidationError(
+            "break_glass needs a reason: say why, for the audit log and the on-call"
+        )
+    return BreakGlass(body.reason)
