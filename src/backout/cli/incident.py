@@ -39,11 +39,17 @@ def update(
     from backout.control.incidents import Incidents
 
     s = settings(ctx)
-    incident = Incidents(s.store()).add_update(model, status, message, actor=s.actor)
+    remote = s.remote()
+    if remote is not None:  # --server: the control API checks the caller's right
+        doc = remote.post(
+            f"/models/{model}/incident/updates", {"status": status, "message": message}
+        )
+    else:
+        doc = Incidents(s.store()).add_update(model, status, message, actor=s.actor).to_dict()
     if json:
-        print_json(incident.to_dict())
+        print_json(doc)
         return
-    out.print(f"incident {incident.id} ({model}): {incident.status.value} — {short(message, 70)}")
+    out.print(f"incident {doc['id']} ({model}): {doc['status']} — {short(message, 70)}")
 
 
 @incident_app.command("list")
