@@ -26,16 +26,10 @@ def status(
 ) -> None:
     """Live state: route table, and each release's traffic over the last WINDOW seconds."""
     from backout.control.status import model_status
-    from backout.control.statuspage import runbook_view
 
     s = settings(ctx)
     models = [model] if model else s.deployments().models()
-    ctl = s.controller()
-    docs = [
-        model_status(s.store(), ctl, m, window=window)
-        | runbook_view(s.store(), m, ctl.policy_for(m))
-        for m in models
-    ]
+    docs = [model_status(s.store(), s.controller(), m, window=window) for m in models]
     if json:
         print_json(docs if model is None else docs[0])
         return
@@ -48,11 +42,12 @@ def status(
                 f"[bold red]FROZEN[/bold red]: {escape(str(d['frozen']))} — lift with `backout unfreeze {d['model']} --reason ...`",
                 markup=True,
             )
-        if d["runbook"]["warning"]:
-            out.print(f"[yellow]warning[/yellow]: {escape(d['runbook']['warning'])}", markup=True)
-        if d["incident"]:
+        runbook = d.get("runbook") or {}
+        if runbook.get("warning"):
+            out.print(f"[yellow]warning[/yellow]: {escape(runbook['warning'])}", markup=True)
+        if d.get("incident"):
             inc = d["incident"]
-            who = d["runbook"]["incident_commander"]
+            who = runbook.get("incident_commander")
             out.print(
                 f"incident {inc['id']}: {inc['status']}"
                 + (f" (incident commander: {escape(who)})" if who else ""),

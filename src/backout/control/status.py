@@ -10,6 +10,7 @@ import time
 from typing import Any
 
 from backout.control.controller import Controller
+from backout.control.statuspage import runbook_view
 from backout.store import Store, audit
 from backout.telemetry.batches import latency_quantile, read_batches, sum_batches
 from backout.traffic.deployments import describe
@@ -58,7 +59,7 @@ def model_status(
         "operation": op_doc,
         "last_operation": last.to_dict() if last is not None else None,
         "frozen": ctl.frozen(model),
-    }
+    } | runbook_view(store, model, ctl.policy_for(model))  # duties, overdue review, incident
 
 
 def history(store: Store, model: str | None = None, *, verify: bool = False,
