@@ -45,7 +45,8 @@ def summary(st: ApiState) -> dict[str, Any]:
     return doc
 
 
-@routes.get("/status", response_class=HTMLResponse, summary="The public status page")
+@routes.get("/status", response_class=HTMLResponse, summary="The public status page",
+             include_in_schema=False)  # fmt: skip
 def status_html(request: Request) -> HTMLResponse:
     doc = summary(api_state(request))
     return page("status.html", s=doc)
@@ -63,7 +64,9 @@ def _iso(at: float) -> str:
     return datetime.fromtimestamp(at, UTC).isoformat().replace("+00:00", "Z")
 
 
-@routes.get("/status/feed.atom", summary="The incidents' updates as an Atom feed")
+@routes.get("/status/feed.atom", summary="The incidents' updates as an Atom feed",
+             response_class=Response,
+             responses={200: {"content": {"application/atom+xml": {}}, "description": "Atom"}})  # fmt: skip
 def status_feed(request: Request) -> Response:
     doc = summary(api_state(request))
     base = str(request.base_url).rstrip("/")
