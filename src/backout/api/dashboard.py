@@ -46,11 +46,18 @@ FULL_S = 1.0  # and sends the evidence anyway
 
 
 def _viewer(request: Request, st: ApiState) -> Principal | None:
-    """The person behind the cookie, or None (the page then sends them to log in)."""
-    if not request.cookies.get(COOKIE):
+    """The person behind the cookie (or a bearer token, for scripts), or None: the page then
+    sends them to log in."""
+    scheme, _, token = request.headers.get("authorization", "").partition(" ")
+    creds = (
+        HTTPAuthorizationCredentials(scheme="Bearer", credentials=token.strip())
+        if scheme.lower() == "bearer" and token.strip()
+        else None
+    )
+    if creds is None and not request.cookies.get(COOKIE):
         return None
     try:
-        return current_principal(request, None, st)
+        return current_principal(request, creds, st)
     except Unauthenticated:
         return None
 

@@ -28,6 +28,7 @@ from backout.telemetry.batches import read_batches
 __all__ = ["ACTIONS", "actions_for", "change_marker", "model_live", "model_page", "overview"]
 
 CHART_MINUTES = 5.0
+CHART_STEP = 5.0  # seconds per point of the charts
 TIMELINE = 25
 
 
@@ -184,7 +185,6 @@ def model_live(st: ApiState, principal: Principal, model: str, *,
     weights, pins = _weights(st, model)
     op = view.operation
     gate = op.state.last_gate if op is not None else None
-    per_release = read_batches(st.store, model, since=now - CHART_MINUTES * 60)
     with st.store.read() as conn:
         events = audit.list_events(conn, model, limit=TIMELINE, newest_first=True)
         marker = conn.execute(sa.select(sa.func.max(schema.events.c.seq))).scalar() or 0
@@ -218,11 +218,28 @@ def model_live(st: ApiState, principal: Principal, model: str, *,
             {"seq": e.seq, "at": e.at.timestamp(), "kind": e.kind, "actor": e.actor,
              "reason": e.reason} for e in events
         ],
-        "charts": {k: str(v) for k, v in charts(per_release, now=now, minutes=CHART_MINUTES).items()},
+        "charts": _charts(st, model, now),
         "actions": actions_for(principal, _context(st, view, weights)),
         "warning": overdue_warning(model, duties),
         "commander": duties["incident_commander"],
     }  # fmt: skip
+
+
+def _charts(st: ApiState, model: str, now: float) -> dict[str, str]:
+    """The charts, drawn once per bucket of :data:`CHART_STEP` seconds and shared by every
+    open dashboard: their points only change when a bucket ends, and reading five minutes
+    of telemetry every second for every viewer would take CPU from the gateway."""
+    key = (model, int(now // CHART_STEP))
+    cache: dict[str, tuple[tuple[str, int], dict[str, str]]] = st.extra.setdefault("charts", {})
+    hit = cache.get(model)
+    if hit is not None and hit[0] == key:
+        return hit[1]
+    end = key[1] * CHART_STEP  # the last complete bucket: its points no longer change
+    per_release = read_batches(st.store, model, since=end - CHART_MINUTES * 60, until=end)
+    drawn = charts(per_release, now=end, minutes=CHART_MINUTES, step=CHART_STEP)
+    doc = {k: str(v) for k, v in drawn.items()}
+    cache[model] = (key, doc)
+    return doc
 
 
 def model_page(st: ApiState, principal: Principal, model: str) -> dict[str, Any]:
