@@ -151,3 +151,14 @@ reviewed: 2026-01-01
     assert warning is not None and "overdue for review by 14 day(s)" in warning
     fresh = runbook_duties(world.store, "iris", policy, now=base + 10 * 86400)
     assert overdue_warning("iris", fresh) is None
+
+
+def test_a_rollback_to_a_worse_target_leaves_the_incident_open(world: World) -> None:
+    promoted(world)
+    world.set_health("1.0.0", error_rate=0.06)
+    world.controller.rollback("iris", actor="oncall", to="1.0.0", reason="drill")
+    world.run_until(lambda: world.op() is None, limit=300)
+    incident = Incidents(world.store).current("iris")
+    assert incident is not None and incident.status == IncidentStatus.IDENTIFIED
+    assert "halted" in incident.updates[-1].message
+    assert status(world) == ComponentStatus.PARTIAL_OUTAGE  # until a person resolves it

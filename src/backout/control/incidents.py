@@ -128,6 +128,10 @@ def automatic_status(op: Operation, event: Event | None) -> tuple[IncidentStatus
         return IncidentStatus.MONITORING, "monitoring"
     if phase in (Phase.ROLLED_BACK, Phase.UNFROZEN):
         return IncidentStatus.RESOLVED, "resolved"
+    if event == Event.TARGET_UNHEALTHY:
+        # The way back is no better: the policy freezes traffic (or reverts) and calls people.
+        frozen = op.policy.termination.on_abort == "freeze"
+        return IncidentStatus.IDENTIFIED, "frozen" if frozen else "investigating"
     return None  # paused, or aborted (another operation or a person decides what follows)
 
 
@@ -143,7 +147,8 @@ def follow(conn: Connection, op: Operation, event: Event | None, at: float, acto
     if current is None and (step is None or step[0] == IncidentStatus.RESOLVED):
         return
     if step is None:
-        if current is not None and current.last_operation_id != op.id:
+        # A rollback that takes over continues the incident; a rollout never joins one.
+        if current is not None and op.kind == "rollback" and current.last_operation_id != op.id:
             _touch(conn, current.id, at, last_operation_id=op.id)
         return
     status, template = step
