@@ -231,8 +231,8 @@ def status_page(ctl: Controller, api: str, n: int) -> list[float]:
     return out
 
 
-def reads_under_load(wrk_bin: str, server: Server, api: str, token: str,
-                     seconds: float) -> tuple[list[float], dict[str, Any], int]:  # fmt: skip
+def reads_under_load(wrk_bin: str, server: Server, api: str, token: str, seconds: float,
+                     path: str = "/api/v1/models/iris/status") -> tuple[list[float], dict[str, Any], int]:  # fmt: skip
     """API read latencies (s) at 50/s, scheduled open-loop, while wrk loads the gateway."""
     result: dict[str, Any] = {}
     load = threading.Thread(
@@ -248,7 +248,7 @@ def reads_under_load(wrk_bin: str, server: Server, api: str, token: str,
     def one(client: httpx.Client, scheduled: float) -> None:
         nonlocal errors
         try:
-            ok = client.get(f"{api}/api/v1/models/iris/status", headers=headers).status_code == 200
+            ok = client.get(f"{api}{path}", headers=headers).status_code == 200
         except httpx.HTTPError:
             ok = False
         with lock:
@@ -270,6 +270,18 @@ def reads_under_load(wrk_bin: str, server: Server, api: str, token: str,
             th.join(15)
     load.join(seconds + 40)
     return latencies, result, errors
+
+
+def in_process_status(store: Store, ctl: Controller) -> float:
+    """The median seconds of one ``model_status`` call here (its cost, without the API)."""
+    from backout.control.status import model_status
+
+    times = []
+    for _ in range(20):
+        t = time.perf_counter()
+        model_status(store, ctl, "iris", window=60)
+        times.append(time.perf_counter() - t)
+    return statistics.median(times)
 
 
 def with_dashboard(
@@ -307,6 +319,9 @@ def main(argv: list[str] | None = None) -> int:
         dec = decisions(store, ctl, api, token, plan.decisions)
         page = status_page(ctl, api, plan.rollbacks)
         reads, load, read_errors = reads_under_load(wrk_bin, server, api, token, plan.read_seconds)
+        light, _, light_errors = reads_under_load(wrk_bin, server, api, token, plan.read_seconds,
+                                                  "/api/v1/models/iris/incident")  # fmt: skip
+        cost = in_process_status(store, ctl)
         without, with_ = with_dashboard(wrk_bin, server, api, token, plan)
     finally:
         server.stop()
@@ -316,6 +331,7 @@ def main(argv: list[str] | None = None) -> int:
     ratio = statistics.median(with_) / statistics.median(without)
     ms = [x * 1000 for x in dec]
     rd = [x * 1000 for x in reads]
+    lt = [x * 1000 for x in light]
     body = f"""One `backout serve --workers 2 --no-access-log --admin-port PORT` (gateway, controller, and the control API in its own process) over SQLite; {plan.decisions} decisions, {plan.rollbacks} rollbacks, {plan.read_seconds:g} s of reads under load, {plan.runs} throughput run(s) each way. Machine load (1, 5, 15 min) before: {" ".join(f"{x:.2f}" for x in load_before)}; after: {" ".join(f"{x:.2f}" for x in load_after)}.
 
 | what | median | p99 | max | target |
@@ -323,8 +339,10 @@ def main(argv: list[str] | None = None) -> int:
 | decision committed → dashboard stream shows it | {statistics.median(ms):.0f} ms | {pctl(ms, 0.99):.0f} ms | {max(ms):.0f} ms | p99 ≤ 1 s: {verdict(pctl(ms, 0.99) <= 1000)} |
 | rollback started → status page shows it | {statistics.median(page) * 1000:.0f} ms | - | {max(page) * 1000:.0f} ms | ≤ 2 s: {verdict(max(page) <= 2.0)} |
 | `GET /api/v1/models/iris/status` at 50/s, gateway under full load | {statistics.median(rd):.1f} ms | {pctl(rd, 0.99):.1f} ms | {max(rd):.1f} ms | p99 ≤ 50 ms: {verdict(pctl(rd, 0.99) <= 50)} |
+| `GET /api/v1/models/iris/incident` (a light read) at 50/s, the same load | {statistics.median(lt):.1f} ms | {pctl(lt, 0.99):.1f} ms | {max(lt):.1f} ms | p99 ≤ 50 ms: {verdict(pctl(lt, 0.99) <= 50)} |
 
-- gateway under that load: {load.get("rps", 0):,.0f} requests/s (wrk, 16 connections); API read errors: {read_errors}
+- gateway under that load: {load.get("rps", 0):,.0f} requests/s (wrk, 16 connections); API read errors: {read_errors} (light reads: {light_errors})
+- one `model_status` (what the status read does) in this process after the runs, no load of ours: median {cost * 1000:.1f} ms
 - gateway throughput without a dashboard: {", ".join(f"{x:,.0f}" for x in without)} requests/s; with one dashboard stream open: {", ".join(f"{x:,.0f}" for x in with_)}; median ratio **{ratio:.3f}** (within 5%: {verdict(ratio >= 0.95)})
 
 All processes share this machine's two cores with other work (see the load above): the timings include that contention.

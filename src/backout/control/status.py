@@ -59,7 +59,7 @@ def model_status(
         "operation": op_doc,
         "last_operation": last.to_dict() if last is not None else None,
         "frozen": ctl.frozen(model),
-    } | runbook_view(store, model, ctl.policy_for(model))  # duties, overdue review, incident
+    } | runbook_view(store, model)  # the runbook's duties, overdue review, open incident
 
 
 def history(store: Store, model: str | None = None, *, verify: bool = False,

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
@@ -186,14 +187,17 @@ def runbook_duties(
 ) -> dict[str, Any]:
     """Who holds which role for ``model`` now, and whether its runbook is overdue for review."""
     now = time.time() if now is None else now
-    stored = Operations(store).policy_stored_at(model)
-    due = review_due(policy.review_every, policy.reviewed, stored, now)
+    return duties_of(policy, Operations(store).policy_stored_at(model), now)
+
+
+def duties_of(policy: Policy, stored_at: datetime | None, now: float) -> dict[str, Any]:
+    """The runbook's roles at ``now``, and how overdue its review is (None: not)."""
     return {
         "owners": list(policy.owners),
         "approvers": list(policy.approvers),
         "incident_commander": policy.incident_commander.on_duty(now),
         "review_every": policy.review_every,
-        "review_overdue": due,
+        "review_overdue": review_due(policy.review_every, policy.reviewed, stored_at, now),
     }
 
 
@@ -212,11 +216,15 @@ def overdue_warning(model: str, duties: dict[str, Any]) -> str | None:
     )
 
 
-def runbook_view(store: Store, model: str, policy: Policy) -> dict[str, Any]:
+def runbook_view(store: Store, model: str, now: float | None = None) -> dict[str, Any]:
     """What ``status`` adds for people: the runbook's duties (and overdue warning) and the
-    model's open incident."""
-    duties = runbook_duties(store, model, policy)
-    incident = Incidents(store).current(model)
+    model's open incident, read in one transaction."""
+    now = time.time() if now is None else now
+    with store.read() as conn:
+        policy, stored = Operations.policy_in(conn, model)
+        found = Incidents.list_in(conn, model, limit=1, open_only=True)
+    incident = found[0] if found else None
+    duties = duties_of(policy, stored, now)
     return {
         "runbook": duties | {"warning": overdue_warning(model, duties)},
         "incident": incident.to_dict() if incident is not None else None,
