@@ -103,8 +103,12 @@ def rollback(model: str, request: Request, principal: Caller, st: State,
              body: RollbackBody | None = None) -> Any:  # fmt: skip
     body = body or RollbackBody()
     # A rollback is the responder's (to known-good) or the releaser's: first either right.
-    if not principal.can(Right.DEPLOY, model):
-        authorize(request, principal, Right.ROLLBACK, model)
+    if not (principal.can(Right.DEPLOY, model) or principal.can(Right.ROLLBACK, model)):
+        # The refusal names the right this rollback needs, when the caller may see why.
+        needed = Right.ROLLBACK
+        if principal.can(Right.READ, model) and not _known_good_target(st, model, body.to):
+            needed = Right.DEPLOY
+        authorize(request, principal, needed, model, break_glass=break_glass_of(body))
     known_good = _known_good_target(st, model, body.to)
     right = Right.ROLLBACK if known_good else Right.DEPLOY
     if right == Right.ROLLBACK and not principal.can(Right.ROLLBACK, model):
