@@ -46,19 +46,33 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]
     close_app(app)
 
 
-def fuzz(schema: Any, headers: dict[str, str], *, max_examples: int) -> dict[str, Any]:
-    """Run a few generated cases of every operation; the summary, with every failure."""
+def fuzz(schema: Any, headers: dict[str, str], *, max_examples: int,
+         path: dict[str, str] | None = None) -> dict[str, Any]:  # fmt: skip
+    """Run a few generated cases of every operation; the summary, with every failure.
+
+    ``path``: path parameters to also try as given (a model that exists), besides
+    generated ones."""
     summary: dict[str, Any] = {"operations": 0, "calls": 0, "statuses": {}, "failures": []}
     for result in schema.get_all_operations():
+        op = result.ok()
         summary["operations"] += 1
-        run_operation(result.ok(), headers, summary, max_examples)
+        run_operation(op, headers, summary, max_examples, None)
+        names = {
+            p.name
+            for p in op.iter_parameters()
+            if getattr(p.location, "value", p.location) == "path"
+        }
+        if path and names:
+            fixed = {k: v for k, v in path.items() if k in names}
+            run_operation(op, headers, summary, max_examples, fixed)
     return summary
 
 
-def run_operation(op: Any, headers: dict[str, str], summary: dict[str, Any], n: int) -> None:
+def run_operation(op: Any, headers: dict[str, str], summary: dict[str, Any], n: int,
+                  path: dict[str, str] | None) -> None:  # fmt: skip
     from hypothesis import given
 
-    @given(case=op.as_strategy())
+    @given(case=op.as_strategy(path_parameters=path))
     @settings(max_examples=n, deadline=None, derandomize=True, database=None,
               suppress_health_check=list(HealthCheck))  # fmt: skip
     def run(case: Any) -> None:
