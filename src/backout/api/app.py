@@ -88,6 +88,13 @@ def _field_error(exc: RequestValidationError) -> str:
     if not errs:
         return "the request is not valid"
     first = errs[0]
+    if tuple(first.get("loc", ())) == ("path", "model"):
+        from backout.registry.manifest import check_model_name
+
+        try:
+            check_model_name(str(first.get("input", "")))
+        except BackoutError as exc:
+            return exc.message
     where = ".".join(str(p) for p in first.get("loc", ()) if p != "body") or "the request"
     more = f" (and {len(errs) - 1} more problem(s))" if len(errs) > 1 else ""
     return f"{where}: {first.get('msg', 'invalid')}{more}"
@@ -119,14 +126,42 @@ def install_error_handlers(app: FastAPI) -> None:
         return JSONResponse(error_body(f"http-{exc.status_code}", message),
                             status_code=exc.status_code, headers=exc.headers)  # fmt: skip
 
-    @app.exception_handler(Exception)
-    async def unexpected(request: Request, exc: Exception) -> JSONResponse:
-        log.exception("unexpected error answering %s %s", request.method, request.url.path)
-        return JSONResponse(
-            error_body("internal", f"unexpected {type(exc).__name__} while answering "
-                       f"{request.method} {request.url.path}: this is a bug in backout; the API's log has the details"),
-            status_code=500,
-        )  # fmt: skip
+    app.add_middleware(CatchAll)
+
+
+class CatchAll:
+    """Answers an unexpected exception with one line of JSON (500), and logs its traceback.
+
+    Starlette's own handler for ``Exception`` answers and then re-raises into the server;
+    this one ends it here, so the server's log has one entry, from backout, redacted."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def sending(message: Any) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, receive, sending)
+        except Exception as exc:
+            method, path = scope.get("method", "?"), scope.get("path", "?")
+            log.exception("unexpected error answering %s %s", method, path)
+            if started:
+                return
+            resp = JSONResponse(
+                error_body("internal", f"unexpected {type(exc).__name__} while answering {method} "
+                           f"{path}: this is a bug in backout; the API's log has the details"),
+                status_code=500,
+            )  # fmt: skip
+            await resp(scope, receive, send)
 
 
 def create_app(

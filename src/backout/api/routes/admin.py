@@ -15,7 +15,7 @@ from pydantic import BaseModel, Field
 from backout.api import tokens
 from backout.api.auth import Principal, require
 from backout.api.roles import Right, Role, make_grant
-from backout.api.routes.common import router
+from backout.api.routes.common import ModelName, router
 from backout.api.state import ApiState, api_state
 from backout.redaction import redact
 
@@ -66,13 +66,13 @@ def revoke_token(token_id: str, principal: Admin, st: State) -> dict[str, Any]:
 
 
 @routes.get("/models/{model}/policy", summary="The policy a model runs by (secrets redacted)")
-def get_policy(model: str, st: State,
+def get_policy(model: ModelName, st: State,
                principal: Annotated[Principal, Depends(require(Right.READ))]) -> dict[str, Any]:  # fmt: skip
     return redact(st.controller.policy_for(model).model_dump(mode="json"))  # type: ignore[no-any-return]
 
 
 @routes.put("/models/{model}/policy", summary="Set a model's policy")
-def set_policy(model: str, body: PolicyBody, st: State,
+def set_policy(model: ModelName, body: PolicyBody, st: State,
                principal: Annotated[Principal, Depends(require(Right.POLICIES))]) -> dict[str, Any]:  # fmt: skip
     from backout.control.policy import parse_policy
 

@@ -7,15 +7,16 @@ OpenAPI lists the JSON error of 401, 403, 404, 409, 422 and 424 for every operat
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Path
 from pydantic import BaseModel, Field
 
 from backout.api.auth import BreakGlass
 from backout.errors import ValidationError
+from backout.registry.manifest import MODEL_NAME
 
-__all__ = ["Action", "ErrorBody", "ErrorDetail", "Reason", "break_glass_of", "router"]
+__all__ = ["Action", "ErrorBody", "ErrorDetail", "ModelName", "Reason", "break_glass_of", "router"]
 
 
 class ErrorDetail(BaseModel):
@@ -33,6 +34,9 @@ class ErrorBody(BaseModel):
     error: ErrorDetail
 
 
+# A model's name in a path, checked before any route runs (lower case, digits, '_', '-').
+ModelName = Annotated[str, Path(pattern=MODEL_NAME.pattern, description="A model's name")]
+
 _ERRORS: dict[int | str, dict[str, Any]] = {
     400: {"model": ErrorBody, "description": "Bad input"},
     401: {"model": ErrorBody, "description": "No token, or an unknown, revoked or expired one"},
@@ -45,6 +49,14 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
     422: {"model": ErrorBody, "description": "A value breaks the rules"},
     424: {"model": ErrorBody, "description": "The store, a router or the telemetry failed: retry"},
 }
+
+
+# For routes that answer HTML or text: their errors are JSON all the same.
+JSON_ERRORS: dict[int | str, dict[str, Any]] = {
+    code: {"description": spec["description"],
+           "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorBody"}}}}
+    for code, spec in _ERRORS.items()
+}  # fmt: skip
 
 
 def router(tag: str) -> APIRouter:

@@ -13,7 +13,7 @@ from fastapi.responses import HTMLResponse, PlainTextResponse
 
 from backout.api.auth import Principal, require
 from backout.api.roles import Right
-from backout.api.routes.common import router
+from backout.api.routes.common import JSON_ERRORS, ModelName, router
 from backout.api.state import ApiState, api_state
 from backout.errors import NotFound
 
@@ -24,7 +24,13 @@ State = Annotated[ApiState, Depends(api_state)]
 Reader = Annotated[Principal, Depends(require(Right.READ))]
 
 
-def _report(st: ApiState, model: str, incident: int) -> Any:
+class MarkdownResponse(PlainTextResponse):
+    """A Markdown document."""
+
+    media_type = "text/markdown"
+
+
+def _report(st: ApiState, model: ModelName, incident: int) -> Any:
     from backout.reports.builder import build_report
 
     report = build_report(st.store, incident)
@@ -36,7 +42,7 @@ def _report(st: ApiState, model: str, incident: int) -> Any:
 
 
 @routes.get("/models/{model}/incidents", summary="A model's incidents, newest first")
-def incidents(model: str, principal: Reader, st: State,
+def incidents(model: ModelName, principal: Reader, st: State,
               limit: Annotated[int, Query(ge=1, le=500)] = 20) -> list[dict[str, Any]]:  # fmt: skip
     from backout.reports.builder import incident_ids
 
@@ -52,21 +58,23 @@ def incidents(model: str, principal: Reader, st: State,
 
 
 @routes.get("/models/{model}/incidents/{incident}", summary="An incident's report, as JSON")
-def incident(model: str, incident: int, principal: Reader, st: State) -> dict[str, Any]:
+def incident(model: ModelName, incident: int, principal: Reader, st: State) -> dict[str, Any]:
     return _report(st, model, incident).to_dict()  # type: ignore[no-any-return]
 
 
-@routes.get("/models/{model}/incidents/{incident}/report.html", response_class=HTMLResponse,
+@routes.get("/models/{model}/incidents/{incident}/report.html", response_class=HTMLResponse, responses=JSON_ERRORS,
             summary="An incident's report: a self-contained HTML page")  # fmt: skip
-def report_html(model: str, incident: int, principal: Reader, st: State) -> HTMLResponse:
+def report_html(model: ModelName, incident: int, principal: Reader, st: State) -> HTMLResponse:
     from backout.reports.writer import render_html
 
     return HTMLResponse(render_html(_report(st, model, incident)))
 
 
-@routes.get("/models/{model}/incidents/{incident}/report.md", response_class=PlainTextResponse,
+@routes.get("/models/{model}/incidents/{incident}/report.md", response_class=MarkdownResponse, responses=JSON_ERRORS,
             summary="An incident's report: a Markdown summary")  # fmt: skip
-def report_markdown(model: str, incident: int, principal: Reader, st: State) -> PlainTextResponse:
+def report_markdown(
+    model: ModelName, incident: int, principal: Reader, st: State
+) -> PlainTextResponse:
     from backout.reports.writer import render_markdown
 
     return PlainTextResponse(

@@ -25,7 +25,7 @@ from backout.api.auth import (
     require,
 )
 from backout.api.roles import Right
-from backout.api.routes.common import Action, Reason, break_glass_of, router
+from backout.api.routes.common import Action, ModelName, Reason, break_glass_of, router
 from backout.api.state import ApiState, api_state
 from backout.control.phases import Phase
 from backout.errors import Conflict
@@ -60,13 +60,13 @@ class FreezeBody(BaseModel):
     reason: str = Field(min_length=1, max_length=2000)
 
 
-def _finish(request: Request, principal: Principal, model: str, right: Right, bypass: bool,
+def _finish(request: Request, principal: Principal, model: ModelName, right: Right, bypass: bool,
             reason: str, what: str) -> None:  # fmt: skip
     if bypass:
         record_bypass(request, principal, right, model, reason, what)
 
 
-def _start(request: Request, principal: Principal, st: ApiState, model: str, action: str,
+def _start(request: Request, principal: Principal, st: ApiState, model: ModelName, action: str,
            right: Right, params: dict[str, Any], body: Action, what: str) -> Any:  # fmt: skip
     """Run ``action`` now, or ask for approval when the policy says it waits."""
     bypass = authorize(request, principal, right, model, break_glass=break_glass_of(body))
@@ -83,7 +83,9 @@ def _start(request: Request, principal: Principal, st: ApiState, model: str, act
 @routes.post(
     "/models/{model}/deploy", summary="Roll a release out in gated steps", responses=_WAITING
 )
-def deploy(model: str, body: DeployBody, request: Request, principal: Caller, st: State) -> Any:
+def deploy(
+    model: ModelName, body: DeployBody, request: Request, principal: Caller, st: State
+) -> Any:
     if body.policy is not None:
         from backout.control.policy import parse_policy
 
@@ -99,12 +101,16 @@ def deploy(model: str, body: DeployBody, request: Request, principal: Caller, st
 
 @routes.post("/models/{model}/rollback", summary="Roll back to a known-good release, then verify it",
              responses=_WAITING)  # fmt: skip
-def rollback(model: str, request: Request, principal: Caller, st: State,
+def rollback(model: ModelName, request: Request, principal: Caller, st: State,
              body: RollbackBody | None = None) -> Any:  # fmt: skip
     body = body or RollbackBody()
     # A rollback is the responder's (to known-good) or the releaser's: first either right.
-    if not principal.can(Right.DEPLOY, model):
-        authorize(request, principal, Right.ROLLBACK, model)
+    if not (principal.can(Right.DEPLOY, model) or principal.can(Right.ROLLBACK, model)):
+        # The refusal names the right this rollback needs, when the caller may see why.
+        needed = Right.ROLLBACK
+        if principal.can(Right.READ, model) and not _known_good_target(st, model, body.to):
+            needed = Right.DEPLOY
+        authorize(request, principal, needed, model, break_glass=break_glass_of(body))
     known_good = _known_good_target(st, model, body.to)
     right = Right.ROLLBACK if known_good else Right.DEPLOY
     if right == Right.ROLLBACK and not principal.can(Right.ROLLBACK, model):
@@ -114,7 +120,7 @@ def rollback(model: str, request: Request, principal: Caller, st: State,
                   f"roll {model} back to {body.to or 'its policy target'}")  # fmt: skip
 
 
-def _known_good_target(st: ApiState, model: str, to: str | None) -> bool:
+def _known_good_target(st: ApiState, model: ModelName, to: str | None) -> bool:
     """Whether the rollback goes to a known-good release (not quarantined)."""
     if to is None:
         target = st.controller.policy_for(model).rollback.target
@@ -128,7 +134,7 @@ def _known_good_target(st: ApiState, model: str, to: str | None) -> bool:
 @routes.post(
     "/models/{model}/promote", summary="Skip a rollout's remaining steps", responses=_WAITING
 )
-def promote(model: str, request: Request, principal: Caller, st: State,
+def promote(model: ModelName, request: Request, principal: Caller, st: State,
             body: Action | None = None) -> Any:  # fmt: skip
     body = body or Action()
     return _start(request, principal, st, model, "promote", Right.PROMOTE,
@@ -136,14 +142,14 @@ def promote(model: str, request: Request, principal: Caller, st: State,
 
 
 @routes.post("/models/{model}/abort", summary="Stop the rollout or rollback")
-def abort(model: str, principal: Annotated[Principal, Depends(require(Right.ABORT))], st: State,
+def abort(model: ModelName, principal: Annotated[Principal, Depends(require(Right.ABORT))], st: State,
           body: Reason | None = None) -> dict[str, Any]:  # fmt: skip
     op = st.controller.abort(model, actor=principal.name, reason=(body or Reason()).reason)
     return op.to_dict()
 
 
 @routes.post("/models/{model}/pause", summary="Hold the rollout or rollback where it is")
-def pause(model: str, principal: Annotated[Principal, Depends(require(Right.PAUSE))], st: State,
+def pause(model: ModelName, principal: Annotated[Principal, Depends(require(Right.PAUSE))], st: State,
           body: Reason | None = None) -> dict[str, Any]:  # fmt: skip
     op = st.controller.pause(model, actor=principal.name, reason=(body or Reason()).reason)
     return op.to_dict()
@@ -152,7 +158,7 @@ def pause(model: str, principal: Annotated[Principal, Depends(require(Right.PAUS
 @routes.post(
     "/models/{model}/resume", summary="Resume a paused operation (or approve a waiting step)"
 )
-def resume(model: str, request: Request, principal: Caller, st: State,
+def resume(model: ModelName, request: Request, principal: Caller, st: State,
            body: Action | None = None) -> dict[str, Any]:  # fmt: skip
     body = body or Action()
     op = st.controller.active(model)
@@ -169,7 +175,7 @@ def resume(model: str, request: Request, principal: Caller, st: State,
 
 
 @routes.post("/models/{model}/approve", summary="Approve the step a gate left to a person")
-def approve_step(model: str, request: Request, principal: Caller, st: State,
+def approve_step(model: ModelName, request: Request, principal: Caller, st: State,
                  body: Reason | None = None) -> dict[str, Any]:  # fmt: skip
     authorize(request, principal, Right.APPROVE, model)
     op = st.controller.active(model)
@@ -185,14 +191,14 @@ def approve_step(model: str, request: Request, principal: Caller, st: State,
 
 
 @routes.post("/models/{model}/freeze", summary="Halt every traffic change of a model")
-def freeze(model: str, body: FreezeBody, st: State,
+def freeze(model: ModelName, body: FreezeBody, st: State,
            principal: Annotated[Principal, Depends(require(Right.FREEZE))]) -> dict[str, Any]:  # fmt: skip
     st.controller.freeze_by_hand(model, actor=principal.name, reason=body.reason)
     return {"model": model, "frozen": st.controller.frozen(model)}
 
 
 @routes.post("/models/{model}/unfreeze", summary="Lift a freeze")
-def unfreeze(model: str, body: FreezeBody, st: State,
+def unfreeze(model: ModelName, body: FreezeBody, st: State,
              principal: Annotated[Principal, Depends(require(Right.FREEZE))]) -> dict[str, Any]:  # fmt: skip
     st.controller.unfreeze(model, actor=principal.name, reason=body.reason)
     return {"model": model, "frozen": None, "hint": st.controller.split_hint(model)}
@@ -208,7 +214,7 @@ def approvals_all(principal: Caller, st: State, status: Literal["pending", "appr
 
 
 @routes.get("/models/{model}/approvals", summary="One model's approval requests")
-def approvals_of(model: str, st: State, principal: Annotated[Principal, Depends(require(Right.READ))],
+def approvals_of(model: ModelName, st: State, principal: Annotated[Principal, Depends(require(Right.READ))],
                  status: Literal["pending", "approved", "denied", "failed"] | None = None) -> list[dict[str, Any]]:  # fmt: skip
     return approvals.list_approvals(st, [model], status=status)
 
@@ -216,7 +222,7 @@ def approvals_of(model: str, st: State, principal: Annotated[Principal, Depends(
 @routes.post(
     "/models/{model}/approvals/{approval_id}/approve", summary="Approve (and run) a request"
 )
-def approve(model: str, approval_id: int, st: State,
+def approve(model: ModelName, approval_id: int, st: State,
             principal: Annotated[Principal, Depends(require(Right.APPROVE))],
             body: Reason | None = None) -> dict[str, Any]:  # fmt: skip
     return approvals.decide(st, model, approval_id, principal, approve=True,
@@ -224,7 +230,7 @@ def approve(model: str, approval_id: int, st: State,
 
 
 @routes.post("/models/{model}/approvals/{approval_id}/deny", summary="Deny a request")
-def deny_request(model: str, approval_id: int, st: State,
+def deny_request(model: ModelName, approval_id: int, st: State,
          principal: Annotated[Principal, Depends(require(Right.APPROVE))],
          body: Reason | None = None) -> dict[str, Any]:  # fmt: skip
     return approvals.decide(st, model, approval_id, principal, approve=False,

@@ -15,7 +15,7 @@ from pydantic import BaseModel, Field
 
 from backout.api.auth import Principal, require
 from backout.api.roles import Right
-from backout.api.routes.common import router
+from backout.api.routes.common import ModelName, router
 from backout.api.state import ApiState, api_state
 from backout.errors import ValidationError
 
@@ -52,14 +52,14 @@ class DrillBody(BaseModel):
 
 
 @routes.get("/models/{model}/consumers", summary="A model's registered consumers")
-def consumers(model: str, principal: Reader, st: State) -> list[dict[str, Any]]:
+def consumers(model: ModelName, principal: Reader, st: State) -> list[dict[str, Any]]:
     from backout.proof.consumers import list_consumers
 
     return [c.to_dict() for c in list_consumers(st.store, model)]
 
 
 @routes.post("/models/{model}/consumers", summary="Register (or update) a consumer")
-def add_consumer(model: str, body: ConsumerBody, st: State,
+def add_consumer(model: ModelName, body: ConsumerBody, st: State,
                  principal: Annotated[Principal, Depends(require(Right.CONSUMERS))]) -> dict[str, Any]:  # fmt: skip
     from backout.proof.consumers import parse_consumer_yaml, register_consumer
 
@@ -71,7 +71,7 @@ def add_consumer(model: str, body: ConsumerBody, st: State,
 
 
 @routes.delete("/models/{model}/consumers/{name}", summary="Remove a consumer")
-def remove_consumer(model: str, name: str, st: State,
+def remove_consumer(model: ModelName, name: str, st: State,
                     principal: Annotated[Principal, Depends(require(Right.CONSUMERS))]) -> dict[str, Any]:  # fmt: skip
     from backout.proof.consumers import remove_consumer as remove
 
@@ -80,7 +80,7 @@ def remove_consumer(model: str, name: str, st: State,
 
 
 @routes.get("/models/{model}/compat", summary="Can release B take release A's live traffic?")
-def compat(model: str, principal: Reader, st: State,
+def compat(model: ModelName, principal: Reader, st: State,
            live: Annotated[str, Query(min_length=1, max_length=128)],
            target: Annotated[str, Query(min_length=1, max_length=128)]) -> dict[str, Any]:  # fmt: skip
     from backout.control.preflight import compat_report
@@ -89,7 +89,7 @@ def compat(model: str, principal: Reader, st: State,
 
 
 @routes.post("/models/{model}/replay", summary="Replay captured requests against a release")
-def replay(model: str, body: ReplayBody, st: State,
+def replay(model: ModelName, body: ReplayBody, st: State,
            principal: Annotated[Principal, Depends(require(Right.REPLAY))]) -> dict[str, Any]:  # fmt: skip
     import time
 
@@ -107,7 +107,7 @@ def replay(model: str, body: ReplayBody, st: State,
 
 
 @routes.get("/models/{model}/drills", summary="A model's past drills, newest first")
-def drills(model: str, principal: Reader, st: State) -> list[dict[str, Any]]:
+def drills(model: ModelName, principal: Reader, st: State) -> list[dict[str, Any]]:
     from backout.control.drills import list_drills
 
     return list_drills(st.store, model)
@@ -115,7 +115,7 @@ def drills(model: str, principal: Reader, st: State) -> list[dict[str, Any]]:
 
 @routes.post("/models/{model}/drills", summary="Start a drill (it runs on; its result is kept)",
              status_code=202)  # fmt: skip
-def drill(model: str, body: DrillBody, st: State,
+def drill(model: ModelName, body: DrillBody, st: State,
           principal: Annotated[Principal, Depends(require(Right.DRILL))]) -> Any:  # fmt: skip
     from backout.control.drills import run_drill
     from backout.traffic.faults import parse_fault

@@ -18,7 +18,7 @@ from pydantic import BaseModel, Field
 
 from backout.api.auth import Principal, current_principal, record_bypass, require
 from backout.api.roles import Right
-from backout.api.routes.common import Action, Reason, break_glass_of, router
+from backout.api.routes.common import Action, ModelName, Reason, break_glass_of, router
 from backout.api.state import ApiState, api_state
 from backout.errors import ArtifactError
 from backout.registry.manifest import Contract, Lineage, RollbackPlan, Runtime, RuntimeKind
@@ -78,7 +78,7 @@ def list_all(
 
 @routes.get("/models/{model}/releases", summary="One model's releases, newest first")
 def list_model(
-    model: str, principal: Reader, st: State, known_good: bool | None = None,
+    model: ModelName, principal: Reader, st: State, known_good: bool | None = None,
     owner: Annotated[str | None, Query(max_length=256)] = None,
     limit: Annotated[int | None, Query(ge=1, le=10_000)] = None,
 ) -> list[dict[str, Any]]:  # fmt: skip
@@ -87,7 +87,7 @@ def list_model(
 
 
 @routes.get("/models/{model}/releases/{version}", summary="One release, with its known-good marks")
-def show(model: str, version: str, principal: Reader, st: State) -> dict[str, Any]:
+def show(model: ModelName, version: str, principal: Reader, st: State) -> dict[str, Any]:
     ref = f"{model}@{version}"
     rel = st.registry.get(ref)
     return {**rel.to_dict(), "marks": [m.to_dict() for m in st.registry.marks(ref)]}
@@ -96,7 +96,7 @@ def show(model: str, version: str, principal: Reader, st: State) -> dict[str, An
 @routes.get(
     "/models/{model}/releases/{version}/verify", summary="Re-hash a release, check its signature"
 )
-def verify(model: str, version: str, principal: Reader, st: State) -> dict[str, Any]:
+def verify(model: ModelName, version: str, principal: Reader, st: State) -> dict[str, Any]:
     from backout.registry.signing import check_release, signature_required
 
     report = st.registry.verify(f"{model}@{version}")
@@ -109,7 +109,7 @@ def verify(model: str, version: str, principal: Reader, st: State) -> dict[str, 
 
 
 @routes.put("/models/{model}/releases/{version}", summary="Register a release from its files")
-def register(model: str, version: str, body: RegisterBody, request: Request, st: State,
+def register(model: ModelName, version: str, body: RegisterBody, request: Request, st: State,
              principal: Annotated[Principal, Depends(current_principal)]) -> dict[str, Any]:  # fmt: skip
     from backout.api.auth import authorize
 
@@ -148,7 +148,7 @@ def register(model: str, version: str, body: RegisterBody, request: Request, st:
 
 
 @routes.post("/models/{model}/releases/{version}/mark-good", summary="Mark (or unmark) known-good")
-def mark_good(model: str, version: str, st: State,
+def mark_good(model: ModelName, version: str, st: State,
               principal: Annotated[Principal, Depends(require(Right.APPROVE))],
               body: MarkBody | None = None) -> dict[str, Any]:  # fmt: skip
     body = body or MarkBody()
@@ -158,7 +158,7 @@ def mark_good(model: str, version: str, st: State,
 
 
 @routes.post("/models/{model}/releases/{version}/quarantine", summary="Bar a release from traffic")
-def quarantine(model: str, version: str, st: State,
+def quarantine(model: ModelName, version: str, st: State,
                principal: Annotated[Principal, Depends(require(Right.QUARANTINE))],
                body: QuarantineBody | None = None) -> dict[str, Any]:  # fmt: skip
     body = body or QuarantineBody()
@@ -168,7 +168,7 @@ def quarantine(model: str, version: str, st: State,
 
 
 @routes.delete("/models/{model}/releases/{version}", summary="Delete a release that never served")
-def delete(model: str, version: str, st: State,
+def delete(model: ModelName, version: str, st: State,
            principal: Annotated[Principal, Depends(require(Right.REGISTER))],
            reason: Annotated[str, Query(min_length=1, max_length=2000)]) -> dict[str, Any]:  # fmt: skip
     st.registry.delete(f"{model}@{version}", actor=principal.name, reason=reason)

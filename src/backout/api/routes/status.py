@@ -12,7 +12,7 @@ from fastapi import Depends, Query, Request
 
 from backout.api.auth import Principal, authorize, current_principal, require
 from backout.api.roles import ROLES, Right
-from backout.api.routes.common import router
+from backout.api.routes.common import ModelName, router
 from backout.api.state import ApiState, api_state
 
 __all__ = ["routes"]
@@ -41,7 +41,7 @@ def status_all(
 
 @routes.get("/models/{model}/status", summary="One model's live state")
 def status_one(
-    model: str, principal: Reader, st: State,
+    model: ModelName, principal: Reader, st: State,
     window: Annotated[float, Query(ge=1, le=86400)] = 60.0,
 ) -> dict[str, Any]:  # fmt: skip
     from backout.control.status import model_status
@@ -64,7 +64,7 @@ def history_all(
 
 @routes.get("/models/{model}/history", summary="One model's audit events")
 def history_one(
-    model: str, principal: Reader, st: State,
+    model: ModelName, principal: Reader, st: State,
     limit: Annotated[int | None, Query(ge=1, le=100_000)] = None,
 ) -> dict[str, Any]:  # fmt: skip
     from backout.control.status import history
@@ -74,6 +74,6 @@ def history_one(
 
 @routes.get("/models/{model}/operations", summary="One model's operations, newest first")
 def operations(
-    model: str, principal: Reader, st: State, limit: Annotated[int, Query(ge=1, le=1000)] = 20
+    model: ModelName, principal: Reader, st: State, limit: Annotated[int, Query(ge=1, le=1000)] = 20
 ) -> list[dict[str, Any]]:
     return [op.to_dict() for op in st.controller.operations(model, limit=limit)]

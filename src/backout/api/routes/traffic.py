@@ -13,7 +13,7 @@ from pydantic import BaseModel, Field
 
 from backout.api.auth import Principal, authorize, current_principal, record_bypass, require
 from backout.api.roles import Right
-from backout.api.routes.common import Action, break_glass_of, router
+from backout.api.routes.common import Action, ModelName, break_glass_of, router
 from backout.api.state import ApiState, api_state
 
 __all__ = ["routes"]
@@ -48,13 +48,13 @@ def _shown(table: Any) -> dict[str, Any]:
 
 
 @routes.get("/models/{model}/traffic", summary="A model's route table")
-def show(model: str, st: State,
+def show(model: ModelName, st: State,
          principal: Annotated[Principal, Depends(require(Right.READ))]) -> dict[str, Any]:  # fmt: skip
     return _shown(st.controller.deployments.require(model))
 
 
 @routes.put("/models/{model}/traffic", summary="Set a model's traffic by hand")
-def set_traffic(model: str, body: TrafficBody, request: Request, st: State,
+def set_traffic(model: ModelName, body: TrafficBody, request: Request, st: State,
                 principal: Annotated[Principal, Depends(current_principal)]) -> dict[str, Any]:  # fmt: skip
     bypass = authorize(request, principal, Right.TRAFFIC, model, break_glass=break_glass_of(body))
     shadow = (body.shadow.version, body.shadow.percent) if body.shadow else None
