@@ -345,7 +345,7 @@ def main(argv: list[str] | None = None) -> int:
 - one `model_status` (what the status read does) in this process after the runs, no load of ours: median {cost * 1000:.1f} ms
 - gateway throughput without a dashboard: {", ".join(f"{x:,.0f}" for x in without)} requests/s; with one dashboard stream open: {", ".join(f"{x:,.0f}" for x in with_)}; median ratio **{ratio:.3f}** (within 5%: {verdict(ratio >= 0.95)})
 
-All processes share this machine's two cores with other work (see the load above): the timings include that contention.
+All processes share this machine's two cores with other work (see the load above): the timings include that contention. A light read (one small query) missing its target as badly as the status read says the API process was starved of CPU by the machine rather than slowed by its own work; `model_status`'s own cost is the figure to compare with the 20 ms a read may take at 50/s.
 """
     print(body)
     if not args.no_write:

@@ -78,13 +78,12 @@ async def login(request: Request, st: State) -> Response:
     token = (form.get("token") or [""])[0].strip()
     try:
         creds = HTTPAuthorizationCredentials(scheme="Bearer", credentials=token)
-        principal = await to_thread.run_sync(current_principal, request, creds, st)
+        await to_thread.run_sync(current_principal, request, creds, st)  # 401 unless valid
     except Unauthenticated as exc:
         return page("login.html", status_code=401, error=exc.message)
     response = RedirectResponse("/dashboard", status_code=303)
     response.set_cookie(COOKIE, token, max_age=COOKIE_MAX_AGE, httponly=True, samesite="strict",
                         secure=request.url.scheme == "https", path="/")  # fmt: skip
-    del principal
     return response
 
 
