@@ -162,3 +162,16 @@ def test_a_rollback_to_a_worse_target_leaves_the_incident_open(world: World) -> 
     assert incident is not None and incident.status == IncidentStatus.IDENTIFIED
     assert "halted" in incident.updates[-1].message
     assert status(world) == ComponentStatus.PARTIAL_OUTAGE  # until a person resolves it
+
+
+def test_a_freeze_with_nothing_running_opens_an_incident_and_its_lifting_resolves_it(
+    world: World,
+) -> None:
+    world.controller.freeze_by_hand("iris", actor="ana", reason="feature store outage")
+    incident = Incidents(world.store).current("iris")
+    assert incident is not None and incident.status == IncidentStatus.IDENTIFIED
+    assert status(world) == ComponentStatus.MAJOR_OUTAGE
+    world.controller.unfreeze("iris", actor="ana", reason="fixed")
+    done = Incidents(world.store).get(incident.id)
+    assert done.resolved_at is not None and done.updates[-1].status == IncidentStatus.RESOLVED
+    assert status(world) == ComponentStatus.OPERATIONAL

@@ -213,6 +213,10 @@ class ControllerBase:
         """Append an audit event stamped with the controller's clock."""
         audit.append(conn, kind, model=model, actor=actor, reason=reason, data=dict(data or {}),
                      at=self.now_utc())  # fmt: skip
+        if kind in ("freeze", "freeze.lifted") and model is not None:
+            # A freeze no operation carries is an incident too (the public sees an outage).
+            policy = Operations.policy_in(conn, model)[0]
+            incidents.follow_freeze(conn, model, policy, kind == "freeze", self.clock(), actor)
 
     # -- notifications and escalation ----------------------------------------------------
 

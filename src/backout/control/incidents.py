@@ -178,6 +178,33 @@ def follow(conn: Connection, op: Operation, event: Event | None, at: float, acto
     ))  # fmt: skip
 
 
+def follow_freeze(conn: Connection, model: str, policy: Policy, frozen: bool, at: float,
+                  actor: str) -> None:  # fmt: skip
+    """Open or move the incident of a freeze that no operation carries (a trigger with no way
+    back, a person's freeze with nothing running), and resolve it when the freeze is lifted."""
+    current = _open_row(conn, model)
+    if not frozen and current is None:
+        return
+    page = policy.status_page
+    values = {"component": page.name_for(model), "model": model}
+    status = IncidentStatus.IDENTIFIED if frozen else IncidentStatus.RESOLVED
+    message = public_text(page.messages["frozen" if frozen else "resolved"], values)
+    if current is None:
+        key = conn.execute(INCIDENTS.insert().values(
+            model=model, operation_id=None, last_operation_id=None, status=status.value,
+            title=public_text(page.title, values), opened_at=at, updated_at=at, resolved_at=None,
+        )).inserted_primary_key  # fmt: skip
+        assert key is not None
+        incident_id = int(key[0])
+    else:
+        incident_id = int(current.id)
+        _touch(conn, incident_id, at, status=status.value, resolved_at=None if frozen else at)
+    conn.execute(UPDATES.insert().values(
+        incident_id=incident_id, at=at, status=status.value, message=message, actor=actor,
+        automatic=True, detail={"freeze": frozen},
+    ))  # fmt: skip
+
+
 def _values(conn: Connection, op: Operation, policy: Policy) -> dict[str, Any]:
     """What the public templates may say about ``op`` (the policy's switches allow the rest)."""
     page = policy.status_page
