@@ -165,15 +165,21 @@ def release_list(
     json: JsonOpt = False,
 ) -> None:
     """List releases, newest first."""
-    rels = (
-        settings(ctx)
-        .registry()
-        .list(model, owner=owner, known_good=True if known_good else None, limit=limit)
-    )
+    from datetime import datetime
+
+    s = settings(ctx)
+    if (remote := s.remote()) is not None:
+        docs = remote.get(f"/models/{model}/releases" if model else "/releases",
+                          known_good="true" if known_good else None, owner=owner, limit=limit)  # fmt: skip
+    else:
+        rels = s.registry().list(
+            model, owner=owner, known_good=True if known_good else None, limit=limit
+        )
+        docs = [r.to_dict() for r in rels]
     if json:
-        print_json([r.to_dict() for r in rels])
+        print_json(docs)
         return
-    if not rels:
+    if not docs:
         out.print(
             "no releases"
             + (f" of {model}" if model else "")
@@ -183,15 +189,16 @@ def release_list(
     t = Table(box=None, header_style="bold")
     for col in ("release", "runtime", "known-good", "served", "registered", "owner", "changelog"):
         t.add_column(col)
-    for r in rels:
+    for d in docs:
+        m = d["manifest"]
         t.add_row(
-            r.ref,
-            r.manifest.runtime.kind.value,
-            "yes" if r.known_good else "",
-            "yes" if r.first_served_at else "",
-            f"{r.registered_at:%Y-%m-%d %H:%M}",
-            r.manifest.owner,
-            short(r.manifest.changelog),
+            d["ref"],
+            m["runtime"]["kind"],
+            "yes" if d["known_good"] else "",
+            "yes" if d["first_served_at"] else "",
+            f"{datetime.fromisoformat(d['registered_at']):%Y-%m-%d %H:%M}",
+            m["owner"],
+            short(m["changelog"]),
         )
     out.print(t)
 
