@@ -39,7 +39,7 @@ def pair(template: Template, tmp_path: Path, capsys: pytest.CaptureFixture[str],
     """The same world twice: one copy used through the store, one through the API."""
     local_url, remote_url = copy_store(template, "local"), copy_store(template, "remote")
     store = open_store(remote_url)
-    grants = [make_grant(r, ["*"]) for r in ("responder", "releaser", "approver")]
+    grants = [make_grant(r, ["*"]) for r in ("responder", "releaser", "approver", "admin")]
     token = tokens.create(store, grants, actor="setup", name="ana").token
     store.dispose()
     monkeypatch.setenv("BACKOUT_TOKEN", token)
@@ -65,7 +65,10 @@ def same(text: str) -> str:
          ("release", "show", "iris@1.0.0"), ("release", "show", "iris@9.9.9")],
         [("release", "register", "fraud", "3.0.0", "--artifact", "MODEL", "--changelog", "same bytes"),
          ("release", "show", "fraud@3.0.0"), ("release", "mark-good", "fraud@3.0.0"),
-         ("release", "register", "fraud", "3.0.0", "--artifact", "MODEL")],
+         ("release", "register", "fraud", "3.0.0", "--artifact", "MODEL"),
+         ("consumers", "add", "CONSUMER"), ("consumers", "list", "iris"), ("consumers", "add", "CONSUMER"),
+         ("consumers", "remove", "iris", "web"), ("consumers", "list", "iris"),
+         ("consumers", "remove", "iris", "web")],
         [("deploy", "iris@1.1.0"), ("pause", "iris"), ("resume", "iris"), ("abort", "iris"),
          ("status", "iris")],
         [("traffic", "iris", "1.0.0=90", "1.1.0=10"), ("rollback", "iris", "--emergency"),
@@ -79,8 +82,10 @@ def test_remote_commands_print_what_local_ones_print(
     pair: tuple[Cli, Cli], steps: list[tuple[str, ...]], template: Template
 ) -> None:
     local, remote = pair
-    model = str(template.folder / "model-1.0.0.bin")
-    for step in [tuple(model if a == "MODEL" else a for a in s) for s in steps]:
+    consumer = template.folder / "web.yaml"
+    consumer.write_text("name: web\nmodel: iris\nowner: shop\nsends: {}\nreads: {}\n")
+    files = {"MODEL": str(template.folder / "model-1.0.0.bin"), "CONSUMER": str(consumer)}
+    for step in [tuple(files.get(a, a) for a in s) for s in steps]:
         want, got = local(*step), remote(*step)
         assert (got[0], same(got[1]), same(got[2])) == (want[0], same(want[1]), same(want[2])), step
 
