@@ -103,6 +103,12 @@ ENDPOINTS: list[Endpoint] = [
     E("GET", "/models/{model}/releases/1.0.0", R.READ),
     E("GET", "/models/{model}/releases/1.0.0/verify", R.READ),
     E("PUT", "/models/{model}/releases/2.0.0", R.REGISTER, body={"artifacts": [ART]}),
+    E(
+        "POST",
+        "/models/{model}/releases/1.1.0/signatures",
+        R.REGISTER,
+        body={"key_id": "0" * 16, "signature": "0" * 128},
+    ),
     E("POST", "/models/{model}/releases/1.1.0/mark-good", R.APPROVE),
     E("POST", "/models/{model}/releases/1.1.0/quarantine", R.QUARANTINE, body={"reason": "matrix"}),
     E("DELETE", "/models/{model}/releases/1.1.0?reason=matrix", R.REGISTER),

@@ -37,25 +37,34 @@ class Template:
     folder: Path
     store_file: Path
     artifacts: Path
-    tokens: dict[tuple[Role, str], tuple[str, str]] = field(
-        default_factory=dict
-    )  # -> (name, token)
+    tokens: dict[tuple[Role, str], tuple[str, str]] = field(default_factory=dict)
+    real: bool = False  # real scikit-learn releases, proven by the real load-and-answer check
 
 
-def make_template(folder: Path) -> Template:
-    """Build the world: releases, first deploys, and a token per role and scope."""
+def make_template(folder: Path, *, real: bool = False) -> Template:
+    """Build the world: releases, first deploys, and a token per role and scope.
+
+    ``real``: the releases are real models (for the command line, which probes them for
+    real); otherwise bytes, and the API's load-and-answer check is an in-memory one."""
     store_file = folder / "template.db"
     store = open_store(f"sqlite:///{store_file}", create=True)
     artifacts = folder / "artifacts"
     registry = Registry(store, LocalBlobStore(artifacts))
-    ctl = Controller(store, registry, prober=FakeProber())
+    ctl = Controller(store, registry, prober=None if real else FakeProber())
     for model in MODELS:
         for v in ("1.0.0", "1.1.0"):
             f = folder / f"{model}-{v}.bin"
-            f.write_bytes(f"{model} weights {v}".encode())
+            if real:  # the same files for both models: each is probed once, by its digest
+                f = folder / f"model-{v}.bin"
+                if not f.exists():
+                    write_model(f, c=1.0 if v == "1.0.0" else 0.5)
+            else:
+                f.write_bytes(f"{model} weights {v}".encode())
             registry.register(model, v, [f], actor="setup")
         ctl.deploy(model, "1.0.0", actor="setup")
-    t = Template(folder, store_file, artifacts)
+    if real:  # proven once here, so that every copy of the store finds the check cached
+        ctl.prove("iris", ["1.1.0"], "setup", "take traffic")
+    t = Template(folder, store_file, artifacts, real=real)
     for role in Role:
         for scope in SCOPES:
             name = f"{role.value}-{scope.rstrip('*') or 'all'}"
@@ -68,6 +77,16 @@ def make_template(folder: Path) -> Template:
     return t
 
 
+def write_model(path: Path, *, c: float) -> None:
+    """A real fitted scikit-learn classifier, saved with joblib."""
+    import joblib
+    from sklearn.linear_model import LogisticRegression
+
+    from tests.models import iris
+
+    joblib.dump(LogisticRegression(C=c, max_iter=500).fit(*iris()), path)
+
+
 def copy_store(t: Template, name: str) -> str:
     """A copy of the template's store, for one test: its URL."""
     dest = t.folder / f"{name}.db"
@@ -77,7 +96,7 @@ def copy_store(t: Template, name: str) -> str:
 
 def app_for(t: Template, url: str, **kw: Any) -> FastAPI:
     return create_app(url, artifacts=t.artifacts, reports_dir=t.folder / "reports",
-                      prober=FakeProber(), **kw)  # fmt: skip
+                      prober=None if t.real else FakeProber(), **kw)  # fmt: skip
 
 
 def close_app(app: FastAPI) -> None:

@@ -28,8 +28,12 @@ def status(
     from backout.control.status import model_status
 
     s = settings(ctx)
-    models = [model] if model else s.deployments().models()
-    docs = [model_status(s.store(), s.controller(), m, window=window) for m in models]
+    if (remote := s.remote()) is not None:
+        got = remote.get(f"/models/{model}/status" if model else "/status", window=window)
+        docs = [got] if model else got
+    else:
+        models = [model] if model else s.deployments().models()
+        docs = [model_status(s.store(), s.controller(), m, window=window) for m in models]
     if json:
         print_json(docs if model is None else docs[0])
         return
@@ -147,7 +151,13 @@ def history(
 
     from backout.control.status import history as read_history
 
-    doc = read_history(settings(ctx).store(), model, verify=verify, limit=limit)
+    s = settings(ctx)
+    if (remote := s.remote()) is not None:
+        doc = remote.get(f"/models/{model}/history" if model else "/history", limit=limit)
+        if verify:  # the chain is the whole log's
+            doc["chain"] = remote.get("/history", verify="true", limit=1)["chain"]
+    else:
+        doc = read_history(s.store(), model, verify=verify, limit=limit)
     chain = doc.get("chain", {})
     problems = chain.get("problems", [])
     if json:

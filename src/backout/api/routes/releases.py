@@ -53,6 +53,13 @@ class RegisterBody(Action):
     lineage: Lineage = Field(default_factory=Lineage)
 
 
+class SignatureBody(BaseModel):
+    """A signature over the release's manifest digest, made with a trusted key's private half."""
+
+    key_id: str = Field(min_length=1, max_length=16)
+    signature: str = Field(pattern=r"^[0-9a-f]{128}$", description="64 bytes, hex")
+
+
 class MarkBody(Reason):
     """Mark a release known-good (a rollback point), or with ``unmark`` remove the mark."""
 
@@ -145,6 +152,18 @@ def register(model: ModelName, version: str, body: RegisterBody, request: Reques
             request, principal, Right.REGISTER, model, body.reason, f"register {model}@{version}"
         )
     return {"created": result.created, **result.release.to_dict()}
+
+
+@routes.post(
+    "/models/{model}/releases/{version}/signatures", summary="Add a signature made elsewhere"
+)
+def sign(model: ModelName, version: str, body: SignatureBody, st: State,
+         principal: Annotated[Principal, Depends(require(Right.REGISTER))]) -> dict[str, Any]:  # fmt: skip
+    from backout.registry.signing import add_signature
+
+    check = add_signature(st.store, f"{model}@{version}", body.key_id, body.signature,
+                          actor=principal.name)  # fmt: skip
+    return check.to_dict()
 
 
 @routes.post("/models/{model}/releases/{version}/mark-good", summary="Mark (or unmark) known-good")
