@@ -258,7 +258,10 @@ def validate_yaml(
             f"{source}: {size:,} bytes is larger than {MAX_YAML_BYTES:,} bytes, the limit for "
             f"{what}: is it the right file?"
         )
-    loader = YamlLoader(text)
+    try:
+        loader = YamlLoader(text)  # the reader refuses control characters at once
+    except yaml.YAMLError as exc:
+        raise error(f"{source}: not YAML text: {' '.join(str(exc).split())}") from None
     try:
         node = loader.get_single_node()
         if node is not None:

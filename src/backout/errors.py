@@ -212,6 +212,32 @@ class TelemetryUnavailable(BackoutError):
     retriable = True
 
 
+class AccessDenied(BackoutError):
+    """Raised by the control API when it will not act for the caller."""
+
+    http_status = 403
+
+
+class Unauthenticated(AccessDenied):
+    """Raised for a request with no credentials, or an unknown, revoked or expired token (401).
+
+    The message never repeats the token."""
+
+    http_status = 401
+
+
+class Forbidden(AccessDenied):
+    """Raised when the caller's roles lack the right asked for on that model (403).
+
+    ``right`` names the missing right; the message says who, what and on which model."""
+
+    http_status = 403
+
+    def __init__(self, message: str, *, right: str = "") -> None:
+        super().__init__(message)
+        self.right = right
+
+
 class ArtifactError(BackoutError):
     """Raised when a file to register is missing or unreadable."""
 

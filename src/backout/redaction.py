@@ -92,8 +92,15 @@ def redact_url(url: str, *, keep_path: bool = True) -> str:
     return urlunsplit((parts.scheme, netloc, path, query, ""))
 
 
+# A control-API token (``bko_<id>_<secret>``): its id may be shown, its secret never.
+_API_TOKEN = re.compile(r"\b(bko_[0-9a-f]{8}_)[A-Za-z0-9_\-]+")
+
+
 def redact_text(text: str) -> str:
-    """``text`` with every URL in it passed through :func:`redact_url`."""
+    """``text`` with every URL in it passed through :func:`redact_url`, and the secret of
+    every control-API token masked."""
+    if "bko_" in text:
+        text = _API_TOKEN.sub(lambda m: m.group(1) + MASK, text)
     if "://" not in text:  # the common case, and cheap
         return text
     return _URL.sub(lambda m: _redact_match(m.group(0)), text)

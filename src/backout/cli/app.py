@@ -63,12 +63,20 @@ def global_options(
         str | None,
         typer.Option("--actor", envvar="BACKOUT_ACTOR", help="Who is acting, for the audit log."),
     ] = None,
+    server: Annotated[
+        str | None,
+        typer.Option(
+            "--server",
+            envvar="BACKOUT_SERVER",
+            help="Ask this control API (with the token in BACKOUT_TOKEN) instead of the store.",
+        ),
+    ] = None,
     debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks on errors.")] = False,
 ) -> None:
     """backout keeps every model release, serves traffic between them, and rolls back safely."""
     ctx.obj = Settings(
         store_url=store, artifacts=artifacts, actor=actor or _whoami(), debug=debug,
-        s3_endpoint=s3_endpoint, artifact_cache=artifact_cache,
+        s3_endpoint=s3_endpoint, artifact_cache=artifact_cache, server=server or None,
     )  # fmt: skip
     ctx.call_on_close(ctx.obj.close)
 

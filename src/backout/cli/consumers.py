@@ -31,13 +31,18 @@ def consumers_add(
     from backout.proof.consumers import load_consumer_file, register_consumer
 
     s = settings(ctx)
-    consumer = load_consumer_file(file)
-    created = register_consumer(s.store(), consumer, actor=s.actor)
+    consumer = load_consumer_file(file)  # checked here, with its lines, in either mode
+    if (remote := s.remote()) is not None:
+        text = file.read_text(encoding="utf-8")
+        doc = remote.post(f"/models/{consumer.model}/consumers", {"contract": text})
+    else:
+        created = register_consumer(s.store(), consumer, actor=s.actor)
+        doc = {"created": created, **consumer.to_dict()}
     if json:
-        print_json({"created": created, **consumer.to_dict()})
+        print_json(doc)
     else:
         out.print(
-            f"consumer {consumer.name} of {consumer.model} {'registered' if created else 'updated'}"
+            f"consumer {doc['name']} of {doc['model']} {'registered' if doc['created'] else 'updated'}"
         )
 
 
@@ -50,18 +55,24 @@ def consumers_list(
     """List a model's consumers with the fields they send and read."""
     from backout.proof.consumers import list_consumers
 
-    consumers = list_consumers(settings(ctx).store(), model)
+    s = settings(ctx)
+    if (remote := s.remote()) is not None:
+        docs = remote.get(f"/models/{model}/consumers")
+    else:
+        docs = [c.to_dict() for c in list_consumers(s.store(), model)]
     if json:
-        print_json([c.to_dict() for c in consumers])
+        print_json(docs)
         return
-    if not consumers:
+    if not docs:
         out.print(f"{model} has no registered consumers: add one with `backout consumers add FILE`")
         return
     t = Table(box=None, header_style="bold")
     for col in ("consumer", "owner", "sends", "reads"):
         t.add_column(col)
-    for c in consumers:
-        t.add_row(c.name, c.owner or "-", ", ".join(c.sends) or "-", ", ".join(c.reads) or "-")
+    for c in docs:
+        t.add_row(
+            c["name"], c["owner"] or "-", ", ".join(c["sends"]) or "-", ", ".join(c["reads"]) or "-"
+        )
     out.print(t)
 
 
@@ -75,5 +86,8 @@ def consumers_remove(
     from backout.proof.consumers import remove_consumer
 
     s = settings(ctx)
-    remove_consumer(s.store(), model, name, actor=s.actor)
+    if (remote := s.remote()) is not None:
+        remote.delete(f"/models/{model}/consumers/{name}")
+    else:
+        remove_consumer(s.store(), model, name, actor=s.actor)
     out.print(f"consumer {name} of {model} removed")

@@ -14,10 +14,12 @@ import sys
 import typer
 
 from backout.cli import (
+    api,
     compat,
     consumers,
     demo,
     drill,
+    incident,
     keys,
     operations,
     policy,
@@ -27,6 +29,7 @@ from backout.cli import (
     retention,
     serve,
     status,
+    tokens,
     traffic,
     workspace,
 )
@@ -44,8 +47,10 @@ app.command("abort")(operations.abort)
 app.command("promote")(operations.promote)
 app.command("pause")(operations.pause)
 app.command("resume")(operations.resume)
+app.command("freeze")(operations.freeze)
 app.command("unfreeze")(operations.unfreeze)
 app.command("serve")(serve.serve)
+app.command("api")(api.api)
 app.command("status")(status.status)
 app.command("history")(status.history)
 app.command("compat")(compat.compat)
@@ -58,6 +63,8 @@ app.add_typer(release.release_app, name="release")
 app.add_typer(policy.policy_app, name="policy")
 app.add_typer(keys.keys_app, name="keys")
 app.add_typer(retention.retention_app, name="retention")
+app.add_typer(tokens.token_app, name="token")
+app.add_typer(incident.incident_app, name="incident")
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -1,4 +1,5 @@
-"""Operations, started and steered: deploy, rollback, abort, promote, pause, resume, unfreeze.
+"""Operations, started and steered: deploy, rollback, abort, promote, pause, resume, freeze,
+unfreeze.
 
 For the releaser and the on-call responder: each is one call into the controller, printed
 as one line (or the operation as JSON).
@@ -8,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -43,23 +44,46 @@ def deploy(
         from backout.control.policy import load_policy
 
         pol = load_policy(policy)
-    ctl = s.controller()
-    if pol is not None:
-        ctl.set_policy(model, pol, source=str(policy), actor=s.actor)
-    op = ctl.deploy(
-        model, version, actor=s.actor, policy=pol, reason=reason, override_bad=override_bad
-    )
+    if (remote := s.remote()) is not None:
+        body = {"version": version, "reason": reason, "override_bad": override_bad,
+                "policy": policy.read_text(encoding="utf-8") if policy is not None else None}  # fmt: skip
+        op = remote.post(f"/models/{model}/deploy", body)
+    else:
+        ctl = s.controller()
+        if pol is not None:
+            ctl.set_policy(model, pol, source=str(policy), actor=s.actor)
+        op = ctl.deploy(
+            model, version, actor=s.actor, policy=pol, reason=reason, override_bad=override_bad
+        ).to_dict()
+    if _waiting(op, json):
+        return
     if json:
-        print_json(op.to_dict())
-    elif op.phase.value == "succeeded":
+        print_json(op)
+    elif op["phase"] == "succeeded":
         out.print(f"{ref} is live at 100% (first release of {model}; marked known-good)")
     else:
         out.print(
-            f"rollout of {ref} started: {_weights(op.weights)} — watch it with `backout status {model}`"
+            f"rollout of {ref} started: {_weights(op['weights'])} — watch it with `backout status {model}`"
         )
 
 
+def _waiting(doc: dict[str, Any], json: bool) -> bool:
+    """Print an action the policy holds for an approver (remote mode): True if it is one."""
+    req = doc.get("approval")
+    if req is None:
+        return False
+    if json:
+        print_json(doc)
+    else:
+        out.print(
+            f"waiting for an approver: approval request {req['id']} ({req['why']}); an approver "
+            f"decides it with POST /api/v1/models/{req['model']}/approvals/{req['id']}/approve"
+        )
+    return True
+
+
 def _weights(weights: dict[str, float]) -> str:
+    """``1.0.0=90% 1.1.0=10%``."""
     return " ".join(f"{v}={w:g}%" for v, w in weights.items())
 
 
@@ -88,21 +112,31 @@ def rollback(
     if emergency and staged:
         raise ConfigError("--emergency and --staged contradict each other: pick one")
     s = settings(ctx)
-    op = s.controller().rollback(
-        model,
-        actor=s.actor,
-        to=to,
-        emergency=True if emergency else (False if staged else None),
-        reason=reason,
-    )
+    mode = "emergency" if emergency else ("staged" if staged else None)
+    if (remote := s.remote()) is not None:
+        op = remote.post(f"/models/{model}/rollback", {"to": to, "mode": mode, "reason": reason})
+    else:
+        op = (
+            s.controller()
+            .rollback(
+                model,
+                actor=s.actor,
+                to=to,
+                emergency=True if emergency else (False if staged else None),
+                reason=reason,
+            )
+            .to_dict()
+        )
+    if _waiting(op, json):
+        return
     if json:
-        print_json(op.to_dict())
+        print_json(op)
     else:
         out.print(
-            f"{op.state.mode} rollback of {model} from {op.stable} to {op.target} started: {_weights(op.weights)} ({op.phase.value})"
+            f"{op['state']['mode']} rollback of {model} from {op['stable']} to {op['target']} started: {_weights(op['weights'])} ({op['phase']})"
         )
-        if op.state.warm:
-            out.print(op.state.warm)
+        if op["state"]["warm"]:
+            out.print(op["state"]["warm"])
 
 
 def _op_command(name: str, doc: str) -> Callable[..., None]:
@@ -115,11 +149,16 @@ def _op_command(name: str, doc: str) -> Callable[..., None]:
         json: JsonOpt = False,
     ) -> None:
         s = settings(ctx)
-        op = getattr(s.controller(), name)(model, actor=s.actor, reason=reason)
-        if json:
-            print_json(op.to_dict())
+        if (remote := s.remote()) is not None:
+            op = remote.post(f"/models/{model}/{name}", {"reason": reason})
         else:
-            out.print(f"{model} {op.kind}: {op.phase.value} ({_weights(op.weights)})")
+            op = getattr(s.controller(), name)(model, actor=s.actor, reason=reason).to_dict()
+        if _waiting(op, json):
+            return
+        if json:
+            print_json(op)
+        else:
+            out.print(f"{model} {op['kind']}: {op['phase']} ({_weights(op['weights'])})")
 
     command.__doc__ = doc
     return command
@@ -140,6 +179,23 @@ def unfreeze(
 ) -> None:
     """Lift a freeze. Only this command does."""
     s = settings(ctx)
-    s.controller().unfreeze(model, actor=s.actor, reason=reason)
-    hint = s.controller().split_hint(model)
+    if (remote := s.remote()) is not None:
+        hint = remote.post(f"/models/{model}/unfreeze", {"reason": reason})["hint"]
+    else:
+        s.controller().unfreeze(model, actor=s.actor, reason=reason)
+        hint = s.controller().split_hint(model)
     out.print(f"{model} is no longer frozen" + (f"; {hint}" if hint else ""))
+
+
+def freeze(
+    ctx: typer.Context,
+    model: Annotated[str, typer.Argument(help="Model name.")],
+    reason: Annotated[str, typer.Option(help="Why every traffic change must halt.")],
+) -> None:
+    """Freeze a model: halt every traffic change (a running operation holds) until unfreeze."""
+    s = settings(ctx)
+    if (remote := s.remote()) is not None:
+        remote.post(f"/models/{model}/freeze", {"reason": reason})
+    else:
+        s.controller().freeze_by_hand(model, actor=s.actor, reason=reason)
+    out.print(f"{model} is frozen: lift it with `backout unfreeze {model} --reason ...`")

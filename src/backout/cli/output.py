@@ -41,6 +41,7 @@ class Settings:
     s3_endpoint: str | None = None
     artifact_cache: Path | None = None
     bucket_created: bool = False  # set by ``init`` when it created the s3:// bucket
+    server: str | None = None  # --server / BACKOUT_SERVER: commands go to this control API
     _cache: dict[str, Any] = field(default_factory=dict)
 
     def home(self) -> Path:
@@ -123,11 +124,24 @@ class Settings:
             folder.mkdir(mode=0o700, exist_ok=True)
         return root
 
+    def remote(self) -> Any:
+        """The control API client when ``--server`` is given (a :class:`~backout.cli.remote.Remote`), else None."""
+        if not self.server:
+            return None
+        if "remote" not in self._cache:
+            from backout.cli.remote import Remote
+
+            self._cache["remote"] = Remote(self.server)
+        return self._cache["remote"]
+
     def close(self) -> None:
         """Release database connections (called when the command's context closes)."""
         store = self._cache.pop("store", None)
         if store is not None:
             store.dispose()
+        remote = self._cache.pop("remote", None)
+        if remote is not None:
+            remote.close()
 
     def deployments(self) -> Any:
         if "deployments" not in self._cache:

@@ -92,7 +92,7 @@ def release_register(
     # The key is read and checked before anything is registered: a bad or untrusted key
     # changes nothing.
     signer = load_private_key(sign) if sign is not None else None
-    if signer is not None:
+    if signer is not None and s.remote() is None:
         with s.store().read() as conn:
             require_trusted(conn, signer)
     options: dict[str, Any] = {}
@@ -104,6 +104,15 @@ def release_register(
     # The files are read and checked before the store is opened.
     contract_doc = _load_contract(contract) if contract else None
     config_doc = _read_json_file(config, "config") if config else None
+    if s.remote() is not None:
+        lineage = Lineage(dataset=dataset, dataset_digest=dataset_digest, code=code, parent=parent)
+        _register_remote(s, model, version, artifact, {
+            "runtime": runtime.value, "runtime_options": options,
+            "contract": contract_doc.model_dump(mode="json") if contract_doc else None,
+            "config": config_doc, "changelog": changelog, "rollback_plan": rollback_plan,
+            "rollback_target": rollback_target, "owner": owner,
+            "lineage": lineage.model_dump(mode="json")}, signer, json)  # fmt: skip
+        return
     result = s.registry().register(
         model,
         version,
@@ -131,6 +140,40 @@ def release_register(
     out.print(
         f"{rel.ref} {verb}  manifest sha256:{rel.digest[:12]}…  {len(rel.manifest.artifacts)} artifact(s)"
         + (f"  signed by {signed.key}" if signed else "")
+    )
+
+
+def _register_remote(s: Any, model: str, version: str, files: list[Path], body: dict[str, Any],
+                     signer: Any, json: bool) -> None:  # fmt: skip
+    """``release register`` through the control API: the files go up in base64, and the
+    manifest digest the API answers is signed here, where the private key is."""
+    import base64
+
+    from backout.errors import ArtifactError
+    from backout.registry.signing import RELEASE_CONTEXT, key_id
+
+    arts = []
+    for f in files:
+        if not f.exists():
+            raise ArtifactError(f"artifact {str(f)!r} does not exist: check the path")
+        try:
+            data = f.read_bytes()
+        except OSError as exc:
+            raise ArtifactError(f"artifact {str(f)!r} cannot be read: {exc.strerror}") from exc
+        arts.append({"path": f.name, "content_b64": base64.b64encode(data).decode()})
+    doc = s.remote().put(f"/models/{model}/releases/{version}", body | {"artifacts": arts})
+    signed = None
+    if signer is not None:
+        sig = signer.sign(RELEASE_CONTEXT + doc["digest"].encode()).hex()
+        signed = s.remote().post(f"/models/{model}/releases/{version}/signatures",
+                                 {"key_id": key_id(signer.public_key()), "signature": sig})  # fmt: skip
+    if json:
+        print_json(doc | ({"signature": signed} if signed else {}))
+        return
+    verb = "registered" if doc["created"] else "already registered with identical content"
+    out.print(
+        f"{doc['ref']} {verb}  manifest sha256:{doc['digest'][:12]}…  {len(doc['manifest']['artifacts'])} artifact(s)"
+        + (f"  signed by {signed['key']}" if signed else "")
     )
 
 
@@ -166,15 +209,21 @@ def release_list(
     json: JsonOpt = False,
 ) -> None:
     """List releases, newest first."""
-    rels = (
-        settings(ctx)
-        .registry()
-        .list(model, owner=owner, known_good=True if known_good else None, limit=limit)
-    )
+    from datetime import datetime
+
+    s = settings(ctx)
+    if (remote := s.remote()) is not None:
+        docs = remote.get(f"/models/{model}/releases" if model else "/releases",
+                          known_good="true" if known_good else None, owner=owner, limit=limit)  # fmt: skip
+    else:
+        rels = s.registry().list(
+            model, owner=owner, known_good=True if known_good else None, limit=limit
+        )
+        docs = [r.to_dict() for r in rels]
     if json:
-        print_json([r.to_dict() for r in rels])
+        print_json(docs)
         return
-    if not rels:
+    if not docs:
         out.print(
             "no releases"
             + (f" of {model}" if model else "")
@@ -184,30 +233,40 @@ def release_list(
     t = Table(box=None, header_style="bold")
     for col in ("release", "runtime", "mark", "served", "registered", "owner", "changelog"):
         t.add_column(col)
-    for r in rels:
+    for d in docs:
+        m = d["manifest"]
         t.add_row(
-            r.ref,
-            r.manifest.runtime.kind.value,
-            mark_cell(r),
-            "yes" if r.first_served_at else "",
-            f"{r.registered_at:%Y-%m-%d %H:%M}",
-            r.manifest.owner,
-            short(r.manifest.changelog),
+            d["ref"],
+            m["runtime"]["kind"],
+            mark_cell(d),
+            "yes" if d["first_served_at"] else "",
+            f"{datetime.fromisoformat(d['registered_at']):%Y-%m-%d %H:%M}",
+            m["owner"],
+            short(m["changelog"]),
         )
     out.print(t)
-    for r in rels:
-        if r.bad is not None:
-            out.print(f"{r.ref} is marked bad: {r.bad.describe()}")
+    for d in docs:
+        if d.get("bad"):
+            out.print(f"{d['ref']} is marked bad: {bad_line(d['bad'])}")
 
 
-def mark_cell(rel: Any) -> str:
+def mark_cell(rel: dict[str, Any]) -> str:
     """The mark column of a release table: ``known-good``, ``bad (op 7)``, ``bad (by hand)``,
     ``quarantined``, or empty (the evidence of a bad mark is printed under the table)."""
-    if rel.bad is not None:
-        return f"bad (op {rel.bad.operation})" if rel.bad.operation is not None else "bad (by hand)"
-    if rel.quarantined:
+    bad = rel.get("bad")
+    if bad:
+        return (
+            f"bad (op {bad['operation']})" if bad.get("operation") is not None else "bad (by hand)"
+        )
+    if rel.get("quarantined"):
         return "quarantined"
-    return "known-good" if rel.known_good else ""
+    return "known-good" if rel.get("known_good") else ""
+
+
+def bad_line(mark: dict[str, Any]) -> str:
+    """``<evidence> (operation 7, by controller 2026-12-01 10:40 UTC)``."""
+    by = f"operation {mark['operation']}, " if mark.get("operation") is not None else ""
+    return f"{mark['evidence']} ({by}by {mark['actor']} {mark['at'][:16].replace('T', ' ')} UTC)"
 
 
 @release_app.command("show")
@@ -217,35 +276,39 @@ def release_show(
     json: JsonOpt = False,
 ) -> None:
     """Show one release: manifest, artifacts, status and known-good history."""
-    reg = settings(ctx).registry()
-    rel = reg.get(ref)
-    marks = reg.marks(ref)
+    from datetime import datetime
+
+    s = settings(ctx)
+    if (remote := s.remote()) is not None:
+        from backout.registry.manifest import parse_ref
+
+        model, version = parse_ref(ref)
+        doc = remote.get(f"/models/{model}/releases/{version}")
+    else:
+        reg = s.registry()
+        rel = reg.get(ref)
+        doc = {**rel.to_dict(), "marks": [m.to_dict() for m in reg.marks(ref)]}
     if json:
-        print_json({**rel.to_dict(), "marks": [m.to_dict() for m in marks]})
+        print_json(doc)
         return
-    m = rel.manifest
+    m = doc["manifest"]
+    rt, plan = m["runtime"], m["rollback_plan"]
+    served = doc["first_served_at"]
     rows = [
-        ("release", rel.ref),
-        ("digest", f"sha256:{rel.digest}"),
-        ("runtime", m.runtime.kind.value + (f" {m.runtime.options}" if m.runtime.options else "")),
-        ("owner", m.owner or "-"),
-        ("registered", f"{rel.registered_at:%Y-%m-%d %H:%M:%S} UTC by {m.created_by or '-'}"),
-        ("known-good", "yes" if rel.known_good else "no"),
-        (
-            "served",
-            f"since {rel.first_served_at:%Y-%m-%d %H:%M} UTC" if rel.first_served_at else "never",
-        ),
-        ("quarantined", rel.quarantined or "no"),
-        ("bad", rel.bad.describe() if rel.bad else "no"),
-        ("changelog", m.changelog or "-"),
-        (
-            "rollback plan",
-            (m.rollback_plan.text or "-")
-            + (f" (target {m.rollback_plan.target})" if m.rollback_plan.target else ""),
-        ),
-        ("contract", ", ".join(k for k in ("input", "output") if getattr(m.contract, k)) or "none"),
-        ("lineage", ", ".join(f"{k}={v}" for k, v in m.lineage.model_dump().items() if v) or "-"),
-    ]
+        ("release", doc["ref"]),
+        ("digest", f"sha256:{doc['digest']}"),
+        ("runtime", rt["kind"] + (f" {rt['options']}" if rt["options"] else "")),
+        ("owner", m["owner"] or "-"),
+        ("registered", f"{datetime.fromisoformat(doc['registered_at']):%Y-%m-%d %H:%M:%S} UTC by {m['created_by'] or '-'}"),
+        ("known-good", "yes" if doc["known_good"] else "no"),
+        ("served", f"since {datetime.fromisoformat(served):%Y-%m-%d %H:%M} UTC" if served else "never"),
+        ("quarantined", doc["quarantined"] or "no"),
+        ("bad", bad_line(doc["bad"]) if doc.get("bad") else "no"),
+        ("changelog", m["changelog"] or "-"),
+        ("rollback plan", (plan["text"] or "-") + (f" (target {plan['target']})" if plan["target"] else "")),
+        ("contract", ", ".join(k for k in ("input", "output") if (m["contract"] or {}).get(k)) or "none"),
+        ("lineage", ", ".join(f"{k}={v}" for k, v in m["lineage"].items() if v) or "-"),
+    ]  # fmt: skip
     t = Table(box=None, show_header=False)
     t.add_column(style="bold")
     t.add_column()
@@ -255,14 +318,15 @@ def release_show(
     a = Table(title="artifacts", box=None, header_style="bold", title_justify="left")
     for col in ("path", "sha256", "size"):
         a.add_column(col)
-    for art in m.artifacts:
-        a.add_row(art.path, art.sha256, f"{art.size:,}")
+    for art in m["artifacts"]:
+        a.add_row(art["path"], art["sha256"], f"{art['size']:,}")
     out.print(a)
     said = {"mark": "marked known-good", "unmark": "unmarked known-good", "bad": "marked bad",
             "clear-bad": "bad mark cleared"}  # fmt: skip
-    for mark in marks:
-        what = said.get(mark.action, mark.action)
-        out.print(f"{mark.at:%Y-%m-%d %H:%M} {what} by {mark.actor}: {mark.reason}")
+    for mark in doc["marks"]:
+        what = said.get(mark["action"], mark["action"])
+        at = datetime.fromisoformat(mark["at"])
+        out.print(f"{at:%Y-%m-%d %H:%M} {what} by {mark['actor']}: {mark['reason']}")
 
 
 @release_app.command("verify")
@@ -312,12 +376,20 @@ def release_mark_good(
 ) -> None:
     """Mark a release as a known-good rollback point (or remove the mark)."""
     s = settings(ctx)
-    # Through the controller: a release must load and answer before it becomes a rollback point.
-    rel = s.controller().mark_good(ref, actor=s.actor, reason=reason, good=not unmark)
-    if json:
-        print_json(rel.to_dict())
+    if (remote := s.remote()) is not None:
+        from backout.registry.manifest import parse_ref
+
+        model, version = parse_ref(ref)
+        doc = remote.post(
+            f"/models/{model}/releases/{version}/mark-good", {"reason": reason, "unmark": unmark}
+        )
     else:
-        out.print(f"{rel.ref} is {'now' if rel.known_good else 'no longer'} known-good")
+        # Through the controller: a release must load and answer before it becomes a rollback point.
+        doc = s.controller().mark_good(ref, actor=s.actor, reason=reason, good=not unmark).to_dict()
+    if json:
+        print_json(doc)
+    else:
+        out.print(f"{doc['ref']} is {'now' if doc['known_good'] else 'no longer'} known-good")
 
 
 @release_app.command("mark-bad")

@@ -11,7 +11,10 @@ acts, the others wait to take over).
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 import threading
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -74,6 +77,20 @@ def serve(
         bool,
         typer.Option("--init", help="Create the store first if there is none (as `backout init`)."),
     ] = False,
+    admin_port: Annotated[
+        int | None,
+        typer.Option(
+            min=0,
+            max=65535,
+            help="Also run the control API, in a process of its own, on this port (e.g. 8001).",
+        ),
+    ] = None,
+    admin_host: Annotated[
+        str, typer.Option(help="Address the control API listens on.")
+    ] = "127.0.0.1",
+    oidc: Annotated[
+        Path | None, typer.Option(help="OIDC config (YAML) for the control API.")
+    ] = None,
     release: Annotated[
         str | None,
         typer.Option(
@@ -83,7 +100,7 @@ def serve(
         ),
     ] = None,
 ) -> None:
-    """Run the gateway (N worker processes) and the controller beside it."""
+    """Run the gateway (N worker processes), the controller beside it, and the control API."""
     import tempfile
 
     import uvicorn
@@ -132,6 +149,9 @@ def serve(
         f"store {_redacted(s.url())}"
     )
     stop = threading.Event()
+    admin = None
+    if admin_port and release is None:
+        admin = _start_api(s, admin_host, admin_port, oidc)
     if controller:
         from backout.control.controller import Controller
 
@@ -150,6 +170,12 @@ def serve(
         import shutil
 
         stop.set()
+        if admin is not None:
+            admin.terminate()
+            try:
+                admin.wait(10)
+            except subprocess.TimeoutExpired:
+                admin.kill()
         shutil.rmtree(metrics_dir, ignore_errors=True)
 
 
@@ -181,6 +207,16 @@ def _who_leads(s: Settings) -> str:
     if held is None or not held.live(time.time()):
         return "no controller holds the lease yet: the first to ask takes it"
     return f"controller {held.holder} leads (lease generation {held.generation}); others wait"
+
+
+def _start_api(s: Settings, host: str, port: int, oidc: Path | None) -> subprocess.Popen[bytes]:
+    """``backout api`` in a process of its own: the data path never waits on it."""
+    cmd = [sys.executable, "-m", "backout", "--store", s.url(), "--artifacts",
+           str(s.artifacts_root().resolve()), "api", "--host", host, "--port", str(port)]  # fmt: skip
+    if oidc is not None:
+        cmd += ["--oidc", str(oidc.resolve())]
+    # The API exits if this process dies without stopping it (killed -9): no orphan.
+    return subprocess.Popen(cmd, env={**os.environ, "BACKOUT_API_PARENT": str(os.getpid())})
 
 
 def _redacted(url: str) -> str:

@@ -15,6 +15,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from backout.cli.output import JsonOpt, err, out, print_json, settings, short
+from backout.cli.release import bad_line
 
 
 def status(
@@ -26,66 +27,16 @@ def status(
     json: JsonOpt = False,
 ) -> None:
     """Live state: route table, and each release's traffic over the last WINDOW seconds."""
-    import time as _time
-
-    from backout.control.lease import current
-    from backout.telemetry.batches import latency_quantile, read_batches, sum_batches
-    from backout.traffic.deployments import describe
+    from backout.control.status import model_status
 
     s = settings(ctx)
-    dep = s.deployments()
-    models = [model] if model else dep.models()
-    held = current(s.store())
-    leader = None if held is None else held.to_dict(_time.time())
-    docs = []
-    for m in models:
-        table = dep.require(m)
-        since = _time.time() - window
-        per_release = {
-            v: sum_batches(bs) for v, bs in read_batches(s.store(), m, since=since).items()
-        }
-        releases = []
-        for v in sorted(set(table.weights) | set(per_release)):
-            b = per_release.get(v)
-            releases.append({
-                "version": v,
-                "weight": table.weights.get(v, 0) / 100,
-                "requests": b.requests if b else 0,
-                "error_rate": (b.error_count / b.requests) if b and b.requests else None,
-                "errors": dict(b.errors) if b else {},
-                # Refused as the callers' fault: never in requests, errors or the judges.
-                "client_errors": dict(b.client_errors) if b else {},
-                "p50_ms": latency_quantile(b.latency, 0.5) * 1000 if b and b.latency else None,
-                "p99_ms": latency_quantile(b.latency, 0.99) * 1000 if b and b.latency else None,
-            })  # fmt: skip
-        ctl = s.controller()
-        op = ctl.active(m)
-        op_doc = None
-        if op is not None:
-            steps = op.policy.rollout.steps if op.kind == "rollout" else op.policy.rollback.steps
-            op_doc = op.to_dict() | {
-                "seconds_in_step": round(_time.time() - op.step_started_at, 1),
-                "steps": list(steps),
-            }
-        bad = {r.version: r.bad.to_dict() for r in s.registry().list(m) if r.bad is not None}
-        for r in releases:
-            r["bad"] = bad.get(r["version"])
-        # With nothing in progress, the operation that ended last says how the model got here.
-        last = None if op is not None else next(iter(ctl.operations(m, limit=1)), None)
-        docs.append(
-            {
-                "model": m,
-                "generation": table.generation,
-                "routes": describe(table),
-                "table": table.to_dict(),
-                "releases": releases,
-                "operation": op_doc,
-                "last_operation": last.to_dict() if last is not None else None,
-                "frozen": ctl.frozen(m),
-                "bad": [{"version": v, **mark} for v, mark in bad.items()],
-                "controller": leader,
-            }
-        )
+    if (remote := s.remote()) is not None:
+        got = remote.get(f"/models/{model}/status" if model else "/status", window=window)
+        docs = [got] if model else got
+    else:
+        models = [model] if model else s.deployments().models()
+        docs = [model_status(s.store(), s.controller(), m, window=window) for m in models]
+    leader = docs[0]["controller"] if docs else None
     if json:
         print_json(docs if model is None else docs[0])
         return
@@ -96,6 +47,17 @@ def status(
         if d["frozen"]:
             out.print(
                 f"[bold red]FROZEN[/bold red]: {escape(str(d['frozen']))} — lift with `backout unfreeze {d['model']} --reason ...`",
+                markup=True,
+            )
+        runbook = d.get("runbook") or {}
+        if runbook.get("warning"):
+            out.print(f"[yellow]warning[/yellow]: {escape(runbook['warning'])}", markup=True)
+        if d.get("incident"):
+            inc = d["incident"]
+            who = runbook.get("incident_commander")
+            out.print(
+                f"incident {inc['id']}: {inc['status']}"
+                + (f" (incident commander: {escape(who)})" if who else ""),
                 markup=True,
             )
         op = d["operation"]
@@ -131,7 +93,7 @@ def status(
             )  # fmt: skip
         out.print(t)
         for mark in d["bad"]:
-            out.print(f"{d['model']}@{mark['version']} is marked bad: {_bad_line(mark)}")
+            out.print(f"{d['model']}@{mark['version']} is marked bad: {bad_line(mark)}")
         refused = [
             f"{r['version']} {_kinds(r['client_errors'])}"
             for r in d["releases"]
@@ -184,12 +146,6 @@ def _ended_line(op: dict[str, Any]) -> str:
     )
 
 
-def _bad_line(mark: dict[str, Any]) -> str:
-    """``<evidence> (operation 7, by controller 2026-12-01 10:40 UTC)``."""
-    by = f"operation {mark['operation']}, " if mark.get("operation") is not None else ""
-    return f"{mark['evidence']} ({by}by {mark['actor']} {mark['at'][:16].replace('T', ' ')} UTC)"
-
-
 def _errors(release: dict[str, Any]) -> str:
     """The error rate, and its kinds when there are errors (``load``: it cannot be loaded)."""
     rate = release["error_rate"]
@@ -218,51 +174,48 @@ def history(
     json: JsonOpt = False,
 ) -> None:
     """The audit log: who did what, when and why. --verify checks its hash chain."""
-    from backout.store import audit
+    from datetime import datetime
 
-    store = settings(ctx).store()
-    with store.read() as conn:
-        events = audit.list_events(conn, model)
-        problems = audit.verify_chain(conn) if verify else []
-        checkpoint = audit.latest_checkpoint(conn) if verify else None
-        signer = audit.checkpoint_signer(conn, checkpoint)[0] if checkpoint else None
-    if limit is not None:
-        events = events[-limit:]
+    from backout.control.status import history as read_history
+
+    s = settings(ctx)
+    if (remote := s.remote()) is not None:
+        doc = remote.get(f"/models/{model}/history" if model else "/history", limit=limit)
+        if verify:  # the chain is the whole log's
+            doc["chain"] = remote.get("/history", verify="true", limit=1)["chain"]
+    else:
+        doc = read_history(s.store(), model, verify=verify, limit=limit)
+    chain = doc.get("chain", {})
+    problems = chain.get("problems", [])
     if json:
-        doc: dict[str, Any] = {"events": [e.to_dict() for e in events]}
-        if verify:
-            doc["chain"] = {
-                "ok": not problems,
-                "problems": [{"seq": p.seq, "problem": p.problem} for p in problems],
-            }
-            if checkpoint is not None:
-                doc["chain"]["checkpoint"] = {**checkpoint.to_dict(), "signer": signer}
         print_json(doc)
     else:
         t = Table(box=None, header_style="bold")
         for col in ("#", "at (UTC)", "model", "event", "actor", "reason"):
             t.add_column(col)
-        for e in events:
+        for e in doc["events"]:
             t.add_row(
-                str(e.seq),
-                f"{e.at:%Y-%m-%d %H:%M:%S}",
-                e.model or "",
-                e.kind,
-                e.actor,
-                short(e.reason, 60),
+                str(e["seq"]),
+                f"{datetime.fromisoformat(e['at']):%Y-%m-%d %H:%M:%S}",
+                e["model"] or "",
+                e["kind"],
+                e["actor"],
+                short(e["reason"], 60),
             )
         out.print(t)
         if verify:
+            n = len(doc["events"])
+            checkpoint = chain.get("checkpoint")
             if problems:
                 for p in problems:
-                    err.print(f"event {p.seq}: {p.problem}")
+                    err.print(f"event {p['seq']}: {p['problem']}")
             elif checkpoint is not None:
                 out.print(
-                    f"chain verified from the checkpoint at event {checkpoint.seq} (signed by "
-                    f"{signer}; events up to {checkpoint.seq} pruned): {len(events)} event(s), "
+                    f"chain verified from the checkpoint at event {checkpoint['seq']} (signed by "
+                    f"{checkpoint['signer']}; events up to {checkpoint['seq']} pruned): {n} event(s), "
                     "hashes intact"
                 )
             else:
-                out.print(f"chain verified: {len(events)} event(s), hashes intact")
+                out.print(f"chain verified: {n} event(s), hashes intact")
     if problems:
         raise typer.Exit(1)

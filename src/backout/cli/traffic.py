@@ -63,10 +63,18 @@ def traffic(
         version, pct = _split(shadow, ":", "--shadow", "1.5.0:10")
         shadow_spec = (version, _percent(pct, shadow))
     pins = dict(_split(p, "=", "--pin", "acme=1.4.0") for p in pin) if pin else None
-    table = s.controller().set_traffic(
-        model, parsed, shadow=shadow_spec, pins=pins, actor=s.actor, reason=reason, force=force
-    )
-    if json:
-        print_json(table.to_dict() | {"weights": {v: w / 100 for v, w in table.weights.items()}})
+    if (remote := s.remote()) is not None:
+        body = {"weights": parsed, "pins": pins, "reason": reason, "force": force,
+                "shadow": {"version": shadow_spec[0], "percent": shadow_spec[1]} if shadow_spec else None}  # fmt: skip
+        doc = remote.put(f"/models/{model}/traffic", body)
+        routes = doc.pop("routes")
     else:
-        out.print(f"{describe(table)} (generation {table.generation})")
+        table = s.controller().set_traffic(
+            model, parsed, shadow=shadow_spec, pins=pins, actor=s.actor, reason=reason, force=force
+        )
+        doc = table.to_dict() | {"weights": {v: w / 100 for v, w in table.weights.items()}}
+        routes = describe(table)
+    if json:
+        print_json(doc)
+    else:
+        out.print(f"{routes} (generation {doc['generation']})")

@@ -17,7 +17,7 @@ from typing import Any
 
 from sqlalchemy.engine import Connection
 
-from backout.control import lease
+from backout.control import incidents, lease
 from backout.control.alerts import Alerts
 from backout.control.notify import Notice, Notifier
 from backout.control.operations import Operation, Operations, OperationState
@@ -132,6 +132,7 @@ class ControllerBase:
         self.event(conn, f"phase.{to.value}", op.model, actor, reason,
                    {"operation": op.id, "kind": op.kind, "event": event.value, "from": before.value,
                     "to": to.value, "step": op.step, "weights": op.weights, "evidence": dict(evidence)})  # fmt: skip
+        incidents.follow(conn, op, event, now, actor)  # the public status follows the phase
         if to != before:
             self.notify("phase", op.model, f"{op.model} {op.kind}: {to.value}", reason, op.id,
                         severity="critical" if to == Phase.FROZEN else "info", conn=conn)  # fmt: skip
@@ -142,8 +143,10 @@ class ControllerBase:
         """Begin an operation by ``event`` (from "no operation" in the table)."""
         phase = next_phase(None, event, model=model)
         self.fence(conn)
-        return self.ops.insert(conn, model, kind, phase, stable, target, weights, policy, reason,
-                               actor, now, state=state, step_at=step_at)  # fmt: skip
+        op = self.ops.insert(conn, model, kind, phase, stable, target, weights, policy, reason,
+                             actor, now, state=state, step_at=step_at)  # fmt: skip
+        incidents.follow(conn, op, event, now, actor)  # a rollback opens an incident
+        return op
 
     def lead(self, held: lease.Held | None) -> None:
         """Tick under ``held`` (None: not leading): from now on every write of the calling
@@ -213,6 +216,10 @@ class ControllerBase:
         """Append an audit event stamped with the controller's clock."""
         audit.append(conn, kind, model=model, actor=actor, reason=reason, data=dict(data or {}),
                      at=self.now_utc())  # fmt: skip
+        if kind in ("freeze", "freeze.lifted") and model is not None:
+            # A freeze no operation carries is an incident too (the public sees an outage).
+            policy = Operations.policy_in(conn, model)[0]
+            incidents.follow_freeze(conn, model, policy, kind == "freeze", self.clock(), actor)
 
     # -- notifications and escalation ----------------------------------------------------
 

@@ -307,6 +307,24 @@ class Commands(ControllerBase):
         self.push(model)
         return op
 
+    def freeze_by_hand(self, model: str, *, actor: str, reason: str) -> None:
+        """Freeze a model by hand: every traffic change halts until an unfreeze (or a person's
+        emergency rollback). A running operation is held where it is, and people are called."""
+        self.deployments.require(model)
+        why = reason or f"frozen by {actor}"
+        with self.store.write() as conn:
+            op = Operations.active_in(conn, model)
+            if op is not None and op.phase != Phase.FROZEN and not allows(op.phase, Event.FROZE):
+                raise Conflict(f"{model}'s {op.kind} is {op.phase.value} and cannot be frozen now")
+            if not Operations.add_freeze(conn, model, why, self.clock(), op.id if op else None):
+                raise Conflict(f"{model} is frozen already ({self.ops.freeze_reason(conn, model)})")
+            if op is not None and op.phase != Phase.FROZEN:
+                self.transition(conn, op, Event.FROZE, actor, why, {"by": actor}, move=False)
+            else:
+                self.event(conn, "freeze", model, actor, why, {"by": actor})
+            self.notify("freeze", model, f"{model} is frozen", why, op.id if op else 0,
+                        severity="critical", conn=conn)  # fmt: skip
+
     def unfreeze(self, model: str, *, actor: str, reason: str) -> None:
         """Lift a freeze. Only this command does (and a person's emergency rollback).
 

@@ -254,6 +254,25 @@ class Operations:
         return Policy.model_validate(row.policy) if row else default_policy(model)
 
     @staticmethod
+    def policy_in(conn: Connection, model: str) -> tuple[Policy, datetime | None]:
+        """The model's policy and when it was stored (the default one, None), in ``conn``."""
+        row = conn.execute(
+            sa.select(POLICIES.c.policy, POLICIES.c.updated_at).where(POLICIES.c.model == model)
+        ).first()
+        if row is None:
+            return default_policy(model), None
+        at = row.updated_at if isinstance(row.updated_at, datetime) else None
+        return Policy.model_validate(row.policy), at
+
+    def policy_stored_at(self, model: str) -> datetime | None:
+        """When the model's policy was last stored (None: it runs by the default one)."""
+        with self.store.read() as conn:
+            at = conn.execute(
+                sa.select(POLICIES.c.updated_at).where(POLICIES.c.model == model)
+            ).scalar()
+        return at if isinstance(at, datetime) else None
+
+    @staticmethod
     def save_policy(conn: Connection, model: str, doc: dict[str, Any], source: str) -> None:
         now = datetime.now(UTC)
         if conn.execute(sa.select(POLICIES.c.model).where(POLICIES.c.model == model)).first():

@@ -16,6 +16,7 @@ defined in :mod:`backout.control.rules`.
 from __future__ import annotations
 
 import itertools
+from datetime import date
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -58,6 +59,7 @@ from backout.control.rules import (
     TailLatencyJudgeSpec,
     Trigger,
 )
+from backout.control.runbook import IncidentCommander, StatusPage
 from backout.errors import BackoutError, PolicyError
 from backout.registry.manifest import check_model_name, check_version
 
@@ -75,6 +77,7 @@ __all__ = [
     "Escalation",
     "Freeze",
     "GateSpec",
+    "IncidentCommander",
     "IntegrityJudgeSpec",
     "IntegrityTrigger",
     "JudgeSpec",
@@ -88,6 +91,7 @@ __all__ = [
     "Replay",
     "Rollback",
     "Rollout",
+    "StatusPage",
     "TailLatencyJudgeSpec",
     "Termination",
     "Trigger",
@@ -132,6 +136,8 @@ class NoticeKind(StrEnum):
     FREEZE = "freeze"  # the model was frozen
     ESCALATION = "escalation"  # recovery is late: the next contact is called
     COMPLETED = "completed"  # a rollout or rollback completed
+    BYPASS = "bypass"  # a responder used break-glass to take a releaser's right
+    APPROVAL = "approval"  # an action waits for an approver, or was approved or denied
 
 
 # --- the sections ------------------------------------------------------------------------
@@ -325,11 +331,26 @@ class Signing(Section):
     required: bool = False
 
 
+class Approval(Section):
+    """Which actions a person asks for must wait for an approver (never the one who asked)."""
+
+    rollout: bool = False  # the start of a rollout (deploy)
+    promote: bool = False  # a promotion to 100% (skipping the remaining steps)
+    rollback_not_known_good: bool = False  # a rollback to a release that is not known-good
+
+
 class Policy(Section):
     """A model's runbook. Every field has a safe default; see ``examples/policies``."""
 
     model: str | None = None  # when set, must match the deployed model
     owners: list[str] = Field(default_factory=list)
+    # Runbook roles (backout.control.runbook): who approves what the policy asks approval
+    # for, who commands an incident, and when the runbook is due for its next review.
+    approvers: list[str] = Field(default_factory=list)
+    incident_commander: IncidentCommander = Field(default_factory=IncidentCommander)
+    review_every: Duration | None = Field(default=None, gt=0)
+    reviewed: date | None = None
+    status_page: StatusPage = Field(default_factory=StatusPage)
     escalation: Escalation = Field(default_factory=Escalation)
     notifications: Notifications = Field(default_factory=Notifications)
     rollout: Rollout = Field(default_factory=Rollout)
@@ -341,6 +362,7 @@ class Policy(Section):
     capture: Capture = Field(default_factory=Capture)
     replay: Replay = Field(default_factory=Replay)
     signing: Signing = Field(default_factory=Signing)
+    approval: Approval = Field(default_factory=Approval)
 
     @field_validator("model")
     @classmethod

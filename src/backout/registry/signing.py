@@ -39,6 +39,7 @@ __all__ = [
     "Keyring",
     "SignatureCheck",
     "TrustedKey",
+    "add_signature",
     "check_release",
     "generate_key",
     "key_id",
@@ -338,21 +339,44 @@ def require_trusted(conn: Connection, key: Ed25519PrivateKey) -> TrustedKey:
 def sign_release(store: Store, ref: str, key: Ed25519PrivateKey, *, actor: str) -> SignatureCheck:
     """Sign ``ref``'s manifest digest with ``key``, whose public half must be trusted."""
     model, version = parse_ref(ref)
-    with store.write() as conn:
-        trusted = require_trusted(conn, key)
-        kid = trusted.id
+    with store.read() as conn:
+        kid = require_trusted(conn, key).id
         digest = _manifest_digest(conn, model, version)
-        sig = key.sign(RELEASE_CONTEXT + digest.encode()).hex()
+    return add_signature(
+        store, ref, kid, key.sign(RELEASE_CONTEXT + digest.encode()).hex(), actor=actor
+    )
+
+
+def add_signature(
+    store: Store, ref: str, kid: str, signature: str, *, actor: str
+) -> SignatureCheck:
+    """Record a signature made elsewhere (by whoever holds the private key) over ``ref``'s
+    manifest digest, once it verifies with the trusted key ``kid``."""
+    model, version = parse_ref(ref)
+    with store.write() as conn:
+        trusted = Keyring._find(conn, kid)
+        if trusted is None or not trusted.active:
+            raise UnknownKey(
+                f"key {kid!r} is not a trusted key: an admin adds it with `backout keys add NAME FILE.pub`"
+            )
+        digest = _manifest_digest(conn, model, version)
+        try:
+            trusted.verifier().verify(bytes.fromhex(signature), RELEASE_CONTEXT + digest.encode())
+        except (InvalidSignature, ValueError):
+            raise SignatureInvalid(
+                f"the signature does not verify with key {trusted.name} over {ref}'s manifest "
+                f"sha256:{digest[:12]}…: sign that digest with the key's private half"
+            ) from None
         conn.execute(
-            S.delete().where(S.c.model == model, S.c.version == version, S.c.key_id == kid)
+            S.delete().where(S.c.model == model, S.c.version == version, S.c.key_id == trusted.id)
         )
         conn.execute(
             S.insert().values(
                 model=model,
                 version=version,
-                key_id=kid,
+                key_id=trusted.id,
                 digest=digest,
-                signature=sig,
+                signature=signature,
                 signed_at=datetime.now(UTC),
                 signed_by=actor,
             )
@@ -363,7 +387,7 @@ def sign_release(store: Store, ref: str, key: Ed25519PrivateKey, *, actor: str) 
             model=model,
             actor=actor,
             reason=f"signed by key {trusted.name}",
-            data={"version": version, "key_id": kid, "digest": digest},
+            data={"version": version, "key_id": trusted.id, "digest": digest},
         )
     return check_release(store, ref)
 

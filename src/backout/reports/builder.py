@@ -33,7 +33,7 @@ from backout.reports.model import Decision, IncidentReport, ReleaseSeries, Rollo
 from backout.store import Store, audit, schema
 from backout.telemetry.batches import Batch, latency_quantile, read_batches, sum_batches
 
-__all__ = ["build_report", "latest_incident"]
+__all__ = ["build_report", "incident_ids", "latest_incident"]
 
 OPS = schema.operations
 TRAFFIC_KINDS = ("traffic.applied", "traffic.set", "deploy.first")  # events that set weights
@@ -53,6 +53,18 @@ def _is_incident() -> Any:
 
 
 # -- finding an incident -------------------------------------------------------------------
+
+
+def incident_ids(store: Store, model: str, limit: int = 50) -> list[int]:
+    """The ids of ``model``'s incidents, newest first."""
+    with store.read() as conn:
+        rows = conn.execute(
+            sa.select(OPS.c.id)
+            .where(OPS.c.model == model, _is_incident())
+            .order_by(OPS.c.id.desc())
+            .limit(limit)
+        ).scalars()
+        return [int(i) for i in rows]
 
 
 def latest_incident(store: Store, model: str) -> int:

@@ -323,3 +323,72 @@ checkpoints = Table(
     Column("public_key", String(64), nullable=False),
     Column("signature", String(128), nullable=False),
 )
+
+# Control-API tokens. Only a SHA-256 of each token's secret is kept; ``id`` is the token's
+# public prefix, so a token is found by it and then checked against the hash. ``grants`` is
+# a list of {"role": ..., "models": [glob, ...]}. A revoked token stays, for history.
+api_tokens = Table(
+    "api_tokens",
+    metadata,
+    Column("id", String(16), primary_key=True),
+    Column("name", String(128), nullable=False),
+    Column("secret_sha256", String(64), nullable=False),
+    Column("grants", JSON, nullable=False),
+    Column("created_at", Float, nullable=False),
+    Column("created_by", String(128), nullable=False),
+    Column("expires_at", Float, nullable=True),
+    Column("revoked_at", Float, nullable=True),
+    Column("revoked_by", String(128), nullable=True),
+)
+
+# Actions a policy says need an approver's yes before they run: asked for by one person,
+# decided by another (never the one who asked), then run as asked.
+approvals = Table(
+    "approvals",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("model", String(63), nullable=False),
+    Column("action", String(32), nullable=False),  # deploy | promote | rollback
+    Column("params", JSON, nullable=False),
+    Column("why", Text, nullable=False),  # which rule of the policy asks for approval
+    Column("requested_by", String(128), nullable=False),
+    Column("requested_at", Float, nullable=False),
+    Column("status", String(16), nullable=False),  # pending | approved | denied | failed
+    Column("decided_by", String(128), nullable=True),
+    Column("decided_at", Float, nullable=True),
+    Column("result", JSON, nullable=True),
+    Index("ix_approvals_model_status", "model", "status"),
+)
+
+# Incidents: one per rollback (or freeze) of a model, open until resolved; at most one open
+# per model. Its status follows the operation's phases; an incident commander adds updates.
+incidents = Table(
+    "incidents",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("model", String(63), nullable=False),
+    Column("operation_id", Integer, nullable=True),  # the operation that opened it
+    Column("last_operation_id", Integer, nullable=True),  # the newest operation it follows
+    Column("status", String(16), nullable=False),  # investigating|identified|monitoring|resolved
+    Column("title", Text, nullable=False),  # public
+    Column("opened_at", Float, nullable=False),
+    Column("updated_at", Float, nullable=False),
+    Column("resolved_at", Float, nullable=True),
+    Index(None, "model", "resolved_at"),
+)
+
+# The updates of an incident, public text only in ``message``; ``detail`` is private.
+incident_updates = Table(
+    "incident_updates",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("incident_id", Integer, nullable=False),
+    Column("at", Float, nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("message", Text, nullable=False),
+    Column("actor", String(128), nullable=False),
+    Column("automatic", Boolean, nullable=False),
+    Column("detail", JSON, nullable=False),
+    ForeignKeyConstraint(["incident_id"], ["incidents.id"], ondelete="CASCADE"),
+    Index(None, "incident_id", "id"),
+)

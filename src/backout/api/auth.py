@@ -1,0 +1,189 @@
+"""Who is calling, and whether they may: principals, and the checks every route makes.
+
+For the route modules (and the dashboard): :func:`current_principal` is a FastAPI
+dependency that turns the ``Authorization: Bearer ...`` header (or the ``backout_token``
+cookie, for a browser) into a :class:`Principal` — an API token of the store, or a JWT
+verified by the configured OIDC provider — and answers 401 otherwise. ``require(right)``
+is a dependency that also checks ``right`` on the route's ``{model}`` path parameter (or on
+the store as a whole when the route has none) and answers 403 naming the missing right.
+:func:`authorize` is the same check for a route that decides the right from its body
+(break-glass, a rollback to a release that is not known-good).
+
+Every refusal is recorded in the audit log (``access.denied``, ``access.unauthenticated``)
+with the actor, the right, the model and the route; a token's secret never is.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Annotated, Any, NoReturn
+
+from fastapi import Depends, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+
+from backout.api import tokens
+from backout.api.roles import BREAK_GLASS, Grant, Right, Role
+from backout.api.state import ApiState, api_state
+from backout.errors import Forbidden, StoreUnavailable, Unauthenticated
+from backout.store import audit
+
+__all__ = [
+    "BreakGlass",
+    "Principal",
+    "authorize",
+    "current_principal",
+    "deny",
+    "record_bypass",
+    "require",
+]
+
+log = logging.getLogger("backout.api")
+
+COOKIE = "backout_token"
+_bearer = HTTPBearer(auto_error=False, description="A backout API token (bko_...) or an OIDC JWT.")
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    """A caller: its name (the actor in the audit log), its grants, and how it proved it."""
+
+    name: str
+    grants: tuple[Grant, ...]
+    via: str  # "token:<id>" or "oidc:<subject>"
+
+    def can(self, right: Right, model: str | None = None) -> bool:
+        """Whether some grant gives ``right`` on ``model`` (None: the store as a whole)."""
+        return any(g.allows(right, model) for g in self.grants)
+
+    def has_role(self, role: Role, model: str | None) -> bool:
+        """Whether a grant of ``role`` reaches ``model``."""
+        return any(g.role == role and g.covers(model) for g in self.grants)
+
+    def can_break_glass(self, right: Right, model: str | None) -> bool:
+        """Whether a responder of ``model`` may take ``right`` with break-glass."""
+        return right in BREAK_GLASS and model is not None and self.has_role(Role.RESPONDER, model)
+
+    def readable(self, models: list[str]) -> list[str]:
+        """The models of ``models`` this principal may read."""
+        return [m for m in models if self.can(Right.READ, m)]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "via": self.via, "grants": [g.to_dict() for g in self.grants]}
+
+
+@dataclass(frozen=True, slots=True)
+class BreakGlass:
+    """A responder's request to use a releaser's right once, and why."""
+
+    reason: str
+
+
+def _record(st: ApiState, kind: str, model: str | None, actor: str, reason: str,
+            data: dict[str, Any]) -> None:  # fmt: skip
+    try:
+        with st.store.write() as conn:
+            audit.append(conn, kind, model=model, actor=actor, reason=reason, data=data)
+    except StoreUnavailable as exc:  # the refusal stands even if it cannot be recorded
+        log.warning("could not record %s by %s: %s", kind, actor, exc)
+
+
+def current_principal(
+    request: Request,
+    creds: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+    st: Annotated[ApiState, Depends(api_state)],
+) -> Principal:
+    """The caller, from its bearer token (or cookie); 401 when there is none or it is refused."""
+    token = creds.credentials if creds is not None else request.cookies.get(COOKIE)
+    route = f"{request.method} {request.url.path}"
+    if not token:
+        _record(st, "access.unauthenticated", None, "anonymous", f"{route}: no credentials",
+                {"route": route})  # fmt: skip
+        raise Unauthenticated(
+            "no credentials: send 'Authorization: Bearer TOKEN' (create one with `backout token create`)"
+        )
+    try:
+        if token.startswith(tokens.PREFIX) or st.oidc is None:
+            info = tokens.lookup(st.store, token)
+            principal = Principal(info.name, info.grants, f"token:{info.id}")
+        else:
+            ident = st.oidc.verify(token)
+            principal = Principal(ident.name, ident.grants, f"oidc:{ident.subject}")
+    except Unauthenticated as exc:
+        tid = tokens.token_id_of(token)
+        _record(st, "access.unauthenticated", None, "anonymous", f"{route}: {exc.message}",
+                {"route": route, **({"token_id": tid} if tid else {})})  # fmt: skip
+        raise
+    request.state.principal = principal
+    return principal
+
+
+def authorize(request: Request, principal: Principal, right: Right, model: str | None, *,
+              break_glass: BreakGlass | None = None) -> bool:  # fmt: skip
+    """Check ``right`` on ``model`` for ``principal``; 403 naming the missing right otherwise.
+
+    Returns True when the right was taken with break-glass (the caller then records the
+    bypass with :func:`record_bypass` once the action is done). Refusals are audited.
+    """
+    if principal.can(right, model):
+        return False
+    if break_glass is not None and principal.can_break_glass(right, model):
+        return True
+    where = f"on {model}" if model is not None else "on the whole store (a grant on '*')"
+    roles = ", ".join(map(str, principal.grants)) or "no roles"
+    hint = (
+        "; a responder may use it with break_glass and a reason"
+        if right in BREAK_GLASS and model is not None
+        else ""
+    )
+    deny(request, principal, right, model,
+         f"{principal.name} ({roles}) lacks the {right.value!r} right {where}{hint}",
+         break_glass=break_glass is not None)  # fmt: skip
+
+
+def deny(request: Request, principal: Principal, right: Right, model: str | None, message: str,
+         **data: Any) -> NoReturn:  # fmt: skip
+    """Record a refused attempt in the audit log, then answer 403 with ``message``."""
+    route = f"{request.method} {request.url.path}"
+    _record(api_state(request), "access.denied", model, principal.name, f"{route}: {message}",
+            {"route": route, "right": right.value, "via": principal.via, **data})  # fmt: skip
+    raise Forbidden(message, right=right.value)
+
+
+def record_bypass(request: Request, principal: Principal, right: Right, model: str,
+                  reason: str, what: str) -> None:  # fmt: skip
+    """Record a break-glass use as a bypass and notify the model's owners and approvers."""
+    from backout.control.notify import Notice, NoticeKind, Severity
+
+    st = api_state(request)
+    ctl = st.controller
+    policy = ctl.policy_for(model)
+    text = f"{principal.name} used break-glass for {right.value!r} on {model}: {what}; reason: {reason}"
+    with st.store.write() as conn:
+        audit.append(conn, "access.bypass", model=model, actor=principal.name, reason=text,
+                     data={"right": right.value, "via": principal.via, "what": what,
+                           "reason": reason, "break_glass": True,
+                           "notified": list(policy.owners)})  # fmt: skip
+        # To the policy's webhooks, and to its first escalation contact: the people on call.
+        first = policy.escalation.contacts[:1]
+        notice = Notice(kind=NoticeKind.BYPASS, model=model, title=f"break-glass on {model}",
+                        text=text, severity=Severity.WARNING,
+                        fields={"actor": principal.name, "right": right.value},
+                        to=tuple(c.webhook for c in first if c.webhook),
+                        mail=tuple(c.email for c in first if c.email))  # fmt: skip
+        ctl.send(model, policy, notice, conn=conn)
+
+
+def require(right: Right) -> Callable[..., Principal]:
+    """A dependency: the caller, once it holds ``right`` on the route's ``{model}``."""
+
+    def dependency(
+        request: Request, principal: Annotated[Principal, Depends(current_principal)]
+    ) -> Principal:
+        model = request.path_params.get("model")
+        authorize(request, principal, right, model)
+        return principal
+
+    dependency.__name__ = f"require_{right.value}"
+    return dependency

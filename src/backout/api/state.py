@@ -1,0 +1,43 @@
+"""What every request of the control API shares: the store, registry and controller.
+
+For the route modules and :mod:`backout.api.auth`: :func:`create_app` builds one
+:class:`ApiState` and keeps it on ``app.state.backout``; :func:`api_state` finds it from a
+request (a FastAPI dependency).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from fastapi import Request
+
+from backout.control.controller import Controller
+from backout.registry.releases import Registry
+from backout.store import Store
+
+if TYPE_CHECKING:
+    from backout.api.oidc import OidcVerifier
+
+__all__ = ["ApiState", "api_state"]
+
+
+@dataclass
+class ApiState:
+    """The collaborators of one API process."""
+
+    store: Store
+    registry: Registry
+    controller: Controller
+    artifacts: Path
+    reports_dir: Path
+    oidc: OidcVerifier | None = None
+    extra: dict[str, Any] = field(default_factory=dict)  # for the layers mounted on the app
+
+
+def api_state(request: Request) -> ApiState:
+    """The API's state, from the app the request reached."""
+    st = request.app.state.backout
+    assert isinstance(st, ApiState)
+    return st

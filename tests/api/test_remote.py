@@ -1,0 +1,136 @@
+"""The command line's remote mode: the same commands against the control API print what
+they print against the store, and fail with the same one line."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from backout.api import tokens
+from backout.api.roles import make_grant
+from backout.cli import main
+from backout.store import open_store
+from tests.api.world import Template, app_for, close_app, copy_store, make_template
+from tests.cli.runner import Cli
+from tests.loopback import serve
+
+pytestmark = [pytest.mark.databases("sqlite"), pytest.mark.slow]
+
+
+@pytest.fixture(scope="module")
+def template(tmp_path_factory: pytest.TempPathFactory) -> Template:
+    return make_template(tmp_path_factory.mktemp("api-remote"), real=True)
+
+
+class RemoteCli(Cli):
+    """The command line with ``--server`` (the token in ``BACKOUT_TOKEN``)."""
+
+    def __init__(self, capsys: pytest.CaptureFixture[str], server: str) -> None:
+        self.capsys = capsys
+        self.base = ["--server", server]
+
+
+@pytest.fixture
+def pair(template: Template, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+         monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[Cli, Cli]]:  # fmt: skip
+    """The same world twice: one copy used through the store, one through the API."""
+    local_url, remote_url = copy_store(template, "local"), copy_store(template, "remote")
+    store = open_store(remote_url)
+    grants = [make_grant(r, ["*"]) for r in ("responder", "releaser", "approver", "admin")]
+    token = tokens.create(store, grants, actor="setup", name="ana").token
+    store.dispose()
+    monkeypatch.setenv("BACKOUT_TOKEN", token)
+    app = app_for(template, remote_url)
+    with serve(app, lifespan="off") as url:
+        local = Cli(capsys, local_url, tmp_path)
+        local.base[3] = str(template.artifacts)
+        yield local, RemoteCli(capsys, url)
+    close_app(app)
+
+
+def same(text: str) -> str:
+    """What may differ between two runs: times and hashes (a manifest holds its time)."""
+    text = re.sub(r"\d+(\.\d+)? s in step", "N s in step", text)
+    text = re.sub(r"sha256:[0-9a-f]{12,64}", "sha256:DIGEST", text)
+    return re.sub(r"\d{4}-\d\d-\d\d[ T]\d\d:\d\d(:\d\d(\.\d+)?)?(\+00:00)?", "TIME", text)
+
+
+@pytest.mark.parametrize(
+    "steps",
+    [
+        [("release", "list"), ("release", "list", "iris", "--known-good"), ("status",),
+         ("release", "show", "iris@1.0.0"), ("release", "show", "iris@9.9.9")],
+        [("release", "register", "fraud", "3.0.0", "--artifact", "MODEL", "--changelog", "same bytes"),
+         ("release", "show", "fraud@3.0.0"), ("release", "mark-good", "fraud@3.0.0"),
+         ("release", "register", "fraud", "3.0.0", "--artifact", "MODEL"),
+         ("consumers", "add", "CONSUMER"), ("consumers", "list", "iris"), ("consumers", "add", "CONSUMER"),
+         ("consumers", "remove", "iris", "web"), ("consumers", "list", "iris"),
+         ("consumers", "remove", "iris", "web")],
+        [("deploy", "iris@1.1.0"), ("pause", "iris"), ("resume", "iris"), ("abort", "iris"),
+         ("status", "iris")],
+        [("traffic", "iris", "1.0.0=90", "1.1.0=10"), ("rollback", "iris", "--emergency"),
+         ("status", "fraud")],
+        [("freeze", "fraud", "--reason", "upstream data broken"), ("deploy", "fraud@1.1.0"),
+         ("unfreeze", "fraud", "--reason", "fixed"), ("rollback", "nope")],
+    ],
+    ids=["reads", "register", "rollout", "traffic-rollback", "freeze-errors"],
+)  # fmt: skip
+def test_remote_commands_print_what_local_ones_print(
+    pair: tuple[Cli, Cli], steps: list[tuple[str, ...]], template: Template
+) -> None:
+    local, remote = pair
+    consumer = template.folder / "web.yaml"
+    consumer.write_text("name: web\nmodel: iris\nowner: shop\nsends: {}\nreads: {}\n")
+    files = {"MODEL": str(template.folder / "model-1.0.0.bin"), "CONSUMER": str(consumer)}
+    for step in [tuple(files.get(a, a) for a in s) for s in steps]:
+        want, got = local(*step), remote(*step)
+        assert (got[0], same(got[1]), same(got[2])) == (want[0], same(want[1]), same(want[2])), step
+
+
+def test_remote_json_is_the_local_json(pair: tuple[Cli, Cli]) -> None:
+    local, remote = pair
+    for step in (
+        ("deploy", "iris@1.1.0"),
+        ("traffic", "fraud", "1.0.0=100"),
+        ("release", "list"),
+    ):
+        want, got = local(*step, "--json"), remote(*step, "--json")
+        assert got[0] == want[0] == 0
+        assert strip(same(got[1])) == strip(same(want[1])), step
+
+
+def strip(text: str) -> str:
+    """JSON without the times of day, which differ from run to run."""
+    return re.sub(r'"(started_at|step_started_at|updated_at|created_at|at)": [0-9.e+]+', "", text)
+
+
+def test_a_refusal_by_the_api_is_one_line_and_exit_code(template: Template, capsys: pytest.CaptureFixture[str],
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
+    url = copy_store(template, "refusals")
+    store = open_store(url)
+    monkeypatch.setenv("BACKOUT_TOKEN", tokens.create(store, [make_grant("viewer", ["iris*"])],
+                                                      actor="setup", name="vic").token)  # fmt: skip
+    store.dispose()
+    app = app_for(template, url)
+    with serve(app, lifespan="off") as server:
+        cli = RemoteCli(capsys, server)
+        assert cli("rollback", "iris") == (
+            1,
+            "",
+            "error: vic (viewer:iris*) lacks the 'rollback' right on iris\n",
+        )
+        monkeypatch.setenv("BACKOUT_TOKEN", "bko_00000000_" + "x" * 43)
+        assert cli("status") == (
+            1,
+            "",
+            "error: unknown token 00000000: ask an admin for a valid one\n",
+        )
+    close_app(app)
+    code, _, err = RemoteCli(capsys, "http://127.0.0.1:9")("status")
+    assert code == 2 and err.startswith(
+        "error: cannot reach the control API at http://127.0.0.1:9: ConnectError"
+    )
+    assert main is not None
