@@ -27,7 +27,7 @@ def status(
     """Live state: route table, and each release's traffic over the last WINDOW seconds."""
     import time as _time
 
-    from backout.telemetry.batches import latency_quantile, read_batches, sum_batches
+    from backout.telemetry.batches import latency_quantile, sum_batches
     from backout.traffic.deployments import describe
 
     s = settings(ctx)
@@ -37,9 +37,9 @@ def status(
     for m in models:
         table = dep.require(m)
         since = _time.time() - window
-        per_release = {
-            v: sum_batches(bs) for v, bs in read_batches(s.store(), m, since=since).items()
-        }
+        ctl = s.controller()
+        telemetry, router = _external(ctl, m, table, since)
+        per_release = {v: sum_batches(bs) for v, bs in telemetry.pop("batches").items()}
         releases = []
         for v in sorted(set(table.weights) | set(per_release)):
             b = per_release.get(v)
@@ -54,7 +54,6 @@ def status(
                 "p50_ms": latency_quantile(b.latency, 0.5) * 1000 if b and b.latency else None,
                 "p99_ms": latency_quantile(b.latency, 0.99) * 1000 if b and b.latency else None,
             })  # fmt: skip
-        ctl = s.controller()
         op = ctl.active(m)
         op_doc = None
         if op is not None:
@@ -75,6 +74,8 @@ def status(
                 "operation": op_doc,
                 "last_operation": last.to_dict() if last is not None else None,
                 "frozen": ctl.frozen(m),
+                "router": router,
+                "telemetry": telemetry,
             }
         )
     if json:
@@ -111,6 +112,8 @@ def status(
         ):
             # (a first deploy, stable == target, replaced nothing: not worth a line)
             out.print(_ended_line(last))
+        for line in _trouble(d):
+            out.print(line, markup=False)
         t = Table(box=None, header_style="bold")
         for col in ("release", "weight", f"requests/{window:g}s", "errors", "p50 ms", "p99 ms"):
             t.add_column(col, justify="right" if col != "release" else "left")
@@ -131,6 +134,49 @@ def status(
                 "client errors (refused as the callers' fault, not counted above): "
                 + "; ".join(refused)
             )
+
+
+def _external(
+    ctl: Any, model: str, table: Any, since: float
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The model's telemetry (with its batches) and what its router serves, read live from
+    the sources its policy names; a source that cannot be read is an ``error``, not a crash."""
+    from backout.errors import RouterError, TelemetryUnavailable
+
+    kind, _ = ctl.router_kind(model)
+    router: dict[str, Any] = {"kind": kind, "served": None, "verified": None, "error": None}
+    if kind != "gateway":
+        try:
+            served = ctl.router_for(model).served(model)
+        except RouterError as exc:
+            router["error"] = exc.message
+        else:
+            router["served"] = served
+            router["verified"] = served == {v: w / 100 for v, w in table.weights.items()}
+    source = ctl.policy_for(model).telemetry.kind
+    telemetry: dict[str, Any] = {"kind": source, "error": None, "batches": {}}
+    try:
+        telemetry["batches"] = ctl.telemetry_for(model).batches(model, since)
+    except TelemetryUnavailable as exc:
+        telemetry["error"] = exc.message
+    return telemetry, router
+
+
+def _trouble(doc: dict[str, Any]) -> list[str]:
+    """Lines for an external router or telemetry source that is not what it should be."""
+    lines = []
+    r, t = doc["router"], doc["telemetry"]
+    if r["error"]:
+        lines.append(f"router {r['kind']}: ERROR {r['error']} (traffic holds still)")
+    elif r["kind"] != "gateway" and not r["verified"]:
+        served = r["served"]
+        what = ", ".join(f"{v} {w:g}%" for v, w in sorted(served.items())) if served else "nothing"
+        lines.append(f"router {r['kind']}: serves {what}, not the committed table yet")
+    elif r["kind"] != "gateway":
+        lines.append(f"router {r['kind']}: serves the committed table (verified)")
+    if t["error"]:
+        lines.append(f"telemetry {t['kind']}: ERROR {t['error']} (nothing is decided)")
+    return lines
 
 
 def _ended_line(op: dict[str, Any]) -> str:

@@ -17,6 +17,7 @@ from typing import Any
 
 from sqlalchemy.engine import Connection
 
+from backout.control import routing
 from backout.control.alerts import Alerts
 from backout.control.notify import Notice, Notifier
 from backout.control.operations import Operation, Operations, OperationState, Stale
@@ -30,7 +31,7 @@ from backout.store import Store, audit
 from backout.telemetry.batches import Batch
 from backout.telemetry.source import StoreTelemetry, TelemetrySource
 from backout.traffic.deployments import Deployments
-from backout.traffic.router import GatewayRouter, TrafficRouter
+from backout.traffic.router import Capability, GatewayRouter, TrafficRouter
 from backout.types import Clock
 
 log = logging.getLogger("backout.controller")
@@ -62,8 +63,14 @@ class ControllerBase:
             registry.clock = clock
         self.ops = Operations(store)
         self.deployments = Deployments(store, registry)
+        # A router or telemetry source given here serves every model; otherwise each model's
+        # comes from its policy's `router` and `telemetry` sections (control/routing.py).
         self.router: TrafficRouter = router or GatewayRouter(self.deployments)
         self.telemetry: TelemetrySource = telemetry or StoreTelemetry(store)
+        self._fixed_router = router is not None
+        self._fixed_telemetry = telemetry is not None
+        self._routers: dict[str, tuple[str, TrafficRouter]] = {}  # model -> (its spec, router)
+        self._sources: dict[str, tuple[str, TelemetrySource]] = {}
         self.notifier = notifier  # None: each model's policy names its webhooks
         self.alerts = Alerts(store, actor=actor, notifier=notifier, clock=self.clock)
         self.metrics = metrics
@@ -78,6 +85,7 @@ class ControllerBase:
         self._router_trouble: dict[str, str] = {}  # model -> the router error last recorded
         self._no_target_open: set[str] = set()  # models whose triggers fire with no way back
         self._last_error: dict[str, str] = {}  # model -> the tick error last recorded
+        self._telemetry_trouble: set[str] = set()  # models whose telemetry could not be read
 
     # -- reading -----------------------------------------------------------------------
 
@@ -104,8 +112,54 @@ class ControllerBase:
     def batches(
         self, model: str, since: float, until: float | None = None
     ) -> dict[str, list[Batch]]:
-        """Per-release telemetry of ``model`` from the telemetry source."""
-        return self.telemetry.batches(model, since, until)
+        """Per-release telemetry of ``model`` from its telemetry source."""
+        source = self.telemetry_for(model)
+        if until is None and not isinstance(source, StoreTelemetry):
+            # A metric system is asked up to the controller's now, the one clock of its
+            # decisions (the store's batches need no bound: none lie in the future).
+            until = self.clock()
+        return source.batches(model, since, until)
+
+    def router_kind(
+        self, model: str, policy: Policy | None = None
+    ) -> tuple[str, frozenset[Capability]]:
+        """The name and capabilities of the router that carries (or, under ``policy``, would
+        carry) ``model``'s traffic, without reaching it."""
+        if self._fixed_router:
+            return self.router.name, self.router.capabilities
+        spec = (policy or self.policy_for(model)).router
+        return spec.kind, routing.capabilities_of(spec)
+
+    def router_for(self, model: str) -> TrafficRouter:
+        """The router that carries ``model``'s traffic, built from its policy (and kept while
+        the policy's ``router`` section stays the same)."""
+        if self._fixed_router:
+            return self.router
+        spec = self.policy_for(model).router
+        if isinstance(spec, routing.GatewayRouting):
+            return self.router
+        key = spec.model_dump_json()
+        held = self._routers.get(model)
+        if held is None or held[0] != key:
+            if held is not None:
+                _close(held[1])
+            held = self._routers[model] = (key, routing.build_router(spec, model, self.deployments))
+        return held[1]
+
+    def telemetry_for(self, model: str) -> TelemetrySource:
+        """The telemetry source that reports ``model``'s traffic, from its policy."""
+        if self._fixed_telemetry:
+            return self.telemetry
+        spec = self.policy_for(model).telemetry
+        if isinstance(spec, routing.GatewayTelemetry):
+            return self.telemetry
+        key = spec.model_dump_json()
+        held = self._sources.get(model)
+        if held is None or held[0] != key:
+            if held is not None:
+                _close(held[1])
+            held = self._sources[model] = (key, routing.build_telemetry(spec, self.store))
+        return held[1]
 
     # -- the one place a phase changes -------------------------------------------------
 
@@ -181,26 +235,29 @@ class ControllerBase:
         if table is None:
             return True
         want = {v: w / 100 for v, w in table.weights.items()}
+        name = self.router_kind(model)[0]
         try:
-            ok = self.router.served(model) == want
+            router = self.router_for(model)
+            name = router.name
+            ok = router.served(model) == want
             if not ok:
-                self.router.apply(table)
-                ok = self.router.served(model) == want
+                router.apply(table)
+                ok = router.served(model) == want
         except RouterError as exc:
-            log.warning("%s: router %s: %s", model, self.router.name, exc.message)
+            log.warning("%s: router %s: %s", model, name, exc.message)
             if self._router_trouble.get(model) != exc.message:
                 self._router_trouble[model] = exc.message
                 with self.store.write() as conn:
                     self.event(conn, "router.error", model, self.actor,
-                               f"router {self.router.name}: {exc.message}; traffic holds still "
+                               f"router {name}: {exc.message}; traffic holds still "
                                "until it serves the committed table",
-                               {"router": self.router.name, "generation": table.generation})  # fmt: skip
+                               {"router": name, "generation": table.generation})  # fmt: skip
             return False
         if ok and self._router_trouble.pop(model, None) is not None:
             with self.store.write() as conn:
                 self.event(conn, "router.recovered", model, self.actor,
-                           f"router {self.router.name} serves the committed table again",
-                           {"router": self.router.name, "generation": table.generation,
+                           f"router {name} serves the committed table again",
+                           {"router": name, "generation": table.generation,
                             "weights": want})  # fmt: skip
         return ok
 
@@ -230,5 +287,16 @@ class ControllerBase:
         self.alerts.send(model, policy, notice, conn=conn)
 
     def close(self) -> None:
-        """Drain pending notifications (at shutdown)."""
+        """Drain pending notifications (at shutdown) and close the routers and sources built
+        from policies."""
         self.alerts.close()
+        for _, held in [*self._routers.values(), *self._sources.values()]:
+            _close(held)
+        self._routers.clear()
+        self._sources.clear()
+
+
+def _close(thing: object) -> None:
+    close = getattr(thing, "close", None)
+    if callable(close):
+        close()

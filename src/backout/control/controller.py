@@ -28,7 +28,7 @@ from backout.control.phases import Phase
 from backout.control.rollback import RollbackPhases
 from backout.control.rollout import RolloutPhases
 from backout.control.weights import clean
-from backout.errors import ModelNotFound, StoreUnavailable
+from backout.errors import ModelNotFound, StoreUnavailable, TelemetryUnavailable
 from backout.store import Outage, retention
 
 log = logging.getLogger("backout.controller")
@@ -56,7 +56,11 @@ class Controller(RolloutPhases, RollbackPhases):
             except Exception as exc:  # one model's trouble must not stop the others
                 self.tick_failed(model, exc)
                 continue
-            self._last_error.pop(model, None)
+            if self._last_error.pop(model, None) is not None and model in self._telemetry_trouble:
+                self._telemetry_trouble.discard(model)
+                with self.store.write() as conn:
+                    self.event(conn, "telemetry.recovered", model, self.actor,
+                               "telemetry can be read again; deciding resumes")  # fmt: skip
             if op is not None:
                 moved.append(op)
         return moved
@@ -67,9 +71,20 @@ class Controller(RolloutPhases, RollbackPhases):
         if self._last_error.get(model) == what:
             log.debug("tick of %s failed again: %s", model, what)
             return
-        log.exception("tick of %s failed", model)
-        with self.store.write() as conn:
-            self.event(conn, "controller.error", model, self.actor, what)
+        if isinstance(exc, TelemetryUnavailable):
+            # The metric system's fault, with a message that says what to fix: nothing is
+            # decided on numbers that cannot be read, and traffic stays where it is.
+            log.warning("%s: telemetry: %s", model, exc.message)
+            with self.store.write() as conn:
+                self.event(conn, "telemetry.error", model, self.actor,
+                           f"telemetry: {exc.message}; nothing is decided and traffic holds "
+                           "still until it can be read", {"error": type(exc).__name__})  # fmt: skip
+            self._telemetry_trouble.add(model)
+        else:
+            log.exception("tick of %s failed", model)
+            with self.store.write() as conn:
+                self.event(conn, "controller.error", model, self.actor, what)
+            self._telemetry_trouble.discard(model)
         self._last_error[model] = what
 
     def tick(self, model: str) -> Operation | None:

@@ -41,6 +41,12 @@ from backout.configfile import (
     rule_error,
     validate_yaml,
 )
+from backout.control.routing import (
+    GatewayRouting,
+    GatewayTelemetry,
+    RouterSpec,
+    TelemetrySpec,
+)
 from backout.control.rules import (
     DriftJudgeSpec,
     DriftTrigger,
@@ -341,6 +347,9 @@ class Policy(Section):
     capture: Capture = Field(default_factory=Capture)
     replay: Replay = Field(default_factory=Replay)
     signing: Signing = Field(default_factory=Signing)
+    # What carries the model's traffic and where its numbers come from (control/routing.py).
+    router: RouterSpec = Field(default_factory=GatewayRouting)
+    telemetry: TelemetrySpec = Field(default_factory=GatewayTelemetry)
 
     @field_validator("model")
     @classmethod
