@@ -52,7 +52,9 @@ class FakeCustomObjects:
     fail: Exception | None = None
     patches: list[Any] = field(default_factory=list)
 
-    def _route(self, group: str, version: str, namespace: str, plural: str, name: str) -> dict[str, Any]:
+    def _route(
+        self, group: str, version: str, namespace: str, plural: str, name: str
+    ) -> dict[str, Any]:
         assert (group, version, plural) == ("gateway.networking.k8s.io", "v1", "httproutes")
         if self.fail is not None:
             raise self.fail

@@ -16,7 +16,6 @@ import typer
 from backout.cli import (
     compat,
     consumers,
-    controller,
     demo,
     drill,
     keys,
@@ -47,7 +46,6 @@ app.command("pause")(operations.pause)
 app.command("resume")(operations.resume)
 app.command("unfreeze")(operations.unfreeze)
 app.command("serve")(serve.serve)
-app.command("controller")(controller.controller)
 app.command("status")(status.status)
 app.command("history")(status.history)
 app.command("compat")(compat.compat)
