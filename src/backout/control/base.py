@@ -290,6 +290,10 @@ class ControllerBase:
         """Drain pending notifications (at shutdown) and close the routers and sources built
         from policies."""
         self.alerts.close()
+        self.close_routers()
+
+    def close_routers(self) -> None:
+        """Close the routers and telemetry sources built from policies (their connections)."""
         for _, held in [*self._routers.values(), *self._sources.values()]:
             _close(held)
         self._routers.clear()
