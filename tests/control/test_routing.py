@@ -52,6 +52,13 @@ def test_backend_templates_fill_model_version_and_a_kubernetes_safe_slug() -> No
         )
     with pytest.raises(PolicyError, match="name each release's backend"):
         parse_policy("router: {kind: traefik, api: 'http://t:8081', config_dir: /x}")
+    with pytest.raises(
+        PolicyError, match=r"telemetry\.prefix: .* must be the Traefik router's prefix"
+    ):
+        parse_policy(
+            "router: {kind: traefik, api: 'http://t:8081', config_dir: /x, backend: 'http://b', "
+            "prefix: bk}\ntelemetry: {kind: prometheus, url: 'http://p:9090'}\n"
+        )
     with pytest.raises(PolicyError, match=r"telemetry\.matchers: must be label matchers"):
         parse_policy(
             "telemetry: {kind: prometheus, url: 'http://p:9090', matchers: 'a=\"b\"} or up{'}"

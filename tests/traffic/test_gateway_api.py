@@ -4,6 +4,7 @@ and every failure of the API or the Gateway a one-line RouterError that holds tr
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 from typing import Any
 
@@ -143,6 +144,34 @@ def test_a_route_no_gateway_has_accepted_serves_nothing_verified(api: FakeCustom
     assert r.served("iris") is None
     api.reconcile("models", "iris")
     assert r.served("iris") == {"1.0.0": 100.0}
+
+
+def test_every_parent_must_accept_the_new_generation_before_it_counts(
+    api: FakeCustomObjects,
+) -> None:
+    r = router(api)
+    r.apply(table({"1.0.0": 10_000}, generation=7))
+    stored = api.routes[("models", "iris")]
+    second = copy.deepcopy(stored["status"]["parents"][0])
+    second["controllerName"] = "example.net/another-gateway"
+    for c in second["conditions"]:
+        c["observedGeneration"] -= 1  # still on the route's previous generation
+    stored["status"]["parents"].append(second)
+    assert r.served("iris") is None
+    for c in second["conditions"]:
+        c["observedGeneration"] += 1
+    assert r.served("iris") == {"1.0.0": 100.0}
+
+
+def test_an_old_refusal_does_not_count_against_a_new_generation(api: FakeCustomObjects) -> None:
+    r = router(api)
+    api.refuse = ("Accepted", "NotAllowedByListeners", "no listener allows this namespace")
+    with pytest.raises(RouterError, match="NotAllowedByListeners"):
+        r.apply(table({"1.0.0": 10_000}, generation=7))
+    api.refuse, api.accept = None, False
+    stored = api.routes[("models", "iris")]
+    stored["metadata"]["generation"] += 1  # a new spec the Gateway has not looked at yet
+    assert r.served("iris") is None  # waiting, not failing on the old refusal
 
 
 def test_a_gateway_that_refuses_the_route_is_a_router_error_with_its_reason(

@@ -85,7 +85,7 @@ class ControllerBase:
         self._router_trouble: dict[str, str] = {}  # model -> the router error last recorded
         self._no_target_open: set[str] = set()  # models whose triggers fire with no way back
         self._last_error: dict[str, str] = {}  # model -> the tick error last recorded
-        self._telemetry_trouble: set[str] = set()  # models whose telemetry could not be read
+        self._telemetry_trouble: dict[str, str] = {}  # model -> the telemetry error recorded
 
     # -- reading -----------------------------------------------------------------------
 
@@ -118,7 +118,12 @@ class ControllerBase:
             # A metric system is asked up to the controller's now, the one clock of its
             # decisions (the store's batches need no bound: none lie in the future).
             until = self.clock()
-        return source.batches(model, since, until)
+        batches = source.batches(model, since, until)
+        if self._telemetry_trouble.pop(model, None) is not None:
+            with self.store.write() as conn:
+                self.event(conn, "telemetry.recovered", model, self.actor,
+                           "telemetry can be read again; deciding resumes")  # fmt: skip
+        return batches
 
     def router_kind(
         self, model: str, policy: Policy | None = None

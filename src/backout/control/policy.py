@@ -370,6 +370,13 @@ class Policy(Section):
 
     @model_validator(mode="after")
     def _rules(self) -> Policy:
+        r, t = self.router, self.telemetry
+        if r.kind == "traefik" and t.kind == "prometheus" and r.prefix != t.prefix:
+            raise rule_error(
+                "telemetry.prefix",
+                f"telemetry.prefix ({t.prefix!r}) must be the Traefik router's prefix "
+                f"({r.prefix!r}): Prometheus finds the releases by their service names",
+            )
         if self.completion.rollback is None:
             verification = self.rollback.verification.duration
             self.completion = self.completion.model_copy(update={"rollback": verification})

@@ -20,7 +20,7 @@ from __future__ import annotations
 import re
 import string
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import TYPE_CHECKING, Annotated, Literal
 
 from pydantic import Field, field_validator, model_validator
 
@@ -62,12 +62,14 @@ def fill(template: str, model: str, version: str) -> str:
 
 
 class _Backends(Section):
-    """Per-release backends: a mapping from version, or a template (one of them)."""
+    """Per-release backends: a mapping from version, or a template (one of them). The fields
+    are declared by each router's section, after its own (as ``policy check`` prints them)."""
 
-    backends: dict[str, str] = Field(default_factory=dict)
-    backend: str | None = None
+    if TYPE_CHECKING:  # declared by each subclass, so that they come after its own fields
+        backends: dict[str, str]
+        backend: str | None
 
-    @field_validator("backend")
+    @field_validator("backend", check_fields=False)
     @classmethod
     def _check_template(cls, value: str | None) -> str | None:
         return _template(value)
@@ -104,6 +106,8 @@ class TraefikRouting(_Backends):
     entrypoints: list[str] = Field(default_factory=lambda: ["web"], min_length=1)
     prefix: str = Field(default="backout", pattern=r"^[a-z][a-z0-9-]*$")
     settle: Duration = Field(default=2.0, gt=0, le=60)
+    backends: dict[str, str] = Field(default_factory=dict)  # version -> URL
+    backend: str | None = None  # or a URL template: http://fraud-{slug}:8000
 
     @field_validator("backends")
     @classmethod
@@ -127,6 +131,8 @@ class GatewayApiRouting(_Backends):
     kubeconfig: str | None = None  # None: the in-cluster ServiceAccount, else ~/.kube/config
     context: str | None = None
     settle: Duration = Field(default=10.0, gt=0, le=120)
+    backends: dict[str, str] = Field(default_factory=dict)  # version -> Service name
+    backend: str | None = None  # or a name template: fraud-{slug}
 
 
 RouterSpec = Annotated[

@@ -292,30 +292,28 @@ class GatewayApiRouter:
         return None
 
     def _accepted(self, doc: Mapping[str, Any]) -> bool:
-        """True when a parent's controller accepted the route's current generation; a parent
-        that refused it is a :class:`RouterError` naming its reason."""
-        meta = doc.get("metadata") or {}
-        current = meta.get("generation")
+        """True when every parent in the route's status has accepted its current generation
+        (and there is at least one); a parent that refused it is a :class:`RouterError`
+        naming its reason. A parent still on an older generation means: not yet."""
+        current = (doc.get("metadata") or {}).get("generation")
         parents = (doc.get("status") or {}).get("parents") or []
-        accepted = False
+        accepted = bool(parents)
         for parent in parents:
-            conds = {c.get("type"): c for c in parent.get("conditions") or []}
-            fresh = [
-                c
-                for c in conds.values()
+            fresh = {
+                c.get("type"): c
+                for c in parent.get("conditions") or []
                 if current is None or c.get("observedGeneration") == current
-            ]
-            if not fresh:
-                continue  # this parent has not looked at the new generation yet
+            }
             for kind in ("Accepted", "ResolvedRefs"):
-                c = conds.get(kind)
+                c = fresh.get(kind)
                 if c is not None and c.get("status") == "False":
+                    who = parent.get("controllerName", "its Gateway")
                     raise RouterError(
-                        f"{self.where} is not {kind} by {parent.get('controllerName', 'its Gateway')}: "
+                        f"{self.where} is not {kind} by {who}: "
                         f"{c.get('reason', '')} {c.get('message', '')}".rstrip()
                     )
-            if (conds.get("Accepted") or {}).get("status") == "True":
-                accepted = True
+            if (fresh.get("Accepted") or {}).get("status") != "True":
+                accepted = False  # this parent has not taken the new generation yet
         return accepted
 
     def _call(self, what: str, fn: Callable[..., Any], body: Any = None) -> Any:
