@@ -14,6 +14,7 @@ import pytest
 import backout
 from backout.control.policy import parse_policy
 from backout.control.routing import TraefikRouting
+from backout.traffic.router import ROUTER_LIMITS, Capability
 
 ROOT = Path(__file__).resolve().parents[2]
 SRC = Path(backout.__file__).resolve().parents[1]
@@ -79,4 +80,13 @@ def test_each_command_runs_as_written(command: str) -> None:
         assert ran.stderr.startswith("error: the policy cannot run on the traefik router: ")
         assert ran.stderr.count("\n") == 1 and ran.stdout == ""
     else:
-        assert ran.stdout.startswith("model: fraud\n") and ran.stderr == ""
+        assert ran.stdout.startswith("model: fraud\n")
+        kind = "gateway-api" if "gateway-api" in command else "traefik"
+        assert ran.stderr.splitlines() == [
+            f"note: on the {kind} router, routing keys (x-backout-key) are not sticky ("
+            + ROUTER_LIMITS[kind][Capability.STICKY_KEYS]
+            + ")",
+            f"note: on the {kind} router, `backout drill` is refused ("
+            + ROUTER_LIMITS[kind][Capability.FAULT_INJECTION]
+            + ")",
+        ]

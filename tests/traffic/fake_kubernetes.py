@@ -99,3 +99,34 @@ class FakeCustomObjects:
             "parents": [{"parentRef": route["spec"]["parentRefs"][0], "controllerName": CONTROLLER,
                          "conditions": conditions}]
         }  # fmt: skip
+
+
+def api_server(objects: FakeCustomObjects, content_types: list[str]) -> Any:
+    """The Kubernetes API's two HTTPRoute calls over HTTP, backed by ``objects``: for tests of
+    the real ``kubernetes`` client (its paths, its merge-patch content type, its errors)."""
+    import json
+
+    from starlette.applications import Starlette
+    from starlette.requests import Request
+    from starlette.responses import JSONResponse, Response
+    from starlette.routing import Route
+
+    async def route(request: Request) -> Response:
+        ns, name = request.path_params["ns"], request.path_params["name"]
+        args = ("gateway.networking.k8s.io", "v1", ns, "httproutes", name)
+        try:
+            if request.method == "PATCH":
+                content_types.append(request.headers.get("content-type", ""))
+                doc = objects.patch_namespaced_custom_object(
+                    *args, json.loads(await request.body())
+                )
+            else:
+                doc = objects.get_namespaced_custom_object(*args)
+        except ApiException as exc:
+            status = {"kind": "Status", "apiVersion": "v1", "status": "Failure",
+                      "reason": exc.reason, "code": exc.status}  # fmt: skip
+            return JSONResponse(status, status_code=exc.status or 500)
+        return JSONResponse(doc)
+
+    path = "/apis/gateway.networking.k8s.io/v1/namespaces/{ns}/httproutes/{name}"
+    return Starlette(routes=[Route(path, route, methods=["GET", "PATCH"])])

@@ -281,3 +281,39 @@ def test_the_real_client_against_an_api_server_that_is_down_is_a_router_error(
     assert caught.value.message.startswith(
         "the Kubernetes API cannot be reached to read HTTPRoute models/iris ("
     )
+    assert isinstance(r, GatewayApiRouter)
+    r.close()
+
+
+def test_the_real_client_patches_by_merge_patch_and_reads_errors_back(
+    tmp_path: Path, api: FakeCustomObjects
+) -> None:
+    """The official client, over HTTP, against a stand-in for the API server's two calls."""
+    from tests.loopback import serve
+    from tests.traffic.fake_kubernetes import api_server
+
+    content_types: list[str] = []
+    with serve(api_server(api, content_types)) as url:
+        kubeconfig = tmp_path / "kubeconfig"
+        kubeconfig.write_text(
+            "apiVersion: v1\nkind: Config\ncurrent-context: here\n"
+            f"clusters: [{{name: here, cluster: {{server: '{url}'}}}}]\n"
+            "users: [{name: me, user: {token: t}}]\n"
+            "contexts: [{name: here, context: {cluster: here, user: me}}]\n"
+        )
+        policy = parse_policy(
+            "router: {kind: gateway-api, namespace: models, route: iris, backend: 'iris-{slug}', "
+            f"kubeconfig: '{kubeconfig}', settle: 2s}}\n" + NO_CAPTURE
+        )
+        assert isinstance(policy.router, GatewayApiRouting)
+        w = make_world(tmp_path, POLICY + NO_CAPTURE)
+        r = build_router(policy.router, "iris", w.deployments)
+        r.apply(table({"1.0.0": 9000, "1.1.0": 1000}, pins={"k": "1.1.0"}))
+        assert r.served("iris") == {"1.0.0": 90.0, "1.1.0": 10.0}
+        assert content_types == ["application/merge-patch+json"]
+        assert api.routes[("models", "iris")]["spec"]["hostnames"] == ["models.example.net"]
+        api.fail = ApiException(status=403, reason="Forbidden")
+        with pytest.raises(RouterError, match=r"refused to read HTTPRoute models/iris \(403\)"):
+            r.served("iris")
+        assert isinstance(r, GatewayApiRouter)
+        r.close()

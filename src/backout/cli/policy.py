@@ -52,6 +52,8 @@ def check(
         for line in exc.message.splitlines():
             err.print(f"error: {line}", markup=False)
         raise typer.Exit(exc.exit_code) from None
+    for note in capabilities.notes(kind):
+        Console(stderr=True, highlight=False, soft_wrap=True).print(f"note: {note}", markup=False)
     if json:
         sys.stdout.write(orjson.dumps(policy.effective(), option=orjson.OPT_INDENT_2).decode())
         sys.stdout.write("\n")

@@ -63,3 +63,23 @@ def check_drill(policy: Policy, model: str) -> None:
         f"{kind} router" + (f" ({why})" if why else "") + ": rehearse on a model served by "
         "backout's gateway, or inject the fault in the model server itself"
     )
+
+
+# What a router lacks that no policy setting asks for, but people count on: said beside the
+# effective policy so nobody learns it during an incident.
+NOTED = {
+    Capability.STICKY_KEYS: "routing keys (x-backout-key) are not sticky",
+    Capability.FAULT_INJECTION: "`backout drill` is refused",
+}
+
+
+def notes(router: str) -> list[str]:
+    """One line per capability of backout's gateway that ``router`` lacks and that no policy
+    setting covers, with the router's reason."""
+    have = ROUTER_CAPABILITIES.get(router, frozenset())
+    why = ROUTER_LIMITS.get(router, {})
+    return [
+        f"on the {router} router, {what}" + (f" ({why[cap]})" if cap in why else "")
+        for cap, what in NOTED.items()
+        if cap not in have
+    ]

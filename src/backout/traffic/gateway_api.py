@@ -70,19 +70,23 @@ def kubernetes_api(kubeconfig: str | None = None, context: str | None = None) ->
             "the gateway-api router needs the kubernetes client: pip install 'backout[kubernetes]'"
         ) from exc
     try:
+        # A client of its own (not the module's global default), so that two models' routers
+        # may reach two clusters.
         if kubeconfig is None:
             try:
-                config.load_incluster_config()  # type: ignore[no-untyped-call]
+                cfg = client.Configuration()
+                config.load_incluster_config(client_configuration=cfg)  # type: ignore[no-untyped-call]
+                api_client = client.ApiClient(cfg)
             except config.ConfigException:
-                config.load_kube_config(context=context)  # type: ignore[no-untyped-call]
+                api_client = config.new_client_from_config(context=context)  # type: ignore[no-untyped-call]
         else:
-            config.load_kube_config(config_file=kubeconfig, context=context)  # type: ignore[no-untyped-call]
+            api_client = config.new_client_from_config(config_file=kubeconfig, context=context)  # type: ignore[no-untyped-call]
     except (config.ConfigException, OSError) as exc:
         raise ConfigError(
             f"no Kubernetes configuration ({exc}): run in a pod with a ServiceAccount, or give "
             "the router's kubeconfig"
         ) from exc
-    api: CustomObjects = client.CustomObjectsApi()
+    api: CustomObjects = client.CustomObjectsApi(api_client)
     return api
 
 
@@ -316,6 +320,10 @@ class GatewayApiRouter:
                 accepted = False  # this parent has not taken the new generation yet
         return accepted
 
+    def close(self) -> None:
+        """Close the client's connections (a ``CustomObjectsApi``'s pool)."""
+        _close(self.api)
+
     def _call(self, what: str, fn: Callable[..., Any], body: Any = None) -> Any:
         args: list[Any] = [GROUP, VERSION, self.namespace, PLURAL, self.route]
         if body is not None:
@@ -349,6 +357,13 @@ class GatewayApiRouter:
         if not isinstance(doc, Mapping) or not isinstance(doc.get("spec"), Mapping):
             raise RouterError(f"the Kubernetes API answered {what} {self.where} with no spec")
         return doc
+
+
+def _close(api: object) -> None:
+    inner = getattr(api, "api_client", None)
+    close = getattr(inner, "close", None)
+    if callable(close):
+        close()
 
 
 def _generation(doc: Mapping[str, Any]) -> int | None:
