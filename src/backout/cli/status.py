@@ -38,8 +38,9 @@ def status(
         table = dep.require(m)
         since = _time.time() - window
         ctl = s.controller()
-        telemetry, router = _external(ctl, m, table, since)
-        per_release = {v: sum_batches(bs) for v, bs in telemetry.pop("batches").items()}
+        seen = ctl.observe(m, since)  # live from the model's router and telemetry source
+        router, telemetry = seen["router"], seen["telemetry"]
+        per_release = {v: sum_batches(bs) for v, bs in seen["batches"].items()}
         releases = []
         for v in sorted(set(table.weights) | set(per_release)):
             b = per_release.get(v)
@@ -134,32 +135,6 @@ def status(
                 "client errors (refused as the callers' fault, not counted above): "
                 + "; ".join(refused)
             )
-
-
-def _external(
-    ctl: Any, model: str, table: Any, since: float
-) -> tuple[dict[str, Any], dict[str, Any]]:
-    """The model's telemetry (with its batches) and what its router serves, read live from
-    the sources its policy names; a source that cannot be read is an ``error``, not a crash."""
-    from backout.errors import RouterError, TelemetryUnavailable
-
-    kind, _ = ctl.router_kind(model)
-    router: dict[str, Any] = {"kind": kind, "served": None, "verified": None, "error": None}
-    if kind != "gateway":
-        try:
-            served = ctl.router_for(model).served(model)
-        except RouterError as exc:
-            router["error"] = exc.message
-        else:
-            router["served"] = served
-            router["verified"] = served == {v: w / 100 for v, w in table.weights.items()}
-    source = ctl.policy_for(model).telemetry.kind
-    telemetry: dict[str, Any] = {"kind": source, "error": None, "batches": {}}
-    try:
-        telemetry["batches"] = ctl.telemetry_for(model).batches(model, since)
-    except TelemetryUnavailable as exc:
-        telemetry["error"] = exc.message
-    return telemetry, router
 
 
 def _trouble(doc: dict[str, Any]) -> list[str]:

@@ -24,7 +24,7 @@ from backout.control.operations import Operation, Operations, OperationState, St
 from backout.control.phases import TERMINAL, Event, Phase, next_phase
 from backout.control.policy import Policy
 from backout.control.triggers import MetricSource
-from backout.errors import RouterError
+from backout.errors import RouterError, TelemetryUnavailable
 from backout.registry.releases import Registry
 from backout.runtimes.probe import PROBE_TIMEOUT_S, Prober, probe_release
 from backout.store import Store, audit
@@ -124,6 +124,30 @@ class ControllerBase:
                 self.event(conn, "telemetry.recovered", model, self.actor,
                            "telemetry can be read again; deciding resumes")  # fmt: skip
         return batches
+
+    def observe(self, model: str, since: float) -> dict[str, Any]:
+        """What ``status`` shows beside the route table, read live and written nowhere: the
+        model's ``batches`` since ``since`` from its telemetry source, what its ``router``
+        serves (for an external one: ``served``, ``verified`` against the committed table),
+        and each source's ``error`` when it cannot be read — an error, never a crash."""
+        kind, _ = self.router_kind(model)
+        router: dict[str, Any] = {"kind": kind, "served": None, "verified": None, "error": None}
+        table = self.deployments.get(model)
+        if kind != "gateway" and table is not None:
+            try:
+                served = self.router_for(model).served(model)
+            except RouterError as exc:
+                router["error"] = exc.message
+            else:
+                router["served"] = served
+                router["verified"] = served == {v: w / 100 for v, w in table.weights.items()}
+        telemetry: dict[str, Any] = {"kind": self.policy_for(model).telemetry.kind, "error": None}
+        batches: dict[str, list[Batch]] = {}
+        try:
+            batches = self.telemetry_for(model).batches(model, since)
+        except TelemetryUnavailable as exc:
+            telemetry["error"] = exc.message
+        return {"batches": batches, "router": router, "telemetry": telemetry}
 
     def router_kind(
         self, model: str, policy: Policy | None = None
