@@ -71,6 +71,7 @@ class ControllerBase:
         self._fixed_telemetry = telemetry is not None
         self._routers: dict[str, tuple[str, TrafficRouter]] = {}  # model -> (its spec, router)
         self._sources: dict[str, tuple[str, TelemetrySource]] = {}
+        self._routing_policies: dict[str, tuple[dict[str, Any] | None, Policy]] = {}
         self.notifier = notifier  # None: each model's policy names its webhooks
         self.alerts = Alerts(store, actor=actor, notifier=notifier, clock=self.clock)
         self.metrics = metrics
@@ -125,6 +126,17 @@ class ControllerBase:
                            "telemetry can be read again; deciding resumes")  # fmt: skip
         return batches
 
+    def routing_policy(self, model: str) -> Policy:
+        """The model's stored policy, which its router and telemetry are built from. Read at
+        every call — a policy stored by any process counts at once — but validated again only
+        when the stored document changed (a tick asks several times)."""
+        doc = self.ops.policy_doc(model)
+        held = self._routing_policies.get(model)
+        if held is None or held[0] != doc:
+            policy = Policy.model_validate(doc) if doc is not None else self.policy_for(model)
+            held = self._routing_policies[model] = (doc, policy)
+        return held[1]
+
     def observe(self, model: str, since: float) -> dict[str, Any]:
         """What ``status`` shows beside the route table, read live and written nowhere: the
         model's ``batches`` since ``since`` from its telemetry source, what its ``router``
@@ -141,7 +153,10 @@ class ControllerBase:
             else:
                 router["served"] = served
                 router["verified"] = served == {v: w / 100 for v, w in table.weights.items()}
-        telemetry: dict[str, Any] = {"kind": self.policy_for(model).telemetry.kind, "error": None}
+        telemetry: dict[str, Any] = {
+            "kind": self.routing_policy(model).telemetry.kind,
+            "error": None,
+        }
         batches: dict[str, list[Batch]] = {}
         try:
             batches = self.telemetry_for(model).batches(model, since)
@@ -156,7 +171,7 @@ class ControllerBase:
         carry) ``model``'s traffic, without reaching it."""
         if self._fixed_router:
             return self.router.name, self.router.capabilities
-        spec = (policy or self.policy_for(model)).router
+        spec = (policy or self.routing_policy(model)).router
         return spec.kind, routing.capabilities_of(spec)
 
     def router_for(self, model: str) -> TrafficRouter:
@@ -164,7 +179,7 @@ class ControllerBase:
         the policy's ``router`` section stays the same)."""
         if self._fixed_router:
             return self.router
-        spec = self.policy_for(model).router
+        spec = self.routing_policy(model).router
         if isinstance(spec, routing.GatewayRouting):
             return self.router
         key = spec.model_dump_json()
@@ -179,7 +194,7 @@ class ControllerBase:
         """The telemetry source that reports ``model``'s traffic, from its policy."""
         if self._fixed_telemetry:
             return self.telemetry
-        spec = self.policy_for(model).telemetry
+        spec = self.routing_policy(model).telemetry
         if isinstance(spec, routing.GatewayTelemetry):
             return self.telemetry
         key = spec.model_dump_json()
