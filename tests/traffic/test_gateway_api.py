@@ -317,3 +317,42 @@ def test_the_real_client_patches_by_merge_patch_and_reads_errors_back(
             r.served("iris")
         assert isinstance(r, GatewayApiRouter)
         r.close()
+
+
+def test_with_the_gateways_address_the_data_plane_must_answer_with_the_new_table(
+    api: FakeCustomObjects,
+) -> None:
+    """A route can be accepted before every Gateway replica serves it: the probe through the
+    Gateway (its generation stamp on the model's path) is the data plane's own word."""
+    from starlette.applications import Starlette
+    from starlette.requests import Request
+    from starlette.responses import JSONResponse
+    from starlette.routing import Route
+
+    from tests.loopback import serve
+
+    answering = {"generation": "6", "host": ""}
+
+    async def model(request: Request) -> JSONResponse:
+        answering["host"] = request.headers["host"]
+        return JSONResponse(
+            {"name": "iris"}, headers={"x-backout-generation": answering["generation"]}
+        )
+
+    with serve(Starlette(routes=[Route("/v2/models/iris", model)])) as url:
+        r = router(api, web_url=url, host="models.example.net", settle_s=0.3)
+        with pytest.raises(
+            RouterError, match="still answers iris with an older table than generation 7"
+        ):
+            r.apply(table({"1.0.0": 10_000}, generation=7))
+        assert r.served("iris") is None  # accepted, but the data plane answers with 6
+        answering["generation"] = "7"
+        assert r.served("iris") == {"1.0.0": 100.0}
+        assert answering["host"] == "models.example.net"
+        r.close()
+    down = router(api, web_url=f"http://127.0.0.1:{free_port()}")
+    with pytest.raises(
+        RouterError, match=r"the Gateway at http://127\.0\.0\.1:\d+ cannot be reached"
+    ):
+        down.served("iris")
+    down.close()

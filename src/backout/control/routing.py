@@ -129,6 +129,10 @@ class GatewayApiRouting(_Backends):
     route: str = Field(min_length=1, max_length=253, pattern=r"^[a-z0-9]([-.a-z0-9]*[a-z0-9])?$")
     port: int = Field(default=8000, ge=1, le=65535)
     kubeconfig: str | None = None  # None: the in-cluster ServiceAccount, else ~/.kube/config
+    # The Gateway's listener as the controller reaches it, and the route's hostname there:
+    # when set, the data plane itself must answer with the new table before traffic moves on.
+    web: Url | None = None
+    host: str | None = Field(default=None, pattern=r"^[a-z0-9]([-.a-z0-9]*[a-z0-9])?$")
     context: str | None = None
     settle: Duration = Field(default=10.0, gt=0, le=120)
     backends: dict[str, str] = Field(default_factory=dict)  # version -> Service name
@@ -206,7 +210,7 @@ def build_router(
         return GatewayApiRouter(
             kubernetes_api(spec.kubeconfig, spec.context), namespace=spec.namespace,
             route=spec.route, model=model, backends=spec.backend_for, port=spec.port,
-            settle_s=spec.settle,
+            settle_s=spec.settle, web_url=spec.web, host=spec.host,
         )  # fmt: skip
     except RouterError:
         raise

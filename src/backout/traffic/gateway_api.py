@@ -29,6 +29,8 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any, Protocol
 
+import httpx
+
 from backout.errors import ConfigError, RouterError
 from backout.traffic.router import GATEWAY_API_CAPABILITIES
 from backout.traffic.routes import RouteTable
@@ -194,7 +196,11 @@ def route_annotations(table: RouteTable) -> dict[str, str]:
 class GatewayApiRouter:
     """The HTTPRoute ``namespace/route`` carries ``model``; ``backends(model, version)`` names
     each release's Service (on ``port``). ``apply`` patches the route's rules and waits up to
-    ``settle_s`` for the Gateway's controller to accept them; ``served`` is the check."""
+    ``settle_s`` for the Gateway's controller to accept them; ``served`` is the check.
+    With ``web_url`` (the Gateway's listener as the controller reaches it, and ``host`` for
+    its hostname), both also ask the data plane itself: ``GET /v2/models/MODEL`` through the
+    Gateway must answer with the route's generation (``x-backout-generation``), since a
+    route can be accepted a little before every Gateway replica serves it."""
 
     name = "gateway-api"
     capabilities = GATEWAY_API_CAPABILITIES
@@ -202,7 +208,8 @@ class GatewayApiRouter:
     def __init__(
         self, api: CustomObjects, *, namespace: str, route: str, model: str,
         backends: ServiceFor | Mapping[tuple[str, str], str], port: int = 8000,
-        settle_s: float = 10.0, poll_s: float = 0.2,
+        settle_s: float = 10.0, poll_s: float = 0.2, web_url: str | None = None,
+        host: str | None = None, timeout_s: float = 2.0,
     ) -> None:  # fmt: skip
         self.api = api
         self.namespace = namespace
@@ -212,6 +219,10 @@ class GatewayApiRouter:
         self.port = port
         self.settle_s = settle_s
         self.poll_s = poll_s
+        self.web_url = web_url.rstrip("/") if web_url else None
+        self.host = host
+        timeout = httpx.Timeout(timeout_s, connect=min(1.0, timeout_s))
+        self.http = httpx.Client(timeout=timeout) if self.web_url else None
 
     @property
     def where(self) -> str:
@@ -243,9 +254,15 @@ class GatewayApiRouter:
         deadline = time.monotonic() + self.settle_s
         while True:
             doc = self._call("read", self.api.get_namespaced_custom_object)
-            if self._accepted(doc) and _generation(doc) == table.generation:
+            accepted = self._accepted(doc) and _generation(doc) == table.generation
+            if accepted and self._switched(table.generation):
                 return
             if time.monotonic() > deadline:
+                if accepted:  # the control plane took it; the data plane has not yet
+                    raise RouterError(
+                        f"the Gateway at {self.web_url} still answers {self.model} with an older "
+                        f"table than generation {table.generation} after {self.settle_s:g} s"
+                    )
                 raise RouterError(
                     f"no Gateway controller accepted generation {table.generation} of "
                     f"{self.where} within {self.settle_s:g} s: check its parentRefs and "
@@ -261,6 +278,8 @@ class GatewayApiRouter:
             return None  # backout has not written this route yet
         if not self._accepted(doc):
             return None  # written, not yet taken by the Gateway: nothing verified
+        if not self._switched(_generation(doc)):
+            return None  # accepted, but the data plane still answers with an older table
         try:
             rules = doc["spec"]["rules"]
             split = next(r for r in rules if r.get("name") == "split")
@@ -320,9 +339,35 @@ class GatewayApiRouter:
                 accepted = False  # this parent has not taken the new generation yet
         return accepted
 
+    def probe(self) -> int | None:
+        """The generation the Gateway's data plane answers the model's path with (None: no
+        stamp, a table backout has not written or a path no rule of it matches)."""
+        assert self.web_url is not None and self.http is not None
+        headers = {"host": self.host} if self.host else {}
+        try:
+            r = self.http.get(f"{self.web_url}/v2/models/{self.model}", headers=headers)
+        except httpx.HTTPError as exc:
+            raise RouterError(
+                f"the Gateway at {self.web_url} cannot be reached ({type(exc).__name__}): is "
+                "that the address of its listener as the controller sees it?"
+            ) from exc
+        value = r.headers.get(GENERATION_HEADER)
+        try:
+            return int(value) if value is not None else None
+        except ValueError as exc:
+            raise RouterError(f"the Gateway answered {GENERATION_HEADER}: {value!r}") from exc
+
+    def _switched(self, generation: int | None) -> bool:
+        if self.web_url is None:
+            return True  # no data-plane address: the route's status is the word we have
+        seen = self.probe()
+        return seen is not None and generation is not None and seen >= generation
+
     def close(self) -> None:
-        """Close the client's connections (a ``CustomObjectsApi``'s pool)."""
+        """Close the client's connections (a ``CustomObjectsApi``'s pool, the probe's)."""
         _close(self.api)
+        if self.http is not None:
+            self.http.close()
 
     def _call(self, what: str, fn: Callable[..., Any], body: Any = None) -> Any:
         args: list[Any] = [GROUP, VERSION, self.namespace, PLURAL, self.route]
