@@ -112,3 +112,77 @@ def test_serve_release_of_an_unknown_release_is_one_line(
     err = capsys.readouterr().err
     assert code.value.code != 0 and err.startswith("error: ") and err.count("\n") == 1
     assert "iris@9.9.9" in err
+
+
+@pytest.mark.slow
+def test_serve_steers_the_traefik_its_policy_names_and_holds_while_traefik_is_down(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """As a user runs it: the policy names Traefik; `backout deploy` and `backout serve`'s
+    controller steer it; while Traefik is down the rollout holds, `status` says why in one
+    line and the timeline has it once; when Traefik is back it serves the committed table."""
+    from backout.store import audit
+    from backout.traffic.traefik import TraefikRouter
+    from tests.cli.runner import Cli
+    from tests.proxy_servers import TraefikServer
+    from tests.waits import wait_for
+
+    store_url = f"sqlite:///{tmp_path / 'store.db'}"
+    store = open_store(store_url, create=True)
+    registry = Registry(store, LocalBlobStore(tmp_path / "artifacts"))
+    for v in ("1.0.0", "1.1.0"):
+        register_iris(registry, tmp_path / "models", v)
+    traefik = TraefikServer()  # its ports and folder; started below, after the outage
+    policy = tmp_path / "policy.yaml"
+    policy.write_text(
+        "rollout: {steps: [10, 100], bake: 1s, min_requests: 0}\n"
+        "capture: {rate: 0}\nreplay: {allowed: false}\n"
+        f"router: {{kind: traefik, api: '{traefik.api_url}', web: '{traefik.web_url}', "
+        f"config_dir: '{traefik.config_dir}', backend: 'http://127.0.0.1:9/{{slug}}'}}\n"
+    )
+    cli = Cli(capsys, store_url, tmp_path)
+    assert cli("deploy", "iris@1.0.0", "--policy", str(policy))[0] == 0
+    assert cli("deploy", "iris@1.1.0")[0] == 0
+    port = free_port()
+    log = tmp_path / "serve.log"
+    with log.open("wb") as err:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "backout", "serve", "--port", str(port), "--workers", "1",
+             "--no-access-log"],
+            env=_env(tmp_path), stdout=subprocess.DEVNULL, stderr=err, start_new_session=True,
+        )  # fmt: skip
+
+    def router_events(kind: str) -> list[audit.Event]:
+        with store.read() as conn:
+            return [e for e in audit.list_events(conn, "iris") if e.kind == kind]
+
+    try:
+        wait_for(lambda: any(e.actor == "controller" for e in router_events("router.error")),
+                 60, "the controller to record that Traefik is down")  # fmt: skip
+        time.sleep(3)  # past the 1 s bake: nothing may move while Traefik cannot be verified
+        doc = cli.json("status", "iris")
+        assert isinstance(doc, dict) and doc["routes"] == "iris: 1.0.0=90% 1.1.0=10%"
+        assert doc["router"]["kind"] == "traefik" and "cannot be reached" in doc["router"]["error"]
+        code, out, _ = cli("status", "iris")
+        assert code == 0 and "router traefik: ERROR Traefik's API at" in out
+        assert proc.poll() is None
+        assert [e.actor for e in router_events("router.error")].count("controller") == 1
+        traefik.start()
+        wait_for(lambda: router_events("router.recovered"), 60, "the controller to recover")
+        router = TraefikRouter(traefik.api_url, traefik.config_dir, lambda m, v: "http://x")
+        try:  # no traffic flows here, so the rollout waits at its first step: silence is no pass
+            wait_for(lambda: router.served("iris") == {"1.0.0": 90.0, "1.1.0": 10.0}, 30,
+                     "Traefik to serve the committed table")  # fmt: skip
+        finally:
+            router.close()
+        assert "router traefik: serves the committed table (verified)" in cli("status", "iris")[1]
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(15)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(5)
+        traefik.__exit__(None, None, None)
+        store.dispose()
+    assert "Traceback" not in log.read_text()

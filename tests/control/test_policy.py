@@ -425,5 +425,5 @@ def test_check_names_the_routers_it_knows(capsys: pytest.CaptureFixture[str]) ->
     assert code.value.code == 2
     assert capsys.readouterr().err == (
         "error: --router 'envoy' is not a router backout knows: use one of gateway, traefik, "
-        "weights-only\n"
+        "gateway-api, weights-only\n"
     )

@@ -1,5 +1,6 @@
 """End to end behind a real Traefik: a regressed canary is detected from a real Prometheus
-scraping Traefik, and the controller (Traefik router, Prometheus telemetry) rolls it back."""
+scraping Traefik, and the controller rolls it back — with the Traefik router and the
+Prometheus telemetry named in the model's policy, as a user configures them."""
 
 from __future__ import annotations
 
@@ -9,7 +10,6 @@ from pathlib import Path
 
 from backout.control.controller import Controller
 from backout.control.policy import parse_policy
-from backout.telemetry.prometheus import PrometheusTelemetry
 from backout.traffic.traefik import TraefikRouter
 from tests.proxy_servers import PrometheusServer, TraefikServer
 from tests.traffic.backends import Load, iris_backends
@@ -39,12 +39,16 @@ def test_a_regressed_canary_behind_traefik_is_detected_from_prometheus_and_rolle
         TraefikServer() as traefik,
         PrometheusServer([f"127.0.0.1:{traefik.api_port}"]) as prom,
     ):
-        router = TraefikRouter(
-            traefik.api_url, traefik.config_dir, releases.urls, web_url=traefik.web_url
+        backends = ", ".join(f"'{v}': '{url}'" for (_, v), url in releases.urls.items())
+        policy = POLICY + (
+            f"router: {{kind: traefik, api: '{traefik.api_url}', web: '{traefik.web_url}', "
+            f"config_dir: '{traefik.config_dir}', backends: {{{backends}}}}}\n"
+            f"telemetry: {{kind: prometheus, url: '{prom.url}'}}\n"
         )
-        telemetry = PrometheusTelemetry(prom.url)
-        ctl = Controller(releases.store, releases.registry, router=router, telemetry=telemetry)
-        ctl.set_policy("iris", parse_policy(POLICY), source="test", actor="test")
+        ctl = Controller(releases.store, releases.registry)  # both from the policy
+        ctl.set_policy("iris", parse_policy(policy), source="test", actor="test")
+        router = ctl.router_for("iris")
+        assert isinstance(router, TraefikRouter) and router.web_url == traefik.web_url
         ctl.deploy("iris", "1.0.0", actor="test")  # the first release: live, known-good
         stop = threading.Event()
         loop = threading.Thread(target=ctl.run, args=(stop,), kwargs={"interval": 0.25})
@@ -76,6 +80,4 @@ def test_a_regressed_canary_behind_traefik_is_detected_from_prometheus_and_rolle
         failed = [s for _, s, release in load.log if s != 200 and release != "iris@1.1.0"]
         assert failed == [], load.failures[:5]  # only the regressed canary's own errors failed
         assert 0 < detected < 30
-        router.close()
-        telemetry.close()
         ctl.close()

@@ -136,6 +136,9 @@ class Settings:
 
     def close(self) -> None:
         """Release database connections (called when the command's context closes)."""
+        ctl = self._cache.pop("controller", None)
+        if ctl is not None:
+            ctl.close_routers()  # the connections to routers and metric systems it opened
         store = self._cache.pop("store", None)
         if store is not None:
             store.dispose()

@@ -29,26 +29,31 @@ def check(
     file: Annotated[Path, typer.Argument(help="The policy YAML file.", show_default=False)],
     json: Annotated[bool, typer.Option("--json", help="Print JSON instead of YAML.")] = False,
     router: Annotated[
-        str,
+        str | None,
         typer.Option(
-            help=f"The router that will carry the model's traffic: {', '.join(ROUTER_CAPABILITIES)}."
+            help="The router that will carry the model's traffic: "
+            f"{', '.join(ROUTER_CAPABILITIES)} (default: the policy's router.kind).",
+            show_default=False,
         ),
-    ] = "gateway",
+    ] = None,
 ) -> None:
     """Validate FILE and print the effective policy; exit 2 with one line per error."""
-    if router not in ROUTER_CAPABILITIES:
+    if router is not None and router not in ROUTER_CAPABILITIES:
         raise ConfigError(
             f"--router {router!r} is not a router backout knows: use one of {', '.join(ROUTER_CAPABILITIES)}"
         )
     try:
         policy = load_policy(file)
-        capabilities.check(policy, router, ROUTER_CAPABILITIES[router])
+        kind = router or policy.router.kind
+        capabilities.check(policy, kind, ROUTER_CAPABILITIES[kind])
     except (PolicyError, UnsupportedByRouter) as exc:
         # Every error on its own line, each greppable and each with its file and line.
         err = Console(stderr=True, highlight=False, soft_wrap=True)
         for line in exc.message.splitlines():
             err.print(f"error: {line}", markup=False)
         raise typer.Exit(exc.exit_code) from None
+    for note in capabilities.notes(kind):
+        Console(stderr=True, highlight=False, soft_wrap=True).print(f"note: {note}", markup=False)
     if json:
         sys.stdout.write(orjson.dumps(policy.effective(), option=orjson.OPT_INDENT_2).decode())
         sys.stdout.write("\n")

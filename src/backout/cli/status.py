@@ -82,6 +82,8 @@ def status(
         ):
             # (a first deploy, stable == target, replaced nothing: not worth a line)
             out.print(_ended_line(last))
+        for line in _trouble(d):
+            out.print(line, markup=False)
         t = Table(box=None, header_style="bold")
         for col in ("release", "weight", f"requests/{window:g}s", "errors", "p50 ms", "p99 ms"):
             t.add_column(col, justify="right" if col != "release" else "left")
@@ -126,6 +128,23 @@ def _leader_line(leader: dict[str, Any] | None) -> str:
         f"controller: none leads; the lease of {leader['holder']} ran out "
         f"{-leader['expires_in_s']:.1f} s ago (operations move again once a controller runs)"
     )
+
+
+def _trouble(doc: dict[str, Any]) -> list[str]:
+    """Lines for an external router or telemetry source that is not what it should be."""
+    lines = []
+    r, t = doc["router"], doc["telemetry"]
+    if r["error"]:
+        lines.append(f"router {r['kind']}: ERROR {r['error']} (traffic holds still)")
+    elif r["kind"] != "gateway" and not r["verified"]:
+        served = r["served"]
+        what = ", ".join(f"{v} {w:g}%" for v, w in sorted(served.items())) if served else "nothing"
+        lines.append(f"router {r['kind']}: serves {what}, not the committed table yet")
+    elif r["kind"] != "gateway":
+        lines.append(f"router {r['kind']}: serves the committed table (verified)")
+    if t["error"]:
+        lines.append(f"telemetry {t['kind']}: ERROR {t['error']} (nothing is decided)")
+    return lines
 
 
 def _ended_line(op: dict[str, Any]) -> str:

@@ -17,21 +17,21 @@ from typing import Any
 
 from sqlalchemy.engine import Connection
 
-from backout.control import incidents, lease
+from backout.control import incidents, lease, routing
 from backout.control.alerts import Alerts
 from backout.control.notify import Notice, Notifier
 from backout.control.operations import Operation, Operations, OperationState
 from backout.control.phases import TERMINAL, Event, Phase, next_phase
 from backout.control.policy import Policy
 from backout.control.triggers import MetricSource
-from backout.errors import RouterError
+from backout.errors import RouterError, TelemetryUnavailable
 from backout.registry.releases import Registry
 from backout.runtimes.probe import PROBE_TIMEOUT_S, Prober, probe_release
 from backout.store import Store, audit
 from backout.telemetry.batches import Batch
 from backout.telemetry.source import StoreTelemetry, TelemetrySource
 from backout.traffic.deployments import Deployments
-from backout.traffic.router import GatewayRouter, TrafficRouter
+from backout.traffic.router import Capability, GatewayRouter, TrafficRouter
 from backout.types import Clock
 
 log = logging.getLogger("backout.controller")
@@ -64,8 +64,15 @@ class ControllerBase:
             registry.clock = clock
         self.ops = Operations(self.store)
         self.deployments = Deployments(self.store, registry)
+        # A router or telemetry source given here serves every model; otherwise each model's
+        # comes from its policy's `router` and `telemetry` sections (control/routing.py).
         self.router: TrafficRouter = router or GatewayRouter(self.deployments)
         self.telemetry: TelemetrySource = telemetry or StoreTelemetry(self.store)
+        self._fixed_router = router is not None
+        self._fixed_telemetry = telemetry is not None
+        self._routers: dict[str, tuple[str, TrafficRouter]] = {}  # model -> (its spec, router)
+        self._sources: dict[str, tuple[str, TelemetrySource]] = {}
+        self._routing_policies: dict[str, tuple[dict[str, Any] | None, Policy]] = {}
         self.notifier = notifier  # None: each model's policy names its webhooks
         self.alerts = Alerts(self.store, actor=actor, notifier=notifier, clock=self.clock)
         self.metrics = metrics
@@ -79,6 +86,7 @@ class ControllerBase:
         self._router_trouble: dict[str, str] = {}  # model -> the router error last recorded
         self._no_target_open: set[str] = set()  # models whose triggers fire with no way back
         self._last_error: dict[str, str] = {}  # model -> the tick error last recorded
+        self._telemetry_trouble: dict[str, str] = {}  # model -> the telemetry error recorded
 
     # -- reading -----------------------------------------------------------------------
 
@@ -105,8 +113,97 @@ class ControllerBase:
     def batches(
         self, model: str, since: float, until: float | None = None
     ) -> dict[str, list[Batch]]:
-        """Per-release telemetry of ``model`` from the telemetry source."""
-        return self.telemetry.batches(model, since, until)
+        """Per-release telemetry of ``model`` from its telemetry source."""
+        source = self.telemetry_for(model)
+        if until is None and not isinstance(source, StoreTelemetry):
+            # A metric system is asked up to the controller's now, the one clock of its
+            # decisions (the store's batches need no bound: none lie in the future).
+            until = self.clock()
+        batches = source.batches(model, since, until)
+        if self._telemetry_trouble.pop(model, None) is not None:
+            with self.store.write() as conn:
+                self.event(conn, "telemetry.recovered", model, self.actor,
+                           "telemetry can be read again; deciding resumes")  # fmt: skip
+        return batches
+
+    def routing_policy(self, model: str) -> Policy:
+        """The model's stored policy, which its router and telemetry are built from. Read at
+        every call — a policy stored by any process counts at once — but validated again only
+        when the stored document changed (a tick asks several times)."""
+        doc = self.ops.policy_doc(model)
+        held = self._routing_policies.get(model)
+        if held is None or held[0] != doc:
+            policy = Policy.model_validate(doc) if doc is not None else self.policy_for(model)
+            held = self._routing_policies[model] = (doc, policy)
+        return held[1]
+
+    def observe(self, model: str, since: float) -> dict[str, Any]:
+        """What ``status`` shows beside the route table, read live and written nowhere: the
+        model's ``batches`` since ``since`` from its telemetry source, what its ``router``
+        serves (for an external one: ``served``, ``verified`` against the committed table),
+        and each source's ``error`` when it cannot be read — an error, never a crash."""
+        kind, _ = self.router_kind(model)
+        router: dict[str, Any] = {"kind": kind, "served": None, "verified": None, "error": None}
+        table = self.deployments.get(model)
+        if kind != "gateway" and table is not None:
+            try:
+                served = self.router_for(model).served(model)
+            except RouterError as exc:
+                router["error"] = exc.message
+            else:
+                router["served"] = served
+                router["verified"] = served == {v: w / 100 for v, w in table.weights.items()}
+        telemetry: dict[str, Any] = {
+            "kind": self.routing_policy(model).telemetry.kind,
+            "error": None,
+        }
+        batches: dict[str, list[Batch]] = {}
+        try:
+            batches = self.telemetry_for(model).batches(model, since)
+        except TelemetryUnavailable as exc:
+            telemetry["error"] = exc.message
+        return {"batches": batches, "router": router, "telemetry": telemetry}
+
+    def router_kind(
+        self, model: str, policy: Policy | None = None
+    ) -> tuple[str, frozenset[Capability]]:
+        """The name and capabilities of the router that carries (or, under ``policy``, would
+        carry) ``model``'s traffic, without reaching it."""
+        if self._fixed_router:
+            return self.router.name, self.router.capabilities
+        spec = (policy or self.routing_policy(model)).router
+        return spec.kind, routing.capabilities_of(spec)
+
+    def router_for(self, model: str) -> TrafficRouter:
+        """The router that carries ``model``'s traffic, built from its policy (and kept while
+        the policy's ``router`` section stays the same)."""
+        if self._fixed_router:
+            return self.router
+        spec = self.routing_policy(model).router
+        if isinstance(spec, routing.GatewayRouting):
+            return self.router
+        key = spec.model_dump_json()
+        held = self._routers.get(model)
+        if held is None or held[0] != key:
+            if held is not None:
+                _close(held[1])
+            held = self._routers[model] = (key, routing.build_router(spec, model, self.deployments))
+        return held[1]
+
+    def telemetry_for(self, model: str) -> TelemetrySource:
+        """The telemetry source that reports ``model``'s traffic, from its policy."""
+        if self._fixed_telemetry:
+            return self.telemetry
+        spec = self.routing_policy(model).telemetry
+        if isinstance(spec, routing.GatewayTelemetry):
+            return self.telemetry
+        key = spec.model_dump_json()
+        held = self._sources.get(model)
+        if held is None or held[0] != key:
+            if held is not None:
+                _close(held[1])
+            held = self._sources[model] = (key, routing.build_telemetry(spec, self.store))
+        return held[1]
 
     # -- the one place a phase changes -------------------------------------------------
 
@@ -188,26 +285,29 @@ class ControllerBase:
         if table is None:
             return True
         want = {v: w / 100 for v, w in table.weights.items()}
+        name = self.router_kind(model)[0]
         try:
-            ok = self.router.served(model) == want
+            router = self.router_for(model)
+            name = router.name
+            ok = router.served(model) == want
             if not ok:
-                self.router.apply(table)
-                ok = self.router.served(model) == want
+                router.apply(table)
+                ok = router.served(model) == want
         except RouterError as exc:
-            log.warning("%s: router %s: %s", model, self.router.name, exc.message)
+            log.warning("%s: router %s: %s", model, name, exc.message)
             if self._router_trouble.get(model) != exc.message:
                 self._router_trouble[model] = exc.message
                 with self.store.write() as conn:
                     self.event(conn, "router.error", model, self.actor,
-                               f"router {self.router.name}: {exc.message}; traffic holds still "
+                               f"router {name}: {exc.message}; traffic holds still "
                                "until it serves the committed table",
-                               {"router": self.router.name, "generation": table.generation})  # fmt: skip
+                               {"router": name, "generation": table.generation})  # fmt: skip
             return False
         if ok and self._router_trouble.pop(model, None) is not None:
             with self.store.write() as conn:
                 self.event(conn, "router.recovered", model, self.actor,
-                           f"router {self.router.name} serves the committed table again",
-                           {"router": self.router.name, "generation": table.generation,
+                           f"router {name} serves the committed table again",
+                           {"router": name, "generation": table.generation,
                             "weights": want})  # fmt: skip
         return ok
 
@@ -241,5 +341,20 @@ class ControllerBase:
         self.alerts.send(model, policy, notice, conn=conn)
 
     def close(self) -> None:
-        """Drain pending notifications (at shutdown)."""
+        """Drain pending notifications (at shutdown) and close the routers and sources built
+        from policies."""
         self.alerts.close()
+        self.close_routers()
+
+    def close_routers(self) -> None:
+        """Close the routers and telemetry sources built from policies (their connections)."""
+        for _, held in [*self._routers.values(), *self._sources.values()]:
+            _close(held)
+        self._routers.clear()
+        self._sources.clear()
+
+
+def _close(thing: object) -> None:
+    close = getattr(thing, "close", None)
+    if callable(close):
+        close()

@@ -12,7 +12,7 @@ from collections.abc import Iterable, Mapping
 
 from backout.control.policy import Policy
 from backout.errors import UnsupportedByRouter
-from backout.traffic.router import ROUTER_LIMITS, Capability
+from backout.traffic.router import ROUTER_CAPABILITIES, ROUTER_LIMITS, Capability
 
 
 def requirements(policy: Policy) -> list[tuple[str, Capability]]:
@@ -49,3 +49,37 @@ def check(policy: Policy, router: str, capabilities: Iterable[Capability]) -> No
             f"the policy cannot run on the {router} router: {'; '.join(gaps)}, which it lacks "
             "(turn those settings off for this model, or route it through a router that has them)"
         )
+
+
+def check_drill(policy: Policy, model: str) -> None:
+    """Refuse a drill on a model whose router cannot inject its fault (only backout's own
+    gateway can: it answers for the release, so it can fail, slow or corrupt the answers)."""
+    kind = policy.router.kind
+    if Capability.FAULT_INJECTION in ROUTER_CAPABILITIES[kind]:
+        return
+    why = ROUTER_LIMITS.get(kind, {}).get(Capability.FAULT_INJECTION)
+    raise UnsupportedByRouter(
+        f"a drill needs the fault-injection capability, and {model}'s traffic goes through the "
+        f"{kind} router" + (f" ({why})" if why else "") + ": rehearse on a model served by "
+        "backout's gateway, or inject the fault in the model server itself"
+    )
+
+
+# What a router lacks that no policy setting asks for, but people count on: said beside the
+# effective policy so nobody learns it during an incident.
+NOTED = {
+    Capability.STICKY_KEYS: "routing keys (x-backout-key) are not sticky",
+    Capability.FAULT_INJECTION: "`backout drill` is refused",
+}
+
+
+def notes(router: str) -> list[str]:
+    """One line per capability of backout's gateway that ``router`` lacks and that no policy
+    setting covers, with the router's reason."""
+    have = ROUTER_CAPABILITIES.get(router, frozenset())
+    why = ROUTER_LIMITS.get(router, {})
+    return [
+        f"on the {router} router, {what}" + (f" ({why[cap]})" if cap in why else "")
+        for cap, what in NOTED.items()
+        if cap not in have
+    ]

@@ -32,7 +32,7 @@ class Commands(ControllerBase):
 
     def set_policy(self, model: str, policy: Policy, *, source: str, actor: str) -> None:
         """Store ``policy`` as the model's runbook (refused if its router cannot carry it)."""
-        capabilities.check(policy, self.router.name, self.router.capabilities)
+        capabilities.check(policy, *self.router_kind(model, policy))
         doc = policy.model_dump(mode="json")
         with self.store.write() as conn:
             Operations.save_policy(conn, model, doc, source)
@@ -48,7 +48,7 @@ class Commands(ControllerBase):
         rel = self.registry.get(f"{model}@{version}")
         overridden = marks.deploy_override(rel, override_bad, reason)
         policy = policy or self.policy_for(model)
-        capabilities.check(policy, self.router.name, self.router.capabilities)
+        capabilities.check(policy, *self.router_kind(model, policy))
         report = self.registry.verify(f"{model}@{version}")
         if not report.ok:
             raise ValidationError(
@@ -343,12 +343,11 @@ class Commands(ControllerBase):
         """Set a model's traffic by hand. A running operation would fight the change, so it is
         refused, or with ``force`` the operation is paused (as forced) in the same write."""
         self.refuse_if_frozen(model)
-        if pins and Capability.PINS not in self.router.capabilities:
-            raise ValidationError(f"the {self.router.name} router cannot pin keys: drop --pin")
-        if shadow and shadow[1] > 0 and Capability.MIRRORING not in self.router.capabilities:
-            raise ValidationError(
-                f"the {self.router.name} router cannot mirror traffic: drop --shadow"
-            )
+        name, can = self.router_kind(model)
+        if pins and Capability.PINS not in can:
+            raise ValidationError(f"the {name} router cannot pin keys: drop --pin")
+        if shadow and shadow[1] > 0 and Capability.MIRRORING not in can:
+            raise ValidationError(f"the {name} router cannot mirror traffic: drop --shadow")
         # Bad input is refused before anything else: --force must not pause an operation for
         # a route change that is then rejected.
         self.deployments.check_traffic(model, weights, shadow=shadow, pins=pins)

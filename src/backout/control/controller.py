@@ -28,7 +28,7 @@ from backout.control.phases import Phase
 from backout.control.rollback import RollbackPhases
 from backout.control.rollout import RolloutPhases
 from backout.control.weights import clean
-from backout.errors import ModelNotFound, StoreUnavailable
+from backout.errors import ModelNotFound, StoreUnavailable, TelemetryUnavailable
 from backout.store import Outage, retention
 
 log = logging.getLogger("backout.controller")
@@ -69,6 +69,9 @@ class Controller(RolloutPhases, RollbackPhases):
 
     def tick_failed(self, model: str, exc: Exception) -> None:
         """Record a tick's failure once: the same failure on every tick is one state, not news."""
+        if isinstance(exc, TelemetryUnavailable):
+            self.telemetry_failed(model, exc)
+            return
         what = f"{type(exc).__name__}: {exc}"
         if self._last_error.get(model) == what:
             log.debug("tick of %s failed again: %s", model, what)
@@ -77,6 +80,19 @@ class Controller(RolloutPhases, RollbackPhases):
         with self.store.write() as conn:
             self.event(conn, "controller.error", model, self.actor, what)
         self._last_error[model] = what
+
+    def telemetry_failed(self, model: str, exc: TelemetryUnavailable) -> None:
+        """The metric system's fault, with a message that says what to fix: nothing is decided
+        on numbers that cannot be read, and traffic stays where it is. Recorded when the
+        trouble starts or changes; :meth:`batches` records its end."""
+        log.warning("%s: telemetry: %s", model, exc.message)
+        if self._telemetry_trouble.get(model) == exc.message:
+            return
+        with self.store.write() as conn:
+            self.event(conn, "telemetry.error", model, self.actor,
+                       f"telemetry: {exc.message}; nothing is decided and traffic holds "
+                       "still until it can be read", {"error": type(exc).__name__})  # fmt: skip
+        self._telemetry_trouble[model] = exc.message
 
     def tick(self, model: str) -> Operation | None:
         """Re-read, re-apply, decide, and move at most one step. Safe to repeat."""

@@ -15,6 +15,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from backout.control import capabilities
 from backout.control.detection import NO_TARGET
 from backout.control.operations import Operation, Operations
 from backout.control.phases import Phase
@@ -84,6 +85,7 @@ def run_drill(
     The gateway and the controller must be running (``backout serve``) with traffic flowing.
     The fault is lifted when the drill ends, whatever happens.
     """
+    capabilities.check_drill(Operations(store).policy_for(model), model)
     deployments = Deployments(store, registry)
     table = deployments.require(model)
     weights = table.weights

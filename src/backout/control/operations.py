@@ -247,11 +247,16 @@ class Operations:
 
     def policy_for(self, model: str) -> Policy:
         """The model's stored policy, or the default one."""
+        doc = self.policy_doc(model)
+        return Policy.model_validate(doc) if doc is not None else default_policy(model)
+
+    def policy_doc(self, model: str) -> dict[str, Any] | None:
+        """The model's stored policy as stored (JSON), or None when it has none."""
         with self.store.read() as conn:
             row = conn.execute(
                 sa.select(POLICIES.c.policy).where(POLICIES.c.model == model)
             ).first()
-        return Policy.model_validate(row.policy) if row else default_policy(model)
+        return dict(row.policy) if row else None
 
     @staticmethod
     def policy_in(conn: Connection, model: str) -> tuple[Policy, datetime | None]:

@@ -42,6 +42,12 @@ from backout.configfile import (
     rule_error,
     validate_yaml,
 )
+from backout.control.routing import (
+    GatewayRouting,
+    GatewayTelemetry,
+    RouterSpec,
+    TelemetrySpec,
+)
 from backout.control.rules import (
     DriftJudgeSpec,
     DriftTrigger,
@@ -363,6 +369,9 @@ class Policy(Section):
     replay: Replay = Field(default_factory=Replay)
     signing: Signing = Field(default_factory=Signing)
     approval: Approval = Field(default_factory=Approval)
+    # What carries the model's traffic and where its numbers come from (control/routing.py).
+    router: RouterSpec = Field(default_factory=GatewayRouting)
+    telemetry: TelemetrySpec = Field(default_factory=GatewayTelemetry)
 
     @field_validator("model")
     @classmethod
@@ -383,6 +392,13 @@ class Policy(Section):
 
     @model_validator(mode="after")
     def _rules(self) -> Policy:
+        r, t = self.router, self.telemetry
+        if r.kind == "traefik" and t.kind == "prometheus" and r.prefix != t.prefix:
+            raise rule_error(
+                "telemetry.prefix",
+                f"telemetry.prefix ({t.prefix!r}) must be the Traefik router's prefix "
+                f"({r.prefix!r}): Prometheus finds the releases by their service names",
+            )
         if self.completion.rollback is None:
             verification = self.rollback.verification.duration
             self.completion = self.completion.model_copy(update={"rollback": verification})

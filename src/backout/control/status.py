@@ -13,7 +13,7 @@ from backout.control.controller import Controller
 from backout.control.lease import current
 from backout.control.statuspage import runbook_view
 from backout.store import Store, audit
-from backout.telemetry.batches import latency_quantile, read_batches, sum_batches
+from backout.telemetry.batches import latency_quantile, sum_batches
 from backout.traffic.deployments import describe
 
 __all__ = ["history", "model_status"]
@@ -26,7 +26,8 @@ def model_status(
     traffic over the last ``window`` seconds."""
     table = ctl.deployments.require(model)
     since = time.time() - window
-    per_release = {v: sum_batches(bs) for v, bs in read_batches(store, model, since=since).items()}
+    seen = ctl.observe(model, since)  # live from the model's router and telemetry source
+    per_release = {v: sum_batches(bs) for v, bs in seen["batches"].items()}
     releases: list[dict[str, Any]] = []
     for v in sorted(set(table.weights) | set(per_release)):
         b = per_release.get(v)
@@ -64,6 +65,8 @@ def model_status(
         "operation": op_doc,
         "last_operation": last.to_dict() if last is not None else None,
         "frozen": ctl.frozen(model),
+        "router": seen["router"],
+        "telemetry": seen["telemetry"],
         "bad": [{"version": v, **mark} for v, mark in bad.items()],
         "controller": None if held is None else held.to_dict(time.time()),  # who leads
     } | runbook_view(store, model)  # the runbook's duties, overdue review, open incident

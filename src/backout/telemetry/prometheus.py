@@ -120,6 +120,9 @@ class PrometheusTelemetry:
     ``prefix`` is the Traefik router's service prefix; ``matchers`` adds label matchers
     (``job="traefik"``) when one Prometheus scrapes more than one Traefik; ``lookback_s``
     must cover at least one scrape interval before the window, for its baseline sample.
+    ``metric`` is the latency histogram's bucket series, ``service_label`` the label naming
+    the release's service (``PREFIX.MODEL.VERSION``) and ``code_label`` the response code's:
+    Traefik's names by default.
     """
 
     def __init__(
@@ -131,8 +134,14 @@ class PrometheusTelemetry:
         lookback_s: float = 5.0,
         connect_timeout_s: float = 1.0,
         timeout_s: float = 5.0,
+        metric: str = METRIC,
+        service_label: str = "service",
+        code_label: str = "code",
     ) -> None:
         self.url = url.rstrip("/")
+        self.metric = metric
+        self.service_label = service_label
+        self.code_label = code_label
         self.prefix = prefix
         self.matchers = matchers
         self.lookback_s = lookback_s
@@ -148,9 +157,9 @@ class PrometheusTelemetry:
         # With the buckets, Traefik's reload counter (a series without a service label, so
         # the empty alternative matches it): it is sampled at every scrape of each Traefik,
         # which tells a series created since the last scrape from one that was already there.
-        names = f"{METRIC}|{SCRAPED}"
+        names = f"{self.metric}|{SCRAPED}"
         ms = max(1, math.ceil(seconds * 1000))
-        return f'{{__name__=~"{names}", service=~"{pattern}|"{extra}}}[{ms}ms]'
+        return f'{{__name__=~"{names}", {self.service_label}=~"{pattern}|"{extra}}}[{ms}ms]'
 
     def batches(
         self, model: str, since: float, until: float | None = None
@@ -160,7 +169,10 @@ class PrometheusTelemetry:
             return {}
         query = self.query_for(model, end - since + self.lookback_s)
         result = self._query(query, end)
-        return to_batches(model, self.prefix, result, since=since, until=end)
+        return to_batches(
+            model, self.prefix, result, since=since, until=end, metric=self.metric,
+            service_label=self.service_label, code_label=self.code_label,
+        )  # fmt: skip
 
     def _query(self, query: str, at: float) -> list[dict[str, Any]]:
         params = {"query": query, "time": f"{at:.3f}", "timeout": f"{self.timeout_s:g}s"}
@@ -205,6 +217,9 @@ def to_batches(
     *,
     since: float,
     until: float,
+    metric: str = METRIC,
+    service_label: str = "service",
+    code_label: str = "code",
 ) -> dict[str, list[Batch]]:
     """Per-release batches from the raw bucket samples of a range selector (pure)."""
     series: list[tuple[dict[str, str], list[Sample]]] = []
@@ -219,7 +234,7 @@ def to_batches(
             continue
         target = labels.get("instance", "") + "|" + labels.get("job", "")
         scrapes[target].update(s.at for s in samples)
-        if labels.get("__name__", METRIC) == METRIC:
+        if labels.get("__name__", metric) == metric:
             series.append((labels, samples))
     # Every series of a target is sampled at the target's scrape times: a series whose first
     # sample comes after an earlier scrape of its target did not exist at that scrape.
@@ -230,7 +245,7 @@ def to_batches(
     spans: dict[tuple[str, int], tuple[float, float]] = {}
     head, shadow_head = f"{prefix}.{model}.", f"{prefix}-shadow.{model}."
     for labels, samples in series:
-        service = labels.get("service", "").rsplit("@", 1)[0]
+        service = labels.get(service_label, "").rsplit("@", 1)[0]
         if service.startswith(head):
             version, shadow = service[len(head) :], False
         elif service.startswith(shadow_head):
@@ -247,7 +262,7 @@ def to_batches(
             if not since <= start < until:
                 continue
             slot = int(start)
-            key = (version, shadow, labels.get("code", ""), slot)
+            key = (version, shadow, labels.get(code_label, ""), slot)
             per_le = buckets[key]
             per_le[le] = per_le.get(le, 0.0) + inc
             lo, hi = spans.get((version, slot), (start, end))

@@ -86,10 +86,15 @@ class GatewayRouter:
 # records no requests for replay and it injects no faults for drills.
 TRAEFIK_CAPABILITIES = frozenset({Capability.PINS, Capability.MIRRORING})
 
+# The Kubernetes Gateway API (traffic/gateway_api.py): weighted backendRefs, header matches
+# for pins and the RequestMirror filter; like Traefik, no sticky keys, capture or faults.
+GATEWAY_API_CAPABILITIES = frozenset({Capability.PINS, Capability.MIRRORING})
+
 # The routers backout knows by name, with what each can do (for `backout policy check`).
 ROUTER_CAPABILITIES: dict[str, frozenset[Capability]] = {
     GatewayRouter.name: GATEWAY_CAPABILITIES,
     "traefik": TRAEFIK_CAPABILITIES,
+    "gateway-api": GATEWAY_API_CAPABILITIES,
     # An external router that splits by weight only (a proxy's weighted services).
     "weights-only": frozenset(),
 }
@@ -101,5 +106,11 @@ ROUTER_LIMITS: dict[str, dict[Capability, str]] = {
         "release as weights change",
         Capability.CAPTURE: "Traefik forwards requests without recording them for replay",
         Capability.FAULT_INJECTION: "Traefik injects no faults into a release's answers",
+    },
+    "gateway-api": {
+        Capability.STICKY_KEYS: "an HTTPRoute's weighted backendRefs do not keep a routing key "
+        "on its release as weights change",
+        Capability.CAPTURE: "the Gateway forwards requests without recording them for replay",
+        Capability.FAULT_INJECTION: "an HTTPRoute injects no faults into a release's answers",
     },
 }
