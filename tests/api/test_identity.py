@@ -236,7 +236,10 @@ def test_an_oidc_config_file_is_read_and_refused_in_one_line(tmp_path: Path) -> 
     f.write_text(
         f"issuer: {ISSUER}\naudience: backout\njwks: /k.json\nroles: {{sre: ['boss:*']}}\n"
     )
-    with pytest.raises(ConfigError, match=r"^unknown role 'boss': choose one of viewer, responder"):
+    with pytest.raises(
+        ConfigError,
+        match=r"^OIDC config '.*': roles.sre: unknown role 'boss': choose one of viewer, responder",
+    ):
         load_oidc_config(f)
     f.write_text("issuer: x\njwks: /k.json\n")
     with pytest.raises(ConfigError, match=r"^OIDC config '.*oidc.yaml': audience: Field required$"):
