@@ -9,6 +9,7 @@ at the boundary with ``raise ... from exc`` so callers only ever handle this tre
     ├── ConfigError                 bad settings, URLs, flags or files given by the user
     │   ├── StoreUnavailable        a store that cannot be reached or timed out (retriable)
     │   │   └── StoreMissing        no store where the URL points: `backout init` creates one
+    │   ├── ArtifactStoreUnavailable an object store that is down, refuses or answers garbage (retriable)
     │   ├── PolicyError             a malformed policy file (field, value, line)
     │   ├── KeyFileError            a signing key file that is unreadable or not Ed25519
     │   └── UnsupportedByRouter     a policy that needs a capability its router lacks
@@ -16,7 +17,8 @@ at the boundary with ``raise ... from exc`` so callers only ever handle this tre
     │   ├── InvalidVersion          a version that is neither semver nor a safe tag
     │   ├── InvalidContract         a contract that is not valid JSON Schema
     │   ├── InvalidTraffic          a route table that does not add up or names bad releases
-    │   └── SignatureInvalid        a release without the valid signature its policy requires
+    │   ├── SignatureInvalid        a release without the valid signature its policy requires
+    │   └── ReleaseMarkedBad        deploying, or rolling back to, a release marked bad
     ├── NotFound                    an unknown model, release, incident or blob
     │   ├── ReleaseNotFound
     │   ├── ModelNotFound
@@ -83,6 +85,15 @@ class StoreMissing(StoreUnavailable):
     """
 
 
+class ArtifactStoreUnavailable(ConfigError):
+    """Raised when the artifact store (S3-compatible object storage) cannot be reached, refuses
+    the request (no bucket, no credentials, access denied) or answers something that is not
+    object storage. The message names the store and the endpoint; retrying may pass."""
+
+    http_status = 503
+    retriable = True
+
+
 class PolicyError(ConfigError):
     """Raised for a malformed policy: names the field path, the value and the line."""
 
@@ -103,6 +114,11 @@ class ValidationError(BackoutError):
     """Raised for a value that breaks the rules of the domain."""
 
     http_status = 422
+
+
+class ReleaseMarkedBad(ValidationError):
+    """Raised when a release marked bad would be deployed without an override, or would be
+    a rollback target. The message names the mark's evidence and operation, and the fix."""
 
 
 class InvalidVersion(ValidationError):

@@ -81,13 +81,13 @@ def test_list_shows_a_table(cli: Cli, model_file: Path) -> None:
     assert lines[0].split() == [
         "release",
         "runtime",
-        "known-good",
+        "mark",
         "served",
         "registered",
         "owner",
         "changelog",
     ]
-    assert lines[1].split()[:3] == ["fraud@1.0.0", "sklearn", "yes"]
+    assert lines[1].split()[:3] == ["fraud@1.0.0", "sklearn", "known-good"]
     assert lines[1].split()[-3:] == ["risk", "first", "cut"]
 
 

@@ -21,6 +21,10 @@ def test_the_demo_tells_the_whole_story(tmp_path: Path) -> None:
     out = run.stdout
     assert run.returncode == 0, out[-3000:] + run.stderr[-3000:]
     assert "rollback.started" in out  # the regressed canary was caught
+    # The public status page went to partial outage during the rollback, and back.
+    assert re.search(r"status page +Iris species API: partial outage", out), out[-3000:]
+    assert re.search(r"status page +Iris species API: operational\s*$", out, re.M)
+    assert re.search(r"dashboard: http://127\.0\.0\.1:\d+/dashboard", out)
     assert "refused" in out and "breaks checkout" in out  # the breaking release was refused
     assert re.search(
         r"drill\.ended\s+drill 1: rolled-back; detect [0-9.]+ s, recover [0-9.]+ s", out

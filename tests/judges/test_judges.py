@@ -180,7 +180,8 @@ def test_judgement_carries_evidence_and_a_one_line_summary() -> None:
     assert {"estimate", "lower", "upper", "e_value", "samples", "verdict"} <= d.keys()
     assert d["verdict"] == "fail"
     assert j.summary.startswith("mean latency +")
-    assert "95% bounds" in j.summary and j.summary.endswith(": fail")
+    assert "(at least +" in j.summary and "95% confidence" in j.summary
+    assert " vs 5,400 requests" in j.summary and j.summary.endswith(": fail")
     assert "\n" not in j.summary
     assert isinstance(j, Judgement) and j.samples == sum(b.requests for b in cand)
 

@@ -40,6 +40,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from backout.api.oidc import OidcConfig, OidcVerifier
+from backout.api.site import mount_pages
 from backout.api.state import ApiState
 from backout.errors import BackoutError, Forbidden
 from backout.redaction import install_log_redaction, redact_text
@@ -220,6 +221,7 @@ def create_app(
         app.include_router(router, prefix=PREFIX)
     for router in ROOT_ROUTERS:
         app.include_router(router)
+    mount_pages(app, PREFIX)  # the status page, the dashboard and the incident routes
     return app
 
 

@@ -36,8 +36,28 @@ def global_options(
         ),
     ] = None,
     artifacts: Annotated[
+        str | None,
+        typer.Option(
+            "--artifacts",
+            envvar="BACKOUT_ARTIFACTS",
+            help="Artifact store: a folder, or s3://bucket/prefix (default: .backout/artifacts).",
+        ),
+    ] = None,
+    s3_endpoint: Annotated[
+        str | None,
+        typer.Option(
+            "--s3-endpoint",
+            envvar="BACKOUT_S3_ENDPOINT",
+            help="S3 API URL for s3:// artifacts (MinIO, Ceph; default: AWS_ENDPOINT_URL or AWS).",
+        ),
+    ] = None,
+    artifact_cache: Annotated[
         Path | None,
-        typer.Option("--artifacts", envvar="BACKOUT_ARTIFACTS", help="Artifact folder."),
+        typer.Option(
+            "--artifact-cache",
+            envvar="BACKOUT_ARTIFACT_CACHE",
+            help="This host's cache of s3:// artifacts (default: .backout/cache).",
+        ),
     ] = None,
     actor: Annotated[
         str | None,
@@ -54,8 +74,10 @@ def global_options(
     debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks on errors.")] = False,
 ) -> None:
     """backout keeps every model release, serves traffic between them, and rolls back safely."""
-    ctx.obj = Settings(store_url=store, artifacts=artifacts, actor=actor or _whoami(), debug=debug,
-                       server=server or None)  # fmt: skip
+    ctx.obj = Settings(
+        store_url=store, artifacts=artifacts, actor=actor or _whoami(), debug=debug,
+        s3_endpoint=s3_endpoint, artifact_cache=artifact_cache, server=server or None,
+    )  # fmt: skip
     ctx.call_on_close(ctx.obj.close)
 
 

@@ -76,6 +76,10 @@ escalation:
   after: 2m
   contacts: [{name: on-call, email: oncall@example.com}]
 capture: {rate: 0.25}
+# The public status page names the service, not the model, and shows no release.
+status_page: {component: Iris species API}
+incident_commander: {rotation: [ana, bo], every: 7d}
+review_every: 90d
 # Loose on purpose: a strict replay (say min_agreement 0.95) refuses 1.1.0 before any
 # traffic moves — the demo lets the canary through so the judges show their work live.
 replay: {requests: 50, max_latency_ratio: 50, min_agreement: 0.6}
@@ -210,6 +214,8 @@ class Demo:
         self.seen_seq = 0
         self.server: subprocess.Popen[bytes] | None = None
         self.traffic: Traffic | None = None
+        self.admin: str | None = None  # the control API: dashboard and status page
+        self.public_status: str | None = None
 
     def say(self, text: str, at: float | None = None) -> None:
         self.console.print(f"[dim]{(at or time.time()) - self.t0:6.1f}s[/dim]  {text}")
@@ -229,6 +235,24 @@ class Demo:
                 else "cyan"
             )
             self.say(f"[{style}]{e.kind:<22}[/{style}] {escape(e.reason)}", at=e.at.timestamp())
+        self.watch_status_page()
+
+    def watch_status_page(self) -> None:
+        """Say when the public status page changes, as a visitor would see it."""
+        if self.admin is None:
+            return
+        try:
+            doc = httpx.get(f"{self.admin}/status/summary.json", timeout=1).json()
+        except (httpx.HTTPError, ValueError):
+            return
+        shown = "; ".join(f"{c['name']}: {c['status_label']}" for c in doc.get("components", []))
+        open_incidents = [i for i in doc.get("incidents", []) if i.get("resolved_at") is None]
+        if open_incidents:
+            shown += f" (incident {open_incidents[0]['status']})"
+        if shown and shown != self.public_status:
+            self.public_status = shown
+            style = "green" if "operational" in shown and not open_incidents else "magenta"
+            self.say(f"[{style}]{'status page':<22}[/{style}] {escape(shown)}")
 
     def wait(self, what: str, done: Any, timeout: float = 90.0) -> None:
         deadline = time.time() + timeout
@@ -282,20 +306,30 @@ class Demo:
                                                 actor="demo", reason="nightly-report pins 0.9.0")  # fmt: skip
         self.say("0.9.0 is live at 100%; the nightly-report consumer is pinned to it")
 
-        port = _free_port()
+        port, admin_port = _free_port(), _free_port()
         gateway = f"http://127.0.0.1:{port}"
+        admin = f"http://127.0.0.1:{admin_port}"
         env = {
             **os.environ,
             "BACKOUT_STORE": url,
             "BACKOUT_ARTIFACTS": str(self.home / "artifacts"),
         }
         self.server = subprocess.Popen(
-            [sys.executable, "-m", "backout", "serve", "--port", str(port), "--workers", "2", "--no-access-log"],
+            [sys.executable, "-m", "backout", "serve", "--port", str(port), "--workers", "2", "--no-access-log",
+             "--admin-port", str(admin_port)],
             env=env, stdout=subprocess.DEVNULL, stderr=open(self.home / "serve.log", "wb"),  # noqa: SIM115
             start_new_session=True,
         )  # fmt: skip
         self.wait("the gateway starts", lambda: _ready(gateway), timeout=60)
         self.say(f"gateway and controller running on {gateway} (2 workers) — pid {self.server.pid}")
+        self.wait(
+            "the control API starts", lambda: _ready(admin, "/status/summary.json"), timeout=60
+        )
+        self.admin = admin
+        self.say(f"status page (public): [bold]{admin}/status[/bold]")
+        self.say(
+            f"dashboard: [bold]{admin}/dashboard[/bold] — log in with the token in {self.token_file()}"
+        )
         self.traffic = Traffic(gateway)
         threading.Thread(target=self.traffic.run, name="demo-traffic", daemon=True).start()
         self.say(
@@ -352,6 +386,19 @@ class Demo:
         self.summary(incident, ttd, drill)
         return 0
 
+    def token_file(self) -> Path:
+        """A token for the dashboard (admin and responder on every model), in an owner-only
+        file: shown once, never printed."""
+        from backout.api import tokens
+        from backout.api.roles import make_grant
+
+        grants = [make_grant(r, ["*"]) for r in ("viewer", "responder", "releaser", "admin")]
+        issued = tokens.create(self.store, grants, actor="demo", name="demo-dashboard")
+        path = self.home / "dashboard-token"
+        path.touch(mode=0o600)
+        path.write_text(issued.token + "\n")
+        return path
+
     def _ended_op(self) -> tuple[str, str] | None:
         ops = self.controller.operations(MODEL, limit=1)
         if not ops or ops[0].ended_at is None:
@@ -362,6 +409,7 @@ class Demo:
 
     def summary(self, incident: Any, ttd: float, drill: Any) -> None:
         c = self.console
+        self.watch_status_page()
         c.rule("what happened")
         subprocess.run([sys.executable, "-m", "backout", "--store", f"sqlite:///{self.home / 'backout.db'}",
                         "status", MODEL], check=False)  # fmt: skip
@@ -429,6 +477,11 @@ class Demo:
                 self.console.print(
                     f"services left running (--keep): gateway pid {self.server.pid}; stop it with `kill {self.server.pid}`"
                 )
+                if self.admin is not None:
+                    self.console.print(
+                        f"dashboard: {self.admin}/dashboard (token in {self.home / 'dashboard-token'}); "
+                        f"status page: {self.admin}/status"
+                    )
                 return
             os.killpg(self.server.pid, signal.SIGTERM)
             try:
@@ -438,9 +491,9 @@ class Demo:
                 self.server.wait(5)
 
 
-def _ready(url: str) -> bool:
+def _ready(url: str, path: str = "/v2/health/ready") -> bool:
     try:
-        return httpx.get(f"{url}/v2/health/ready", timeout=1).status_code == 200
+        return httpx.get(f"{url}{path}", timeout=1).status_code == 200
     except httpx.HTTPError:
         return False
 

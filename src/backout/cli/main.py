@@ -19,6 +19,7 @@ from backout.cli import (
     consumers,
     demo,
     drill,
+    incident,
     keys,
     operations,
     policy,
@@ -63,6 +64,7 @@ app.add_typer(policy.policy_app, name="policy")
 app.add_typer(keys.keys_app, name="keys")
 app.add_typer(retention.retention_app, name="retention")
 app.add_typer(tokens.token_app, name="token")
+app.add_typer(incident.incident_app, name="incident")
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -25,6 +25,13 @@ def deploy(
         typer.Option(help="Policy file (YAML) to run the rollout by; kept as the model's policy."),
     ] = None,
     reason: Annotated[str, typer.Option(help="Why, for the audit log.")] = "",
+    override_bad: Annotated[
+        bool,
+        typer.Option(
+            "--override-bad",
+            help="Deploy a release marked bad anyway (needs --reason; recorded in the audit log).",
+        ),
+    ] = False,
     json: JsonOpt = False,
 ) -> None:
     """Roll a release out in gated steps (on a model with nothing live: make it live)."""
@@ -38,14 +45,16 @@ def deploy(
 
         pol = load_policy(policy)
     if (remote := s.remote()) is not None:
-        body = {"version": version, "reason": reason,
+        body = {"version": version, "reason": reason, "override_bad": override_bad,
                 "policy": policy.read_text(encoding="utf-8") if policy is not None else None}  # fmt: skip
         op = remote.post(f"/models/{model}/deploy", body)
     else:
         ctl = s.controller()
         if pol is not None:
             ctl.set_policy(model, pol, source=str(policy), actor=s.actor)
-        op = ctl.deploy(model, version, actor=s.actor, policy=pol, reason=reason).to_dict()
+        op = ctl.deploy(
+            model, version, actor=s.actor, policy=pol, reason=reason, override_bad=override_bad
+        ).to_dict()
     if _waiting(op, json):
         return
     if json:

@@ -2,8 +2,9 @@
 
 For the command modules of :mod:`backout.cli`: :data:`out` and :data:`err` print to stdout
 and stderr, :func:`print_json` prints the ``--json`` form of a command, :class:`Settings`
-holds the global options (``--store``, ``--artifacts``, ``--actor``, ``--debug``) and opens
-the store, registry, deployments and controller once per command, and :func:`settings`
+holds the global options (``--store``, ``--artifacts``, ``--s3-endpoint``, ``--artifact-cache``,
+``--actor``, ``--debug``) and opens the store, artifact store, registry, deployments and
+controller once per command, and :func:`settings`
 finds it in the Typer context. :data:`JsonOpt` is the ``--json`` option every command that
 prints data takes.
 """
@@ -34,20 +35,59 @@ class Settings:
     """Global options, shared by every command through the Typer context."""
 
     store_url: str | None = None
-    artifacts: Path | None = None
+    artifacts: str | Path | None = None
     actor: str = "unknown"
     debug: bool = False
+    s3_endpoint: str | None = None
+    artifact_cache: Path | None = None
+    bucket_created: bool = False  # set by ``init`` when it created the s3:// bucket
     server: str | None = None  # --server / BACKOUT_SERVER: commands go to this control API
     _cache: dict[str, Any] = field(default_factory=dict)
 
     def home(self) -> Path:
         return Path(os.environ.get("BACKOUT_HOME", ".backout"))
 
-    def artifacts_root(self) -> Path:
+    def artifacts_location(self) -> str:
+        """The artifact store: a folder, or ``s3://bucket/prefix`` for object storage."""
         if self.artifacts is not None:
-            return self.artifacts
-        env = os.environ.get("BACKOUT_ARTIFACTS")
-        return Path(env) if env else self.home() / "artifacts"
+            return str(self.artifacts)
+        return os.environ.get("BACKOUT_ARTIFACTS") or str(self.home() / "artifacts")
+
+    def artifacts_remote(self) -> bool:
+        from backout.registry.objectstore import is_remote
+
+        return is_remote(self.artifacts_location())
+
+    def artifacts_root(self) -> Path:
+        """The artifact folder (for a local artifact store)."""
+        return Path(self.artifacts_location())
+
+    def endpoint(self) -> str | None:
+        """The S3 API's URL for object storage (None: AWS itself)."""
+        env = os.environ.get("BACKOUT_S3_ENDPOINT") or os.environ.get("AWS_ENDPOINT_URL")
+        return self.s3_endpoint or env or None
+
+    def cache_root(self) -> Path:
+        """This host's cache of artifacts downloaded from object storage."""
+        if self.artifact_cache is not None:
+            return self.artifact_cache
+        env = os.environ.get("BACKOUT_ARTIFACT_CACHE")
+        return Path(env) if env else self.home() / "cache"
+
+    def blobs(self) -> Any:
+        """The artifact store the options point at (a folder or object storage)."""
+        if "blobs" not in self._cache:
+            from backout.registry.objectstore import cache_bytes_from_env, open_blobs
+
+            location = self.artifacts_location()
+            remote = self.artifacts_remote()
+            self._cache["blobs"] = open_blobs(
+                location,
+                endpoint=self.endpoint() if remote else None,
+                cache_dir=self.cache_root(),
+                cache_bytes=cache_bytes_from_env() if remote else 0,
+            )
+        return self._cache["blobs"]
 
     def url(self) -> str:
         from backout.store import default_url
@@ -68,8 +108,11 @@ class Settings:
         if "store" not in self._cache:
             from backout.store import open_store
 
+            if create and self.artifacts_remote():
+                # Before the store: an object store that cannot be used creates nothing.
+                self.bucket_created = self.blobs().ensure()
             self._cache["store"] = open_store(self.url(), create=create)
-            if create:
+            if create and not self.artifacts_remote():
                 self.make_artifacts_root()
         return self._cache["store"]
 
@@ -116,10 +159,9 @@ class Settings:
 
     def registry(self) -> Any:
         if "registry" not in self._cache:
-            from backout.registry.artifacts import LocalBlobStore
             from backout.registry.releases import Registry
 
-            self._cache["registry"] = Registry(self.store(), LocalBlobStore(self.artifacts_root()))
+            self._cache["registry"] = Registry(self.store(), self.blobs())
         return self._cache["registry"]
 
 

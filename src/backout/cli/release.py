@@ -1,4 +1,5 @@
-"""Command line for releases: register, sign, list, show, verify, mark-good, quarantine, delete.
+"""Command line for releases: register, sign, list, show, verify, mark-good, mark-bad,
+clear-bad, quarantine, delete.
 
 Mounted on the ``backout`` app by :mod:`backout.cli.main`.
 """
@@ -230,20 +231,42 @@ def release_list(
         )
         return
     t = Table(box=None, header_style="bold")
-    for col in ("release", "runtime", "known-good", "served", "registered", "owner", "changelog"):
+    for col in ("release", "runtime", "mark", "served", "registered", "owner", "changelog"):
         t.add_column(col)
     for d in docs:
         m = d["manifest"]
         t.add_row(
             d["ref"],
             m["runtime"]["kind"],
-            "yes" if d["known_good"] else "",
+            mark_cell(d),
             "yes" if d["first_served_at"] else "",
             f"{datetime.fromisoformat(d['registered_at']):%Y-%m-%d %H:%M}",
             m["owner"],
             short(m["changelog"]),
         )
     out.print(t)
+    for d in docs:
+        if d.get("bad"):
+            out.print(f"{d['ref']} is marked bad: {bad_line(d['bad'])}")
+
+
+def mark_cell(rel: dict[str, Any]) -> str:
+    """The mark column of a release table: ``known-good``, ``bad (op 7)``, ``bad (by hand)``,
+    ``quarantined``, or empty (the evidence of a bad mark is printed under the table)."""
+    bad = rel.get("bad")
+    if bad:
+        return (
+            f"bad (op {bad['operation']})" if bad.get("operation") is not None else "bad (by hand)"
+        )
+    if rel.get("quarantined"):
+        return "quarantined"
+    return "known-good" if rel.get("known_good") else ""
+
+
+def bad_line(mark: dict[str, Any]) -> str:
+    """``<evidence> (operation 7, by controller 2026-12-01 10:40 UTC)``."""
+    by = f"operation {mark['operation']}, " if mark.get("operation") is not None else ""
+    return f"{mark['evidence']} ({by}by {mark['actor']} {mark['at'][:16].replace('T', ' ')} UTC)"
 
 
 @release_app.command("show")
@@ -280,6 +303,7 @@ def release_show(
         ("known-good", "yes" if doc["known_good"] else "no"),
         ("served", f"since {datetime.fromisoformat(served):%Y-%m-%d %H:%M} UTC" if served else "never"),
         ("quarantined", doc["quarantined"] or "no"),
+        ("bad", bad_line(doc["bad"]) if doc.get("bad") else "no"),
         ("changelog", m["changelog"] or "-"),
         ("rollback plan", (plan["text"] or "-") + (f" (target {plan['target']})" if plan["target"] else "")),
         ("contract", ", ".join(k for k in ("input", "output") if (m["contract"] or {}).get(k)) or "none"),
@@ -297,10 +321,12 @@ def release_show(
     for art in m["artifacts"]:
         a.add_row(art["path"], art["sha256"], f"{art['size']:,}")
     out.print(a)
+    said = {"mark": "marked known-good", "unmark": "unmarked known-good", "bad": "marked bad",
+            "clear-bad": "bad mark cleared"}  # fmt: skip
     for mark in doc["marks"]:
-        out.print(
-            f"{datetime.fromisoformat(mark['at']):%Y-%m-%d %H:%M} {mark['action']} known-good by {mark['actor']}: {mark['reason']}"
-        )
+        what = said.get(mark["action"], mark["action"])
+        at = datetime.fromisoformat(mark["at"])
+        out.print(f"{at:%Y-%m-%d %H:%M} {what} by {mark['actor']}: {mark['reason']}")
 
 
 @release_app.command("verify")
@@ -364,6 +390,41 @@ def release_mark_good(
         print_json(doc)
     else:
         out.print(f"{doc['ref']} is {'now' if doc['known_good'] else 'no longer'} known-good")
+
+
+@release_app.command("mark-bad")
+def release_mark_bad(
+    ctx: typer.Context,
+    ref: Annotated[str, typer.Argument(help="MODEL@VERSION")],
+    reason: Annotated[str, typer.Option(help="Why, kept with the mark and in the audit log.")],
+    json: JsonOpt = False,
+) -> None:
+    """Mark a release bad: no rollback targets it, and deploying it needs --override-bad."""
+    s = settings(ctx)
+    rel = s.registry().mark_bad(ref, actor=s.actor, reason=reason)
+    if json:
+        print_json(rel.to_dict())
+    else:
+        out.print(f"{rel.ref} is marked bad: {rel.bad.evidence if rel.bad else reason}")
+
+
+@release_app.command("clear-bad")
+def release_clear_bad(
+    ctx: typer.Context,
+    ref: Annotated[str, typer.Argument(help="MODEL@VERSION")],
+    reason: Annotated[str, typer.Option(help="Why it is safe again, for the audit log.")],
+    json: JsonOpt = False,
+) -> None:
+    """Lift a release's bad mark. It is not known-good again until marked so."""
+    s = settings(ctx)
+    rel = s.registry().clear_bad(ref, actor=s.actor, reason=reason)
+    if json:
+        print_json(rel.to_dict())
+    else:
+        out.print(
+            f"{rel.ref} is no longer marked bad (mark it known-good with `backout release mark-good {rel.ref}` "
+            "to make it a rollback point again)"
+        )
 
 
 @release_app.command("delete")

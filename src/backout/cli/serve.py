@@ -2,7 +2,10 @@
 
 For whoever runs backout on a host: it opens the store (an existing one; ``--init`` creates
 it when there is none) and migrates it once, hands the settings to the workers through the
-environment, and runs uvicorn until stopped.
+environment, and runs uvicorn until stopped. Beyond one machine the two halves run apart:
+``--gateway-only`` runs gateway replicas (any number, on any hosts, sharing one PostgreSQL
+store) and ``--controller-only`` runs a controller (two or more: one holds the lease and
+acts, the others wait to take over).
 """
 
 from __future__ import annotations
@@ -38,6 +41,38 @@ def serve(
     controller: Annotated[
         bool, typer.Option(help="Run the controller beside the gateway (one acts per store).")
     ] = True,
+    gateway_only: Annotated[
+        bool,
+        typer.Option(
+            "--gateway-only",
+            help="Run only the gateway workers, a replica among others on the same store "
+            "(as --no-controller).",
+        ),
+    ] = False,
+    controller_only: Annotated[
+        bool,
+        typer.Option(
+            "--controller-only",
+            help="Run only the controller, no gateway: one of several, the lease holder acts.",
+        ),
+    ] = False,
+    lease: Annotated[
+        float,
+        typer.Option(
+            min=1.0,
+            max=300.0,
+            help="Seconds a silent controller's lease lasts before another "
+            "takes over (it renews it every tick).",
+        ),
+    ] = 5.0,
+    telemetry_buffer: Annotated[
+        int,
+        typer.Option(
+            min=1,
+            help="Telemetry batches a worker keeps while the store is unreachable (about "
+            "one per release per second); past it the oldest are dropped and counted.",
+        ),
+    ] = 10_000,
     init: Annotated[
         bool,
         typer.Option("--init", help="Create the store first if there is none (as `backout init`)."),
@@ -70,8 +105,15 @@ def serve(
 
     import uvicorn
 
+    if gateway_only and controller_only:
+        raise typer.BadParameter("choose one of --gateway-only and --controller-only")
+    if gateway_only:
+        controller = False
     s = settings(ctx)
     s.store(create=init)  # migrate once here, before the workers start
+    if controller_only:
+        _controller_alone(s, lease)
+        return
     if release is not None:
         ref = s.registry().get(release).ref  # an unknown release fails here, in one line
         os.environ["BACKOUT_RELEASE"] = ref
@@ -80,10 +122,18 @@ def serve(
         os.environ.pop("BACKOUT_RELEASE", None)
     s.close()
     os.environ["BACKOUT_STORE"] = s.url()
-    os.environ["BACKOUT_ARTIFACTS"] = str(s.artifacts_root().resolve())
+    if s.artifacts_remote():
+        os.environ["BACKOUT_ARTIFACTS"] = s.artifacts_location()
+        os.environ["BACKOUT_ARTIFACT_CACHE"] = str(s.cache_root().resolve())
+        endpoint = s.endpoint()
+        if endpoint:
+            os.environ["BACKOUT_S3_ENDPOINT"] = endpoint
+    else:
+        os.environ["BACKOUT_ARTIFACTS"] = str(s.artifacts_root().resolve())
     os.environ["BACKOUT_MAX_BODY_BYTES"] = str(max_body_bytes)
     os.environ["BACKOUT_WARM_ROLLBACK_POINTS"] = str(warm_rollback_points)
     os.environ["BACKOUT_ACCESS_LOG"] = "1" if access_log else ""
+    os.environ["BACKOUT_TELEMETRY_BUFFER"] = str(telemetry_buffer)
     metrics_dir = tempfile.mkdtemp(prefix="backout-metrics-")
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
     n = workers or os.cpu_count() or 1
@@ -107,8 +157,10 @@ def serve(
 
         ctl = Controller(s.store(), s.registry(), actor="controller")
         threading.Thread(
-            target=ctl.run, args=(stop,), name="backout-controller", daemon=True
-        ).start()
+            target=ctl.run, args=(stop,), kwargs={"lease_s": lease}, name="backout-controller",
+            daemon=True,
+        ).start()  # fmt: skip
+        err.print(_who_leads(s))
     try:
         uvicorn.run(
             "backout.serving.app:create_app", factory=True, host=host, port=port, workers=n,
@@ -125,6 +177,36 @@ def serve(
             except subprocess.TimeoutExpired:
                 admin.kill()
         shutil.rmtree(metrics_dir, ignore_errors=True)
+
+
+def _controller_alone(s: Settings, lease_s: float) -> None:
+    """Run one controller in this process until SIGTERM or Ctrl-C; it acts while it holds
+    the store's lease and gives the lease up when it stops."""
+    import signal
+
+    from backout.control.controller import Controller, default_holder
+
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    err.print(
+        f"backout controller {default_holder()} on store {_redacted(s.url())} "
+        f"(lease {lease_s:g} s); {_who_leads(s)}"
+    )
+    Controller(s.store(), s.registry(), actor="controller").run(stop, lease_s=lease_s)
+    s.close()
+
+
+def _who_leads(s: Settings) -> str:
+    """One line: which controller holds the store's lease now."""
+    import time
+
+    from backout.control.lease import current
+
+    held = current(s.store())
+    if held is None or not held.live(time.time()):
+        return "no controller holds the lease yet: the first to ask takes it"
+    return f"controller {held.holder} leads (lease generation {held.generation}); others wait"
 
 
 def _start_api(s: Settings, host: str, port: int, oidc: Path | None) -> subprocess.Popen[bytes]:

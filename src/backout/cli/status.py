@@ -2,7 +2,8 @@
 
 For anyone watching a model: ``status`` shows each model's route table, its running
 operation with the last gate, and each release's traffic over a recent window;
-``history`` lists the audit events and can verify their hash chain.
+``history`` lists the audit events and can verify their hash chain. Releases marked bad
+are listed with their evidence, whether or not they take traffic.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from backout.cli.output import JsonOpt, err, out, print_json, settings, short
+from backout.cli.release import bad_line
 
 
 def status(
@@ -34,6 +36,7 @@ def status(
     else:
         models = [model] if model else s.deployments().models()
         docs = [model_status(s.store(), s.controller(), m, window=window) for m in models]
+    leader = docs[0]["controller"] if docs else None
     if json:
         print_json(docs if model is None else docs[0])
         return
@@ -44,6 +47,17 @@ def status(
         if d["frozen"]:
             out.print(
                 f"[bold red]FROZEN[/bold red]: {escape(str(d['frozen']))} — lift with `backout unfreeze {d['model']} --reason ...`",
+                markup=True,
+            )
+        runbook = d.get("runbook") or {}
+        if runbook.get("warning"):
+            out.print(f"[yellow]warning[/yellow]: {escape(runbook['warning'])}", markup=True)
+        if d.get("incident"):
+            inc = d["incident"]
+            who = runbook.get("incident_commander")
+            out.print(
+                f"incident {inc['id']}: {inc['status']}"
+                + (f" (incident commander: {escape(who)})" if who else ""),
                 markup=True,
             )
         op = d["operation"]
@@ -78,6 +92,8 @@ def status(
                 "-" if r["p99_ms"] is None else f"{r['p99_ms']:.2f}",
             )  # fmt: skip
         out.print(t)
+        for mark in d["bad"]:
+            out.print(f"{d['model']}@{mark['version']} is marked bad: {bad_line(mark)}")
         refused = [
             f"{r['version']} {_kinds(r['client_errors'])}"
             for r in d["releases"]
@@ -88,6 +104,28 @@ def status(
                 "client errors (refused as the callers' fault, not counted above): "
                 + "; ".join(refused)
             )
+    if leader is not None or any(d["operation"] for d in docs):
+        out.print(_leader_line(leader))
+
+
+def _leader_line(leader: dict[str, Any] | None) -> str:
+    """Who leads the controllers, or that none does (then no operation moves)."""
+    if leader is None:
+        return (
+            "controller: none has run on this store; operations do not move until one runs "
+            "(`backout serve`)"
+        )
+    if leader["live"]:
+        since = leader["leading_for_s"]
+        return (
+            f"controller: {leader['holder']} leads (lease generation {leader['generation']}"
+            + (f", for {since:.0f} s" if since is not None else "")
+            + ")"
+        )
+    return (
+        f"controller: none leads; the lease of {leader['holder']} ran out "
+        f"{-leader['expires_in_s']:.1f} s ago (operations move again once a controller runs)"
+    )
 
 
 def _ended_line(op: dict[str, Any]) -> str:

@@ -17,9 +17,10 @@ from typing import Any
 
 from sqlalchemy.engine import Connection
 
+from backout.control import incidents, lease
 from backout.control.alerts import Alerts
 from backout.control.notify import Notice, Notifier
-from backout.control.operations import Operation, Operations, OperationState, Stale
+from backout.control.operations import Operation, Operations, OperationState
 from backout.control.phases import TERMINAL, Event, Phase, next_phase
 from backout.control.policy import Policy
 from backout.control.triggers import MetricSource
@@ -34,8 +35,6 @@ from backout.traffic.router import GatewayRouter, TrafficRouter
 from backout.types import Clock
 
 log = logging.getLogger("backout.controller")
-
-LEASE = "controller"
 
 
 class ControllerBase:
@@ -54,25 +53,27 @@ class ControllerBase:
         prober: Prober | None = None,
         actor: str = "controller",
     ) -> None:
-        self.store = store
+        # Every write of the controller's loop is fenced by the lease it holds (see
+        # backout.control.lease); people's commands through this object are not.
+        self.store = lease.FencedStore(store, lambda: self.lease)
+        self.lease: lease.Held | None = None  # what the loop holds while it leads
         self.registry = registry
         # One clock for the controller, the registry's marks and the audit log it writes.
         self.clock: Clock = clock or registry.clock
         if clock is not None:
             registry.clock = clock
-        self.ops = Operations(store)
-        self.deployments = Deployments(store, registry)
+        self.ops = Operations(self.store)
+        self.deployments = Deployments(self.store, registry)
         self.router: TrafficRouter = router or GatewayRouter(self.deployments)
-        self.telemetry: TelemetrySource = telemetry or StoreTelemetry(store)
+        self.telemetry: TelemetrySource = telemetry or StoreTelemetry(self.store)
         self.notifier = notifier  # None: each model's policy names its webhooks
-        self.alerts = Alerts(store, actor=actor, notifier=notifier, clock=self.clock)
+        self.alerts = Alerts(self.store, actor=actor, notifier=notifier, clock=self.clock)
         self.metrics = metrics
         # Loads a release apart from this process and asks it one question, before it takes
         # traffic or becomes known-good (see backout.runtimes.probe).
         self.prober: Prober = prober or probe_release
         self.probe_timeout_s = PROBE_TIMEOUT_S
         self.actor = actor
-        self._holder: str | None = None  # the lease this controller ticks under, in run()
         self._gates: dict[tuple[int, int, str], Any] = {}
         self._policy_cache: dict[str, Policy] = {}
         self._router_trouble: dict[str, str] = {}  # model -> the router error last recorded
@@ -131,6 +132,7 @@ class ControllerBase:
         self.event(conn, f"phase.{to.value}", op.model, actor, reason,
                    {"operation": op.id, "kind": op.kind, "event": event.value, "from": before.value,
                     "to": to.value, "step": op.step, "weights": op.weights, "evidence": dict(evidence)})  # fmt: skip
+        incidents.follow(conn, op, event, now, actor)  # the public status follows the phase
         if to != before:
             self.notify("phase", op.model, f"{op.model} {op.kind}: {to.value}", reason, op.id,
                         severity="critical" if to == Phase.FROZEN else "info", conn=conn)  # fmt: skip
@@ -141,23 +143,28 @@ class ControllerBase:
         """Begin an operation by ``event`` (from "no operation" in the table)."""
         phase = next_phase(None, event, model=model)
         self.fence(conn)
-        return self.ops.insert(conn, model, kind, phase, stable, target, weights, policy, reason,
-                               actor, now, state=state, step_at=step_at)  # fmt: skip
+        op = self.ops.insert(conn, model, kind, phase, stable, target, weights, policy, reason,
+                             actor, now, state=state, step_at=step_at)  # fmt: skip
+        incidents.follow(conn, op, event, now, actor)  # a rollback opens an incident
+        return op
+
+    def lead(self, held: lease.Held | None) -> None:
+        """Tick under ``held`` (None: not leading): from now on every write of the calling
+        thread checks that the stored lease is still ``held``, else :class:`LeaseLost`."""
+        self.lease = held
+        self.store.fence_thread()
 
     def fence(self, conn: Connection) -> None:
         """Refuse to write for a controller whose lease another holder took (fencing).
 
         A controller paused rather than killed (a long GC pause, a stopped process) may wake
         after its lease expired and another controller took it over; its tick must not write.
-        Commands run by people (no holder) are not fenced.
+        The store checks it at the start of each write of the loop too; this names the check
+        where a decision is written. Commands run by people are not fenced.
         """
-        if self._holder is None:
-            return
-        # Only another holder fences us out: a lease that merely ran out during a long tick
-        # (a big replay) with no one taking over still belongs to this controller.
-        holder = self.ops.lease_holder(conn, LEASE)
-        if holder is not None and holder != self._holder:
-            raise Stale(0)
+        held = self.store.fenced()
+        if held is not None:
+            lease.check(conn, lease.CONTROLLER, held)
 
     def apply(self, conn: Connection, op: Operation, actor: str, reason: str) -> None:
         """Write the operation's weights as the model's route table, in the caller's write.
@@ -209,6 +216,10 @@ class ControllerBase:
         """Append an audit event stamped with the controller's clock."""
         audit.append(conn, kind, model=model, actor=actor, reason=reason, data=dict(data or {}),
                      at=self.now_utc())  # fmt: skip
+        if kind in ("freeze", "freeze.lifted") and model is not None:
+            # A freeze no operation carries is an incident too (the public sees an outage).
+            policy = Operations.policy_in(conn, model)[0]
+            incidents.follow_freeze(conn, model, policy, kind == "freeze", self.clock(), actor)
 
     # -- notifications and escalation ----------------------------------------------------
 

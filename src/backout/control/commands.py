@@ -13,14 +13,14 @@ from typing import Any
 
 from sqlalchemy.engine import Connection
 
-from backout.control import capabilities, preflight
+from backout.control import capabilities, marks, preflight
 from backout.control.base import ControllerBase
 from backout.control.operations import Operation, Operations, OperationState
 from backout.control.phases import RESUMED, Event, Phase, allows
 from backout.control.policy import Policy
 from backout.control.weights import dominant, fmt_weights, next_rollback_step, split
 from backout.errors import Conflict, Frozen, ModelNotFound, OperationInProgress, ValidationError
-from backout.registry import signing
+from backout.registry import badmarks, signing
 from backout.registry.manifest import parse_ref
 from backout.registry.releases import Release
 from backout.traffic.router import Capability
@@ -39,9 +39,14 @@ class Commands(ControllerBase):
             self.event(conn, "policy.set", model, actor, f"policy from {source}", {"policy": doc})
 
     def deploy(self, model: str, version: str, *, actor: str, policy: Policy | None = None,
-               reason: str = "") -> Operation:  # fmt: skip
-        """Start a gated rollout of ``model@version`` (or make it live if nothing is)."""
+               reason: str = "", override_bad: bool = False) -> Operation:  # fmt: skip
+        """Start a gated rollout of ``model@version`` (or make it live if nothing is).
+
+        A release marked bad is refused unless ``override_bad`` with a ``reason``, which is
+        audited in the same write as the rollout's start."""
         self.refuse_if_frozen(model)
+        rel = self.registry.get(f"{model}@{version}")
+        overridden = marks.deploy_override(rel, override_bad, reason)
         policy = policy or self.policy_for(model)
         capabilities.check(policy, self.router.name, self.router.capabilities)
         report = self.registry.verify(f"{model}@{version}")
@@ -75,6 +80,9 @@ class Commands(ControllerBase):
                                           reason="first release of the model", at=now)  # fmt: skip
                 op = self.start(conn, model, "rollout", Event.FIRST_DEPLOY, version, version,
                                 {version: 100.0}, policy, reason or "first deploy", actor, now)  # fmt: skip
+                if overridden is not None:
+                    marks.record_override(conn, rel, overridden, actor=actor, reason=reason,
+                                          operation=op.id)  # fmt: skip
             self.push(model)  # an external router learns of the model here, after the commit
             return op
         with self.store.write() as conn:
@@ -87,6 +95,9 @@ class Commands(ControllerBase):
                             split(stable, version, first), policy, reason or f"deploy {model}@{version}",
                             actor, now)  # fmt: skip
             self.apply(conn, op, actor, f"rollout step 1: {version} at {first:g}%")
+            if overridden is not None:
+                marks.record_override(conn, rel, overridden, actor=actor, reason=reason,
+                                      operation=op.id)  # fmt: skip
             self.event(conn, "rollout.started", model, actor, op.reason,
                        {"operation": op.id, "stable": stable, "candidate": version,
                         "steps": list(policy.rollout.steps)})  # fmt: skip
@@ -97,11 +108,14 @@ class Commands(ControllerBase):
 
     def rollback(self, model: str, *, actor: str, to: str | None = None, emergency: bool | None = None,
                  reason: str = "", trigger: dict[str, Any] | None = None,
-                 expect: Operation | None = None) -> Operation:  # fmt: skip
+                 expect: Operation | None = None, mark_bad: str = "") -> Operation:  # fmt: skip
         """Start a rollback of ``model`` to ``to`` (default: the policy's target).
 
         ``expect``: the operation a tick decided to roll back, as it read it; if it changed
-        since, the decision is void (raises the tick's stale-state signal).
+        since, the decision is void (raises the tick's stale-state signal). ``mark_bad``:
+        the evidence of the failed gate or trigger that decided it; the release rolled back
+        from is marked bad with it in the rollback's own write. A bad or quarantined
+        release is never the target.
 
         A frozen model refuses every traffic change but one: a person's emergency rollback.
         A freeze means no automatic way out is safe, which is exactly when a responder needs
@@ -140,6 +154,7 @@ class Commands(ControllerBase):
             raise ValidationError(
                 f"{model}@{target} is the release being rolled back from: name another with --to"
             )
+        marks.refuse_target(self.registry.get(f"{model}@{target}"))
         report = self.registry.verify(f"{model}@{target}")
         now = self.clock()
         mode = (
@@ -203,10 +218,16 @@ class Commands(ControllerBase):
                 event, weights = Event.ROLLBACK_STARTED_AT_ONCE, {target: 100.0}
             op = self.start(conn, model, "rollback", event, from_version, target, weights, policy,
                             reason or f"rollback to {target}", actor, now, state=state, step_at=moved_at)  # fmt: skip
+            drilled = marks.injected(conn, model, from_version, moved_at) if mark_bad else None
             self.event(conn, "rollback.started", model, actor, op.reason,
                        {"operation": op.id, "from": from_version, "target": target, "mode": mode,
                         "trigger": trigger, "warm": warm, "skip_gates": skip_gates,
-                        "weights_before": live})  # fmt: skip
+                        "weights_before": live, "marked_bad": from_version if mark_bad and not drilled else None,
+                        "drill_fault": drilled})  # fmt: skip
+            if mark_bad and not drilled:
+                badmarks.record_bad(conn, model, from_version, evidence=mark_bad, actor=actor,
+                                    operation=op.id, at=moved_at,
+                                    source="gate" if trigger and "gate" in trigger else "trigger")  # fmt: skip
             self.apply(conn, op, actor, f"{mode} rollback: {fmt_weights(weights)}")
             self.notify("trigger" if trigger else "phase", model, f"{mode} rollback of {model} to {target} started",
                         op.reason + (f" ({warm})" if warm else ""), op.id, severity="critical", conn=conn)  # fmt: skip
@@ -386,7 +407,7 @@ class Commands(ControllerBase):
         if policy.rollback.target != "last-known-good":
             return str(policy.rollback.target)
         for rel in self.registry.list(model, known_good=True):
-            if rel.version not in exclude and not rel.quarantined:
+            if rel.version not in exclude and marks.usable_target(rel):
                 return rel.version
         raise ModelNotFound(
             f"{model} has no known-good release to roll back to: mark one with `backout release mark-good`"
@@ -446,7 +467,7 @@ class Commands(ControllerBase):
 
     def is_rollback_point(self, model: str, version: str) -> bool:
         rel = self.registry.get(f"{model}@{version}")
-        return rel.known_good and not rel.quarantined
+        return rel.known_good and marks.usable_target(rel)
 
     def split_hint(self, model: str) -> str:
         """The command that puts a split model's traffic on one known-good release, or ""."""

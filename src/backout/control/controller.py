@@ -22,7 +22,7 @@ import socket
 import threading
 from collections.abc import Callable
 
-from backout.control.base import LEASE
+from backout.control import lease
 from backout.control.operations import Operation, Operations, Stale
 from backout.control.phases import Phase
 from backout.control.rollback import RollbackPhases
@@ -47,14 +47,20 @@ class Controller(RolloutPhases, RollbackPhases):
 
     def tick_all(self) -> list[Operation]:
         """One tick for every live model."""
-        moved = []
+        moved: list[Operation] = []
         for model in self.deployments.models():
             try:
                 op = self.tick(model)
             except StoreUnavailable:  # the store's fault, not the model's: the loop reports it
                 raise
+            except lease.LeaseLost:  # another controller leads now: write nothing more
+                log.warning("the controller lease passed to another holder; stopping this tick")
+                return moved
             except Exception as exc:  # one model's trouble must not stop the others
-                self.tick_failed(model, exc)
+                try:
+                    self.tick_failed(model, exc)
+                except lease.LeaseLost:  # recording it is a write too: the same refusal
+                    return moved
                 continue
             self._last_error.pop(model, None)
             if op is not None:
@@ -79,6 +85,8 @@ class Controller(RolloutPhases, RollbackPhases):
         if op is None:
             try:
                 self.watch_idle(model, now)
+            except lease.LeaseLost:
+                raise
             except Stale:
                 log.info("%s: lease lost during the tick; writing nothing", model)
             return None
@@ -89,6 +97,8 @@ class Controller(RolloutPhases, RollbackPhases):
         try:
             if self.reapply(op):
                 handler(self, op, now)
+        except lease.LeaseLost:
+            raise
         except Stale:
             log.info("%s: operation %d changed during the tick; deciding again", model, op.id)
             return self.active(model)
@@ -120,9 +130,14 @@ class Controller(RolloutPhases, RollbackPhases):
 
     def run(self, stop: threading.Event, *, interval: float = 0.5, holder: str | None = None,
             lease_s: float = 5.0) -> None:  # fmt: skip
-        """Tick every ``interval`` while holding the store's controller lease."""
-        holder = holder or f"{socket.gethostname()}:{os.getpid()}"
-        self._holder = holder
+        """Tick every ``interval`` while holding the store's controller lease.
+
+        Several controllers may run on one store: the one holding the lease ticks, the
+        others ask for it every ``interval`` and take it over once it has run out
+        (``lease_s`` after its holder's last renewal). On a clean stop the lease is given
+        up at once.
+        """
+        holder = holder or default_holder()
         leading = threading.Event()  # set while this controller holds the lease
         threading.Thread(
             target=self.warm_preflight, name="backout-controller-warm", daemon=True
@@ -136,10 +151,15 @@ class Controller(RolloutPhases, RollbackPhases):
         )  # fmt: skip
         delivery.start()
         outage = Outage(log, "controller loop")
+        unfenced = self.store.inner  # the lease itself is taken outside the fence
         try:
             while not stop.is_set():
                 try:
-                    if self.ops.acquire_lease(LEASE, holder, lease_s, self.clock()):
+                    held = lease.acquire_lease(
+                        unfenced, lease.CONTROLLER, holder, lease_s, self.clock()
+                    )
+                    self._leadership(holder, held)
+                    if held is not None:
                         leading.set()
                         self.tick_all()
                         self.housekeeping()
@@ -153,8 +173,37 @@ class Controller(RolloutPhases, RollbackPhases):
                     outage.recovered()
                 stop.wait(interval)
         finally:
+            held, self.lease = self.lease, None
+            if held is not None:
+                try:
+                    with unfenced.write() as conn:
+                        lease.release(conn, lease.CONTROLLER, held, self.clock())
+                except Exception:  # the lease then runs out by itself
+                    log.warning("could not give up the controller lease", exc_info=True)
             outbox.wake()
             delivery.join(timeout=10.0)
+
+    def _leadership(self, holder: str, held: lease.Held | None) -> None:
+        """Tick under ``held``, saying so in one log line whenever leadership changes."""
+        before = self.lease
+        self.lead(held)
+        if held is not None:
+            if before != held:
+                self._waiting_for = None
+                log.warning("controller %s leads (lease generation %d)", holder, held.generation)
+            return
+        if before is not None:
+            log.warning("controller %s lost the lease", holder)
+        other = lease.current(self.store)
+        who = None if other is None else (other.holder, other.generation)
+        if who != self._waiting_for:
+            self._waiting_for = who
+            log.warning(
+                "controller %s waits: %s leads (lease generation %d); taking over if it stops",
+                holder, *(who or ("no one", 0)),
+            )  # fmt: skip
+
+    _waiting_for: tuple[str, int] | None = None  # the leader last reported while waiting
 
     # Retention runs at a low rate: once an hour, or a batch a minute while catching up.
     prune_every: float = 3600.0
@@ -212,6 +261,11 @@ class Controller(RolloutPhases, RollbackPhases):
                     asyncio.run(predictor.aclose())
                 except Exception:  # its own pre-flight will fail and say why, in the timeline
                     log.warning("could not warm %s", rel.ref, exc_info=True)
+
+
+def default_holder() -> str:
+    """The lease holder id of a controller process: ``HOST:PID``."""
+    return f"{socket.gethostname()}:{os.getpid()}"
 
 
 Handler = Callable[[Controller, Operation, float], None]

@@ -12,7 +12,7 @@ import logging
 import math
 from typing import Any
 
-from backout.control import triggers
+from backout.control import marks, triggers
 from backout.control.commands import Commands
 from backout.control.operations import Operation, Operations
 from backout.control.phases import Event
@@ -72,7 +72,8 @@ class Detection(Commands):
         gate = self._gates.get(key)
         if gate is None:
             gate = self._gates[key] = spec.build()
-        result: GateResult = gate.evaluate(c, b)
+        # The judges speak of "the candidate" and "the baseline": name the releases.
+        result: GateResult = gate.evaluate(c, b).named(candidate, baseline)
         # Keep the latest verdict with the operation, for `backout status` and reports. Only
         # the verdict is ours to write: the rest of the state may have changed since this
         # tick read it (a pause records where it paused from).
@@ -121,8 +122,9 @@ class Detection(Commands):
         reason = "trigger: " + "; ".join(t.summary for t in fired)
         evidence = {"triggers": [t.to_dict() for t in fired]}
         try:
+            # The live release is rolled back from because its trigger fired: it is bad.
             self.rollback(model, actor=self.actor, to=target, reason=reason, trigger=evidence,
-                          emergency=emergency_asked(policy, fired))  # fmt: skip
+                          emergency=emergency_asked(policy, fired), mark_bad=reason)  # fmt: skip
         except (ValidationError, ModelNotFound) as exc:
             # The live release is unhealthy and the way back is not safe either.
             self.freeze_model(model, f"{reason}; and no safe rollback: {exc.message}", evidence)
@@ -167,19 +169,28 @@ class Detection(Commands):
     def trigger_rollback(self, op: Operation, fired: list[triggers.TriggerResult]) -> None:
         reason = "trigger: " + "; ".join(t.summary for t in fired)
         self.auto_rollback(op, reason, {"triggers": [t.to_dict() for t in fired]},
-                           emergency=emergency_asked(op.policy, fired))  # fmt: skip
+                           emergency=emergency_asked(op.policy, fired), mark_bad=reason)  # fmt: skip
 
     def gate_failed(self, op: Operation, result: GateResult) -> None:
         self.auto_rollback(
-            op, f"gate failed at step {op.step + 1}: {result.summary}", {"gate": result.to_dict()}
+            op,
+            f"gate failed at step {op.step + 1}: {result.summary}",
+            {"gate": result.to_dict()},
+            mark_bad=marks.gate_evidence(op.step + 1, result),
         )
 
     def auto_rollback(self, op: Operation, reason: str, trigger: dict[str, Any], *,
-                      emergency: bool | None = None) -> None:  # fmt: skip
-        """Roll ``op``'s model back to its stable release; freeze when that is not safe."""
+                      emergency: bool | None = None, mark_bad: str = "") -> None:  # fmt: skip
+        """Roll ``op``'s model back to its stable release; freeze when that is not safe.
+
+        ``mark_bad``: the failed gate's or trigger's evidence, kept on the release rolled
+        back from. A stable release marked bad or quarantined since the operation started is
+        no way back: the policy's target (the last known-good that is neither) is taken."""
+        stable = self.registry.get(f"{op.model}@{op.stable}")
+        to = op.stable if marks.usable_target(stable) else None
         try:
-            self.rollback(op.model, actor=self.actor, to=op.stable, reason=reason, trigger=trigger,
-                          emergency=emergency, expect=op)  # fmt: skip
+            self.rollback(op.model, actor=self.actor, to=to, reason=reason, trigger=trigger,
+                          emergency=emergency, expect=op, mark_bad=mark_bad)  # fmt: skip
         except (ValidationError, ModelNotFound) as exc:
             # No safe way back (the target fails its checks): stop here and get a human.
             self.freeze(op, f"{reason}; and no safe rollback: {exc.message}", trigger)

@@ -4,7 +4,8 @@ An operation's row holds everything the controller needs to resume it after a cr
 phase, the step, the weights that should be live, its typed state, and the policy it runs
 by, frozen at its start. At most one operation per model is active (``ended_at`` is NULL),
 which a unique index holds. :class:`Operations` is the only code that reads or writes the
-``operations``, ``freezes``, ``policies`` and ``leases`` tables; everything else asks it.
+``operations``, ``freezes`` and ``policies`` tables; everything else asks it (the
+controller lease has its own module, :mod:`backout.control.lease`).
 """
 
 from __future__ import annotations
@@ -24,7 +25,6 @@ from backout.store import Store, schema
 OPS = schema.operations
 FREEZES = schema.freezes
 POLICIES = schema.policies
-LEASES = schema.leases
 
 
 class OperationState(BaseModel):
@@ -102,7 +102,7 @@ def from_row(r: Any) -> Operation:
 
 
 class Operations:
-    """The repository of operations, freezes, policies and the controller lease."""
+    """The repository of operations, freezes and policies."""
 
     def __init__(self, store: Store) -> None:
         self.store = store
@@ -254,6 +254,25 @@ class Operations:
         return Policy.model_validate(row.policy) if row else default_policy(model)
 
     @staticmethod
+    def policy_in(conn: Connection, model: str) -> tuple[Policy, datetime | None]:
+        """The model's policy and when it was stored (the default one, None), in ``conn``."""
+        row = conn.execute(
+            sa.select(POLICIES.c.policy, POLICIES.c.updated_at).where(POLICIES.c.model == model)
+        ).first()
+        if row is None:
+            return default_policy(model), None
+        at = row.updated_at if isinstance(row.updated_at, datetime) else None
+        return Policy.model_validate(row.policy), at
+
+    def policy_stored_at(self, model: str) -> datetime | None:
+        """When the model's policy was last stored (None: it runs by the default one)."""
+        with self.store.read() as conn:
+            at = conn.execute(
+                sa.select(POLICIES.c.updated_at).where(POLICIES.c.model == model)
+            ).scalar()
+        return at if isinstance(at, datetime) else None
+
+    @staticmethod
     def save_policy(conn: Connection, model: str, doc: dict[str, Any], source: str) -> None:
         now = datetime.now(UTC)
         if conn.execute(sa.select(POLICIES.c.model).where(POLICIES.c.model == model)).first():
@@ -266,30 +285,3 @@ class Operations:
             conn.execute(
                 POLICIES.insert().values(model=model, policy=doc, source=source, updated_at=now)
             )
-
-    # -- the controller lease --------------------------------------------------------------
-
-    def acquire_lease(self, name: str, holder: str, ttl: float, now: float) -> bool:
-        """Take or renew the lease ``name``; False when another live holder has it."""
-        with self.store.write() as conn:
-            row = conn.execute(sa.select(LEASES).where(LEASES.c.name == name)).first()
-            if row is None:
-                conn.execute(LEASES.insert().values(name=name, holder=holder, expires_at=now + ttl))
-                return True
-            if row.holder == holder or row.expires_at < now:
-                conn.execute(
-                    LEASES.update()
-                    .where(LEASES.c.name == name)
-                    .values(holder=holder, expires_at=now + ttl)
-                )
-                return True
-            return False
-
-    @staticmethod
-    def lease_holder(conn: Connection, name: str) -> str | None:
-        return conn.execute(sa.select(LEASES.c.holder).where(LEASES.c.name == name)).scalar()
-
-
-def acquire_lease(store: Store, name: str, holder: str, ttl: float, now: float) -> bool:
-    """Take or renew the lease ``name`` in ``store``; False when another live holder has it."""
-    return Operations(store).acquire_lease(name, holder, ttl, now)

@@ -16,6 +16,7 @@ defined in :mod:`backout.control.rules`.
 from __future__ import annotations
 
 import itertools
+from datetime import date
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -58,6 +59,7 @@ from backout.control.rules import (
     TailLatencyJudgeSpec,
     Trigger,
 )
+from backout.control.runbook import IncidentCommander, StatusPage
 from backout.errors import BackoutError, PolicyError
 from backout.registry.manifest import check_model_name, check_version
 
@@ -75,6 +77,7 @@ __all__ = [
     "Escalation",
     "Freeze",
     "GateSpec",
+    "IncidentCommander",
     "IntegrityJudgeSpec",
     "IntegrityTrigger",
     "JudgeSpec",
@@ -88,6 +91,7 @@ __all__ = [
     "Replay",
     "Rollback",
     "Rollout",
+    "StatusPage",
     "TailLatencyJudgeSpec",
     "Termination",
     "Trigger",
@@ -340,6 +344,13 @@ class Policy(Section):
 
     model: str | None = None  # when set, must match the deployed model
     owners: list[str] = Field(default_factory=list)
+    # Runbook roles (backout.control.runbook): who approves what the policy asks approval
+    # for, who commands an incident, and when the runbook is due for its next review.
+    approvers: list[str] = Field(default_factory=list)
+    incident_commander: IncidentCommander = Field(default_factory=IncidentCommander)
+    review_every: Duration | None = Field(default=None, gt=0)
+    reviewed: date | None = None
+    status_page: StatusPage = Field(default_factory=StatusPage)
     escalation: Escalation = Field(default_factory=Escalation)
     notifications: Notifications = Field(default_factory=Notifications)
     rollout: Rollout = Field(default_factory=Rollout)

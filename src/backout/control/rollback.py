@@ -11,11 +11,13 @@ from __future__ import annotations
 
 from typing import Any
 
+from backout.control import marks
 from backout.control.detection import Detection
 from backout.control.operations import Operation
 from backout.control.phases import Event
 from backout.control.weights import split
 from backout.judges import Verdict
+from backout.registry import badmarks
 
 
 class RollbackPhases(Detection):
@@ -95,6 +97,12 @@ class RollbackPhases(Detection):
         with self.store.write() as conn:
             op.weights = {op.stable: 100.0}
             self.apply(conn, op, self.actor, f"rollback aborted: traffic back on {op.stable}")
+            # Traffic leaves the target because its gate or trigger failed: it is bad now
+            # (unless a drill injected the failure).
+            if not marks.injected(conn, op.model, op.target, self.clock()):
+                badmarks.record_bad(conn, op.model, op.target, evidence=f"rollback aborted: {why}",
+                                    actor=self.actor, operation=op.id, source="rollback-gate",
+                                    at=self.clock())  # fmt: skip
             self.transition(conn, op, Event.TARGET_UNHEALTHY, self.actor, f"rollback aborted: {why}", evidence,
                             move=False)  # fmt: skip
             self.notify("abort", op.model, f"rollback of {op.model} to {op.target} aborted", why,

@@ -12,6 +12,8 @@ from backout.control.operations import Operation
 from backout.control.phases import Event
 from backout.control.weights import split
 from backout.judges import GateResult, Verdict
+from backout.registry import badmarks
+from backout.store import audit
 
 
 class RolloutPhases(Detection):
@@ -19,6 +21,8 @@ class RolloutPhases(Detection):
 
     def tick_rolling_out(self, op: Operation, now: float) -> None:
         p = op.policy.rollout
+        if self.marked_bad_meanwhile(op):
+            return
         fired = self.fired_triggers(op.model, op.target, now, op.policy)
         if fired:
             self.trigger_rollback(op, fired)
@@ -69,14 +73,39 @@ class RolloutPhases(Detection):
                                 new_step=True)  # fmt: skip
         self.push(op.model)
 
+    def marked_bad_meanwhile(self, op: Operation) -> bool:
+        """Roll back a candidate that was marked bad while it rolled out (by a person, say).
+
+        A deploy refuses a bad release unless it overrides the mark, so a mark that this
+        operation did not override is newer than the rollout: it must not go on, let alone
+        become known-good at completion. True when it rolled back (or froze)."""
+        rel = self.registry.get(f"{op.model}@{op.target}")
+        if rel.bad is None:
+            return False
+        with self.store.read() as conn:
+            override = audit.latest(conn, op.model, (badmarks.OVERRIDDEN,))
+        if (
+            override is not None
+            and override.data.get("operation") == op.id
+            and override.data.get("bad", {}).get("at") == rel.bad.at.isoformat()
+        ):
+            return False  # the mark this rollout was started over, on purpose
+        self.auto_rollback(op, f"{rel.ref} was marked bad during its rollout: {rel.bad.describe()}",
+                           {"bad": rel.bad.to_dict()})  # fmt: skip
+        return True
+
     def tick_awaiting_approval(self, op: Operation, now: float) -> None:
         # The candidate still takes its step's traffic while people decide: a trigger that
         # fires on it rolls back without waiting for them.
+        if self.marked_bad_meanwhile(op):
+            return
         fired = self.fired_triggers(op.model, op.target, now, op.policy)
         if fired:
             self.trigger_rollback(op, fired)
 
     def tick_completing(self, op: Operation, now: float) -> None:
+        if self.marked_bad_meanwhile(op):
+            return
         fired = self.fired_triggers(op.model, op.target, now, op.policy)
         if fired:
             self.trigger_rollback(op, fired)

@@ -10,6 +10,8 @@ import time
 from typing import Any
 
 from backout.control.controller import Controller
+from backout.control.lease import current
+from backout.control.statuspage import runbook_view
 from backout.store import Store, audit
 from backout.telemetry.batches import latency_quantile, read_batches, sum_batches
 from backout.traffic.deployments import describe
@@ -25,7 +27,7 @@ def model_status(
     table = ctl.deployments.require(model)
     since = time.time() - window
     per_release = {v: sum_batches(bs) for v, bs in read_batches(store, model, since=since).items()}
-    releases = []
+    releases: list[dict[str, Any]] = []
     for v in sorted(set(table.weights) | set(per_release)):
         b = per_release.get(v)
         releases.append({
@@ -47,8 +49,12 @@ def model_status(
             "seconds_in_step": round(time.time() - op.step_started_at, 1),
             "steps": list(steps),
         }
+    bad = {r.version: r.bad.to_dict() for r in ctl.registry.list(model) if r.bad is not None}
+    for r in releases:
+        r["bad"] = bad.get(r["version"])
     # With nothing in progress, the operation that ended last says how the model got here.
     last = None if op is not None else next(iter(ctl.operations(model, limit=1)), None)
+    held = current(store)
     return {
         "model": model,
         "generation": table.generation,
@@ -58,7 +64,9 @@ def model_status(
         "operation": op_doc,
         "last_operation": last.to_dict() if last is not None else None,
         "frozen": ctl.frozen(model),
-    }
+        "bad": [{"version": v, **mark} for v, mark in bad.items()],
+        "controller": None if held is None else held.to_dict(time.time()),  # who leads
+    } | runbook_view(store, model)  # the runbook's duties, overdue review, open incident
 
 
 def history(store: Store, model: str | None = None, *, verify: bool = False,

@@ -113,5 +113,5 @@ def fmt_int(n: float) -> str:
 
 
 def fmt_pct(x: float) -> str:
-    """A relative change as a signed whole percentage (``+12%``), or ``unbounded``."""
-    return "unbounded" if not math.isfinite(x) else f"{x * 100:+.0f}%"
+    """A relative change as a signed whole percentage (``+12%``), or ``n/a``."""
+    return "n/a" if not math.isfinite(x) else f"{x * 100:+.0f}%"

@@ -12,7 +12,8 @@ from dataclasses import dataclass, field
 import numpy as np
 from numpy.typing import NDArray
 
-from backout.judges.base import Common, Counts, Judge, finish, fmt_int
+from backout.judges import evidence
+from backout.judges.base import Common, Counts, Judge, finish
 from backout.judges.series import Series
 from backout.judges.stats import (
     binomial_llr,
@@ -76,12 +77,11 @@ class LatencyBudgetJudge(Judge[LatencyBudgetConfig, _BudgetState]):
         share = state.k / state.n if state.n else math.nan
         qv = hist_quantile(state.hist, cfg.quantile)
         name = f"p{cfg.quantile * 100:g}"
-        summary = (
-            f"{name} latency {qv * 1000:.0f} ms vs budget {cfg.limit_s * 1000:.0f} ms "
-            f"({share:.1%} of requests over it, {(1 - alpha) * 100:.4g}% bounds "
-            f"{self._p0 * math.exp(lo):.1%}..{min(self._p0 * math.exp(hi), 1):.1%}, allowed "
-            f"{self._p0:.1%}) after {fmt_int(state.counts.n_c)} requests: {verdict}"
-        )
+        summary = evidence.budget_line(
+            quantile=cfg.quantile, value_s=qv, limit_s=cfg.limit_s, share=share,
+            lower=self._p0 * math.exp(lo), upper=min(self._p0 * math.exp(hi), 1.0),
+            allowed=self._p0, alpha=alpha, n_c=state.counts.n_c, verdict=verdict,
+        )  # fmt: skip
         return Judgement(
             self.name, verdict, f"share_over_{name}_budget", share, self._p0 * math.exp(lo),
             min(self._p0 * math.exp(hi), 1.0), self._p0, math.exp(min(log_e, 700)), 1 / alpha,

@@ -12,7 +12,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from backout.judges.base import Common, Counts, Judge, finish, fmt_int, fmt_pct
+from backout.judges import evidence
+from backout.judges.base import Common, Counts, Judge, finish
 from backout.judges.error_rate import SplitState, split_decide
 from backout.judges.series import Series
 from backout.judges.stats import (
@@ -119,7 +120,11 @@ class DriftJudge(Judge[DriftConfig, _DriftState]):
             return Judgement(
                 self.name, verdict, "class_share_ratio", math.nan, 0.0, math.inf, cfg.tolerance,
                 1.0, 1 / alpha, alpha, int(state.counts.n_c), int(state.counts.n_b),
-                state.counts.batches, f"output drift: classes not chosen yet (warm-up): {verdict}",
+                state.counts.batches,
+                evidence.drift_line(label=None, share_c=math.nan, share_b=math.nan, ratio=math.nan,
+                                    lower=0.0, upper=math.inf, alpha=alpha, psi=math.nan,
+                                    wasserstein=math.nan, n_c=state.counts.n_c,
+                                    n_b=state.counts.n_b, verdict=verdict),
             )  # fmt: skip
         n = len(state.labels)
         a_each = alpha / n  # per-class bounds at alpha / C match the averaged e-value
@@ -142,12 +147,11 @@ class DriftJudge(Judge[DriftConfig, _DriftState]):
         sp = state.splits[i]
         share_c = sp.k_c / sp.counts.n_c if sp.counts.n_c else math.nan
         share_b = sp.k_b / sp.counts.n_b if sp.counts.n_b else math.nan
-        summary = (
-            f"class {state.labels[i]!r} {share_c:.1%} vs {share_b:.1%} "
-            f"({(1 - a_each) * 100:.4g}% bounds {fmt_pct(lo - 1)}..{fmt_pct(hi - 1)}; PSI "
-            f"{effects[0][1]:.4f}, W {effects[1][1]:.4f}) after {fmt_int(state.counts.n_c)} "
-            f"requests: {verdict}"
-        )
+        summary = evidence.drift_line(
+            label=state.labels[i], share_c=share_c, share_b=share_b, ratio=est, lower=lo,
+            upper=hi, alpha=a_each, psi=effects[0][1], wasserstein=effects[1][1],
+            n_c=state.counts.n_c, n_b=state.counts.n_b, verdict=verdict,
+        )  # fmt: skip
         return Judgement(
             self.name, verdict, f"class_share_ratio:{state.labels[i]}", est, lo, hi,
             1 + cfg.tolerance, math.exp(min(log_e, 700)), 1 / alpha, alpha,

@@ -13,7 +13,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from backout.judges.base import Common, Counts, Judge, finish, fmt_int, fmt_pct
+from backout.judges import evidence
+from backout.judges.base import Common, Counts, Judge, finish
 from backout.judges.series import Series
 from backout.judges.stats import (
     F64,
@@ -100,12 +101,11 @@ class ErrorRateJudge(Judge[ErrorRateConfig, SplitState]):
         failed = log_e >= math.log(1 / alpha)
         passed = hi <= 1 + self.config.tolerance
         verdict = finish(state.counts, common, failed=failed, passed=passed)
-        rate = state.k_c / state.counts.n_c if state.counts.n_c else 0.0
-        bound = f"{(1 - alpha) * 100:.4g}% bounds {fmt_pct(lo - 1)}..{fmt_pct(hi - 1)}"
-        summary = (
-            f"error rate {rate:.2%} ({fmt_pct(est - 1) if math.isfinite(est) else 'n/a'} vs "
-            f"baseline, {bound}) after {fmt_int(state.counts.n_c)} requests: {verdict}"
-        )
+        n_c, n_b = state.counts.n_c, state.counts.n_b
+        summary = evidence.error_rate_line(
+            rate_c=state.k_c / n_c if n_c else math.nan, rate_b=state.k_b / n_b if n_b else math.nan,
+            ratio=est, lower=lo, upper=hi, alpha=alpha, n_c=n_c, n_b=n_b, verdict=verdict,
+        )  # fmt: skip
         return Judgement(
             self.name, verdict, "error_rate_ratio", est, lo, hi, 1 + self.config.tolerance,
             math.exp(min(log_e, 700)), 1 / alpha, alpha, int(state.counts.n_c),

@@ -39,6 +39,11 @@ class GateResult:
         )
         return f"gate {self.verdict}: " + "; ".join(j.summary for j in deciding)
 
+    def named(self, candidate: str, baseline: str) -> GateResult:
+        """This result with the releases' names in every judgement's summary."""
+        named = tuple(j.named(candidate, baseline) for j in self.judgements)
+        return GateResult(self.verdict, named, self.alpha)
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "verdict": self.verdict.value,

@@ -10,7 +10,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from backout.judges.base import Common, Counts, Judge, finish, fmt_int
+from backout.judges import evidence
+from backout.judges.base import Common, Counts, Judge, finish
 from backout.judges.series import Series
 from backout.judges.verdict import Judgement
 
@@ -56,11 +57,12 @@ class IntegrityJudge(Judge[IntegrityConfig, _IntegrityState]):
     def decide(self, state: _IntegrityState, alpha: float) -> Judgement:
         bad = state.nonfinite + state.contract + state.unreconciled
         verdict = finish(state.counts, self.config.common, failed=bad > 0, passed=True)
-        summary = (
-            f"integrity: {fmt_int(state.nonfinite)} NaN/inf outputs, "
-            f"{fmt_int(state.contract)} contract violations, "
-            f"{fmt_int(state.unreconciled)} unreconciled requests after "
-            f"{fmt_int(state.counts.n_c)} requests: {verdict}"
+        summary = evidence.integrity_line(
+            nonfinite=state.nonfinite,
+            contract=state.contract,
+            unreconciled=state.unreconciled,
+            n_c=state.counts.n_c,
+            verdict=verdict,
         )
         return Judgement(
             self.name, verdict, "integrity_breaches", bad, bad, bad, 0.0,

@@ -11,7 +11,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from backout.judges.base import Common, Counts, Judge, finish, fmt_int, fmt_pct
+from backout.judges import evidence
+from backout.judges.base import Common, Counts, Judge, finish
 from backout.judges.series import Series
 from backout.judges.stats import (
     F64,
@@ -119,13 +120,12 @@ class LatencyJudge(Judge[LatencyConfig, _LatencyState]):
             # Too few blocks for the block test to say anything yet: show what the early
             # per-batch test sees, which is what can fail the judge in its first seconds.
             est, lo, hi = t_mixture_interval(e.n, e.a, e.s, e.q, cfg.early_scale, alpha)
-            basis = ", per batch"
+            basis = "per batch"
         rel = [math.expm1(x) if math.isfinite(x) else x for x in (est, lo, hi)]
-        summary = (
-            f"mean latency {fmt_pct(rel[0]) if math.isfinite(rel[0]) else 'n/a'} "
-            f"({(1 - alpha) * 100:.4g}% bounds {fmt_pct(rel[1])}..{fmt_pct(rel[2])}{basis}) after "
-            f"{fmt_int(state.counts.n_c)} requests: {verdict}"
-        )
+        summary = evidence.latency_line(
+            estimate=rel[0], lower=rel[1], upper=rel[2], alpha=alpha, n_c=state.counts.n_c,
+            n_b=state.counts.n_b, verdict=verdict, basis=basis,
+        )  # fmt: skip
         return Judgement(
             self.name, verdict, "mean_latency_change", rel[0], rel[1], rel[2],
             self.config.tolerance, math.exp(min(log_e, 700)), 1 / alpha, alpha,

@@ -12,7 +12,8 @@ from dataclasses import dataclass, field
 import numpy as np
 from numpy.typing import NDArray
 
-from backout.judges.base import Common, Counts, Judge, finish, fmt_int, fmt_pct
+from backout.judges import evidence
+from backout.judges.base import Common, Counts, Judge, finish
 from backout.judges.series import Series
 from backout.judges.stats import (
     TMixtureSums,
@@ -120,7 +121,11 @@ class TailLatencyJudge(Judge[TailLatencyConfig, _TailState]):
         failed = log_avg >= math.log(1 / alpha)
         verdict = finish(state.counts, cfg.common, failed=failed, passed=passed)
         if worst is None or not state.buckets:
-            summary = f"tail latency: thresholds not frozen yet (warm-up): {verdict}"
+            summary = evidence.tail_line(
+                quantile=None, change_q=math.nan, threshold_ms=math.nan, share_c=math.nan,
+                share_b=math.nan, lower=-math.inf, upper=math.inf, alpha=alpha,
+                n_c=state.counts.n_c, n_b=state.counts.n_b, verdict=verdict,
+            )  # fmt: skip
             return Judgement(
                 self.name, verdict, "tail_exceedance_change", math.nan, -math.inf, math.inf,
                 cfg.tolerance, 1.0, 1 / alpha, alpha, int(state.counts.n_c),
@@ -132,12 +137,11 @@ class TailLatencyJudge(Judge[TailLatencyConfig, _TailState]):
         change = hist_quantile(state.hist_c, q) / hist_quantile(state.hist_b, q) - 1
         share_b = state.hist_b[b + 1 :].sum() / max(state.hist_b.sum(), 1)
         name = f"p{q * 100:g}"
-        summary = (
-            f"{name} latency {fmt_pct(change) if math.isfinite(change) else 'n/a'} "
-            f"(share above {bucket_mid(b) * 1000:.0f} ms {share_b + est:.1%} vs {share_b:.1%}, "
-            f"{(1 - a_each) * 100:.4g}% bound {hi * 100:+.1f} points) after "
-            f"{fmt_int(state.counts.n_c)} requests: {verdict}"
-        )
+        summary = evidence.tail_line(
+            quantile=q, change_q=change, threshold_ms=bucket_mid(b) * 1000,
+            share_c=share_b + est, share_b=share_b, lower=lo, upper=hi, alpha=a_each,
+            n_c=state.counts.n_c, n_b=state.counts.n_b, verdict=verdict,
+        )  # fmt: skip
         return Judgement(
             self.name, verdict, f"{name}_exceedance_change", est, lo, hi,
             cfg.tolerance * (1 - q), math.exp(min(log_e, 700)), 1 / alpha, alpha,

@@ -6,10 +6,13 @@ For everyone who reads a judge's or a gate's decision: the controller stores a
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
+
+from backout.judges.evidence import name_arms
 
 
 class Verdict(StrEnum):
@@ -40,6 +43,11 @@ class Judgement:
     batches: int
     summary: str
     effects: tuple[tuple[str, float], ...] = ()  # extra effect sizes (PSI, Wasserstein …)
+
+    def named(self, candidate: str, baseline: str) -> Judgement:
+        """This judgement with the releases' names in its summary (the judges, which never
+        know them, write "the candidate" and "the baseline")."""
+        return dataclasses.replace(self, summary=name_arms(self.summary, candidate, baseline))
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict (infinities and NaN become strings)."""

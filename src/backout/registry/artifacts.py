@@ -2,14 +2,17 @@
 
 Blobs are written atomically (temporary file in the same folder, fsync, rename) and
 streamed in fixed-size chunks, so a 1 GB model never sits whole in memory. Reads verify
-the bytes against the address. :class:`BlobStore` is the small interface object storage
-implements; :class:`LocalBlobStore` (a folder) is the default and :class:`MemoryBlobStore`
-serves unit tests.
+the bytes against the address. :class:`BlobStore` is the small interface every artifact
+store implements; :class:`LocalBlobStore` (a folder) is the default,
+:class:`backout.registry.objectstore.S3BlobStore` keeps blobs in S3-compatible object
+storage, and :class:`MemoryBlobStore` serves unit tests. :class:`VerifyingReader` and
+:class:`HashingReader` hash a stream as it is read, for stores that stream.
 """
 
 from __future__ import annotations
 
 import hashlib
+import io
 import os
 import tempfile
 from collections.abc import Iterator
@@ -22,7 +25,22 @@ CHUNK = 1 << 20  # 1 MiB: large enough that hashing runs at OpenSSL speed, small
 
 
 class BlobStore(Protocol):
-    """Where artifact bytes live, addressed by SHA-256."""
+    """Where artifact bytes live, addressed by SHA-256.
+
+    The contract: a blob is stored whole or not at all (a failed put leaves nothing a reader
+    can see); every read that hands bytes to a caller verifies them against the address and
+    raises :class:`ArtifactCorrupt` rather than serve a byte that does not match; a missing
+    blob raises :class:`NotFound`; a store that cannot be reached raises a
+    :class:`BackoutError` saying so (never a third-party exception).
+    """
+
+    def put_stream(self, stream: BinaryIO, *, digest: str | None = None) -> tuple[str, int]:
+        """Store everything left in ``stream``; return its SHA-256 and size. Idempotent.
+
+        With ``digest``, the bytes must hash to it: otherwise nothing is stored and
+        :class:`ArtifactCorrupt` is raised.
+        """
+        ...
 
     def put_file(self, path: Path) -> tuple[str, int]:
         """Store the file at ``path``; return its SHA-256 and size. Idempotent."""
@@ -32,8 +50,20 @@ class BlobStore(Protocol):
         """Store ``data``; return its SHA-256 and size. Idempotent."""
         ...
 
+    def open(self, digest: str) -> BinaryIO:
+        """A stream of the blob's bytes; reading to the end raises if they do not verify."""
+        ...
+
     def exists(self, digest: str) -> bool:
-        """Whether a blob with this digest is stored."""
+        """Whether a blob with this digest is stored (not re-hashed)."""
+        ...
+
+    def size(self, digest: str) -> int:
+        """The stored blob's size in bytes."""
+        ...
+
+    def delete(self, digest: str) -> None:
+        """Remove the blob if it is stored (for retention and tests); idempotent."""
         ...
 
     def verify(self, digest: str) -> bool:
@@ -59,6 +89,80 @@ def hash_stream(stream: BinaryIO) -> tuple[str, int]:
         h.update(view[:n])
         size += n
     return h.hexdigest(), size
+
+
+class HashingReader(io.RawIOBase):
+    """A read-only, forward-only view of ``raw`` that hashes (SHA-256) what passes through.
+
+    Not seekable on purpose: a consumer that seeks (boto3 reads the parts of a seekable
+    file in parallel) would have it hash the bytes out of order.
+    """
+
+    def __init__(self, raw: BinaryIO) -> None:
+        self.raw = raw
+        self.hash = hashlib.sha256()
+        self.size = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def read(self, size: int | None = -1) -> bytes:
+        # Straight from the raw stream: RawIOBase.read would copy each part twice more.
+        whole = size is None or size < 0
+        data = self.raw.read() if size is None or size < 0 else self.raw.read(size)
+        self.hash.update(data)
+        self.size += len(data)
+        if whole or (not data and size):
+            self.at_end()
+        return data
+
+    def readinto(self, b: memoryview) -> int:  # type: ignore[override]
+        data = self.raw.read(len(b))
+        n = len(data)
+        b[:n] = data
+        self.hash.update(b[:n])
+        self.size += n
+        if n == 0 and len(b):
+            self.at_end()
+        return n
+
+    def at_end(self) -> None:
+        """Called when the stream is read to its end."""
+
+    def hexdigest(self) -> str:
+        return self.hash.hexdigest()
+
+    def close(self) -> None:
+        try:
+            self.raw.close()
+        finally:
+            super().close()
+
+
+class VerifyingReader(HashingReader):
+    """A stream of a blob that raises :class:`ArtifactCorrupt` at its end unless the bytes
+    hash to ``digest``, so whoever reads it to the end never accepts a corrupt blob."""
+
+    def __init__(self, raw: BinaryIO, digest: str, label: str) -> None:
+        super().__init__(raw)
+        self.digest = digest
+        self.label = label
+
+    def at_end(self) -> None:
+        if self.hexdigest() != self.digest:
+            raise ArtifactCorrupt(
+                f"blob sha256:{self.digest} in {self.label} is corrupt: its bytes hash to "
+                f"sha256:{self.hexdigest()[:12]}…, so they will not be used; restore it from a "
+                "backup or register the release again from the original file"
+            )
+
+
+def mismatch(label: str, actual: str, expected: str) -> ArtifactCorrupt:
+    """The error for bytes offered under ``expected`` that hash to ``actual``."""
+    return ArtifactCorrupt(
+        f"{label} hashes to sha256:{actual[:12]}… where sha256:{expected[:12]}… was expected; "
+        "nothing was stored"
+    )
 
 
 def hash_file(path: Path) -> tuple[str, int]:
@@ -98,13 +202,40 @@ class LocalBlobStore:
         with open_artifact(path) as src:
             return self._put_stream(src, label=str(path))
 
+    def put_stream(self, stream: BinaryIO, *, digest: str | None = None) -> tuple[str, int]:
+        if digest is not None and self.exists(digest):
+            return digest, self.size(digest)
+        return self._put_stream(stream, label="the stream", expected=digest)
+
+    def open(self, digest: str) -> BinaryIO:
+        try:
+            raw = open(self._path(digest), "rb")  # noqa: SIM115 - the caller closes the reader
+        except FileNotFoundError as exc:
+            raise NotFound(
+                f"blob sha256:{digest} is not in the artifact store {self.root}"
+            ) from exc
+        return VerifyingReader(raw, digest, str(self.root))  # type: ignore[return-value]
+
+    def size(self, digest: str) -> int:
+        try:
+            return self._path(digest).stat().st_size
+        except FileNotFoundError as exc:
+            raise NotFound(
+                f"blob sha256:{digest} is not in the artifact store {self.root}"
+            ) from exc
+
+    def delete(self, digest: str) -> None:
+        self._path(digest).unlink(missing_ok=True)
+
     def put_bytes(self, data: bytes) -> tuple[str, int]:
         digest = hashlib.sha256(data).hexdigest()
         if not self.exists(digest):
             self._atomic_write(digest, iter([data]))
         return digest, len(data)
 
-    def _put_stream(self, src: BinaryIO, label: str) -> tuple[str, int]:
+    def _put_stream(
+        self, src: BinaryIO, label: str, expected: str | None = None
+    ) -> tuple[str, int]:
         # One pass: hash each chunk as it is copied into a temporary file, then rename the
         # file to its address. The rename is atomic, so a reader never sees half a blob.
         self._objects.mkdir(parents=True, exist_ok=True)
@@ -124,6 +255,8 @@ class LocalBlobStore:
                     raise ArtifactError(f"artifact {label!r} could not be read: {exc}") from exc
                 os.fsync(out.fileno())
             digest = h.hexdigest()
+            if expected is not None and digest != expected:
+                raise mismatch(label, digest, expected)
             dest = self._path(digest)
             if dest.is_file():
                 os.unlink(tmp_name)
@@ -213,8 +346,26 @@ class MemoryBlobStore:
         self.blobs.setdefault(digest, data)
         return digest, len(data)
 
+    def put_stream(self, stream: BinaryIO, *, digest: str | None = None) -> tuple[str, int]:
+        data = stream.read()
+        actual = hashlib.sha256(data).hexdigest()
+        if digest is not None and actual != digest:
+            raise mismatch("the stream", actual, digest)
+        return self.put_bytes(data)
+
+    def open(self, digest: str) -> BinaryIO:
+        return io.BytesIO(self.read_bytes(digest))
+
     def exists(self, digest: str) -> bool:
         return digest in self.blobs
+
+    def size(self, digest: str) -> int:
+        if digest not in self.blobs:
+            raise NotFound(f"blob sha256:{digest} is not stored")
+        return len(self.blobs[digest])
+
+    def delete(self, digest: str) -> None:
+        self.blobs.pop(digest, None)
 
     def verify(self, digest: str) -> bool:
         data = self.blobs.get(digest)

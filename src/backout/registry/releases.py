@@ -1,4 +1,4 @@
-"""The release registry: register, get, list, verify, mark known-good; immutability.
+"""The release registry: register, get, list, verify, mark known-good or bad; immutability.
 
 A registered release never changes. Registering ``model@version`` again with the same
 content is a no-op; with other content it is refused. A release that has ever served
@@ -26,7 +26,9 @@ from backout.errors import (
     ReleaseNotFound,
     ValidationError,
 )
+from backout.registry import badmarks
 from backout.registry.artifacts import BlobStore
+from backout.registry.badmarks import BadMark
 from backout.registry.manifest import (
     Artifact,
     Contract,
@@ -56,6 +58,7 @@ class Release:
     known_good: bool
     first_served_at: datetime | None
     quarantined: str | None
+    bad: BadMark | None = None  # see :mod:`backout.registry.badmarks`
 
     @property
     def model(self) -> str:
@@ -77,6 +80,7 @@ class Release:
             "known_good": self.known_good,
             "first_served_at": self.first_served_at.isoformat() if self.first_served_at else None,
             "quarantined": self.quarantined,
+            "bad": self.bad.to_dict() if self.bad else None,
             "manifest": self.manifest.model_dump(mode="json"),
         }
 
@@ -109,7 +113,7 @@ class VerifyReport:
 
 @dataclass(frozen=True, slots=True)
 class Mark:
-    """One known-good mark or unmark in a release's history."""
+    """One entry of a release's mark history: known-good (mark, unmark) or bad (bad, clear-bad)."""
 
     model: str
     version: str
@@ -245,6 +249,12 @@ class Registry:
                 raise ValidationError(
                     f"{ref} is quarantined ({row.quarantined}) and cannot be marked known-good"
                 )
+            mark = badmarks.bad_of(row)
+            if mark is not None and good:
+                raise ValidationError(
+                    badmarks.refusal(ref, mark, "be marked known-good",
+                                     f"lift the mark first with `backout release clear-bad {ref} --reason TEXT`")
+                )  # fmt: skip
             self.record_mark(
                 conn, model, version, actor=actor, reason=reason, good=good, at=self.clock()
             )
@@ -256,8 +266,12 @@ class Registry:
         """Mark or unmark a release known-good inside the caller's write, with its history.
 
         ``at``: when, in seconds since the epoch (default: now); the rollback window is
-        measured from it.
+        measured from it. Marking a bad release known-good (a deploy that overrode its mark
+        completed, or became the model's first release) lifts the bad mark in the same write.
         """
+        if good:
+            badmarks.clear_bad_in(conn, model, version, actor=actor, at=at,
+                                  reason=f"marked known-good: {reason or 'proved itself'}")  # fmt: skip
         action = "mark" if good else "unmark"
         when = datetime.fromtimestamp(at, UTC) if at is not None else datetime.now(UTC)
         conn.execute(
@@ -294,6 +308,27 @@ class Registry:
                 conn, "release.quarantine-lifted" if lift else "release.quarantined",
                 model=model, actor=actor, reason=reason or "lifted", data={"version": version},
             )  # fmt: skip
+        return self.get(ref)
+
+    def mark_bad(self, ref: str, *, actor: str, reason: str) -> Release:
+        """Mark a release bad by hand: no rollback targets it, deploying it needs an override."""
+        model, version = parse_ref(ref)
+        reason = badmarks.require_reason(reason, f"marking {ref} bad")
+        with self.store.write() as conn:
+            self._require(conn, model, version)
+            badmarks.record_bad(conn, model, version, evidence=reason,
+                                actor=actor, source="hand", at=self.clock())  # fmt: skip
+        return self.get(ref)
+
+    def clear_bad(self, ref: str, *, actor: str, reason: str) -> Release:
+        """Lift a release's bad mark, with the reason. It does not become known-good again."""
+        model, version = parse_ref(ref)
+        reason = badmarks.require_reason(reason, f"clearing {ref}'s bad mark")
+        with self.store.write() as conn:
+            self._require(conn, model, version)
+            if not badmarks.clear_bad_in(conn, model, version, actor=actor, reason=reason,
+                                         at=self.clock()):  # fmt: skip
+                raise badmarks.not_bad(ref)
         return self.get(ref)
 
     def delete(self, ref: str, *, actor: str, reason: str) -> None:
@@ -462,4 +497,5 @@ def _release(row: Any) -> Release:
         known_good=bool(row.known_good),
         first_served_at=as_utc(row.first_served_at) if row.first_served_at else None,
         quarantined=row.quarantined,
+        bad=badmarks.bad_of(row),
     )

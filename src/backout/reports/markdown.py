@@ -16,6 +16,7 @@ from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
+from backout.judges.evidence import effect_detail
 from backout.reports.model import Finding, IncidentReport, JudgeLine, TriggerInfo
 from backout.store.audit import Event
 
@@ -106,6 +107,8 @@ def _g(v: Any) -> str:
         return str(v)
     if math.isinf(f):
         return "∞"
+    if math.isnan(f):
+        return "n/a"
     return f"{f:.3g}"
 
 
@@ -119,12 +122,15 @@ def judge_lines(evidence: Mapping[str, Any] | None) -> tuple[JudgeLine, ...]:
     lines = []
     for j in evidence.get("judgements") or ():
         parts = []
-        if _num(j.get("estimate")) is not None:
-            parts.append(
-                f"effect {_g(j.get('estimate'))} in [{_g(j.get('lower'))}, {_g(j.get('upper'))}],"
-                f" tolerance {_g(j.get('tolerance'))}"
-            )
-        if j.get("e_value") is not None:
+        # Bounds that do not exist yet are said so, never shown as infinities.
+        effect = effect_detail(
+            j.get("estimate"), j.get("lower"), j.get("upper"), j.get("tolerance")
+        )
+        if effect:
+            parts.append(effect)
+        threshold = _num(j.get("threshold"))
+        if j.get("e_value") is not None and not (threshold is not None and math.isinf(threshold)):
+            # (integrity has no threshold: one breach fails it, and its summary says so)
             parts.append(f"e-value {_g(j.get('e_value'))} (fails at {_g(j.get('threshold'))})")
         if j.get("samples") is not None:
             parts.append(

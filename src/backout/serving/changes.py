@@ -115,6 +115,7 @@ class ChangeWatch:
         self._checked = 0.0
         self._path = sqlite_path(store.url)
         self._relistening = False
+        self.hinted: int | None = None  # the newest generation a notification named
         self._connect()
         if not store.is_sqlite and self._pg is None:
             log.warning("cannot LISTEN for route changes; polling the store until it can")
@@ -151,6 +152,9 @@ class ChangeWatch:
             self._relistening = False
 
     def maybe_changed(self) -> bool:
+        """Whether the routes generation may have moved since the last call; when a
+        notification said to which generation, :attr:`hinted` holds it (else None)."""
+        self.hinted = None
         now = time.monotonic()
         if (self._conn is None and self._pg is None) or now - self._checked >= self._recheck_s:
             self._checked = now
@@ -158,10 +162,16 @@ class ChangeWatch:
             return True
         if self._pg is not None:
             try:
-                return any(True for _ in self._pg.notifies(timeout=0))
+                payloads = [n.payload for n in self._pg.notifies(timeout=0)]
             except Exception:  # a broken listener connection: fall back to reading each time
                 self._pg = None
                 return True
+            if not payloads:
+                return False
+            named = [int(p) for p in payloads if p.isdigit()]
+            # Only when every notification named its generation can the read be skipped.
+            self.hinted = max(named) if len(named) == len(payloads) else None
+            return True
         if self._conn is None:
             return True
         try:

@@ -175,6 +175,37 @@ class Metrics:
             "backout_warm_release_bytes", "Memory a loaded (warm) release takes in a worker.",
             ["model", "release"], registry=self.registry, multiprocess_mode="liveall",
         )  # fmt: skip
+        # The store as this worker sees it: 0 while it cannot be reached (the worker then
+        # serves its last route table, fail-static); the oldest generation served; the
+        # telemetry waiting for the store, and what a store down too long made it drop.
+        self.store_reachable = Gauge(
+            "backout_store_reachable",
+            "1 when the store answers this gateway, 0 while it serves its last route table "
+            "without it (the lowest over the workers).",
+            registry=self.registry, multiprocess_mode="livemin",
+        )  # fmt: skip
+        self.store_unreachable_seconds = Gauge(
+            "backout_store_unreachable_seconds",
+            "How long the store has not answered (0 when it does; the longest over the workers).",
+            registry=self.registry, multiprocess_mode="livemax",
+        )  # fmt: skip
+        self.routes_generation = Gauge(
+            "backout_routes_generation",
+            "The routes generation served (the oldest over the workers).",
+            registry=self.registry, multiprocess_mode="livemin",
+        )  # fmt: skip
+        self.telemetry_unsent = Gauge(
+            "backout_telemetry_unsent_batches",
+            "Telemetry batches waiting for the store (summed over the workers).",
+            registry=self.registry, multiprocess_mode="livesum",
+        )  # fmt: skip
+        self.telemetry_dropped = Counter(
+            "backout_telemetry_dropped",
+            "Telemetry dropped, oldest first, because the store was down past the buffer's "
+            "bound; by kind (batches, captures).",
+            ["kind"], registry=self.registry,
+        )  # fmt: skip
+        self.store_reachable.set(1)
         self._adder = HistogramAdder(LATENCY_BUCKETS)
         self._bounds: list[float] = [*LATENCY_BUCKETS, math.inf]
         self._labels: dict[tuple[str, str], tuple[str, str]] = {}

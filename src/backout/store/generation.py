@@ -28,15 +28,16 @@ def bump_generation(conn: Connection) -> int:
     current = conn.execute(sa.select(M.c.number).where(M.c.key == ROUTES_GENERATION)).scalar()
     if current is None:
         conn.execute(M.insert().values(key=ROUTES_GENERATION, value="", number=1))
-        _notify_routes(conn)
+        _notify_routes(conn, 1)
         return 1
     conn.execute(M.update().where(M.c.key == ROUTES_GENERATION).values(number=current + 1))
-    _notify_routes(conn)
+    _notify_routes(conn, int(current) + 1)
     return int(current) + 1
 
 
-def _notify_routes(conn: Connection) -> None:
+def _notify_routes(conn: Connection, generation: int) -> None:
     # PostgreSQL delivers the notification when this transaction commits, so listening
-    # gateway workers learn of the change at once instead of on their next poll.
+    # gateway workers learn of the change at once instead of on their next poll; the
+    # payload is the new generation, which spares each of them a read to learn it.
     if conn.dialect.name == "postgresql":
-        conn.execute(sa.text("SELECT pg_notify('backout_routes', '')"))
+        conn.execute(sa.text("SELECT pg_notify('backout_routes', :g)"), {"g": str(generation)})

@@ -34,7 +34,10 @@ metadata = MetaData(
 )
 
 # One row per registered release. ``manifest`` never changes; the other columns are the
-# release's status (served, known-good, quarantined), which does.
+# release's status (served, known-good, quarantined, bad), which does. A release is *bad*
+# when ``bad`` holds the evidence against it (a failed gate or trigger that rolled traffic
+# back from it, or a person's mark): no rollback may target it and deploying it needs an
+# override. ``bad_operation`` is the rollback that left it (NULL for a mark by hand).
 releases = Table(
     "releases",
     metadata,
@@ -48,17 +51,22 @@ releases = Table(
     Column("first_served_at", DateTime(timezone=True), nullable=True),
     Column("known_good", Boolean, nullable=False, default=False),
     Column("quarantined", Text, nullable=True),
+    Column("bad", Text, nullable=True),
+    Column("bad_operation", Integer, nullable=True),
+    Column("bad_at", DateTime(timezone=True), nullable=True),
+    Column("bad_by", String(128), nullable=True),
     UniqueConstraint("model", "version"),
 )
 
-# The history of known-good marks; the current state is releases.known_good.
+# The history of a release's marks: known-good (mark | unmark) and bad (bad | clear-bad);
+# the current state is releases.known_good and releases.bad.
 release_marks = Table(
     "release_marks",
     metadata,
     Column("id", Integer, primary_key=True, autoincrement=True),
     Column("model", String(63), nullable=False),
     Column("version", String(128), nullable=False),
-    Column("action", String(16), nullable=False),  # mark | unmark
+    Column("action", String(16), nullable=False),  # mark | unmark | bad | clear-bad
     Column("actor", String(128), nullable=False),
     Column("reason", Text, nullable=False),
     Column("at", DateTime(timezone=True), nullable=False),
@@ -179,6 +187,9 @@ leases = Table(
     Column("name", String(64), primary_key=True),
     Column("holder", String(128), nullable=False),
     Column("expires_at", Float, nullable=False),
+    # The fencing token: one more each time the lease passes to another holder.
+    Column("generation", Integer, nullable=False, server_default="1"),
+    Column("acquired_at", Float, nullable=True),  # when the holder took it
 )
 
 # Sampled live requests and what answered them, for replay against a rollback target.
@@ -347,4 +358,37 @@ approvals = Table(
     Column("decided_at", Float, nullable=True),
     Column("result", JSON, nullable=True),
     Index("ix_approvals_model_status", "model", "status"),
+)
+
+# Incidents: one per rollback (or freeze) of a model, open until resolved; at most one open
+# per model. Its status follows the operation's phases; an incident commander adds updates.
+incidents = Table(
+    "incidents",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("model", String(63), nullable=False),
+    Column("operation_id", Integer, nullable=True),  # the operation that opened it
+    Column("last_operation_id", Integer, nullable=True),  # the newest operation it follows
+    Column("status", String(16), nullable=False),  # investigating|identified|monitoring|resolved
+    Column("title", Text, nullable=False),  # public
+    Column("opened_at", Float, nullable=False),
+    Column("updated_at", Float, nullable=False),
+    Column("resolved_at", Float, nullable=True),
+    Index(None, "model", "resolved_at"),
+)
+
+# The updates of an incident, public text only in ``message``; ``detail`` is private.
+incident_updates = Table(
+    "incident_updates",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("incident_id", Integer, nullable=False),
+    Column("at", Float, nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("message", Text, nullable=False),
+    Column("actor", String(128), nullable=False),
+    Column("automatic", Boolean, nullable=False),
+    Column("detail", JSON, nullable=False),
+    ForeignKeyConstraint(["incident_id"], ["incidents.id"], ondelete="CASCADE"),
+    Index(None, "incident_id", "id"),
 )

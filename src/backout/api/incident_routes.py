@@ -1,0 +1,63 @@
+"""Incident routes of the control API: a model's open incident (the one the status page
+shows), and an incident commander's update to it.
+
+For the dashboard's incident view and ``backout incident`` against a server (an incident's
+report is at ``/models/{model}/incidents/{operation}/report.html``). Reading needs
+the ``read`` right on the model. An update is for the incident commander: the policy's
+commander on duty, or anyone with the ``rollback`` right on the model (the responders who
+run the incident); the update is recorded under the caller's name.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import Depends, Request
+from pydantic import BaseModel, Field
+
+from backout.api.auth import Principal, authorize, current_principal, require
+from backout.api.roles import Right
+from backout.api.routes.common import router
+from backout.api.state import ApiState, api_state
+
+__all__ = ["IncidentUpdate", "may_update", "routes"]
+
+routes = router("incidents")
+Reader = Annotated[Principal, Depends(require(Right.READ))]
+State = Annotated[ApiState, Depends(api_state)]
+
+
+class IncidentUpdate(BaseModel):
+    """An incident commander's update: the new status and what the public should know."""
+
+    status: str = Field(description="investigating, identified, monitoring or resolved")
+    message: str = Field(min_length=1, max_length=2000)
+
+
+def may_update(principal: Principal, st: ApiState, model: str) -> bool:
+    """Whether ``principal`` may add updates to ``model``'s incidents."""
+    if principal.can(Right.ROLLBACK, model):
+        return True
+    on_duty = st.controller.policy_for(model).incident_commander.on_duty(st.controller.clock())
+    return on_duty is not None and on_duty == principal.name and principal.can(Right.READ, model)
+
+
+@routes.get("/models/{model}/incident", summary="The model's open incident (null when none)")
+def open_incident(model: str, principal: Reader, st: State) -> dict[str, Any] | None:
+    from backout.control.incidents import Incidents
+
+    incident = Incidents(st.store).current(model)
+    return incident.to_dict() if incident is not None else None
+
+
+@routes.post("/models/{model}/incident/updates", summary="Add an update to the open incident")
+def add_update(
+    model: str, body: IncidentUpdate, request: Request,
+    principal: Annotated[Principal, Depends(current_principal)], st: State,
+) -> dict[str, Any]:  # fmt: skip
+    from backout.control.incidents import Incidents
+
+    if not may_update(principal, st, model):
+        authorize(request, principal, Right.ROLLBACK, model)  # refuses, audited, naming it
+    return Incidents(st.store).add_update(model, body.status, body.message,
+                                          actor=principal.name).to_dict()  # fmt: skip
