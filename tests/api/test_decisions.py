@@ -12,6 +12,7 @@ import pytest
 import sqlalchemy as sa
 
 from backout.api import tokens
+from backout.api.app import create_app
 from backout.api.roles import make_grant
 from backout.store import audit, schema
 from tests.api.world import Template, app_for, close_app, copy_store, make_template
@@ -166,3 +167,35 @@ def test_a_responder_rolls_back_to_known_good_at_once(world: World) -> None:
     assert (
         world.call("rita", "POST", "/models/iris/deploy", {"version": "1.1.0"}).status_code == 403
     )
+
+
+def test_a_step_awaiting_approval_is_approved_by_another_person(tmp_path: Path) -> None:
+    from tests.control.world import POLICY, make_world
+
+    w = make_world(tmp_path, POLICY.replace("missing_data_after: 30s",
+                                            "missing_data_after: 30s\n  on_missing_data: ask"))  # fmt: skip
+    w.controller.deploy("iris", "1.1.0", actor="rob")
+    w.rps = 0
+    w.run(35)
+    assert w.op().phase.value == "awaiting-approval"  # type: ignore[union-attr]
+    app = create_app(f"sqlite:///{tmp_path / 'store.db'}", artifacts=tmp_path / "artifacts",
+                     prober=w.prober)  # fmt: skip
+    people = {n: tokens.create(w.store, [make_grant(r, ["*"])], actor="setup", name=n).token
+              for n, r in (("rob", "approver"), ("ada", "approver"), ("rita", "responder"))}  # fmt: skip
+    with serve(app, lifespan="off") as url, httpx.Client(base_url=f"{url}/api/v1") as c:
+
+        def call(who: str, path: str) -> httpx.Response:
+            return c.post(path, headers={"Authorization": f"Bearer {people[who]}"})
+
+        assert call("rita", "/models/iris/approve").json()["error"]["right"] == "approve"
+        own = call("rob", "/models/iris/resume")
+        assert own.status_code == 403
+        assert own.json()["error"]["message"] == (
+            "rob started this rollout: an approver never approves their own request; ask another approver"
+        )
+        ok = call("ada", "/models/iris/approve")
+        assert ok.status_code == 200, ok.text
+        assert ok.json()["phase"] == "rolling-out"
+    close_app(app)
+    w.controller.close()
+    w.store.dispose()

@@ -221,3 +221,26 @@ def test_a_jwks_file_works_too(template: Template, keys: dict[str, Any], tmp_pat
             assert resp.status_code == 200, resp.text
     finally:
         close_app(app)
+
+
+def test_an_oidc_config_file_is_read_and_refused_in_one_line(tmp_path: Path) -> None:
+    from backout.api.oidc import load_oidc_config
+    from backout.errors import ConfigError
+
+    f = tmp_path / "oidc.yaml"
+    f.write_text(
+        f"issuer: {ISSUER}\naudience: backout\njwks: /keys.json\nroles:\n  sre: ['responder:iris*']\n"
+    )
+    cfg = load_oidc_config(f)
+    assert cfg.grants_for(["sre", "other"]) == (make_grant("responder", ["iris*"]),)
+    f.write_text(
+        f"issuer: {ISSUER}\naudience: backout\njwks: /k.json\nroles: {{sre: ['boss:*']}}\n"
+    )
+    with pytest.raises(
+        ConfigError,
+        match=r"^OIDC config '.*': roles.sre: unknown role 'boss': choose one of viewer, responder",
+    ):
+        load_oidc_config(f)
+    f.write_text("issuer: x\njwks: /k.json\n")
+    with pytest.raises(ConfigError, match=r"^OIDC config '.*oidc.yaml': audience: Field required$"):
+        load_oidc_config(f)

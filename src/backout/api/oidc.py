@@ -71,9 +71,14 @@ def load_oidc_config(path: Path) -> OidcConfig:
     try:
         doc = yaml.safe_load(text)
         cfg = OidcConfig.model_validate(doc)
-        for specs in cfg.roles.values():
+        for group, specs in cfg.roles.items():
             for spec in specs:
-                parse_grant(spec)
+                try:
+                    parse_grant(spec)
+                except ConfigError as exc:
+                    raise ConfigError(
+                        f"OIDC config {str(path)!r}: roles.{group}: {exc.message}"
+                    ) from None
     except yaml.YAMLError as exc:
         raise ConfigError(f"OIDC config {str(path)!r} is not valid YAML: {exc}") from exc
     except ValidationError as exc:

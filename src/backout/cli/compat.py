@@ -33,7 +33,12 @@ def compat(
     (model, a), (model_b, b) = parse_ref(live), parse_ref(target)
     if model != model_b:
         raise ConfigError(f"{live} and {target} are releases of different models")
-    report = compat_report(s.store(), s.registry(), model, a, b)
+    if (remote := s.remote()) is not None:
+        from backout.proof.compat import CompatReport
+
+        report = CompatReport.from_dict(remote.get(f"/models/{model}/compat", live=a, target=b))
+    else:
+        report = compat_report(s.store(), s.registry(), model, a, b)
     if json:
         print_json(report.to_dict())
     else:

@@ -115,6 +115,24 @@ class CompatReport:
             "findings": [f.to_dict() for f in self.findings],
         }
 
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> CompatReport:
+        """The report :meth:`to_dict` wrote (as the control API answers it)."""
+        findings = tuple(
+            Finding(
+                Severity(f["severity"]),
+                Direction(f["direction"]),
+                f["path"],
+                f["change"],
+                f["old"],
+                f["new"],
+                f["message"],
+                tuple(f["consumers"]),
+            )
+            for f in d["findings"]
+        )
+        return cls(findings, tuple(d["consumers"]), d["live"], d["target"])
+
     def summary(self) -> str:
         """One line: the verdict, the count of breaking findings and who breaks."""
         if self.compatible:
