@@ -48,7 +48,8 @@ def run(ctl: Controller, model: str, action: str, params: dict[str, Any], actor:
     """Run ``action`` on ``model`` with ``params``, in ``actor``'s name."""
     reason = str(params.get("reason", ""))
     if action == "deploy":
-        return ctl.deploy(model, str(params["version"]), actor=actor, reason=reason)
+        return ctl.deploy(model, str(params["version"]), actor=actor, reason=reason,
+                          override_bad=bool(params.get("override_bad")))  # fmt: skip
     if action == "promote":
         return ctl.promote(model, actor=actor, reason=reason)
     if action == "rollback":

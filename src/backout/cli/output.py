@@ -108,6 +108,16 @@ class Settings:
         if "store" not in self._cache:
             from backout.store import open_store
 
+            if self.server:
+                # A command that has no remote mode yet must not quietly act on a local store
+                # while the user believes it went to the server.
+                from backout.errors import ConfigError
+
+                raise ConfigError(
+                    f"this command does not work through --server ({self.server}) yet: run it "
+                    "where the store is (without --server / BACKOUT_SERVER)"
+                )
+
             if create and self.artifacts_remote():
                 # Before the store: an object store that cannot be used creates nothing.
                 self.bucket_created = self.blobs().ensure()

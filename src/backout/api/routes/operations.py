@@ -45,6 +45,9 @@ class DeployBody(Action):
 
     version: str = Field(min_length=1, max_length=128)
     policy: str | None = Field(default=None, max_length=1 << 20, description="Policy YAML")
+    override_bad: bool = Field(
+        default=False, description="Deploy a release marked bad anyway (needs a reason; audited)"
+    )
 
 
 class RollbackBody(Action):
@@ -94,7 +97,7 @@ def deploy(
         st.controller.set_policy(
             model, parse_policy(body.policy), source="api", actor=principal.name
         )
-    params = {"version": body.version, "reason": body.reason}
+    params = {"version": body.version, "reason": body.reason, "override_bad": body.override_bad}
     return _start(request, principal, st, model, "deploy", Right.DEPLOY, params, body,
                   f"deploy {model}@{body.version}")  # fmt: skip
 
