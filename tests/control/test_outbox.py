@@ -3,6 +3,7 @@ id, retried with backoff, and a delivery that fails for good becomes an event.""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -17,6 +18,7 @@ from backout.registry.releases import Registry
 from backout.store import Store, audit
 from tests.control.webhook_receiver import Receiver
 from tests.models import register_iris
+from tests.silent import trickle_server
 
 
 class Clock:
@@ -172,6 +174,21 @@ def test_a_hanging_receiver_is_a_retriable_timeout(store: Store) -> None:
     finally:
         r.stop()
     assert result == Attempt("no answer within 0.3s", retry=True)
+
+
+def test_a_receiver_that_trickles_its_answer_is_cut_off_at_the_total_deadline(
+    store: Store,
+) -> None:
+    """Each byte arrives well within the read timeout, so only a total deadline ends it."""
+    with trickle_server(interval_s=0.05) as port:
+        queue(store, Clock(), webhooks=[f"http://127.0.0.1:{port}/hooks/T0/SECRET"])
+        started = time.monotonic()
+        result = WebhookSender(timeout=0.3, total_timeout=0.8).send(
+            Outbox(store)._claim(Clock()())[0]
+        )
+        took = time.monotonic() - started
+    assert result == Attempt("no whole answer within 0.8s", retry=True)
+    assert took < 3.0, took
 
 
 def test_a_controller_decision_queues_its_notices_in_its_transaction(

@@ -17,13 +17,14 @@ that records the decision and its event*, so both commit or neither does. A deli
 - **failures become events**: a row that fails for good is marked ``failed`` and a
   ``notify.failed`` event (target redacted) is appended in the same transaction.
 
-:class:`Sender` is the boundary: :class:`WebhookSender` (httpx, with connect and read
-timeouts) and :class:`MailSender` (SMTP, :mod:`backout.control.mail`) are the real ones;
+:class:`Sender` is the boundary: :class:`WebhookSender` (httpx, with connect, read and
+total timeouts) and :class:`MailSender` (SMTP, :mod:`backout.control.mail`) are the real ones;
 tests may pass their own.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import random
 import threading
@@ -154,35 +155,56 @@ def _failed_event(conn: Connection, item_id: str, notice: Notice, channel: str, 
 
 
 class WebhookSender:
-    """Posts an item as Slack-compatible JSON, its id as the idempotency key."""
+    """Posts an item as Slack-compatible JSON, its id as the idempotency key.
 
-    def __init__(self, *, timeout: float = 5.0, connect_timeout: float = 2.0) -> None:
+    Every send is bounded: ``connect_timeout`` to connect, ``timeout`` for each read or
+    write, and ``total_timeout`` (default twice ``timeout``) for the whole exchange, so a
+    receiver that trickles its answer a byte at a time cannot hold the outbox. httpx's
+    timeouts are per operation, so the total is enforced with :func:`asyncio.timeout` around
+    an async request, in an event loop of the sending thread's own (the outbox sends from a
+    small thread pool; a notification is rare enough that a loop per send costs nothing).
+    """
+
+    def __init__(
+        self, *, timeout: float = 5.0, connect_timeout: float = 2.0,
+        total_timeout: float | None = None,
+    ) -> None:  # fmt: skip
         self.timeout = timeout
-        self._client = httpx.Client(
-            timeout=httpx.Timeout(timeout, connect=min(connect_timeout, timeout)),
-            follow_redirects=False,
-            headers={"user-agent": "backout-notify"},
-        )
+        self.connect_timeout = min(connect_timeout, timeout)
+        self.total_timeout = total_timeout or 2 * timeout
 
     def send(self, item: OutboxItem, /) -> Attempt:
         body = orjson.dumps(item.notice.payload(delivery_id=item.id))
         headers = {"content-type": "application/json", "idempotency-key": item.id,
                    "x-backout-delivery": item.id}  # fmt: skip
         try:
-            r = self._client.post(item.target, content=body, headers=headers)
+            status = asyncio.run(self._post(item.target, body, headers))
         except httpx.TimeoutException:
             return Attempt(f"no answer within {self.timeout:g}s", retry=True)
+        except TimeoutError:
+            return Attempt(f"no whole answer within {self.total_timeout:g}s", retry=True)
         except httpx.TransportError as exc:
             return Attempt(f"connection failed: {exc or type(exc).__name__}", retry=True)
         except (httpx.InvalidURL, httpx.UnsupportedProtocol) as exc:
             return Attempt(f"invalid webhook URL: {exc}")
-        if r.is_success:
+        if 200 <= status < 300:
             return Attempt()
         # 429 and 5xx may pass later; any other answer will be the same next time.
-        return Attempt(f"HTTP {r.status_code}", retry=r.status_code == 429 or r.status_code >= 500)
+        return Attempt(f"HTTP {status}", retry=status == 429 or status >= 500)
+
+    async def _post(self, url: str, body: bytes, headers: dict[str, str]) -> int:
+        async with (
+            asyncio.timeout(self.total_timeout),
+            httpx.AsyncClient(
+                timeout=httpx.Timeout(self.timeout, connect=self.connect_timeout),
+                follow_redirects=False, headers={"user-agent": "backout-notify"},
+            ) as client,
+        ):  # fmt: skip
+            r = await client.post(url, content=body, headers=headers)
+            return r.status_code
 
     def close(self) -> None:
-        self._client.close()
+        """Nothing to release: each send has its own client."""
 
 
 class MailSender:
