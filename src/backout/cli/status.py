@@ -32,6 +32,7 @@ def status(
 
     s = settings(ctx)
     dep = s.deployments()
+    store_doc = _store_round_trip(s.store())
     models = [model] if model else dep.models()
     docs = []
     for m in models:
@@ -65,6 +66,7 @@ def status(
             }
         # With nothing in progress, the operation that ended last says how the model got here.
         last = None if op is not None else next(iter(ctl.operations(m, limit=1)), None)
+        notices, router = _notices_and_router(s.store(), m)
         docs.append(
             {
                 "model": m,
@@ -75,11 +77,16 @@ def status(
                 "operation": op_doc,
                 "last_operation": last.to_dict() if last is not None else None,
                 "frozen": ctl.frozen(m),
+                "notices": notices,
+                "router": router,
+                "store": store_doc,
             }
         )
     if json:
         print_json(docs if model is None else docs[0])
         return
+    if store_doc["slow"]:
+        out.print(_store_line(store_doc))
     for d in docs:
         out.print(
             f"[bold]{escape(d['routes'])}[/bold]  (generation {d['generation']})", markup=True
@@ -131,6 +138,77 @@ def status(
                 "client errors (refused as the callers' fault, not counted above): "
                 + "; ".join(refused)
             )
+        if d["router"]["error"]:
+            out.print(_router_line(d["router"]))
+        if d["notices"]["pending"]:
+            out.print(_notices_line(d["notices"]))
+
+
+# One round trip to the store above this is worth a line: the gateway serves from memory and
+# does not wait for the store, but the controller's ticks, its lease and every command do.
+SLOW_STORE_MS = 250.0
+
+
+def _store_round_trip(store: Any) -> dict[str, Any]:
+    """How long one trivial query to the store takes from here, and whether that is slow:
+    the better of two, on a connection already open, so that neither connecting nor one
+    hiccup of a busy machine reads as a slow store (a slow store is slow every time)."""
+    import time
+
+    import sqlalchemy as sa
+
+    times = []
+    with store.read() as conn:
+        conn.execute(sa.text("SELECT 1"))
+        for _ in range(2):
+            started = time.perf_counter()
+            conn.execute(sa.text("SELECT 1"))
+            times.append(time.perf_counter() - started)
+    ms = min(times) * 1000
+    return {"round_trip_ms": round(ms, 1), "slow": ms > SLOW_STORE_MS,
+            "slow_above_ms": SLOW_STORE_MS}  # fmt: skip
+
+
+def _store_line(doc: dict[str, Any]) -> str:
+    return (
+        f"store slow: one round trip took {doc['round_trip_ms']:,.0f} ms (over "
+        f"{doc['slow_above_ms']:g} ms); the gateway keeps serving what it has, the "
+        "controller's steps and every command wait for the store"
+    )
+
+
+def _notices_and_router(store: Any, model: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The model's undelivered notices, and whether its router is in trouble (its last
+    ``router.error`` not followed by a ``router.recovered``)."""
+    from backout.control.outbox import undelivered
+    from backout.store import audit
+
+    with store.read() as conn:
+        notices = undelivered(conn, model)
+        last = audit.latest(conn, model, ("router.error", "router.recovered"))
+    router: dict[str, Any] = {"error": None, "since": None, "router": None}
+    if last is not None and last.kind == "router.error":
+        router = {"error": last.reason, "since": last.at.isoformat(),
+                  "router": last.data.get("router")}  # fmt: skip
+    return notices, router
+
+
+def _router_line(router: dict[str, Any]) -> str:
+    return f"router trouble since {router['since'][:19].replace('T', ' ')} UTC: {router['error']}"
+
+
+def _notices_line(notices: dict[str, Any]) -> str:
+    """``2 notices not delivered yet; oldest: phase to webhook http://h/… after 3 attempts:
+    HTTP 500``."""
+    n = notices["pending"]
+    line = f"{n} notice{'s' if n != 1 else ''} not delivered yet"
+    if notices["oldest"]:
+        o = notices["oldest"][0]
+        line += f"; oldest: {o['kind']} to {o['channel']} {o['target']}"
+        if o["attempts"]:
+            line += f" after {o['attempts']} attempt{'s' if o['attempts'] != 1 else ''}"
+        line += f": {o['last_error']}" if o["last_error"] else " (not tried yet)"
+    return line
 
 
 def _ended_line(op: dict[str, Any]) -> str:

@@ -54,6 +54,7 @@ __all__ = [
     "WebhookSender",
     "enqueue",
     "redact_target",
+    "undelivered",
 ]
 
 log = logging.getLogger("backout.outbox")
@@ -138,6 +139,27 @@ def enqueue(
             _failed_event(conn, item_id, notice, channel, target, 0, error, actor, now)
         ids.append(item_id)
     return ids
+
+
+def undelivered(conn: Connection, model: str, *, limit: int = 5) -> dict[str, Any]:
+    """The model's notices still waiting for delivery (``pending``), for ``status``: how
+    many, and the oldest ``limit`` of them with their attempts and last error (recipients
+    redacted)."""
+    where = sa.and_(OB.c.model == model, OB.c.status == PENDING)
+    count = conn.execute(sa.select(sa.func.count()).select_from(OB).where(where)).scalar_one()
+    rows = conn.execute(
+        sa.select(OB).where(where).order_by(OB.c.created_at, OB.c.id).limit(limit)
+    ).all()
+    return {
+        "pending": int(count),
+        "oldest": [
+            {"id": r.id, "kind": r.kind, "channel": r.channel,
+             "target": redact_target(r.channel, r.target), "attempts": r.attempts,
+             "created_at": float(r.created_at), "next_attempt_at": float(r.next_attempt_at),
+             "last_error": r.last_error}
+            for r in rows
+        ],
+    }  # fmt: skip
 
 
 def _failed_event(conn: Connection, item_id: str, notice: Notice, channel: str, target: str,
