@@ -25,9 +25,11 @@ tests may pass their own.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import random
 import threading
+import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -83,10 +85,12 @@ class OutboxItem:
 @dataclass(frozen=True, slots=True)
 class Attempt:
     """The outcome of one send: ``error`` is empty on success; ``retry`` when trying again
-    later may succeed."""
+    later may succeed; ``answered`` is False when the receiver could not be reached or did
+    not answer in time (a command about to exit does not wait for such a one)."""
 
     error: str = ""
     retry: bool = False
+    answered: bool = True
 
 
 class Sender(Protocol):
@@ -202,11 +206,15 @@ class WebhookSender:
         try:
             status = asyncio.run(self._post(item.target, body, headers))
         except httpx.TimeoutException:
-            return Attempt(f"no answer within {self.timeout:g}s", retry=True)
+            return Attempt(f"no answer within {self.timeout:g}s", retry=True, answered=False)
         except TimeoutError:
-            return Attempt(f"no whole answer within {self.total_timeout:g}s", retry=True)
+            return Attempt(
+                f"no whole answer within {self.total_timeout:g}s", retry=True, answered=False
+            )
         except httpx.TransportError as exc:
-            return Attempt(f"connection failed: {exc or type(exc).__name__}", retry=True)
+            return Attempt(
+                f"connection failed: {exc or type(exc).__name__}", retry=True, answered=False
+            )
         except (httpx.InvalidURL, httpx.UnsupportedProtocol) as exc:
             return Attempt(f"invalid webhook URL: {exc}")
         if 200 <= status < 300:
@@ -230,19 +238,24 @@ class WebhookSender:
 
 
 class MailSender:
-    """Sends an item as an e-mail through the SMTP server recorded with it."""
+    """Sends an item as an e-mail through the SMTP server recorded with it (waiting at most
+    ``max_timeout`` s for it when given, whatever the policy's timeout)."""
 
-    def __init__(self, environ: Mapping[str, str] | None = None) -> None:
+    def __init__(
+        self, environ: Mapping[str, str] | None = None, *, max_timeout: float | None = None
+    ) -> None:
         self.environ = environ
+        self.max_timeout = max_timeout
 
     def send(self, item: OutboxItem, /) -> Attempt:
         if item.smtp is None:
             return Attempt("no mail server: add notifications.smtp to the model's policy")
         import os
 
-        r = send_mail(
-            item.smtp, item.notice, item.target, item.id, environ=self.environ or os.environ
-        )
+        smtp = item.smtp
+        if self.max_timeout is not None and smtp.timeout > self.max_timeout:
+            smtp = dataclasses.replace(smtp, timeout=self.max_timeout)
+        r = send_mail(smtp, item.notice, item.target, item.id, environ=self.environ or os.environ)
         return Attempt(r.error, r.retry)
 
 
@@ -317,7 +330,46 @@ class Outbox:
                 list(pool.map(self._send, claimed))
         return len(claimed)
 
-    def _send(self, item: OutboxItem) -> None:
+    def deliver_now(self, ids: Sequence[str], *, within: float) -> list[str]:
+        """Deliver these rows now, for a command that queued them and is about to exit.
+
+        Best effort, for about ``within`` s (plus at most one send's own bound): a receiver
+        that answers with a retriable error (5xx, 429) is tried again after the usual
+        backoff while time remains; one that cannot be reached or does not answer is not
+        waited for. Whatever is left stays pending, with its attempts and last error, for
+        the delivery worker of ``backout serve`` (and ``backout status`` shows it). Returns
+        the ids still pending.
+        """
+        deadline = time.monotonic() + within
+        todo = set(ids)
+        while todo and time.monotonic() < deadline:
+            for item in self._claim(self.clock(), only=todo):
+                result = self._send(item)
+                if not result.error or not result.retry or not result.answered:
+                    todo.discard(item.id)  # delivered, failed for good, or not worth a wait
+            due = self._next_attempts(todo)
+            todo = set(due)
+            if not due:
+                break
+            wait = max(0.0, min(due.values()) - self.clock())
+            if time.monotonic() + wait >= deadline:
+                break
+            time.sleep(wait)
+        return sorted(self._next_attempts(set(ids)))
+
+    def _next_attempts(self, ids: set[str]) -> dict[str, float]:
+        """id -> next attempt time of those of ``ids`` still pending."""
+        if not ids:
+            return {}
+        with self.store.read() as conn:
+            rows = conn.execute(
+                sa.select(OB.c.id, OB.c.next_attempt_at).where(
+                    OB.c.id.in_(sorted(ids)), OB.c.status == PENDING
+                )
+            ).all()
+        return {r.id: float(r.next_attempt_at) for r in rows}
+
+    def _send(self, item: OutboxItem) -> Attempt:
         sender = self.senders.get(item.channel)
         if sender is None:
             result = Attempt(f"no sender for channel {item.channel!r}")
@@ -328,6 +380,7 @@ class Outbox:
                 log.exception("sender for %s raised", item.channel)
                 result = Attempt(f"{type(exc).__name__}: {exc}", retry=True)
         self._record(item, result)
+        return result
 
     def run(self, stop: threading.Event, *, interval: float = 1.0,
             active: Callable[[], bool] = lambda: True) -> None:  # fmt: skip
@@ -357,14 +410,17 @@ class Outbox:
             if callable(close):
                 close()
 
-    def _claim(self, now: float) -> list[OutboxItem]:
+    def _claim(self, now: float, *, only: set[str] | None = None) -> list[OutboxItem]:
         with self.store.write() as conn:
-            rows = conn.execute(
+            q = (
                 sa.select(OB)
                 .where(OB.c.status == PENDING, OB.c.next_attempt_at <= now)
                 .order_by(OB.c.next_attempt_at, OB.c.created_at)
                 .limit(self.batch)
-            ).all()
+            )
+            if only is not None:
+                q = q.where(OB.c.id.in_(sorted(only)))
+            rows = conn.execute(q).all()
             for r in rows:
                 conn.execute(
                     OB.update().where(OB.c.id == r.id).values(
