@@ -388,7 +388,8 @@ def summarize(
             "store_mib": last.store_bytes / 2**20 if last else None,
             "events": last.events if last else None,
             "load1": last.load1 if last else None,
-            "changes": [c.command for c in soak.changes if t0 <= c.t < t1],
+            # A change is due on a bucket's boundary and starts a few ms either side of it.
+            "changes": [c.command for c in soak.changes if t0 <= c.t + 0.5 < t1],
         })  # fmt: skip
 
     def lat(lo: float, hi: float) -> list[float]:
