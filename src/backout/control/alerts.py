@@ -28,7 +28,7 @@ from backout.control.operations import Operation, Operations
 from backout.control.outbox import MailSender, Outbox, WebhookSender, enqueue
 from backout.control.phases import Phase
 from backout.control.policy import NoticeKind, Policy
-from backout.store import Store, audit
+from backout.store import Store, audit, schema
 from backout.types import Clock, system_clock
 
 log = logging.getLogger("backout.controller")
@@ -108,11 +108,20 @@ class Alerts:
         short timeouts: for a command that is about to exit, so that its notices do not wait
         for a ``backout serve`` to deliver them. Receivers that cannot be reached or do not
         answer are not waited for; what is left stays pending in the outbox. The ids still
-        pending."""
+        pending. Nothing is waited for while a controller holds a live lease on the store
+        (a ``backout serve`` is running): its delivery worker sends them within a second."""
         ids = list(self.queued)
         self.queued.clear()
         if not ids or self.fixed is not None:
             return []
+        with self.store.read() as conn:
+            leases = schema.leases
+            live = conn.execute(
+                sa.select(sa.func.count()).select_from(leases)
+                .where(leases.c.expires_at > self.clock())
+            ).scalar_one()  # fmt: skip
+        if live:
+            return ids
         per_send = max(0.2, min(2.0, within))
         outbox = Outbox(
             self.store, clock=self.clock, actor=self.actor,
