@@ -19,7 +19,9 @@ microseconds. With ``--log FILE`` it also writes one line per response, ``monoto
 status worker release``, with ``worker`` and ``release`` taken from the ``x-backout-worker``
 and ``x-backout-release`` response headers (the cutover benchmark reads them); with
 ``--log-sent`` each line also ends with the request's actual send time (``monotonic_ns``), so
-a reader can tell which requests were *sent* after a switch, whatever their latency.
+a reader can tell which requests were *sent* after a switch, whatever their latency; with
+``--log-due`` it then ends with the time the request was *due* (``monotonic_ns``), so a
+reader can charge each request from its due time, bucket by bucket (the soak does).
 
 SIGTERM stops it early and gracefully: nothing new is sent, answers in flight are awaited
 (up to ``--drain``), and the summary is printed as usual. ``--duration`` still bounds a run
@@ -204,7 +206,8 @@ def run(args: argparse.Namespace, log: TextIO | None) -> dict[str, Any]:
                 worker = headers.get(b"x-backout-worker", b"-").decode()
                 release = headers.get(b"x-backout-release", b"-").decode()
                 sent = f" {conn.sent_ns}" if args.log_sent else ""
-                log.write(f"{now} {status} {worker} {release}{sent}\n")
+                due = f" {conn.scheduled_ns}" if args.log_due else ""
+                log.write(f"{now} {status} {worker} {release}{sent}{due}\n")
             conn.scheduled_ns = 0
             in_flight -= 1
             idle.append(conn)
@@ -247,6 +250,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--keys", type=int, default=1, help="1: send x-backout-key per request")
     p.add_argument("--log", help="write one line per response here")
     p.add_argument("--log-sent", action="store_true", help="end each log line with its send time")
+    p.add_argument("--log-due", action="store_true", help="then with its due time")
     args = p.parse_args(argv)
     if args.log:
         with open(args.log, "w") as log:

@@ -119,6 +119,7 @@ class Load:
         self.url, self.seconds = url, seconds
         self.codes: Counter[int] = Counter()
         self.failures: Counter[str] = Counter()  # exception class -> count
+        self.latencies: list[float] = []  # seconds, of every answered request
         self._stop = threading.Event()
         self._threads = [
             threading.Thread(target=self._call, args=(i,), daemon=True) for i in range(callers)
@@ -148,11 +149,13 @@ class Load:
             while not self._stop.is_set() and time.monotonic() < deadline:
                 n += 1
                 key = {"x-backout-key": f"caller-{caller}-{n % 50}"}
+                began = time.monotonic()
                 try:
                     response = client.post(
                         "/models/iris/predict", json={"instances": [ROW]}, headers=key
                     )
                     self.codes[response.status_code] += 1
+                    self.latencies.append(time.monotonic() - began)
                 except httpx.HTTPError as exc:
                     self.codes[FAILED] += 1
                     self.failures[type(exc).__name__] += 1

@@ -59,6 +59,9 @@ def test_registering_into_a_full_artifact_folder_fails_in_one_line_and_changes_n
                      "--artifact", str(big), "--runtime", "sklearn")  # fmt: skip
     print(f"register into a full folder: rc {result.returncode} {result.stderr.strip()!r}")
     assert result.returncode != 0 and one_line(result), result.stderr
+    # The store is to blame, not the source file, and the line says which folder.
+    assert "artifact store" in result.stderr and "is full" in result.stderr, result.stderr
+    assert str(full_folder) in result.stderr and "could not be read" not in result.stderr
     with store.read() as conn:
         after = {t: [tuple(r) for r in conn.exec_driver_sql(f"SELECT * FROM {t}")]
                  for t in ("releases", "events")}  # fmt: skip

@@ -3,6 +3,7 @@ id, retried with backoff, and a delivery that fails for good becomes an event.""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -17,6 +18,8 @@ from backout.registry.releases import Registry
 from backout.store import Store, audit
 from tests.control.webhook_receiver import Receiver
 from tests.models import register_iris
+from tests.postgres_server import free_port
+from tests.silent import trickle_server
 
 
 class Clock:
@@ -171,7 +174,22 @@ def test_a_hanging_receiver_is_a_retriable_timeout(store: Store) -> None:
         result = WebhookSender(timeout=0.3).send(Outbox(store)._claim(Clock()())[0])
     finally:
         r.stop()
-    assert result == Attempt("no answer within 0.3s", retry=True)
+    assert result == Attempt("no answer within 0.3s", retry=True, answered=False)
+
+
+def test_a_receiver_that_trickles_its_answer_is_cut_off_at_the_total_deadline(
+    store: Store,
+) -> None:
+    """Each byte arrives well within the read timeout, so only a total deadline ends it."""
+    with trickle_server(interval_s=0.05) as port:
+        queue(store, Clock(), webhooks=[f"http://127.0.0.1:{port}/hooks/T0/SECRET"])
+        started = time.monotonic()
+        result = WebhookSender(timeout=0.3, total_timeout=0.8).send(
+            Outbox(store)._claim(Clock()())[0]
+        )
+        took = time.monotonic() - started
+    assert result == Attempt("no whole answer within 0.8s", retry=True, answered=False)
+    assert took < 3.0, took
 
 
 def test_a_controller_decision_queues_its_notices_in_its_transaction(
@@ -286,3 +304,26 @@ def test_an_unreachable_store_is_one_log_line_per_outage(
         "outbox delivery failed (ConnectionError: store unreachable); retrying every 0.01 s",
         "outbox delivery works again",
     ]
+
+
+def test_deliver_now_retries_an_answering_receiver_and_leaves_a_dead_one_pending(
+    store: Store,
+) -> None:
+    """What a command does with the notices it queued before it exits."""
+    busy = Receiver(statuses=[500, 500])  # then 200
+    try:
+        (ok_id,) = queue(store, Clock(time.time()), webhooks=[busy.url])
+        (dead_id,) = queue(store, Clock(time.time()),
+                           webhooks=[f"http://127.0.0.1:{free_port()}/hooks/T0/SECRET"])  # fmt: skip
+        outbox = Outbox(store, senders={"webhook": WebhookSender(timeout=1.0)})
+        started = time.monotonic()
+        assert outbox.deliver_now([ok_id, dead_id], within=8.0) == [dead_id]
+        took = time.monotonic() - started
+    finally:
+        busy.stop()
+    assert len(busy.deliveries) == 3 and {d.key for d in busy.deliveries} == {ok_id}
+    rows = {r["id"]: r for r in outbox.items()}
+    assert rows[ok_id]["status"] == "delivered"
+    assert rows[dead_id]["status"] == "pending" and rows[dead_id]["attempts"] == 1
+    assert rows[dead_id]["last_error"].startswith("connection failed")
+    assert took < 6.0, took  # the backoff of the busy one (at most 3 s), not the budget

@@ -11,6 +11,7 @@ prints data takes.
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 from dataclasses import dataclass, field
@@ -28,6 +29,12 @@ __all__ = ["JsonOpt", "Settings", "err", "out", "print_json", "settings", "short
 # passes markup=True and escapes what it interpolates with rich.markup.escape.
 out = Console(highlight=False, soft_wrap=True, markup=False)
 err = Console(stderr=True, highlight=False, soft_wrap=True, markup=False)
+
+
+# How long a command that queued notices (deploy, rollback, abort...) tries to deliver them
+# before it exits; a receiver that answers 5xx is retried within it, one that is down or
+# silent is left to `backout serve`'s outbox.
+NOTICE_DELIVERY_S = 5.0
 
 
 @dataclass
@@ -145,9 +152,18 @@ class Settings:
         return self._cache["remote"]
 
     def close(self) -> None:
-        """Release database connections (called when the command's context closes)."""
+        """Deliver the notices this command queued (best effort, a few seconds at most:
+        what is left stays in the outbox for ``backout serve``), then release database
+        connections (called when the command's context closes)."""
         ctl = self._cache.pop("controller", None)
         if ctl is not None:
+            try:
+                ctl.alerts.deliver_queued(within=NOTICE_DELIVERY_S)
+            except Exception as exc:  # never fail a command that did its work over a notice
+                logging.getLogger("backout.outbox").warning(
+                    "the notices of this command stay queued for `backout serve` (%s: %s)",
+                    type(exc).__name__, str(exc).splitlines()[0] if str(exc) else "",
+                )  # fmt: skip
             ctl.close_routers()  # the connections to routers and metric systems it opened
         store = self._cache.pop("store", None)
         if store is not None:

@@ -27,19 +27,26 @@ def status(
     json: JsonOpt = False,
 ) -> None:
     """Live state: route table, and each release's traffic over the last WINDOW seconds."""
-    from backout.control.status import model_status
+    from backout.control.status import model_status, store_round_trip
 
     s = settings(ctx)
+    store_doc: dict[str, Any] | None = None  # measured here, from this host, when local
     if (remote := s.remote()) is not None:
         got = remote.get(f"/models/{model}/status" if model else "/status", window=window)
         docs = [got] if model else got
     else:
         models = [model] if model else s.deployments().models()
-        docs = [model_status(s.store(), s.controller(), m, window=window) for m in models]
+        store_doc = store_round_trip(s.store())
+        docs = [
+            model_status(s.store(), s.controller(), m, window=window) | {"store": store_doc}
+            for m in models
+        ]
     leader = docs[0]["controller"] if docs else None
     if json:
         print_json(docs if model is None else docs[0])
         return
+    if store_doc is not None and store_doc["slow"]:
+        out.print(_store_line(store_doc))
     for d in docs:
         out.print(
             f"[bold]{escape(d['routes'])}[/bold]  (generation {d['generation']})", markup=True
@@ -106,6 +113,11 @@ def status(
                 "client errors (refused as the callers' fault, not counted above): "
                 + "; ".join(refused)
             )
+        trouble = d.get("router_trouble") or {}
+        if trouble.get("error") and not d["router"]["error"]:
+            out.print(_router_line(trouble))
+        if d["notices"]["pending"]:
+            out.print(_notices_line(d["notices"]))
     if leader is not None or any(d["operation"] for d in docs):
         out.print(_leader_line(leader))
 
@@ -145,6 +157,32 @@ def _trouble(doc: dict[str, Any]) -> list[str]:
     if t["error"]:
         lines.append(f"telemetry {t['kind']}: ERROR {t['error']} (nothing is decided)")
     return lines
+
+
+def _store_line(doc: dict[str, Any]) -> str:
+    return (
+        f"store slow: one round trip took {doc['round_trip_ms']:,.0f} ms (over "
+        f"{doc['slow_above_ms']:g} ms); the gateway keeps serving what it has, the "
+        "controller's steps and every command wait for the store"
+    )
+
+
+def _router_line(router: dict[str, Any]) -> str:
+    return f"router trouble since {router['since'][:19].replace('T', ' ')} UTC: {router['error']}"
+
+
+def _notices_line(notices: dict[str, Any]) -> str:
+    """``2 notices not delivered yet; oldest: phase to webhook http://h/… after 3 attempts:
+    HTTP 500``."""
+    n = notices["pending"]
+    line = f"{n} notice{'s' if n != 1 else ''} not delivered yet"
+    if notices["oldest"]:
+        o = notices["oldest"][0]
+        line += f"; oldest: {o['kind']} to {o['channel']} {o['target']}"
+        if o["attempts"]:
+            line += f" after {o['attempts']} attempt{'s' if o['attempts'] != 1 else ''}"
+        line += f": {o['last_error']}" if o["last_error"] else " (not tried yet)"
+    return line
 
 
 def _ended_line(op: dict[str, Any]) -> str:

@@ -15,6 +15,7 @@ it hears each notice once the transaction that caused it commits.
 from __future__ import annotations
 
 import logging
+from collections import deque
 from collections.abc import Callable
 from datetime import UTC, datetime
 
@@ -24,10 +25,10 @@ from sqlalchemy.engine import Connection
 from backout.control.mail import SmtpSettings
 from backout.control.notify import Escalator, Notice, Notifier, Severity
 from backout.control.operations import Operation, Operations
-from backout.control.outbox import Outbox, enqueue
+from backout.control.outbox import MailSender, Outbox, WebhookSender, enqueue
 from backout.control.phases import Phase
 from backout.control.policy import NoticeKind, Policy
-from backout.store import Store, audit
+from backout.store import Store, audit, schema
 from backout.types import Clock, system_clock
 
 log = logging.getLogger("backout.controller")
@@ -55,6 +56,9 @@ class Alerts:
         self.actor = actor
         self.fixed = notifier  # None: the outbox, to each model's policy's recipients
         self._outbox = outbox
+        # The outbox ids this process queued (committed), newest last; bounded, as a
+        # long-running controller queues without end and its worker delivers them anyway.
+        self.queued: deque[str] = deque(maxlen=1000)
 
     @property
     def outbox(self) -> Outbox:
@@ -92,7 +96,40 @@ class Alerts:
         ids = enqueue(conn, notice, webhooks=hooks, emails=notice.mail, smtp=smtp,
                       now=self.clock(), actor=self.actor)  # fmt: skip
         if ids:
-            after_commit(conn, self.outbox.wake)
+
+            def committed() -> None:
+                self.queued.extend(ids)
+                self.outbox.wake()
+
+            after_commit(conn, committed)
+
+    def deliver_queued(self, *, within: float) -> list[str]:
+        """Deliver what this process queued, now and for about ``within`` s at most, with
+        short timeouts: for a command that is about to exit, so that its notices do not wait
+        for a ``backout serve`` to deliver them. Receivers that cannot be reached or do not
+        answer are not waited for; what is left stays pending in the outbox. The ids still
+        pending. Nothing is waited for while a controller holds a live lease on the store
+        (a ``backout serve`` is running): its delivery worker sends them within a second."""
+        ids = list(self.queued)
+        self.queued.clear()
+        if not ids or self.fixed is not None:
+            return []
+        with self.store.read() as conn:
+            leases = schema.leases
+            live = conn.execute(
+                sa.select(sa.func.count()).select_from(leases)
+                .where(leases.c.expires_at > self.clock())
+            ).scalar_one()  # fmt: skip
+        if live:
+            return ids
+        per_send = max(0.2, min(2.0, within))
+        outbox = Outbox(
+            self.store, clock=self.clock, actor=self.actor,
+            senders={"webhook": WebhookSender(timeout=min(1.0, per_send), connect_timeout=0.5,
+                                              total_timeout=per_send),
+                     "email": MailSender(max_timeout=per_send)},
+        )  # fmt: skip
+        return outbox.deliver_now(ids, within=within)
 
     def escalation(
         self, conn: Connection, op: Operation, now: float, *, force: bool = False

@@ -17,16 +17,19 @@ that records the decision and its event*, so both commit or neither does. A deli
 - **failures become events**: a row that fails for good is marked ``failed`` and a
   ``notify.failed`` event (target redacted) is appended in the same transaction.
 
-:class:`Sender` is the boundary: :class:`WebhookSender` (httpx, with connect and read
-timeouts) and :class:`MailSender` (SMTP, :mod:`backout.control.mail`) are the real ones;
+:class:`Sender` is the boundary: :class:`WebhookSender` (httpx, with connect, read and
+total timeouts) and :class:`MailSender` (SMTP, :mod:`backout.control.mail`) are the real ones;
 tests may pass their own.
 """
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
 import logging
 import random
 import threading
+import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -53,6 +56,7 @@ __all__ = [
     "WebhookSender",
     "enqueue",
     "redact_target",
+    "undelivered",
 ]
 
 log = logging.getLogger("backout.outbox")
@@ -81,10 +85,12 @@ class OutboxItem:
 @dataclass(frozen=True, slots=True)
 class Attempt:
     """The outcome of one send: ``error`` is empty on success; ``retry`` when trying again
-    later may succeed."""
+    later may succeed; ``answered`` is False when the receiver could not be reached or did
+    not answer in time (a command about to exit does not wait for such a one)."""
 
     error: str = ""
     retry: bool = False
+    answered: bool = True
 
 
 class Sender(Protocol):
@@ -139,6 +145,27 @@ def enqueue(
     return ids
 
 
+def undelivered(conn: Connection, model: str, *, limit: int = 5) -> dict[str, Any]:
+    """The model's notices still waiting for delivery (``pending``), for ``status``: how
+    many, and the oldest ``limit`` of them with their attempts and last error (recipients
+    redacted)."""
+    where = sa.and_(OB.c.model == model, OB.c.status == PENDING)
+    count = conn.execute(sa.select(sa.func.count()).select_from(OB).where(where)).scalar_one()
+    rows = conn.execute(
+        sa.select(OB).where(where).order_by(OB.c.created_at, OB.c.id).limit(limit)
+    ).all()
+    return {
+        "pending": int(count),
+        "oldest": [
+            {"id": r.id, "kind": r.kind, "channel": r.channel,
+             "target": redact_target(r.channel, r.target), "attempts": r.attempts,
+             "created_at": float(r.created_at), "next_attempt_at": float(r.next_attempt_at),
+             "last_error": r.last_error}
+            for r in rows
+        ],
+    }  # fmt: skip
+
+
 def _failed_event(conn: Connection, item_id: str, notice: Notice, channel: str, target: str,
                   attempts: int, error: str, actor: str, now: float) -> None:  # fmt: skip
     where = redact_target(channel, target)
@@ -154,51 +181,81 @@ def _failed_event(conn: Connection, item_id: str, notice: Notice, channel: str, 
 
 
 class WebhookSender:
-    """Posts an item as Slack-compatible JSON, its id as the idempotency key."""
+    """Posts an item as Slack-compatible JSON, its id as the idempotency key.
 
-    def __init__(self, *, timeout: float = 5.0, connect_timeout: float = 2.0) -> None:
+    Every send is bounded: ``connect_timeout`` to connect, ``timeout`` for each read or
+    write, and ``total_timeout`` (default twice ``timeout``) for the whole exchange, so a
+    receiver that trickles its answer a byte at a time cannot hold the outbox. httpx's
+    timeouts are per operation, so the total is enforced with :func:`asyncio.timeout` around
+    an async request, in an event loop of the sending thread's own (the outbox sends from a
+    small thread pool; a notification is rare enough that a loop per send costs nothing).
+    """
+
+    def __init__(
+        self, *, timeout: float = 5.0, connect_timeout: float = 2.0,
+        total_timeout: float | None = None,
+    ) -> None:  # fmt: skip
         self.timeout = timeout
-        self._client = httpx.Client(
-            timeout=httpx.Timeout(timeout, connect=min(connect_timeout, timeout)),
-            follow_redirects=False,
-            headers={"user-agent": "backout-notify"},
-        )
+        self.connect_timeout = min(connect_timeout, timeout)
+        self.total_timeout = total_timeout or 2 * timeout
 
     def send(self, item: OutboxItem, /) -> Attempt:
         body = orjson.dumps(item.notice.payload(delivery_id=item.id))
         headers = {"content-type": "application/json", "idempotency-key": item.id,
                    "x-backout-delivery": item.id}  # fmt: skip
         try:
-            r = self._client.post(item.target, content=body, headers=headers)
+            status = asyncio.run(self._post(item.target, body, headers))
         except httpx.TimeoutException:
-            return Attempt(f"no answer within {self.timeout:g}s", retry=True)
+            return Attempt(f"no answer within {self.timeout:g}s", retry=True, answered=False)
+        except TimeoutError:
+            return Attempt(
+                f"no whole answer within {self.total_timeout:g}s", retry=True, answered=False
+            )
         except httpx.TransportError as exc:
-            return Attempt(f"connection failed: {exc or type(exc).__name__}", retry=True)
+            return Attempt(
+                f"connection failed: {exc or type(exc).__name__}", retry=True, answered=False
+            )
         except (httpx.InvalidURL, httpx.UnsupportedProtocol) as exc:
             return Attempt(f"invalid webhook URL: {exc}")
-        if r.is_success:
+        if 200 <= status < 300:
             return Attempt()
         # 429 and 5xx may pass later; any other answer will be the same next time.
-        return Attempt(f"HTTP {r.status_code}", retry=r.status_code == 429 or r.status_code >= 500)
+        return Attempt(f"HTTP {status}", retry=status == 429 or status >= 500)
+
+    async def _post(self, url: str, body: bytes, headers: dict[str, str]) -> int:
+        async with (
+            asyncio.timeout(self.total_timeout),
+            httpx.AsyncClient(
+                timeout=httpx.Timeout(self.timeout, connect=self.connect_timeout),
+                follow_redirects=False, headers={"user-agent": "backout-notify"},
+            ) as client,
+        ):  # fmt: skip
+            r = await client.post(url, content=body, headers=headers)
+            return r.status_code
 
     def close(self) -> None:
-        self._client.close()
+        """Nothing to release: each send has its own client."""
 
 
 class MailSender:
-    """Sends an item as an e-mail through the SMTP server recorded with it."""
+    """Sends an item as an e-mail through the SMTP server recorded with it (waiting at most
+    ``max_timeout`` s for it when given, whatever the policy's timeout)."""
 
-    def __init__(self, environ: Mapping[str, str] | None = None) -> None:
+    def __init__(
+        self, environ: Mapping[str, str] | None = None, *, max_timeout: float | None = None
+    ) -> None:
         self.environ = environ
+        self.max_timeout = max_timeout
 
     def send(self, item: OutboxItem, /) -> Attempt:
         if item.smtp is None:
             return Attempt("no mail server: add notifications.smtp to the model's policy")
         import os
 
-        r = send_mail(
-            item.smtp, item.notice, item.target, item.id, environ=self.environ or os.environ
-        )
+        smtp = item.smtp
+        if self.max_timeout is not None and smtp.timeout > self.max_timeout:
+            smtp = dataclasses.replace(smtp, timeout=self.max_timeout)
+        r = send_mail(smtp, item.notice, item.target, item.id, environ=self.environ or os.environ)
         return Attempt(r.error, r.retry)
 
 
@@ -273,7 +330,46 @@ class Outbox:
                 list(pool.map(self._send, claimed))
         return len(claimed)
 
-    def _send(self, item: OutboxItem) -> None:
+    def deliver_now(self, ids: Sequence[str], *, within: float) -> list[str]:
+        """Deliver these rows now, for a command that queued them and is about to exit.
+
+        Best effort, for about ``within`` s (plus at most one send's own bound): a receiver
+        that answers with a retriable error (5xx, 429) is tried again after the usual
+        backoff while time remains; one that cannot be reached or does not answer is not
+        waited for. Whatever is left stays pending, with its attempts and last error, for
+        the delivery worker of ``backout serve`` (and ``backout status`` shows it). Returns
+        the ids still pending.
+        """
+        deadline = time.monotonic() + within
+        todo = set(ids)
+        while todo and time.monotonic() < deadline:
+            for item in self._claim(self.clock(), only=todo):
+                result = self._send(item)
+                if not result.error or not result.retry or not result.answered:
+                    todo.discard(item.id)  # delivered, failed for good, or not worth a wait
+            due = self._next_attempts(todo)
+            todo = set(due)
+            if not due:
+                break
+            wait = max(0.0, min(due.values()) - self.clock())
+            if time.monotonic() + wait >= deadline:
+                break
+            time.sleep(wait)
+        return sorted(self._next_attempts(set(ids)))
+
+    def _next_attempts(self, ids: set[str]) -> dict[str, float]:
+        """id -> next attempt time of those of ``ids`` still pending."""
+        if not ids:
+            return {}
+        with self.store.read() as conn:
+            rows = conn.execute(
+                sa.select(OB.c.id, OB.c.next_attempt_at).where(
+                    OB.c.id.in_(sorted(ids)), OB.c.status == PENDING
+                )
+            ).all()
+        return {r.id: float(r.next_attempt_at) for r in rows}
+
+    def _send(self, item: OutboxItem) -> Attempt:
         sender = self.senders.get(item.channel)
         if sender is None:
             result = Attempt(f"no sender for channel {item.channel!r}")
@@ -284,6 +380,7 @@ class Outbox:
                 log.exception("sender for %s raised", item.channel)
                 result = Attempt(f"{type(exc).__name__}: {exc}", retry=True)
         self._record(item, result)
+        return result
 
     def run(self, stop: threading.Event, *, interval: float = 1.0,
             active: Callable[[], bool] = lambda: True) -> None:  # fmt: skip
@@ -313,14 +410,17 @@ class Outbox:
             if callable(close):
                 close()
 
-    def _claim(self, now: float) -> list[OutboxItem]:
+    def _claim(self, now: float, *, only: set[str] | None = None) -> list[OutboxItem]:
         with self.store.write() as conn:
-            rows = conn.execute(
+            q = (
                 sa.select(OB)
                 .where(OB.c.status == PENDING, OB.c.next_attempt_at <= now)
                 .order_by(OB.c.next_attempt_at, OB.c.created_at)
                 .limit(self.batch)
-            ).all()
+            )
+            if only is not None:
+                q = q.where(OB.c.id.in_(sorted(only)))
+            rows = conn.execute(q).all()
             for r in rows:
                 conn.execute(
                     OB.update().where(OB.c.id == r.id).values(

@@ -16,7 +16,7 @@ from backout.store import Store, audit
 from backout.telemetry.batches import latency_quantile, sum_batches
 from backout.traffic.deployments import describe
 
-__all__ = ["history", "model_status"]
+__all__ = ["SLOW_STORE_MS", "history", "model_status", "notices_and_router", "store_round_trip"]
 
 
 def model_status(
@@ -56,6 +56,7 @@ def model_status(
     # With nothing in progress, the operation that ended last says how the model got here.
     last = None if op is not None else next(iter(ctl.operations(model, limit=1)), None)
     held = current(store)
+    notices, router_trouble = notices_and_router(store, model)
     return {
         "model": model,
         "generation": table.generation,
@@ -66,10 +67,53 @@ def model_status(
         "last_operation": last.to_dict() if last is not None else None,
         "frozen": ctl.frozen(model),
         "router": seen["router"],
+        "router_trouble": router_trouble,  # the last router.error not yet recovered
+        "notices": notices,  # undelivered notices (the outbox)
         "telemetry": seen["telemetry"],
         "bad": [{"version": v, **mark} for v, mark in bad.items()],
         "controller": None if held is None else held.to_dict(time.time()),  # who leads
     } | runbook_view(store, model)  # the runbook's duties, overdue review, open incident
+
+
+# One round trip to the store above this is worth a line: the gateway serves from memory and
+# does not wait for the store, but the controller's ticks, its lease and every command do.
+SLOW_STORE_MS = 250.0
+
+
+def store_round_trip(store: Any) -> dict[str, Any]:
+    """How long one trivial query to the store takes from here, and whether that is slow:
+    the better of two, on a connection already open, so that neither connecting nor one
+    hiccup of a busy machine reads as a slow store (a slow store is slow every time)."""
+    import time
+
+    import sqlalchemy as sa
+
+    times = []
+    with store.read() as conn:
+        conn.execute(sa.text("SELECT 1"))
+        for _ in range(2):
+            started = time.perf_counter()
+            conn.execute(sa.text("SELECT 1"))
+            times.append(time.perf_counter() - started)
+    ms = min(times) * 1000
+    return {"round_trip_ms": round(ms, 1), "slow": ms > SLOW_STORE_MS,
+            "slow_above_ms": SLOW_STORE_MS}  # fmt: skip
+
+
+def notices_and_router(store: Any, model: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The model's undelivered notices, and whether its router is in trouble (its last
+    ``router.error`` not followed by a ``router.recovered``)."""
+    from backout.control.outbox import undelivered
+    from backout.store import audit
+
+    with store.read() as conn:
+        notices = undelivered(conn, model)
+        last = audit.latest(conn, model, ("router.error", "router.recovered"))
+    router: dict[str, Any] = {"error": None, "since": None, "router": None}
+    if last is not None and last.kind == "router.error":
+        router = {"error": last.reason, "since": last.at.isoformat(),
+                  "router": last.data.get("router")}  # fmt: skip
+    return notices, router
 
 
 def history(store: Store, model: str | None = None, *, verify: bool = False,

@@ -11,6 +11,7 @@ storage, and :class:`MemoryBlobStore` serves unit tests. :class:`VerifyingReader
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import io
 import os
@@ -238,22 +239,37 @@ class LocalBlobStore:
     ) -> tuple[str, int]:
         # One pass: hash each chunk as it is copied into a temporary file, then rename the
         # file to its address. The rename is atomic, so a reader never sees half a blob.
-        self._objects.mkdir(parents=True, exist_ok=True)
-        fd, tmp_name = tempfile.mkstemp(dir=self._objects, prefix=".incoming-")
+        # A failure to read the source and a failure to write the store are told apart: the
+        # first is the caller's file, the second this folder (full, read-only...).
+        tmp_name = ""
         h = hashlib.sha256()
         size = 0
         buf = bytearray(CHUNK)
         view = memoryview(buf)
         try:
+            try:
+                self._objects.mkdir(parents=True, exist_ok=True)
+                fd, tmp_name = tempfile.mkstemp(dir=self._objects, prefix=".incoming-")
+            except OSError as exc:
+                raise self._write_error(exc, label) from exc
             with os.fdopen(fd, "wb", buffering=0) as out:
+                while True:
+                    try:
+                        n = src.readinto(view)  # type: ignore[attr-defined]
+                    except OSError as exc:
+                        raise ArtifactError(f"artifact {label!r} could not be read: {exc}") from exc
+                    if not n:
+                        break
+                    h.update(view[:n])
+                    try:
+                        _write_all(out, view[:n])
+                    except OSError as exc:
+                        raise self._write_error(exc, label) from exc
+                    size += n
                 try:
-                    while n := src.readinto(view):  # type: ignore[attr-defined]
-                        h.update(view[:n])
-                        out.write(view[:n])
-                        size += n
+                    os.fsync(out.fileno())
                 except OSError as exc:
-                    raise ArtifactError(f"artifact {label!r} could not be read: {exc}") from exc
-                os.fsync(out.fileno())
+                    raise self._write_error(exc, label) from exc
             digest = h.hexdigest()
             if expected is not None and digest != expected:
                 raise mismatch(label, digest, expected)
@@ -261,31 +277,55 @@ class LocalBlobStore:
             if dest.is_file():
                 os.unlink(tmp_name)
             else:
-                dest.parent.mkdir(parents=True, exist_ok=True)
-                os.chmod(tmp_name, 0o444)
-                os.replace(tmp_name, dest)
-                _fsync_dir(dest.parent)
+                try:
+                    dest.parent.mkdir(parents=True, exist_ok=True)
+                    os.chmod(tmp_name, 0o444)
+                    os.replace(tmp_name, dest)
+                    _fsync_dir(dest.parent)
+                except OSError as exc:
+                    raise self._write_error(exc, label) from exc
             return digest, size
         except BaseException:
-            if os.path.exists(tmp_name):
+            if tmp_name and os.path.exists(tmp_name):
                 os.unlink(tmp_name)
             raise
 
+    def _write_error(self, exc: OSError, label: str) -> ArtifactError:
+        """One line naming this folder and what is wrong with it."""
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            return ArtifactError(
+                f"the artifact store {str(self.root)!r} is full ({exc.strerror}) while storing "
+                f"{label!r}: free space there, or point --artifacts at a larger folder"
+            )
+        if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+            return ArtifactError(
+                f"the artifact store {str(self.root)!r} is not writable ({exc.strerror}) while "
+                f"storing {label!r}: check the folder's permissions and mount"
+            )
+        return ArtifactError(
+            f"the artifact store {str(self.root)!r} could not store {label!r}: "
+            f"{exc.strerror or exc}"
+        )
+
     def _atomic_write(self, digest: str, chunks: Iterator[bytes]) -> None:
         dest = self._path(digest)
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp_name = tempfile.mkstemp(dir=dest.parent, prefix=".incoming-")
+        tmp_name = ""
         try:
-            with os.fdopen(fd, "wb") as out:
-                for chunk in chunks:
-                    out.write(chunk)
-                out.flush()
-                os.fsync(out.fileno())
-            os.chmod(tmp_name, 0o444)
-            os.replace(tmp_name, dest)
-            _fsync_dir(dest.parent)
+            try:
+                dest.parent.mkdir(parents=True, exist_ok=True)
+                fd, tmp_name = tempfile.mkstemp(dir=dest.parent, prefix=".incoming-")
+                with os.fdopen(fd, "wb") as out:
+                    for chunk in chunks:
+                        out.write(chunk)
+                    out.flush()
+                    os.fsync(out.fileno())
+                os.chmod(tmp_name, 0o444)
+                os.replace(tmp_name, dest)
+                _fsync_dir(dest.parent)
+            except OSError as exc:
+                raise self._write_error(exc, f"sha256:{digest[:12]}…") from exc
         except BaseException:
-            if os.path.exists(tmp_name):
+            if tmp_name and os.path.exists(tmp_name):
                 os.unlink(tmp_name)
             raise
 
@@ -383,6 +423,16 @@ class MemoryBlobStore:
         if not path.exists():
             path.write_bytes(self.read_bytes(digest))
         return path
+
+
+def _write_all(out: BinaryIO, data: memoryview) -> None:
+    """Write all of ``data``: an unbuffered write may take only part of it (a disk filling up
+    takes what fits, and the next write fails)."""
+    while data:
+        n = out.write(data)
+        if not n:
+            raise OSError(errno.EIO, "a write made no progress")
+        data = data[n:]
 
 
 def _fsync_dir(path: Path) -> None:
