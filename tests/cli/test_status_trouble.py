@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from backout.cli import status as status_cli
+from backout.control import status as status_view
 from backout.control.notify import Notice
 from backout.control.outbox import Outbox, WebhookSender, enqueue
 from backout.control.policy import NoticeKind
@@ -43,7 +43,7 @@ def test_status_says_nothing_of_notices_router_or_store_when_all_is_well(cli: Cl
     doc = cli.json("status", "iris")
     assert isinstance(doc, dict)
     assert doc["notices"] == {"pending": 0, "oldest": []}
-    assert doc["router"] == {"error": None, "since": None, "router": None}
+    assert doc["router_trouble"] == {"error": None, "since": None, "router": None}
     assert doc["store"]["slow"] is False and doc["store"]["round_trip_ms"] >= 0
 
 
@@ -83,8 +83,8 @@ def test_status_shows_a_router_in_trouble_until_it_recovers(cli: Cli) -> None:
     assert code == 0
     assert "router trouble since " in out and "router traefik: cannot reach" in out, out
     doc = cli.json("status", "iris")
-    assert isinstance(doc, dict) and doc["router"]["router"] == "traefik"
-    assert doc["router"]["error"].startswith("router traefik: cannot reach")
+    assert isinstance(doc, dict) and doc["router_trouble"]["router"] == "traefik"
+    assert doc["router_trouble"]["error"].startswith("router traefik: cannot reach")
     with store.write() as conn:
         audit.append(conn, "router.recovered", model="iris", actor="controller",
                      reason="router traefik serves the committed table again",
@@ -96,7 +96,7 @@ def test_status_shows_a_router_in_trouble_until_it_recovers(cli: Cli) -> None:
 
 def test_status_says_when_the_store_is_slow(cli: Cli, monkeypatch: pytest.MonkeyPatch) -> None:
     # Any round trip counts as slow here; the chaos suite slows a real PostgreSQL instead.
-    monkeypatch.setattr(status_cli, "SLOW_STORE_MS", -1.0)
+    monkeypatch.setattr(status_view, "SLOW_STORE_MS", -1.0)
     code, out, _ = cli("status", "iris")
     assert code == 0
     assert out.startswith("store slow: one round trip took "), out
