@@ -85,10 +85,8 @@ class Procs:
                     os.killpg(proc.pid, signal.SIGTERM)
         deadline = time.monotonic() + grace
         for proc in reversed(self.started):
-            try:
+            with contextlib.suppress(subprocess.TimeoutExpired):
                 proc.popen.wait(max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                pass
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(proc.pid, signal.SIGKILL)  # what is left of the group, if anything
             with contextlib.suppress(subprocess.TimeoutExpired):

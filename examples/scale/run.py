@@ -163,7 +163,9 @@ def train(folder: Path) -> dict[str, Path]:
     x = np.asarray(x, dtype=np.float64)
     models = {
         GOOD: LogisticRegression(C=1.0, max_iter=500).fit(x, y),
-        BAD: make_pipeline(FunctionTransformer(np.log1p), LogisticRegression(max_iter=500)).fit(x, y),
+        BAD: make_pipeline(FunctionTransformer(np.log1p), LogisticRegression(max_iter=500)).fit(
+            x, y
+        ),
     }
     folder.mkdir(parents=True, exist_ok=True)
     out = {}
@@ -226,7 +228,7 @@ class Story:
         print(line, flush=True)
 
 
-def run(work: Path, story: Story, procs: Procs, out: dict[str, Any]) -> None:  # noqa: PLR0915
+def run(work: Path, story: Story, procs: Procs, out: dict[str, Any]) -> None:
     from tests.postgres_server import PostgresServer
 
     from backout.control.controller import Controller
