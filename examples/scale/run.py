@@ -2,13 +2,16 @@
 
     python examples/scale/run.py              # about a minute; prints the story, stops everything
     python examples/scale/run.py --json FILE  # also writes the outcome as JSON (what the test reads)
+    python examples/scale/run.py --isolation ports   # replicas on host ports, no namespaces
 
-It starts, each as a process of its own on 127.0.0.1:
+It starts, each as a process of its own, all on a loopback:
 
 - a throwaway PostgreSQL server (the store every other process shares),
 - an S3 endpoint (moto's server mode) holding the artifacts,
 - three gateway replicas (``backout serve --gateway-only``), each with its own artifact
-  cache, as three hosts would have,
+  cache, as three hosts would have, and — where ``ip netns`` works — each in a network
+  namespace of its own (its own 127.0.0.1:8000, joined to the host's loopback by
+  ``netns_relay.py``), else on its own host port (``--isolation ports`` asks for that),
 - two controllers (``backout serve --controller-only --lease 5``): one leads, one waits,
 - Traefik in front of the replicas, as a plain load balancer (round robin, health-checked on
   ``/v2/health/ready``): this is mode (a) of the README, backout's own gateways carry the
@@ -57,6 +60,7 @@ GOOD, BAD = "1.0.0", "1.1.0"
 REPLICAS = 3
 CONTROLLERS = 2
 LEASE_S = 5.0
+NS_PORT = 8000  # every replica's port inside its own network namespace
 CREDENTIALS = {"AWS_ACCESS_KEY_ID": "scale-example", "AWS_SECRET_ACCESS_KEY": "scale-example",
                "AWS_DEFAULT_REGION": "us-east-1"}  # fmt: skip  # moto accepts any
 POLICY = """
@@ -86,17 +90,50 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def netns_mode() -> tuple[bool, str]:
-    """Whether ``ip netns`` works here, and a sentence saying what the replicas run in."""
-    ip = shutil.which("ip")
-    if ip is None:
+def ip(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(["ip", *args], capture_output=True, text=True, check=False, timeout=30)
+
+
+def netns_usable() -> tuple[bool, str]:
+    """Whether ``ip netns`` works here (a namespace can be made, used and deleted), and why not."""
+    if shutil.which("ip") is None:
         return False, "`ip` is not installed"
-    name = f"backout-probe-{int(time.time() * 1000) % 10**8}"
-    made = subprocess.run([ip, "netns", "add", name], capture_output=True, text=True, check=False)
+    name = f"backout-probe-{os.getpid()}"
+    made = ip("netns", "add", name)
     if made.returncode != 0:
         return False, f"`ip netns add` is refused here ({made.stderr.strip() or 'no reason'})"
-    subprocess.run([ip, "netns", "delete", name], capture_output=True, check=False)
+    try:
+        up = ip("-n", name, "link", "set", "lo", "up")
+        if up.returncode != 0:
+            return False, f"a namespace's loopback cannot be brought up ({up.stderr.strip()})"
+    finally:
+        ip("netns", "delete", name)
     return True, "`ip netns` is usable here"
+
+
+@dataclass
+class Isolation:
+    """Where the replicas run: each in a network namespace of its own, or on host ports."""
+
+    mode: str  # auto | netns | ports, as asked
+    netns: bool = False  # as decided
+    why: str = ""
+    namespaces: list[str] = field(default_factory=list)  # made by the example, deleted by it
+    deleted: list[str] = field(default_factory=list)
+
+    def add(self, name: str) -> None:
+        for args in (("netns", "add", name), ("-n", name, "link", "set", "lo", "up")):
+            done = ip(*args)
+            if done.returncode != 0:
+                raise RuntimeError(f"ip {' '.join(args)} failed: {done.stderr.strip()}")
+            if args[1] == "add":
+                self.namespaces.append(name)
+
+    def delete_all(self) -> None:
+        self.deleted.extend(self.namespaces)
+        for name in self.namespaces:
+            ip("netns", "delete", name)
+        self.namespaces.clear()
 
 
 # -- load -------------------------------------------------------------------------------------
@@ -228,7 +265,7 @@ class Story:
         print(line, flush=True)
 
 
-def run(work: Path, story: Story, procs: Procs, out: dict[str, Any]) -> None:
+def run(work: Path, story: Story, procs: Procs, isolation: Isolation, out: dict[str, Any]) -> None:
     from tests.postgres_server import PostgresServer
 
     from backout.control.controller import Controller
@@ -241,14 +278,16 @@ def run(work: Path, story: Story, procs: Procs, out: dict[str, Any]) -> None:
     from backout.store import audit, open_store
     from backout.traffic.traefik import find_traefik, static_args
 
-    usable, why = netns_mode()
-    # Each replica on its own loopback port: a namespace per replica would need a link
-    # (veth) and non-loopback addresses to reach the store, S3 and Traefik, changing the
-    # host's network for a demonstration; the example keeps every byte on 127.0.0.1.
-    out["replica_isolation"] = "loopback-ports"
-    out["netns_usable"] = usable
-    story.say(f"replicas: each on its own 127.0.0.1 port ({why}; namespaces are not used: "
-              "they would need veth links off the loopback)")  # fmt: skip
+    usable, why = netns_usable() if isolation.mode != "ports" else (False, "--isolation ports")
+    if isolation.mode == "netns" and not usable:
+        raise RuntimeError(f"--isolation netns, but {why}")
+    isolation.netns, isolation.why = usable, why
+    out["replica_isolation"] = "netns" if usable else "loopback-ports"
+    if usable:
+        story.say(f"replicas: each in a network namespace of its own ({why}), listening on "
+                  "its own 127.0.0.1:8000, joined to the host's loopback by a relay")  # fmt: skip
+    else:
+        story.say(f"replicas: each on its own 127.0.0.1 port ({why})")
 
     pg = PostgresServer().start()
     try:
@@ -285,10 +324,22 @@ def run(work: Path, story: Story, procs: Procs, out: dict[str, Any]) -> None:
         base = [sys.executable, "-m", "backout", "--store", url, "--artifacts", artifacts,
                 "--s3-endpoint", s3]  # fmt: skip
         gateways: list[Proc] = []
+        relays: list[Proc] = []
         for i, port in enumerate(ports):
-            argv = [*base, "--artifact-cache", str(work / f"replica-{i}" / "cache"), "serve",
-                    "--gateway-only", "--workers", "1", "--host", "127.0.0.1", "--port",
-                    str(port), "--no-access-log"]  # fmt: skip
+            inner, prefix = port, []
+            if isolation.netns:
+                # The replica's 127.0.0.1 is its namespace's own: the relay carries Traefik's
+                # and Prometheus's connections in, and the replica's to PostgreSQL and S3 out.
+                ns = f"backout-scale-{os.getpid()}-{i}"
+                isolation.add(ns)
+                relays.append(procs.start(f"relay-{i}", [
+                    sys.executable, str(HERE / "netns_relay.py"), ns, "--expose",
+                    f"{port}:{NS_PORT}", "--reach", str(pg.port), "--reach", str(s3_port),
+                ]))  # fmt: skip
+                inner, prefix = NS_PORT, ["ip", "netns", "exec", ns]
+            argv = [*prefix, *base, "--artifact-cache", str(work / f"replica-{i}" / "cache"),
+                    "serve", "--gateway-only", "--workers", "1", "--host", "127.0.0.1",
+                    "--port", str(inner), "--no-access-log"]  # fmt: skip
             gateways.append(procs.start(f"replica-{i}", argv, env=env, cwd=work))
         controllers: dict[int, Proc] = {}
         for i in range(CONTROLLERS):
@@ -328,10 +379,19 @@ def run(work: Path, story: Story, procs: Procs, out: dict[str, Any]) -> None:
         ctl.deploy(MODEL, GOOD, actor="ana")  # the first release goes live at once
         story.say(f"deployed {MODEL}@{GOOD}: live on 100%")
 
+        for relay in relays:
+            wait_for(f"{relay.name} listening", lambda r=relay: "ready" in r.tail(), limit=30,
+                     proc=relay)  # fmt: skip
         for g, r in zip(gateways, replicas, strict=True):
             wait_for(f"{g.name} answering", lambda r=r: answers(f"http://{r}"), limit=120,
                      proc=g, every=0.2)  # fmt: skip
-        story.say(f"{REPLICAS} gateway replicas answer with {MODEL}@{GOOD}: " + ", ".join(replicas))
+        where = ""
+        if isolation.netns:  # the kernel's word for where each replica runs
+            found = [ip("netns", "identify", str(g.pid)).stdout.strip() for g in gateways]
+            out["replica_namespaces"] = found
+            where = " (relays into namespaces " + ", ".join(found) + ")"
+        story.say(f"{REPLICAS} gateway replicas answer with {MODEL}@{GOOD} at "
+                  + ", ".join(replicas) + where)  # fmt: skip
         wait_for("Traefik answering", lambda: answers(f"http://{web}"), limit=60, proc=traefik)
         story.say(f"Traefik on {web} balances over the replicas (API and metrics on {api})")
         held = wait_for("a controller taking the lease",
@@ -419,12 +479,16 @@ def run(work: Path, story: Story, procs: Procs, out: dict[str, Any]) -> None:
     finally:
         procs.stop_all()
         pg.stop()
+        isolation.delete_all()
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--json", type=Path, help="write the outcome here as JSON")
     p.add_argument("--keep-logs", action="store_true", help="keep the processes' logs folder")
+    p.add_argument("--isolation", choices=["auto", "netns", "ports"], default="auto",
+                   help="replicas in network namespaces of their own (auto: when `ip netns` "
+                   "works here) or on host loopback ports")  # fmt: skip
     args = p.parse_args(argv)
     # SIGTERM (a test's timeout, a supervisor) stops everything as Ctrl-C does.
     signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
@@ -434,8 +498,9 @@ def main(argv: list[str] | None = None) -> int:
     story, procs = Story(), Procs(logs)
     out: dict[str, Any] = {"ok": False}
     code = 1
+    isolation = Isolation(args.isolation)
     try:
-        run(work, story, procs, out)
+        run(work, story, procs, isolation, out)
         out["ok"] = True
         code = 0
     except KeyboardInterrupt:
@@ -446,6 +511,8 @@ def main(argv: list[str] | None = None) -> int:
         story.say(f"failed: {exc}")
     finally:
         procs.stop_all()
+        isolation.delete_all()
+        out["namespaces_deleted"] = isolation.deleted
         out["alive_after"] = procs.alive()
         out["pids"] = sorted(procs.seen)
         story.say(f"stopped {len(procs.started)} process groups ({len(procs.seen)} pids); "

@@ -57,6 +57,13 @@ def test_the_scale_example_rolls_back_a_regression_through_a_controller_failover
     assert doc["takeover_s"] > 0 and doc["detect_s"] > 0
     assert len(doc["prometheus_replicas"]) == 3  # Prometheus scraped every replica
     assert doc["alive_after"] == []
+    if doc["replica_isolation"] == "netns":  # where `ip netns` works (as root, on Linux)
+        assert len(set(doc["replica_namespaces"])) == 3 and "" not in doc["replica_namespaces"]
+        listed = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
+        assert sorted(doc["namespaces_deleted"]) == sorted(doc["replica_namespaces"])
+        assert not any(ns in listed for ns in doc["namespaces_deleted"]), listed
+    else:
+        assert doc["replica_isolation"] == "loopback-ports"
     assert len(doc["pids"]) >= 8
     assert [pid for pid in doc["pids"] if not gone(pid)] == []
     story = ran.stdout
