@@ -43,6 +43,7 @@ import tempfile
 import threading
 import time
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -245,6 +246,10 @@ def answers(url: str) -> bool:
     return r.status_code == 200
 
 
+def said_ready(proc: Proc) -> bool:
+    return "ready" in proc.tail()
+
+
 def promql(url: str, query: str) -> list[dict[str, Any]]:
     r = httpx.get(f"{url}/api/v1/query", params={"query": query}, timeout=5)
     result: list[dict[str, Any]] = r.json()["data"]["result"]
@@ -380,11 +385,10 @@ def run(work: Path, story: Story, procs: Procs, isolation: Isolation, out: dict[
         story.say(f"deployed {MODEL}@{GOOD}: live on 100%")
 
         for relay in relays:
-            wait_for(f"{relay.name} listening", lambda r=relay: "ready" in r.tail(), limit=30,
-                     proc=relay)  # fmt: skip
+            wait_for(f"{relay.name} listening", partial(said_ready, relay), limit=30, proc=relay)
         for g, r in zip(gateways, replicas, strict=True):
-            wait_for(f"{g.name} answering", lambda r=r: answers(f"http://{r}"), limit=120,
-                     proc=g, every=0.2)  # fmt: skip
+            wait_for(f"{g.name} answering", partial(answers, f"http://{r}"), limit=120, proc=g,
+                     every=0.2)  # fmt: skip
         where = ""
         if isolation.netns:  # the kernel's word for where each replica runs
             found = [ip("netns", "identify", str(g.pid)).stdout.strip() for g in gateways]
