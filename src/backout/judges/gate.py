@@ -65,6 +65,8 @@ class Gate:
         self.judges = list(judges)
         self.alpha = alpha
         self.k = max(sum(j.checks for j in self.judges), 1)
+        self._history: Series | None = None
+        self._history_raw: Sequence[Batch] = ()
         self.reset()
 
     def reset(self) -> None:
@@ -77,9 +79,24 @@ class Gate:
         """The share of the gate's alpha that ``judge`` spends."""
         return self.alpha * judge.checks / self.k if judge.checks else self.alpha
 
-    def evaluate(self, candidate: Sequence[Batch], baseline: Sequence[Batch]) -> GateResult:
-        """Judge all batches of the window so far (same-time pairs, oldest first)."""
+    def evaluate(
+        self,
+        candidate: Sequence[Batch],
+        baseline: Sequence[Batch],
+        *,
+        history: Sequence[Batch] = (),
+    ) -> GateResult:
+        """Judge all batches of the window so far (same-time pairs, oldest first).
+
+        ``history`` is the baseline's batches before the window, one per slot, oldest
+        first (``pair_by_time`` aligns raw batches): the latency judges measure the
+        baseline's level wander on it, so they are valid from the window's first batch.
+        The gate keeps the last history it was given for the window's later resets.
+        """
         check_paired(candidate, baseline)
+        if history and history is not self._history_raw:
+            self._history_raw = history
+            self._history = Series.from_batches(history)
         n = len(candidate)
         seen_same = (
             self._last is not None
@@ -89,6 +106,9 @@ class Gate:
         )
         if not seen_same:
             self.reset()
+            if self._history is not None:
+                for judge, state in zip(self.judges, self._states, strict=True):
+                    judge.calibrate(state, self._history)
         if n > self._n:
             cs = Series.from_batches(candidate[self._n :])
             bs = Series.from_batches(baseline[self._n :])
