@@ -438,7 +438,7 @@ def paths(sim: Sim) -> dict[str, tuple[F64, float]]:
     for xc, hx in zip(sim.x_c, sim.h_x, strict=True):
         le = _dependent_path(
             xc, sim.n_c, hx[:, h:], sim.n_b, hx[:, :h], sim.h_n[:, :h], block=1,
-            refresh=tail.refresh_batches, scale=tail.effect_scale,
+            refresh=tail.refresh_batches, scale=tail.fail_scale, mean=tail.fail_mean,
         )  # fmt: skip
         tails.append(le)
     # The judge averages the quantiles' e-values (only those whose share went up).
