@@ -368,7 +368,7 @@ def _blocked(a: F64, b: int) -> F64:
 
 def _dependent_path(
     x_c: F64, n_c: F64, x_b: F64, n_b: F64, h_x: F64, h_n: F64, *, block: int, refresh: int,
-    scale: float, mean: float = 0.0,
+    scale: float, mean: float = 0.0, wide: tuple[float, float] = (0.0, 1.0),
 ) -> F64:  # fmt: skip
     """The latency and tail judges' test along each run: Lai's t-mixture over block
     differences of means, deflated by the variance inflation (refreshed every ``refresh``
@@ -400,7 +400,13 @@ def _dependent_path(
         le = np.full((runs, m), -np.inf)
         up = np.zeros((runs, m), dtype=bool)
         up[:, sb:] = s > 0  # begun once the block at the start is in, and slower
-        le[up] = t_mixture_log_evalue(n[s > 0], a[s > 0], s[s > 0], q[s > 0], scale, mean)
+        args = (n[s > 0], a[s > 0], s[s > 0], q[s > 0])
+        le[up] = t_mixture_log_evalue(*args, scale, mean)
+        if wide[0] > 0:  # the judge's average with a wide prior (see LatencyConfig)
+            le[up] = np.logaddexp(
+                math.log1p(-wide[0]) + le[up],
+                math.log(wide[0]) + t_mixture_log_evalue(*args, wide[1]),
+            )
         per.append(le)
         starts.append(sb)
     path = _combine(per, starts)  # over blocks, index i = after block i
@@ -429,7 +435,7 @@ def paths(sim: Sim) -> dict[str, tuple[F64, float]]:
         _dependent_path(
             sim.ls_c, sim.n_c, sim.ls_b, sim.n_b, sim.h_ls[:, :h], sim.h_n[:, :h],
             block=lat.block_batches, refresh=lat.refresh_blocks, scale=lat.effect_scale,
-            mean=lat.effect_mean,
+            mean=lat.effect_mean, wide=(lat.wide_weight, lat.wide_scale),
         ),
         1,
     )  # fmt: skip

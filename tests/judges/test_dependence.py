@@ -145,7 +145,7 @@ def test_gate_reads_history_once_and_incremental_equals_cold() -> None:
     """A gate fed one batch at a time says what a fresh gate says on all batches, history
     included; the history's wander raises the latency judges' variance inflation."""
     rng = np.random.default_rng(3)
-    past = batches(rng, "1", -300, 300, 30, levels(rng, 300, 0.2, 30.0))
+    past = batches(rng, "1", -600, 600, 20, levels(rng, 600, 0.2, 30.0))
     cand = batches(rng, "2", 0, 90, 5)
     base = batches(rng, "1", 0, 90, 30)
     gate = default_gate()

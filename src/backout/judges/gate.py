@@ -23,6 +23,8 @@ from backout.judges.tail import TailLatencyJudge
 from backout.judges.verdict import Judgement, Verdict
 from backout.telemetry.batches import Batch
 
+MIN_HISTORY = 600  # slots of baseline history the gate needs before it uses any
+
 
 @dataclass(frozen=True, slots=True)
 class GateResult:
@@ -91,12 +93,16 @@ class Gate:
         ``history`` is the baseline's batches before the window, one per slot, oldest
         first (``pair_by_time`` aligns raw batches): the latency judges measure the
         baseline's level wander on it, so they are valid from the window's first batch.
-        The gate keeps the last history it was given for the window's later resets.
+        The gate keeps the last history it was given for the window's later resets; one
+        shorter than ``MIN_HISTORY`` slots (ten minutes) is not used.
         """
         check_paired(candidate, baseline)
         if history and history is not self._history_raw:
             self._history_raw = history
-            self._history = Series.from_batches(history)
+            # A short history (a baseline that just rolled out, its load still changing)
+            # says little about wander over minutes and much about its own ramp: unused.
+            if len(history) >= MIN_HISTORY:
+                self._history = Series.from_batches(history)
         n = len(candidate)
         seen_same = (
             self._last is not None
