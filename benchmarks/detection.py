@@ -5,6 +5,10 @@ one-second telemetry batches are simulated at the batch level with numpy, vector
 runs (counts are Poisson/binomial, log-latency sums normal or gamma, exceedances binomial;
 the AR(1) regime is simulated request by request). Each judge's e-value path is computed with
 the same functions ``backout.judges`` uses, then read for the first crossing of its threshold.
+The baseline also has 30 minutes of history before the window, which the gate reads as the
+controller passes it. Regimes add per-arm level wander (each arm's per-second log-latency
+level an AR(1) process of its own) and regressions that start at t = 60 s or t = 300 s,
+whose delays are counted from the change, next to an oracle SPRT started at the change.
 
 Simplification, stated honestly: within a batch, the error, latency, exceedance and class
 statistics are drawn independently of each other (real batches correlate them); each judge's
@@ -12,6 +16,7 @@ false-alarm rate is unaffected, and the gate's Bonferroni bound does not assume 
 
     .venv/bin/python benchmarks/detection.py            # 2,000 runs per regime, writes RESULTS.md
     .venv/bin/python benchmarks/detection.py --quick    # smoke run
+    .venv/bin/python benchmarks/detection.py --runs 200 --no-write --only wander  # a subset
 """
 
 from __future__ import annotations

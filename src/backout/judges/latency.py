@@ -46,7 +46,7 @@ class LatencyConfig:
     # exist (a wandering baseline deflates the sample size), so ``wide_weight`` of the
     # failing e-value comes from a wide normal(0, wide_scale) prior instead: the average of
     # two e-values is one (Vovk & Wang 2021), and +10% pays only log(1 / 0.8) for it.
-    wide_weight: float = 0.2
+    wide_weight: float = 0.05
     wide_scale: float = 1.0
     interval_scale: float = 0.3  # the confidence sequence's prior: normal(0, 0.3)
     # Slots per block: the test uses block means, and blocks of a few seconds make latency
