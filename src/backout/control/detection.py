@@ -25,6 +25,9 @@ from backout.telemetry.batches import Batch
 
 log = logging.getLogger("backout.controller")
 
+# The baseline's telemetry before a step that its gate reads: the latency judges measure
+# the baseline's level wander on it, so they are valid from the step's first batch.
+HISTORY_S = 1800.0
 HOLD_FACTOR = 4  # a step waits at most this many bakes for a judge that cannot see yet
 
 
@@ -70,10 +73,13 @@ class Detection(Commands):
         c, b = pair_by_time(cand, base)
         key = (op.id, op.step, op.phase.value)
         gate = self._gates.get(key)
+        history: list[Batch] = []
         if gate is None:
             gate = self._gates[key] = spec.build()
+            past = self.batches(op.model, since - HISTORY_S, since).get(baseline, [])
+            history = pair_by_time(past, past)[0] if past else []
         # The judges speak of "the candidate" and "the baseline": name the releases.
-        result: GateResult = gate.evaluate(c, b).named(candidate, baseline)
+        result: GateResult = gate.evaluate(c, b, history=history).named(candidate, baseline)
         # Keep the latest verdict with the operation, for `backout status` and reports. Only
         # the verdict is ours to write: the rest of the state may have changed since this
         # tick read it (a pause records where it paused from).

@@ -15,7 +15,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
+import numpy as np
+
 from backout.judges.series import Series, check_paired
+from backout.judges.stats import F64, log_sum_exp, restart_log_weights
 from backout.judges.verdict import Judgement, Verdict
 from backout.telemetry.batches import Batch
 
@@ -48,6 +51,10 @@ class Judge(Generic[C, S]):
 
     def start(self) -> S:
         raise NotImplementedError
+
+    def calibrate(self, state: S, history: Series) -> None:
+        """Read the baseline's batches from before the window (oldest first, one per slot).
+        Judges that measure the baseline's noise do; the others ignore it."""
 
     def update(self, state: S, candidate: Series, baseline: Series) -> None:
         raise NotImplementedError
@@ -86,6 +93,57 @@ class Counts:
         self.n_c += float(cand.requests.sum())
         self.n_b += float(base.requests.sum())
         self.batches += len(cand)
+
+
+@dataclass(frozen=True, slots=True)
+class Restarts:
+    """When a judge starts its e-processes, and how it weighs them.
+
+    A mixture test that has gathered evidence for "no change" is slow to notice a change
+    that starts late: the evidence before the change has to be paid back. The judges run
+    ``count`` copies of their test, started with the window and every ``every`` batches
+    after it, and fail on the weighted average sum_j pi_j E_j(t), E_j = 1 before its start.
+    Each E_j is an e-process for the same null (a test supermartingale equal to 1 until
+    its start), so their average with weights summing to 1 is one too and Ville's
+    inequality bounds its false alarms by alpha over the whole window: the e-detector of
+    Shin, Ramdas & Rinaldo (2023, "E-detectors: a nonparametric framework for sequential
+    change detection") with a weighted mixture over start times instead of their sum,
+    which bounds the probability of any false alarm instead of its rate. Half the weight
+    stays on the start with the window (a change at t = 0 pays log 2 in its threshold), the
+    other half is shared by the later starts; a change at a later start pays
+    log((count - 1) / (1 - first)), and one between starts also pays for the evidence
+    since the last start (at most ``every`` batches).
+    """
+
+    every: int = 60
+    count: int = 10
+    first: float = 0.5
+
+    def log_weights(self) -> F64:
+        return restart_log_weights(self.count, self.first)
+
+    def cuts(self, done: int, n: int, unit: int = 1) -> list[int]:
+        """Positions in a chunk of ``n`` new items (after ``done`` items) where a start time
+        falls, starts being every ``every // unit`` items; with 0 and ``n`` as the ends."""
+        step = max(self.every // unit, 1)
+        out = [0]
+        for j in range(self.count):
+            at = j * step - done
+            if 0 < at < n:
+                out.append(at)
+        return [*out, n]
+
+    def is_start(self, index: int, unit: int = 1) -> bool:
+        step = max(self.every // unit, 1)
+        return index % step == 0 and index // step < self.count
+
+    def combine(self, log_e: F64) -> float:
+        """log sum_j pi_j E_j over the begun starts (``log_e``, oldest first), the rest
+        counting as E = 1."""
+        lw = self.log_weights()
+        k = len(log_e)
+        parts = np.concatenate([np.asarray(log_e, dtype=np.float64) + lw[:k], lw[k:]])
+        return float(log_sum_exp(parts))
 
 
 def finish(

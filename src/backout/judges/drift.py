@@ -13,8 +13,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from backout.judges import evidence
-from backout.judges.base import Common, Counts, Judge, finish
-from backout.judges.error_rate import SplitState, split_decide
+from backout.judges.base import Common, Counts, Judge, Restarts, finish
+from backout.judges.error_rate import SplitState, split_add, split_decide
 from backout.judges.series import Series
 from backout.judges.stats import (
     candidate_share,
@@ -22,7 +22,6 @@ from backout.judges.stats import (
     normalised_wasserstein,
     prior_log_weights,
     psi,
-    split_llr,
 )
 from backout.judges.verdict import Judgement
 
@@ -39,6 +38,7 @@ class DriftConfig:
     warmup_batches: int = 10
     tolerance: float = 0.2
     prior_scale: float = 0.3
+    restarts: Restarts = Restarts()  # noqa: RUF009 (frozen)
 
 
 @dataclass(slots=True)
@@ -102,12 +102,11 @@ class DriftJudge(Judge[DriftConfig, _DriftState]):
             for label, counts in series.outputs.items():
                 state.totals.setdefault(label, [0.0, 0.0])[arm] += float(counts[lo:].sum())
         share = candidate_share(candidate.predictions[lo:], baseline.predictions[lo:])
+        cfg_r = self.config.restarts
         for label, sp in zip(state.labels, state.splits, strict=True):
             kc = candidate.outputs.get(label, zeros)[lo:] if label in candidate.outputs else zeros
             kb = baseline.outputs.get(label, zeros)[lo:] if label in baseline.outputs else zeros
-            busy = (kc + kb) > 0
-            if busy.any():
-                sp.llr += split_llr(kc[busy], kb[busy], share[busy]).sum(axis=0)
+            split_add(sp, kc, kb, share, state.seen - len(candidate) + lo, cfg_r)
             sp.k_c += float(kc.sum())
             sp.k_b += float(kb.sum())
             sp.counts.n_c += float(candidate.predictions[lo:].sum())
@@ -128,7 +127,7 @@ class DriftJudge(Judge[DriftConfig, _DriftState]):
             )  # fmt: skip
         n = len(state.labels)
         a_each = alpha / n  # per-class bounds at alpha / C match the averaged e-value
-        rows = [split_decide(sp, a_each, self._w, self._w) for sp in state.splits]
+        rows = [split_decide(sp, a_each, self._w, self._w, cfg.restarts) for sp in state.splits]
         log_es = np.array([r[0] for r in rows])
         log_e = float(log_sum_exp(log_es) - math.log(n))
         failed = log_e >= math.log(1 / alpha)

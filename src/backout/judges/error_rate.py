@@ -8,13 +8,14 @@ the e-value and the rate ratio's confidence sequence off them.
 
 from __future__ import annotations
 
+import itertools
 import math
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from backout.judges import evidence
-from backout.judges.base import Common, Counts, Judge, finish
+from backout.judges.base import Common, Counts, Judge, Restarts, finish
 from backout.judges.series import Series
 from backout.judges.stats import (
     F64,
@@ -44,6 +45,7 @@ class ErrorRateConfig:
     # The confidence sequence's prior stays centred on no change (two-sided, sd 1), so that
     # its bounds, and the pass verdict, are not pulled toward x2.
     interval_scale: float = 1.0
+    restarts: Restarts = Restarts()  # noqa: RUF009 (frozen)
 
 
 @dataclass(slots=True)
@@ -55,13 +57,31 @@ class SplitState:
     llr: F64 = field(default_factory=lambda: np.zeros_like(GRID))
     k_c: float = 0.0
     k_b: float = 0.0
+    # The log-likelihood ratios when each restart began (the first: none yet).
+    snaps: list[F64] = field(default_factory=lambda: [np.zeros_like(GRID)])
+
+
+def split_add(st: SplitState, kc: F64, kb: F64, share: F64, index: int, restarts: Restarts) -> None:
+    """Add slots ``index``, ``index + 1``, ... of events split between the arms, noting the
+    log-likelihood ratios where a restart begins."""
+    cuts = restarts.cuts(index, len(kc))
+    for lo, hi in itertools.pairwise(cuts):
+        at = index + lo
+        j = at // max(restarts.every, 1)
+        if at and restarts.is_start(at) and len(st.snaps) == j:
+            st.snaps.append(st.llr.copy())
+        c, b, p = kc[lo:hi], kb[lo:hi], share[lo:hi]
+        busy = (c + b) > 0  # slots without events carry no evidence
+        if busy.any():
+            st.llr += split_llr(c[busy], b[busy], p[busy]).sum(axis=0)
 
 
 def split_decide(
-    st: SplitState, alpha: float, log_w_fail: F64, log_w_cs: F64
+    st: SplitState, alpha: float, log_w_fail: F64, log_w_cs: F64, restarts: Restarts
 ) -> tuple[float, float, float, float]:
-    """(log e-value, estimate, lower, upper) of the rate ratio for a split-count state."""
-    log_e = float(log_mixture(st.llr, log_w_fail))
+    """(log e-value, estimate, lower, upper) of the rate ratio for a split-count state; the
+    e-value is the restarts' weighted average, the bounds are over the whole window."""
+    log_e = restarts.combine(log_mixture(st.llr[None, :] - np.stack(st.snaps), log_w_fail))
     lo, hi = ratio_bounds(st.llr, log_w_cs, alpha)
     rate_c = st.k_c / st.counts.n_c if st.counts.n_c else math.nan
     rate_b = st.k_b / st.counts.n_b if st.counts.n_b else math.nan
@@ -89,15 +109,16 @@ class ErrorRateJudge(Judge[ErrorRateConfig, SplitState]):
             return
         ec, eb = candidate.errors, baseline.errors
         share = candidate_share(candidate.requests, baseline.requests)
-        busy = (ec + eb) > 0  # slots without errors carry no evidence
-        if busy.any():
-            state.llr += split_llr(ec[busy], eb[busy], share[busy]).sum(axis=0)
+        first = state.counts.batches - len(candidate)
+        split_add(state, ec, eb, share, first, self.config.restarts)
         state.k_c += float(ec.sum())
         state.k_b += float(eb.sum())
 
     def decide(self, state: SplitState, alpha: float) -> Judgement:
         common = self.config.common
-        log_e, est, lo, hi = split_decide(state, alpha, self._w_fail, self._w_cs)
+        log_e, est, lo, hi = split_decide(
+            state, alpha, self._w_fail, self._w_cs, self.config.restarts
+        )
         failed = log_e >= math.log(1 / alpha)
         passed = hi <= 1 + self.config.tolerance
         verdict = finish(state.counts, common, failed=failed, passed=passed)

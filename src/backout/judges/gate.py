@@ -23,6 +23,8 @@ from backout.judges.tail import TailLatencyJudge
 from backout.judges.verdict import Judgement, Verdict
 from backout.telemetry.batches import Batch
 
+MIN_HISTORY = 600  # slots of baseline history the gate needs before it uses any
+
 
 @dataclass(frozen=True, slots=True)
 class GateResult:
@@ -70,6 +72,8 @@ class Gate:
         self.judges = list(judges)
         self.alpha = alpha
         self.k = max(sum(j.checks for j in self.judges), 1)
+        self._history: Series | None = None
+        self._history_raw: Sequence[Batch] = ()
         self.reset()
 
     def reset(self) -> None:
@@ -82,9 +86,28 @@ class Gate:
         """The share of the gate's alpha that ``judge`` spends."""
         return self.alpha * judge.checks / self.k if judge.checks else self.alpha
 
-    def evaluate(self, candidate: Sequence[Batch], baseline: Sequence[Batch]) -> GateResult:
-        """Judge all batches of the window so far (same-time pairs, oldest first)."""
+    def evaluate(
+        self,
+        candidate: Sequence[Batch],
+        baseline: Sequence[Batch],
+        *,
+        history: Sequence[Batch] = (),
+    ) -> GateResult:
+        """Judge all batches of the window so far (same-time pairs, oldest first).
+
+        ``history`` is the baseline's batches before the window, one per slot, oldest
+        first (``pair_by_time`` aligns raw batches): the latency judges measure the
+        baseline's level wander on it, so they are valid from the window's first batch.
+        The gate keeps the last history it was given for the window's later resets; one
+        shorter than ``MIN_HISTORY`` slots (ten minutes) is not used.
+        """
         check_paired(candidate, baseline)
+        if history and history is not self._history_raw:
+            self._history_raw = history
+            # A short history (a baseline that just rolled out, its load still changing)
+            # says little about wander over minutes and much about its own ramp: unused.
+            if len(history) >= MIN_HISTORY:
+                self._history = Series.from_batches(history)
         n = len(candidate)
         seen_same = (
             self._last is not None
@@ -94,6 +117,9 @@ class Gate:
         )
         if not seen_same:
             self.reset()
+            if self._history is not None:
+                for judge, state in zip(self.judges, self._states, strict=True):
+                    judge.calibrate(state, self._history)
         if n > self._n:
             cs = Series.from_batches(candidate[self._n :])
             bs = Series.from_batches(baseline[self._n :])

@@ -36,6 +36,14 @@ class Series:
     def __len__(self) -> int:
         return int(self.requests.shape[0])
 
+    def slice(self, lo: int, hi: int) -> Series:
+        """Batches ``lo`` to ``hi`` (exclusive) of this series."""
+        return Series(
+            self.requests[lo:hi], self.predictions[lo:hi], self.errors[lo:hi],
+            self.nonfinite[lo:hi], self.contract[lo:hi], self.log_sum[lo:hi],
+            self.hist[lo:hi], {k: v[lo:hi] for k, v in self.outputs.items()},
+        )  # fmt: skip
+
     @classmethod
     def from_batches(cls, batches: Sequence[Batch]) -> Series:
         t = len(batches)

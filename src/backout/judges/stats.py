@@ -102,7 +102,7 @@ def ratio_bounds(llr: F64, log_w: F64, alpha: float, grid: F64 = GRID) -> tuple[
 # --- Lai's t-mixture over per-slot (or per-block) differences of means ----------------
 
 # Standard-normal offsets of the quadrature nodes around the peak of ``_log_j``'s integrand.
-_Z: F64 = np.linspace(-12.0, 12.0, 121)
+_Z: F64 = np.linspace(-8.0, 8.0, 41)
 
 
 def _log_j(n: F64, beta: F64) -> F64:
@@ -265,3 +265,217 @@ def normalised_wasserstein(p: F64, q: F64, ordered: bool) -> float:
     if ordered and len(p) > 1:
         return float(np.abs(np.cumsum(p - q)).sum() / (len(p) - 1))
     return float(0.5 * np.abs(p - q).sum())
+
+
+# --- dependence: long-run variance of one arm's per-slot series ------------------------
+
+# Block lengths (in the series' own slots) of the batch-means estimates, and the rules that
+# decide when one counts: at least LRV_MIN_BLOCKS complete blocks, and a ratio to the
+# short-run variance significantly above 1 (LRV_Z standard errors of a chi-square variance
+# estimate), so that i.i.d. noise does not inflate the variance by chance and cost power.
+LRV_SCALES = (4, 16, 64, 256)
+LRV_MIN_BLOCKS = 8
+LRV_Z = 2.5
+NW_LAGS = 4
+
+
+def long_run_variance(x: F64, ok: F64, ends: ArrayLike) -> tuple[F64, F64]:
+    """Short-run and long-run variance of one arm's per-slot values ``x`` (last axis; ``ok``
+    marks slots with data), for each prefix length in ``ends``: shapes ``(..., len(ends))``.
+
+    Non-overlapping batch means (Carlstein 1986; Flegal & Jones 2010, "Batch means and
+    spectral variance estimators in Markov chain Monte Carlo"): with blocks of b slots,
+    b * Var(block means) tends to the long-run variance sum_k gamma_k as b grows, and
+    equals the short-run variance gamma_0 for independent slots. Several block lengths are
+    computed (4 to 256 slots, up to about a third of a typical baseline history) and the
+    largest ratio that is significant is kept: a per-second level that wanders with a
+    correlation time of a minute needs blocks of minutes before its variance shows, while
+    for i.i.d. slots every ratio stays near 1 and the estimate is gamma_0 itself. Taking the
+    largest significant ratio errs on the side of a larger variance, i.e. of fewer false
+    alarms. Empty slots are left out of their block's mean; a block without data is skipped.
+    """
+    x = np.asarray(x, dtype=np.float64)
+    ok = np.asarray(ok, dtype=np.float64)
+    ends = np.asarray(ends, dtype=np.int64)
+    lead = x.shape[:-1]
+
+    def scale(b: int) -> tuple[F64, F64]:
+        m = x.shape[-1] // b
+        sx = (x * ok)[..., : m * b].reshape(*lead, m, b).sum(axis=-1)
+        cnt = ok[..., : m * b].reshape(*lead, m, b).sum(axis=-1)
+        valid = cnt > 0
+        bm = np.divide(sx, cnt, out=np.zeros_like(sx), where=valid)
+
+        def cum(v: F64) -> F64:
+            z = np.zeros((*lead, 1))
+            return np.concatenate([z, np.cumsum(v, axis=-1)], axis=-1)[..., ends // b]
+
+        k, s1, s2 = cum(valid.astype(np.float64)), cum(bm), cum(bm * bm)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            var = np.where(k >= 2, (s2 - s1 * s1 / np.maximum(k, 1)) / np.maximum(k - 1, 1), 0.0)
+        return np.maximum(var, 0.0), k
+
+    g0, _ = scale(1)
+    ratio = np.ones_like(g0)
+    # Short-range dependence (requests correlated across a second's boundary) shows sooner
+    # in a Newey-West sum over the first few lags (Bartlett weights) than in batch means.
+    z = np.zeros((*lead, 1))
+
+    def cum(v: F64) -> F64:
+        return np.concatenate([z, np.cumsum(v, axis=-1)], axis=-1)[..., ends]
+
+    k0, s1 = cum(ok), cum(x * ok)
+    mean = np.divide(s1, k0, out=np.zeros_like(s1), where=k0 > 0)
+    nw = np.zeros_like(g0)
+    weights = 0.0
+    for lag in range(1, NW_LAGS + 1):
+        pair = np.zeros_like(x)
+        pair[..., lag:] = ok[..., lag:] * ok[..., :-lag]
+        xy, xs, ys = np.zeros_like(x), np.zeros_like(x), np.zeros_like(x)
+        xy[..., lag:] = x[..., lag:] * x[..., :-lag] * pair[..., lag:]
+        xs[..., lag:] = x[..., lag:] * pair[..., lag:]
+        ys[..., lag:] = x[..., :-lag] * pair[..., lag:]
+        kp = cum(pair)
+        cov = cum(xy) - mean * (cum(xs) + cum(ys)) + kp * mean * mean
+        wk = 1 - lag / (NW_LAGS + 1)
+        nw += 2 * wk * np.divide(cov, k0, out=np.zeros_like(cov), where=k0 > 0)
+        weights += wk * wk
+    with np.errstate(divide="ignore", invalid="ignore"):
+        r = np.where(g0 > 0, 1 + nw / np.where(g0 > 0, g0, 1.0), 1.0)
+    se = 2 * np.sqrt(weights / np.maximum(k0, 1))
+    ratio = np.maximum(ratio, np.where((k0 >= 4 * NW_LAGS) & (r > 1 + LRV_Z * se), r, 1.0))
+    for b in LRV_SCALES:
+        var, k = scale(b)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            r = np.where(g0 > 0, b * var / np.where(g0 > 0, g0, 1.0), 1.0)
+        sig = (k >= LRV_MIN_BLOCKS) & (r > 1 + LRV_Z * np.sqrt(2 / np.maximum(k - 1, 1)))
+        ratio = np.maximum(ratio, np.where(sig, r, 1.0))
+    return np.asarray(g0, dtype=np.float64), np.asarray(g0 * ratio, dtype=np.float64)
+
+
+def centre_segments(x: F64, ok: F64, every: int) -> F64:
+    """``x`` less the mean of its segment of ``every`` slots (last axis, slots with data).
+
+    The candidate's own long-run variance is measured on these residuals: a regression
+    that starts in mid-window is a step in the candidate's level, which a variance
+    estimate around one mean would read as strong autocorrelation, inflating the variance
+    and slowing the very detection it should not affect. Centring each segment (the
+    restarts' spacing) removes the step, and the wander slower than a segment is covered by
+    the baseline's estimate (``inflation``)."""
+    x, ok = np.asarray(x, dtype=np.float64), np.asarray(ok, dtype=np.float64)
+    t = x.shape[-1]
+    m = -(-t // every)
+    pad = m * every - t
+    widths = [(0, 0)] * (x.ndim - 1) + [(0, pad)]
+    xp, okp = np.pad(x * ok, widths), np.pad(ok, widths)
+    lead = x.shape[:-1]
+    sx = xp.reshape(*lead, m, every).sum(axis=-1)
+    cnt = okp.reshape(*lead, m, every).sum(axis=-1)
+    mean = np.divide(sx, cnt, out=np.zeros_like(sx), where=cnt > 0)
+    return np.asarray((x - np.repeat(mean, every, axis=-1)[..., :t]) * ok, dtype=np.float64)
+
+
+def inflation(g0_c: ArrayLike, lrv_c: ArrayLike, g0_b: ArrayLike, lrv_b: ArrayLike) -> F64:
+    """Variance inflation kappa >= 1 of a difference of the arms' per-slot values, the arms
+    independent: (LRV_c + LRV_b) / (gamma0_c + gamma0_b), each arm's long-run variance its
+    own (``long_run_variance``).
+
+    The candidate has only the window's slots, too few to see a level that wanders over a
+    minute before minutes have passed, so it is taken to wander at least as much as the
+    baseline, which has its history: the candidate's long-run variance is at least its own
+    short-run variance plus the baseline's excess LRV_b - gamma0_b (both releases run on the
+    same kind of hosts; the candidate's own estimate takes over when it is larger).
+    """
+    g0_c, lrv_c, g0_b, lrv_b = (np.asarray(v, dtype=np.float64) for v in (g0_c, lrv_c, g0_b, lrv_b))
+    lrv_c = np.maximum(lrv_c, g0_c + np.maximum(lrv_b - g0_b, 0.0))
+    short = g0_c + g0_b
+    with np.errstate(divide="ignore", invalid="ignore"):
+        k = np.where(short > 0, (lrv_c + lrv_b) / np.where(short > 0, short, 1.0), 1.0)
+    return np.asarray(np.maximum(k, 1.0), dtype=np.float64)
+
+
+# --- change points: a weighted mixture over start times --------------------------------
+
+
+def restart_log_weights(count: int, first: float) -> F64:
+    """Log weights of the e-processes started at each of ``count`` start times: ``first``
+    on the one started with the window, the rest shared equally by the later ones."""
+    if count <= 1:
+        return np.zeros(1)
+    rest = math.log((1 - first) / (count - 1))
+    return np.asarray([math.log(first)] + [rest] * (count - 1), dtype=np.float64)
+
+
+@dataclass(slots=True)
+class Dependence:
+    """Each arm's per-block values, for the variance inflation of a difference test: the
+    baseline's from its history on, the candidate's from the window's start. ``kappa`` is
+    refreshed every ``every`` blocks, from the baseline's blocks up to that point and the
+    candidate's complete segments of ``segment`` blocks (see ``centre_segments``)."""
+
+    every: int
+    segment: int
+    hist: list[float]
+    hist_ok: list[float]
+    c: list[float]
+    c_ok: list[float]
+    b: list[float]
+    b_ok: list[float]
+    kappa: float = 1.0
+    done: int = -1
+
+    @classmethod
+    def new(cls, every: int, segment: int) -> Dependence:
+        return cls(every, segment, [], [], [], [], [], [])
+
+    def set_history(self, x: F64, ok: F64) -> None:
+        self.hist, self.hist_ok = [float(v) for v in x], [float(v) for v in ok]
+        self.done = -1
+        self.refresh()
+
+    def add(self, xc: F64, ok_c: F64, xb: F64, ok_b: F64) -> None:
+        self.c += xc.tolist()
+        self.c_ok += ok_c.tolist()
+        self.b += xb.tolist()
+        self.b_ok += ok_b.tolist()
+        self.refresh()
+
+    def refresh(self) -> None:
+        r = len(self.c) // self.every
+        if r == self.done:
+            return
+        self.done = r
+        upto = r * self.every
+        g0_c = lrv_c = 0.0
+        own = upto // self.segment * self.segment  # the candidate's complete segments
+        if own >= 2:
+            ok = np.asarray(self.c_ok[:own])
+            x = centre_segments(np.asarray(self.c[:own]), ok, self.segment)
+            g, lv = long_run_variance(x, ok, [own])
+            g0_c, lrv_c = float(g[0]), float(lv[0])
+        xb = np.asarray(self.hist + self.b[:upto])
+        okb = np.asarray(self.hist_ok + self.b_ok[:upto])
+        g0_b = lrv_b = 0.0
+        if len(xb) >= 2:
+            g, lv = long_run_variance(xb, okb, [len(xb)])
+            g0_b, lrv_b = float(g[0]), float(lv[0])
+        self.kappa = float(inflation(g0_c, lrv_c, g0_b, lrv_b))
+
+
+def arm_means(x: F64, n: F64) -> tuple[F64, F64]:
+    """Per-slot means x / n of one arm and the mask of slots with data."""
+    ok = n > 0
+    return np.divide(x, n, out=np.zeros_like(x), where=ok), ok.astype(np.float64)
+
+
+def t_sums(d: F64, w: F64) -> F64:
+    """Per-item t-mixture increments (n, a, s, q) of differences ``d`` with weights ``w``."""
+    ok = w > 0
+    return np.stack([ok.astype(np.float64), w, w * d, w * d * d], axis=-1)
+
+
+def deflated(sums: F64, kappa: float | F64) -> tuple[F64, F64, F64, F64]:
+    """The t-mixture's (n, a, s, q) with the sample size divided by the variance inflation:
+    n/kappa effectively independent blocks, each with kappa times the variance."""
+    k = np.asarray(kappa, dtype=np.float64)
+    return sums[..., 0] / k, sums[..., 1] / k, sums[..., 2] / k, sums[..., 3] / k

@@ -6,6 +6,7 @@ mean-latency judge misses.
 
 from __future__ import annotations
 
+import itertools
 import math
 from dataclasses import dataclass, field
 
@@ -13,16 +14,20 @@ import numpy as np
 from numpy.typing import NDArray
 
 from backout.judges import evidence
-from backout.judges.base import Common, Counts, Judge, finish
+from backout.judges.base import Common, Counts, Judge, Restarts, finish
 from backout.judges.series import Series
 from backout.judges.stats import (
-    TMixtureSums,
+    F64,
+    Dependence,
+    arm_means,
     batch_weights,
+    deflated,
     hist_quantile,
     log_sum_exp,
     mean_difference,
     t_mixture_interval,
     t_mixture_log_evalue,
+    t_sums,
 )
 from backout.judges.verdict import Judgement
 from backout.telemetry.batches import LAT_BUCKETS, bucket_mid, latency_bucket, latency_quantile
@@ -42,7 +47,14 @@ class TailLatencyConfig:
     thresholds_s: tuple[float, ...] = ()  # fixed thresholds; empty: frozen from the baseline
     warmup_batches: int = 30
     tolerance: float = 0.5
-    effect_scale: float = 0.15
+    effect_scale: float = 0.15  # the confidence sequence's prior: normal(0, 0.15)
+    # The failing test's prior on the change of an exceedance share, in per-request sds:
+    # normal(0.15, 0.1), centred on the slow path on a few percent of requests it is there
+    # to catch (see ``LatencyConfig``; any prior keeps the test valid).
+    fail_mean: float = 0.15
+    fail_scale: float = 0.1
+    refresh_batches: int = 12  # batches between refreshes of the variance inflation
+    restarts: Restarts = Restarts()  # noqa: RUF009 (frozen)
 
 
 @dataclass(slots=True)
@@ -51,7 +63,10 @@ class _TailState:
     seen: int = 0
     warm: NDArray[np.int64] = field(default_factory=lambda: np.zeros(LAT_BUCKETS, np.int64))
     buckets: list[int] = field(default_factory=list)
-    t: list[TMixtureSums] = field(default_factory=list)
+    t: list[F64] = field(default_factory=list)  # per quantile: n, a, s, q
+    snaps: list[list[F64]] = field(default_factory=list)
+    dep: list[Dependence] = field(default_factory=list)
+    tested: int = 0  # slots tested so far
     hist_c: NDArray[np.int64] = field(default_factory=lambda: np.zeros(LAT_BUCKETS, np.int64))
     hist_b: NDArray[np.int64] = field(default_factory=lambda: np.zeros(LAT_BUCKETS, np.int64))
 
@@ -61,7 +76,13 @@ class TailLatencyJudge(Judge[TailLatencyConfig, _TailState]):
 
     Catches tail-only regressions (a slow path on a few percent of requests) that a mean test
     misses. Each quantile is tested with Lai's t-mixture on per-slot differences of exceedance
-    shares, so clusters of slow requests within a slot do not cause false alarms.
+    shares, so clusters of slow requests within a slot do not cause false alarms; its sample
+    size is deflated by the variance inflation each arm's own autocorrelation of exceedance
+    shares implies (as in :class:`~backout.judges.latency.LatencyJudge`), so a latency
+    level that wanders per arm, moving whole seconds above a threshold together, does not
+    either; and it is restarted along the window (:class:`~backout.judges.base.Restarts`).
+    The thresholds are the baseline's quantiles over its history when the gate has one
+    (then no warm-up is lost), else over the window's first ``warmup_batches``.
     """
 
     name = "tail_latency"
@@ -70,10 +91,32 @@ class TailLatencyJudge(Judge[TailLatencyConfig, _TailState]):
         super().__init__(config or TailLatencyConfig())
 
     def start(self) -> _TailState:
-        st = _TailState(t=[TMixtureSums() for _ in self.config.quantiles])
+        k = len(self.config.quantiles)
+        st = _TailState(
+            t=[np.zeros(4) for _ in range(k)],
+            snaps=[[np.zeros(4)] for _ in range(k)],
+            dep=[
+                Dependence.new(self.config.refresh_batches, self.config.restarts.every)
+                for _ in range(k)
+            ],
+        )
         if self.config.thresholds_s:
             st.buckets = [latency_bucket(x) for x in self.config.thresholds_s]
         return st
+
+    def calibrate(self, state: _TailState, history: Series) -> None:
+        total = history.hist.sum(axis=0)
+        if not state.buckets and len(history) >= self.config.warmup_batches and total.sum():
+            warm = {i: int(c) for i, c in enumerate(total) if c}
+            state.buckets = [
+                latency_bucket(latency_quantile(warm, q)) for q in self.config.quantiles
+            ]
+        if not state.buckets:
+            return
+        n = history.hist.sum(axis=1).astype(np.float64)
+        for b, dep in zip(state.buckets, state.dep, strict=True):
+            x = history.hist[:, b + 1 :].sum(axis=1).astype(np.float64)
+            dep.set_history(*arm_means(x, n))
 
     def update(self, state: _TailState, candidate: Series, baseline: Series) -> None:
         state.counts.add(candidate, baseline)
@@ -96,10 +139,18 @@ class TailLatencyJudge(Judge[TailLatencyConfig, _TailState]):
         state.hist_b += hb.sum(axis=0)
         nc, nb = hc.sum(axis=1).astype(np.float64), hb.sum(axis=1).astype(np.float64)
         w = batch_weights(nc, nb)
-        for b, t in zip(state.buckets, state.t, strict=True):
+        r = self.config.restarts
+        cuts = r.cuts(state.seen - len(hc), len(hc))
+        for i, b in enumerate(state.buckets):
             xc = hc[:, b + 1 :].sum(axis=1).astype(np.float64)
             xb = hb[:, b + 1 :].sum(axis=1).astype(np.float64)
-            t.add(mean_difference(xc, nc, xb, nb), w)
+            inc = t_sums(mean_difference(xc, nc, xb, nb), w)
+            for c0, c1 in itertools.pairwise(cuts):
+                at = state.seen - len(hc) + c0
+                if at and r.is_start(at) and len(state.snaps[i]) == at // max(r.every, 1):
+                    state.snaps[i].append(state.t[i].copy())
+                state.t[i] += inc[c0:c1].sum(axis=0)
+            state.dep[i].add(*arm_means(xc, nc), *arm_means(xb, nb))
 
     def decide(self, state: _TailState, alpha: float) -> Judgement:
         cfg = self.config
@@ -107,14 +158,18 @@ class TailLatencyJudge(Judge[TailLatencyConfig, _TailState]):
         worst: tuple[float, int, float, float, float] | None = None
         passed = bool(state.buckets)
         up: list[float] = []
-        for i, (q, t) in enumerate(zip(cfg.quantiles, state.t, strict=True)):
-            log_e = float(t_mixture_log_evalue(t.n, t.a, t.s, t.q, cfg.effect_scale))
-            est, lo, hi = t_mixture_interval(t.n, t.a, t.s, t.q, cfg.effect_scale, a_each)
-            # Counting only the quantiles that moved up keeps the average below the full
-            # (two-sided) average, so the fail event stays within Ville's bound.
-            up.append(log_e if t.s > 0 else -math.inf)
+        for i, q in enumerate(cfg.quantiles):
+            kappa = state.dep[i].kappa
+            n, a, s, qq = (float(v) for v in deflated(state.t[i], kappa))
+            est, lo, hi = t_mixture_interval(n, a, s, qq, cfg.effect_scale, a_each)
+            pn, pa, ps, pq = deflated(state.t[i][None, :] - np.stack(state.snaps[i]), kappa)
+            per = t_mixture_log_evalue(pn, pa, ps, pq, cfg.fail_scale, cfg.fail_mean)
+            # Counting only the starts and quantiles that moved up keeps the average below
+            # the full (two-sided) average, so the fail event stays within Ville's bound.
+            log_e = cfg.restarts.combine(np.where(ps > 0, per, -np.inf))
+            up.append(log_e)
             passed &= hi <= cfg.tolerance * (1 - q)
-            score = log_e if t.s > 0 else -log_e
+            score = log_e if s > 0 else -float(t_mixture_log_evalue(n, a, s, qq, cfg.effect_scale))
             if worst is None or score > worst[0]:
                 worst = (score, i, est, lo, hi)
         log_avg = float(log_sum_exp(np.array(up)) - math.log(len(up)))
