@@ -3,6 +3,7 @@ killed with -9 in the middle of it, and webhooks that hang or answer 500."""
 
 from __future__ import annotations
 
+import re
 import threading
 import time
 from collections.abc import Iterator
@@ -144,7 +145,8 @@ def test_a_controller_killed_mid_rollback_is_resumed_by_the_next_and_nothing_is_
     assert ended.phase == "rolled-back", (ended, seen)
     lines = [line for line in during.stdout.splitlines() if line.startswith("rollback ")]
     assert during.returncode == 0 and len(lines) == 1, during.stdout
-    assert lines[0].startswith("rollback 1.1.0 → 1.0.0: rolling-back, step 1 of 3"), lines
+    # (which step depends on how far the killed controller got: the line says where it stands)
+    assert re.match(r"rollback 1\.1\.0 → 1\.0\.0: rolling-back, step [123] of 3", lines[0]), lines
     assert _lease_holder(site) == second.holder
     assert _forward_only(seen), seen
     assert _chain_problems(site) == []
