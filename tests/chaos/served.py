@@ -30,7 +30,7 @@ class Served:
 
     def __init__(
         self, store_url: str, artifacts: Path, log: Path, *, workers: int = 2,
-        controller: bool = True,
+        controller: bool = True, admin_port: int | None = None,
     ) -> None:  # fmt: skip
         self.store_url, self.artifacts, self.log = store_url, artifacts, log
         self.url = f"http://127.0.0.1:{free_port()}"
@@ -39,7 +39,8 @@ class Served:
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "backout", "serve", "--host", "127.0.0.1",
                  "--port", self.url.rsplit(":", 1)[1], "--workers", str(workers),
-                 "--no-access-log", "--controller" if controller else "--no-controller"],
+                 "--no-access-log", "--controller" if controller else "--no-controller",
+                 *(["--admin-port", str(admin_port)] if admin_port else [])],
                 env=env, stdout=subprocess.DEVNULL, stderr=err, start_new_session=True,
             )  # fmt: skip
         wait_for(self._ready, 60, f"backout serve on {self.url}", interval=0.2, detail=self.tail)

@@ -151,7 +151,7 @@ def serve(
     stop = threading.Event()
     admin = None
     if admin_port and release is None:
-        admin = _start_api(s, admin_host, admin_port, oidc)
+        admin = ApiProcess(_api_command(s, admin_host, admin_port, oidc), stop)
     if controller:
         from backout.control.controller import Controller
 
@@ -171,11 +171,7 @@ def serve(
 
         stop.set()
         if admin is not None:
-            admin.terminate()
-            try:
-                admin.wait(10)
-            except subprocess.TimeoutExpired:
-                admin.kill()
+            admin.stop()
         shutil.rmtree(metrics_dir, ignore_errors=True)
 
 
@@ -209,14 +205,67 @@ def _who_leads(s: Settings) -> str:
     return f"controller {held.holder} leads (lease generation {held.generation}); others wait"
 
 
-def _start_api(s: Settings, host: str, port: int, oidc: Path | None) -> subprocess.Popen[bytes]:
-    """``backout api`` in a process of its own: the data path never waits on it."""
-    cmd = [sys.executable, "-m", "backout", "--store", s.url(), "--artifacts",
-           str(s.artifacts_root().resolve()), "api", "--host", host, "--port", str(port)]  # fmt: skip
+def _api_command(s: Settings, host: str, port: int, oidc: Path | None) -> list[str]:
+    """The ``backout api`` command line for this store and artifact store."""
+    artifacts = (
+        s.artifacts_location() if s.artifacts_remote() else str(s.artifacts_root().resolve())
+    )
+    cmd = [sys.executable, "-m", "backout", "--store", s.url(), "--artifacts", artifacts,
+           "api", "--host", host, "--port", str(port)]  # fmt: skip
     if oidc is not None:
         cmd += ["--oidc", str(oidc.resolve())]
-    # The API exits if this process dies without stopping it (killed -9): no orphan.
-    return subprocess.Popen(cmd, env={**os.environ, "BACKOUT_API_PARENT": str(os.getpid())})
+    return cmd
+
+
+class ApiProcess:
+    """``backout api`` in a process of its own, so the data path never waits on it, and
+    started again whenever it exits on its own (a crash, a kill -9, the OOM killer) until
+    ``serve`` stops: the control plane recovers without a restart of the gateway.
+
+    Restarts back off from 1 s to 30 s while the API keeps dying within a minute of its start,
+    so a broken configuration costs one line every 30 s rather than a busy loop.
+    """
+
+    def __init__(self, cmd: list[str], stopping: threading.Event) -> None:
+        self.cmd, self.stopping = cmd, stopping
+        self._lock = threading.Lock()
+        self.proc = self._spawn()
+        threading.Thread(target=self._watch, name="backout-api-watch", daemon=True).start()
+
+    def _spawn(self) -> subprocess.Popen[bytes]:
+        # The API exits if this process dies without stopping it (killed -9): no orphan.
+        env = {**os.environ, "BACKOUT_API_PARENT": str(os.getpid())}
+        return subprocess.Popen(self.cmd, env=env)
+
+    def _watch(self) -> None:
+        import time
+
+        backoff = 1.0
+        while not self.stopping.is_set():
+            started = time.monotonic()
+            code = self.proc.wait()
+            if self.stopping.wait(backoff):
+                return
+            with self._lock:
+                if self.stopping.is_set():
+                    return
+                old = self.proc.pid
+                self.proc = self._spawn()
+            err.print(
+                f"backout api (pid {old}) exited with {code}; started again as pid {self.proc.pid}"
+            )
+            backoff = 1.0 if time.monotonic() - started > 60 else min(backoff * 2, 30.0)
+
+    def stop(self) -> None:
+        """Stop the API (SIGTERM, then SIGKILL after 10 s); it is not started again."""
+        self.stopping.set()
+        with self._lock:
+            proc = self.proc
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
 
 
 def _redacted(url: str) -> str:
