@@ -2,9 +2,10 @@
 
 For operators (``backout serve`` runs :func:`create_app` in each uvicorn worker) and for
 applications that embed a :class:`Gateway`. Each worker process holds the route tables in
-memory and polls the store's routes generation every few milliseconds; on a change it loads
-any release it lacks into the warm pool *first* and then swaps its state in a single
-assignment. A request picks its release at the start and keeps that predictor until it
+memory and polls the store's routes generation every few milliseconds (on PostgreSQL a
+route change's notification usually carries the new state, applied without a read); on a
+change it loads any release it lacks into the warm pool *first* and then swaps its state in
+a single assignment. A request picks its release at the start and keeps that predictor until it
 answers (:mod:`backout.serving.pipeline`), so no request ever fails or changes release
 because of a switch.
 
@@ -177,17 +178,23 @@ class Gateway:
         :class:`StoreUnavailable`: the worker keeps serving the state it has.
         """
         async with self._refresh_lock:
+            pushed = None
             if not force:
                 if not self._watch.maybe_changed():
                     return False
                 generation = self._watch.hinted  # a notification named it: no read needed
+                pushed = self._watch.pushed  # and sent its state: nothing to read at all
                 if generation is None and self.store.is_sqlite:
                     generation = self._read_generation()
                 elif generation is None:  # a network read: a slow server must not stall the loop
                     generation = await asyncio.to_thread(self._read_generation)
+                if generation <= self.live.generation and pushed is not None:
+                    return False  # a late notification of a state already served
                 if generation == self.live.generation:
                     return False
-            if self.store.is_sqlite:
+            if pushed is not None:
+                live = pushed
+            elif self.store.is_sqlite:
                 # A local read of about 0.3 ms: done on the event loop. In a thread it waited
                 # for the GIL at every SQLite call behind a busy loop (the 5 ms switch
                 # interval each time), which made a switch take ~90 ms under load.

@@ -23,13 +23,11 @@ import time
 from typing import Any
 
 from backout.errors import StoreUnavailable
-from backout.store import Store, redact_url, sqlite_path
+from backout.store import ROUTES_CHANNEL, Store, redact_url, sqlite_path
 from backout.store.engine import CONNECT_TIMEOUT_S
-from backout.traffic.deployments import LiveState
+from backout.traffic.livestate import LiveState, decode
 
 log = logging.getLogger("backout.gateway")
-
-ROUTES_CHANNEL = "backout_routes"
 
 
 class StateGuard:
@@ -116,6 +114,7 @@ class ChangeWatch:
         self._path = sqlite_path(store.url)
         self._relistening = False
         self.hinted: int | None = None  # the newest generation a notification named
+        self.pushed: LiveState | None = None  # the state it carried, when it carried one
         self._connect()
         if not store.is_sqlite and self._pg is None:
             log.warning("cannot LISTEN for route changes; polling the store until it can")
@@ -153,8 +152,9 @@ class ChangeWatch:
 
     def maybe_changed(self) -> bool:
         """Whether the routes generation may have moved since the last call; when a
-        notification said to which generation, :attr:`hinted` holds it (else None)."""
-        self.hinted = None
+        notification said to which generation, :attr:`hinted` holds it (else None), and
+        when it also carried the state of that generation, :attr:`pushed` holds it."""
+        self.hinted = self.pushed = None
         now = time.monotonic()
         if (self._conn is None and self._pg is None) or now - self._checked >= self._recheck_s:
             self._checked = now
@@ -168,9 +168,7 @@ class ChangeWatch:
                 return True
             if not payloads:
                 return False
-            named = [int(p) for p in payloads if p.isdigit()]
-            # Only when every notification named its generation can the read be skipped.
-            self.hinted = max(named) if len(named) == len(payloads) else None
+            self.hinted, self.pushed = self._newest(payloads)
             return True
         if self._conn is None:
             return True
@@ -182,6 +180,29 @@ class ChangeWatch:
             return False
         self._last = version
         return True
+
+    def _newest(self, payloads: list[str]) -> tuple[int | None, LiveState | None]:
+        """The newest generation the notifications named, and its state if one carried it.
+
+        Only when every notification is understood can the read be skipped: one that is
+        not (malformed, another format) might be the newest change, so the store is read.
+        """
+        named: list[int] = []
+        states: dict[int, LiveState] = {}
+        for p in payloads:
+            if p.isdigit():  # the generation alone: the state was too large to send
+                named.append(int(p))
+                continue
+            try:
+                state = decode(p)
+            except ValueError as exc:
+                log.warning("a route-change notification could not be used (%s); reading "
+                            "the store instead", exc)  # fmt: skip
+                return None, None
+            named.append(state.generation)
+            states[state.generation] = state
+        newest = max(named)
+        return newest, states.get(newest)
 
     def close(self) -> None:
         if self._conn is not None:
