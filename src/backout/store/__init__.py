@@ -24,6 +24,7 @@ from backout.store.generation import (
     ROUTES_CHANNEL,
     bump_generation,
     read_generation,
+    routes_payload,
     set_routes_payload,
 )
 from backout.store.identity import read_identity
@@ -42,6 +43,7 @@ __all__ = [
     "read_generation",
     "read_identity",
     "redact_url",
+    "routes_payload",
     "schema",
     "set_routes_payload",
     "sqlite_path",

@@ -34,10 +34,15 @@ RoutesPayload = Callable[[Connection, int], str | None]
 _payload: list[RoutesPayload] = []
 
 
-def set_routes_payload(builder: RoutesPayload) -> None:
+def set_routes_payload(builder: RoutesPayload | None) -> None:
     """Announce route changes with ``builder(conn, generation)`` (the state as a string, or
-    None for the generation alone) instead of the bare generation."""
-    _payload[:] = [builder]
+    None for the generation alone) instead of the bare generation; None: the bare one."""
+    _payload[:] = [builder] if builder is not None else []
+
+
+def routes_payload() -> RoutesPayload | None:
+    """The builder :func:`set_routes_payload` installed, if any."""
+    return _payload[0] if _payload else None
 
 
 def read_generation(conn: Connection) -> int:
