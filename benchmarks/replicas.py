@@ -154,7 +154,9 @@ def stored_requests(store: Store) -> int:
 
 
 def cutovers(replicas: list[Server], deployments: Deployments, plan: Plan) -> dict[str, Any]:
-    span = plan.cutovers * plan.interval_s + 2.0
+    # Each cutover takes its interval plus the write itself (tens of ms, more on a busy
+    # machine): the probes run long enough to see the last one.
+    span = plan.cutovers * (plan.interval_s + 0.3) + 3.0
     probes, logs = [], []
     for r in replicas:
         log = WORK / f"{r.name}-probe.log"
