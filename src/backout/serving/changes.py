@@ -156,19 +156,26 @@ class ChangeWatch:
         when it also carried the state of that generation, :attr:`pushed` holds it."""
         self.hinted = self.pushed = None
         now = time.monotonic()
-        if (self._conn is None and self._pg is None) or now - self._checked >= self._recheck_s:
+        recheck = (
+            self._conn is None and self._pg is None
+        ) or now - self._checked >= self._recheck_s
+        if recheck:
             self._checked = now
             self._reconnect_if_lost()
-            return True
         if self._pg is not None:
             try:
                 payloads = [n.payload for n in self._pg.notifies(timeout=0)]
             except Exception:  # a broken listener connection: fall back to reading each time
                 self._pg = None
                 return True
-            if not payloads:
-                return False
-            self.hinted, self.pushed = self._newest(payloads)
+            if payloads:
+                self.hinted, self.pushed = self._newest(payloads)
+            if recheck and self.pushed is None:
+                self.hinted = None  # the safety net: read the generation
+            # A state that came with the recheck is applied as it is (no slow read while a
+            # route change waits); the next recheck reads, a second later.
+            return recheck or bool(payloads)
+        if recheck:
             return True
         if self._conn is None:
             return True
