@@ -4,7 +4,8 @@ A replica applies the state it was sent without reading the store (its reads are
 the safety-net poll is set far beyond the test's wait, so nothing else could have told it),
 and reads the store instead when the notification does not carry one it can use: the state
 was too large for a notification (the bare generation is sent), or the payload is malformed.
-A late notification of an older state never takes a replica back.
+A late notification of an older state never takes a replica back. A warm-up notice has a
+replica load a release before the route change that moves traffic to it.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import httpx
 import orjson
@@ -33,7 +35,7 @@ from backout.store import (
     set_routes_payload,
 )
 from backout.traffic.deployments import Deployments, LiveState
-from backout.traffic.livestate import decode, encode, read_live_state
+from backout.traffic.livestate import announce_warm, decode, encode, read_live_state
 from tests.loopback import serve
 from tests.models import register_iris
 from tests.waits import wait_for
@@ -180,3 +182,29 @@ def test_a_late_notification_of_an_older_state_never_takes_a_replica_back(
         time.sleep(0.3)  # many polls
         assert gw.live.generation == newest and len(gw.switches) == switches
         assert _released(base) == "iris@1.0.0" and reads == [0]
+
+
+def test_a_warm_up_notice_loads_a_release_before_the_route_change_that_moves_to_it(
+    store: Store, tmp_path: Path
+) -> None:
+    with _replica(store, tmp_path) as (gw, base, deployments, reads):
+        register_iris(deployments.registry, tmp_path / "models", "1.2.0", c=0.9)
+        loads: list[tuple[str, str]] = []
+        real = gw.pool.load_sync
+
+        def counted(key: tuple[str, str]) -> Any:
+            loads.append(key)
+            return real(key)
+
+        gw.pool.load_sync = counted  # type: ignore[method-assign]
+        announce_warm(store, [("iris", "1.2.0")])
+        wait_for(lambda: ("iris", "1.2.0") in gw.pool.entries, 20, "the release warmed up")
+        generation = gw.live.generation
+        assert reads == [0] and gw.live.generation == generation  # no route change yet
+        deployments.set_traffic("iris", {"1.0.0": 50, "1.1.0": 50}, actor="test")
+        _on(gw, _stored(store).generation)  # another change keeps the warmed release
+        assert ("iris", "1.2.0") in gw.pool.entries
+        deployments.set_traffic("iris", {"1.2.0": 100}, actor="test")
+        _on(gw, _stored(store).generation)
+        assert _released(base) == "iris@1.2.0"
+        assert loads.count(("iris", "1.2.0")) == 1 and reads == [0]  # loaded once, ahead

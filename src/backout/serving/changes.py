@@ -25,7 +25,7 @@ from typing import Any
 from backout.errors import StoreUnavailable
 from backout.store import ROUTES_CHANNEL, Store, redact_url, sqlite_path
 from backout.store.engine import CONNECT_TIMEOUT_S
-from backout.traffic.livestate import LiveState, decode
+from backout.traffic.livestate import LiveState, decode, decode_warm
 
 log = logging.getLogger("backout.gateway")
 
@@ -115,6 +115,7 @@ class ChangeWatch:
         self._relistening = False
         self.hinted: int | None = None  # the newest generation a notification named
         self.pushed: LiveState | None = None  # the state it carried, when it carried one
+        self.warm: list[tuple[str, str]] = []  # releases a warm-up notice asked to load
         self._connect()
         if not store.is_sqlite and self._pg is None:
             log.warning("cannot LISTEN for route changes; polling the store until it can")
@@ -155,6 +156,7 @@ class ChangeWatch:
         notification said to which generation, :attr:`hinted` holds it (else None), and
         when it also carried the state of that generation, :attr:`pushed` holds it."""
         self.hinted = self.pushed = None
+        self.warm = []
         now = time.monotonic()
         recheck = (
             self._conn is None and self._pg is None
@@ -168,6 +170,14 @@ class ChangeWatch:
             except Exception:  # a broken listener connection: fall back to reading each time
                 self._pg = None
                 return True
+            routes = []
+            for p in payloads:  # a warm-up notice names no generation: a route change follows
+                warm = decode_warm(p)
+                if warm is None:
+                    routes.append(p)
+                else:
+                    self.warm += warm
+            payloads = routes
             if payloads:
                 self.hinted, self.pushed = self._newest(payloads)
             if recheck and self.pushed is None:

@@ -6,13 +6,17 @@ routes generation (:func:`encode` builds it on the writing connection, just befo
 commit): a gateway replica then applies the state it was sent (:func:`decode`, validated
 with pydantic) instead of reading the store itself, which costs it about eight round trips
 from a thread that waits for the GIL on a busy worker. A state too large for a notification
-(8000 bytes) goes as the bare generation, and the replicas read it.
+(8000 bytes) goes as the bare generation, and the replicas read it. A controller about to
+move traffic to a release the replicas may not hold sends a warm-up notice first
+(:func:`announce_warm`), so they load it while the deploy's checks run.
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -21,7 +25,16 @@ import pydantic
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from backout.store import read_generation, read_identity, schema, set_routes_payload
+from backout.errors import StoreUnavailable
+from backout.store import (
+    NOTIFY_PAYLOAD_LIMIT,
+    ROUTES_CHANNEL,
+    Store,
+    read_generation,
+    read_identity,
+    schema,
+    set_routes_payload,
+)
 from backout.traffic.faults import FAULT_KINDS, Fault, active_faults
 from backout.traffic.routes import BUCKETS, RouteTable, Shadow
 
@@ -221,6 +234,36 @@ def decode(payload: str) -> LiveState:
          for f in p.faults},
         p.store_id,
     )  # fmt: skip
+
+
+class _Warm(_Strict):
+    warm: list[tuple[str, str]]
+
+
+def decode_warm(payload: str) -> list[tuple[str, str]] | None:
+    """The releases a warm-up notice names, or None for a payload that is not one."""
+    if not payload.startswith('{"warm":'):
+        return None
+    try:
+        return _Warm.model_validate_json(payload).warm
+    except pydantic.ValidationError:
+        return None
+
+
+def announce_warm(store: Store, releases: Iterable[tuple[str, str]]) -> None:
+    """Tell the gateway replicas (PostgreSQL) to load ``releases`` now, ahead of the route
+    change that will move traffic to them, so that change does not wait on their loads.
+
+    A hint only: a replica that misses it loads the release when the route change comes.
+    """
+    wanted = sorted(set(releases))
+    if store.is_sqlite or not wanted:
+        return
+    payload = orjson.dumps({"warm": wanted}).decode()
+    if len(payload.encode()) > NOTIFY_PAYLOAD_LIMIT:
+        return
+    with contextlib.suppress(StoreUnavailable), store.read() as conn:  # delivered on commit
+        conn.execute(sa.text("SELECT pg_notify(:c, :p)"), {"c": ROUTES_CHANNEL, "p": payload})
 
 
 def _payload(conn: Connection, generation: int) -> str | None:
