@@ -295,6 +295,10 @@ def report(cut: dict[str, Any], out: dict[str, Any], plan: Plan) -> str:
         f"| the route change's commit itself (ms) | {pctl(cut['writes_ms'], 0.5):.1f} | "
         f"{pctl(cut['writes_ms'], 0.99):.1f} | {max(cut['writes_ms']):.1f} | — |",
         "",
+        "Each route change's notification carries the new route state (read once by the "
+        "writer, inside the write), and the replicas apply it without reading the store; the "
+        "commit's time includes that read.",
+        "",
         f"Failed requests over the cutovers: **{cut['failed']}** of {cut['answered']:,} answered "
         f"(target 0: {ok(cut['failed'] == 0)}); cutovers some replica did not show "
         f"(no answer before the next one): {cut['unobserved']}.",

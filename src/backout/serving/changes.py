@@ -3,7 +3,11 @@
 Workers look for a new route table every few milliseconds; :class:`ChangeWatch` tells them
 when a real read is worth it: on SQLite a ``PRAGMA data_version`` check on a private
 connection, on PostgreSQL a LISTEN on ``backout_routes`` (every routes-generation bump
-notifies in its transaction, see :func:`backout.store.bump_generation`).
+notifies in its transaction, see :func:`backout.store.bump_generation`). On PostgreSQL the
+notification usually carries the new live state itself (:mod:`backout.traffic.livestate`):
+the worker applies it without reading the store, and reads instead when a notification names
+only the generation (the state was too large to send) or cannot be validated. A warm-up
+notice names releases to load ahead of the route change that will move traffic to them.
 
 :class:`StateGuard` decides whether a state read from the store may replace the one being
 served: never one from a store with another identity (a file replaced behind the worker's
