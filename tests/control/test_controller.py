@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import random
 
+import psycopg
 import pytest
 
 from backout.control.phases import TERMINAL, TRANSITIONS, Phase
 from backout.errors import Frozen, OperationInProgress
+from backout.store import ROUTES_CHANNEL
+from backout.traffic.livestate import decode, decode_warm
 from tests.control.world import POLICY, NewWorld, World, restart
 
 
@@ -263,3 +266,14 @@ def test_a_controller_whose_lease_was_taken_over_writes_nothing(world: World) ->
     assert world.event_kinds() == before
     world.controller.lead(new)
     world.run_until(lambda: world.last_op().kind == "rollback", limit=60)
+
+
+@pytest.mark.databases("postgresql")
+def test_a_deploy_has_the_replicas_warm_its_release_before_traffic_moves(world: World) -> None:
+    url = world.store.url.set(drivername="postgresql").render_as_string(hide_password=False)
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute(f"LISTEN {ROUTES_CHANNEL}")
+        world.controller.deploy("iris", "1.1.0", actor="test")
+        first, second = [n.payload for n in conn.notifies(timeout=2, stop_after=2)]
+    assert decode_warm(first) == [("iris", "1.1.0")]  # before the write that moves traffic
+    assert "1.1.0" in decode(second).tables["iris"].weights

@@ -23,6 +23,7 @@ from backout.errors import Conflict, Frozen, ModelNotFound, OperationInProgress,
 from backout.registry import badmarks, signing
 from backout.registry.manifest import parse_ref
 from backout.registry.releases import Release
+from backout.traffic.livestate import announce_warm
 from backout.traffic.router import Capability
 from backout.traffic.routes import RouteTable
 
@@ -56,6 +57,9 @@ class Commands(ControllerBase):
             )
         signing.require_signed(self.store, f"{model}@{version}", required=policy.signing.required,
                                why=f"{model}@{version} cannot be deployed")  # fmt: skip
+        # Replicas load the release while the checks below run, so the route change that
+        # moves traffic to it does not wait on their loads (a hint: they load it then anyway).
+        announce_warm(self.store, [(model, version)])
         table = self.deployments.get(model)
         self.prove(model, [version], actor, "be deployed")
         if table is not None:

@@ -2,9 +2,10 @@
 
 For operators (``backout serve`` runs :func:`create_app` in each uvicorn worker) and for
 applications that embed a :class:`Gateway`. Each worker process holds the route tables in
-memory and polls the store's routes generation every few milliseconds; on a change it loads
-any release it lacks into the warm pool *first* and then swaps its state in a single
-assignment. A request picks its release at the start and keeps that predictor until it
+memory and polls the store's routes generation every few milliseconds (on PostgreSQL a
+route change's notification usually carries the new state, applied without a read); on a
+change it loads any release it lacks into the warm pool *first* and then swaps its state in
+a single assignment. A request picks its release at the start and keeps that predictor until it
 answers (:mod:`backout.serving.pipeline`), so no request ever fails or changes release
 because of a switch.
 
@@ -67,6 +68,7 @@ class GatewaySettings:
     max_body_bytes: int = 1 << 20  # 1 MiB; larger bodies get 413
     warm_rollback_points: int = 2  # known-good releases per model kept loaded
     poll_interval_s: float = 0.005  # how often the routes generation is checked
+    warm_ahead_s: float = 300.0  # how long a release warmed ahead of its route change is kept
     # The safety net under LISTEN/NOTIFY and PRAGMA data_version: the generation is read at
     # least this often whatever they say (a lost notification, a listener being rebuilt).
     recheck_s: float = 1.0
@@ -104,6 +106,8 @@ class Gateway:
         self._watch = ChangeWatch(store, recheck_s=self.settings.recheck_s)
         self._guard = StateGuard(store)
         self._wanted: set[tuple[str, str]] = set()  # the releases the live state needs loaded
+        self._warming: dict[tuple[str, str], float] = {}  # warmed ahead: kept until (monotonic)
+        self._preloads: set[asyncio.Task[None]] = set()
         worker = self.settings.worker_id
         self._refresh_faults = Outage(log, f"route refresh on worker {worker}")
         self._flush_faults = Outage(log, f"telemetry flush on worker {worker}")
@@ -158,9 +162,9 @@ class Gateway:
         try:
             yield
         finally:
-            for t in self._tasks:
+            for t in [*self._tasks, *self._preloads]:
                 t.cancel()
-            for t in self._tasks:
+            for t in [*self._tasks, *self._preloads]:
                 with contextlib.suppress(asyncio.CancelledError):
                     await t
             self.flush()
@@ -177,17 +181,26 @@ class Gateway:
         :class:`StoreUnavailable`: the worker keeps serving the state it has.
         """
         async with self._refresh_lock:
+            pushed = None
             if not force:
-                if not self._watch.maybe_changed():
+                changed = self._watch.maybe_changed()
+                if self._watch.warm:
+                    self._warm_up(self._watch.warm)
+                if not changed:
                     return False
                 generation = self._watch.hinted  # a notification named it: no read needed
+                pushed = self._watch.pushed  # and sent its state: nothing to read at all
                 if generation is None and self.store.is_sqlite:
                     generation = self._read_generation()
                 elif generation is None:  # a network read: a slow server must not stall the loop
                     generation = await asyncio.to_thread(self._read_generation)
+                if generation <= self.live.generation and pushed is not None:
+                    return False  # a late notification of a state already served
                 if generation == self.live.generation:
                     return False
-            if self.store.is_sqlite:
+            if pushed is not None:
+                live = pushed
+            elif self.store.is_sqlite:
                 # A local read of about 0.3 ms: done on the event loop. In a thread it waited
                 # for the GIL at every SQLite call behind a busy loop (the 5 ms switch
                 # interval each time), which made a switch take ~90 ms under load.
@@ -203,7 +216,7 @@ class Gateway:
                 wanted |= {(model, v) for v in good}
             self._guard.check(self.live, live)
             # Load first, swap after: a switch never waits on a load once it is visible.
-            await self.pool.ensure(wanted)
+            await self.pool.ensure(wanted, keep=self._kept())
             self._wanted = wanted
             self.pipeline.live = live
             self._guard.accepted(live)
@@ -211,6 +224,25 @@ class Gateway:
             del self.switches[:-1000]
             self._pool_changed()
             return True
+
+    def _warm_up(self, releases: list[tuple[str, str]]) -> None:
+        """Load releases a controller is about to move traffic to, off the route change's
+        path; each is kept loaded for ``warm_ahead_s`` even if no route names it yet."""
+        only = self.settings.release
+        keys = {k for k in releases if k not in self.pool.entries and (only is None or k == only)}
+        if not keys:
+            return
+        until = time.monotonic() + self.settings.warm_ahead_s
+        self._warming.update(dict.fromkeys(keys, until))
+        task = asyncio.get_running_loop().create_task(self.pool.preload(keys))
+        self._preloads.add(task)
+        task.add_done_callback(self._preloads.discard)
+
+    def _kept(self) -> set[tuple[str, str]]:
+        """Warmed-up releases no route names yet, still within their time."""
+        now = time.monotonic()
+        self._warming = {k: t for k, t in self._warming.items() if t > now}
+        return set(self._warming)
 
     def _read_generation(self) -> int:
         with self.store.read() as conn:
@@ -223,7 +255,7 @@ class Gateway:
             return False
         async with self._refresh_lock:
             before = len(self.pool.entries)
-            await self.pool.ensure(self._wanted)
+            await self.pool.ensure(self._wanted, keep=self._kept())
             self._pool_changed()
             return len(self.pool.entries) > before
 

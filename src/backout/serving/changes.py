@@ -3,7 +3,11 @@
 Workers look for a new route table every few milliseconds; :class:`ChangeWatch` tells them
 when a real read is worth it: on SQLite a ``PRAGMA data_version`` check on a private
 connection, on PostgreSQL a LISTEN on ``backout_routes`` (every routes-generation bump
-notifies in its transaction, see :func:`backout.store.bump_generation`).
+notifies in its transaction, see :func:`backout.store.bump_generation`). On PostgreSQL the
+notification usually carries the new live state itself (:mod:`backout.traffic.livestate`):
+the worker applies it without reading the store, and reads instead when a notification names
+only the generation (the state was too large to send) or cannot be validated. A warm-up
+notice names releases to load ahead of the route change that will move traffic to them.
 
 :class:`StateGuard` decides whether a state read from the store may replace the one being
 served: never one from a store with another identity (a file replaced behind the worker's
@@ -23,13 +27,11 @@ import time
 from typing import Any
 
 from backout.errors import StoreUnavailable
-from backout.store import Store, redact_url, sqlite_path
+from backout.store import ROUTES_CHANNEL, Store, redact_url, sqlite_path
 from backout.store.engine import CONNECT_TIMEOUT_S
-from backout.traffic.deployments import LiveState
+from backout.traffic.livestate import LiveState, decode, decode_warm
 
 log = logging.getLogger("backout.gateway")
-
-ROUTES_CHANNEL = "backout_routes"
 
 
 class StateGuard:
@@ -116,6 +118,8 @@ class ChangeWatch:
         self._path = sqlite_path(store.url)
         self._relistening = False
         self.hinted: int | None = None  # the newest generation a notification named
+        self.pushed: LiveState | None = None  # the state it carried, when it carried one
+        self.warm: list[tuple[str, str]] = []  # releases a warm-up notice asked to load
         self._connect()
         if not store.is_sqlite and self._pg is None:
             log.warning("cannot LISTEN for route changes; polling the store until it can")
@@ -153,24 +157,39 @@ class ChangeWatch:
 
     def maybe_changed(self) -> bool:
         """Whether the routes generation may have moved since the last call; when a
-        notification said to which generation, :attr:`hinted` holds it (else None)."""
-        self.hinted = None
+        notification said to which generation, :attr:`hinted` holds it (else None), and
+        when it also carried the state of that generation, :attr:`pushed` holds it."""
+        self.hinted = self.pushed = None
+        self.warm = []
         now = time.monotonic()
-        if (self._conn is None and self._pg is None) or now - self._checked >= self._recheck_s:
+        recheck = (
+            self._conn is None and self._pg is None
+        ) or now - self._checked >= self._recheck_s
+        if recheck:
             self._checked = now
             self._reconnect_if_lost()
-            return True
         if self._pg is not None:
             try:
                 payloads = [n.payload for n in self._pg.notifies(timeout=0)]
             except Exception:  # a broken listener connection: fall back to reading each time
                 self._pg = None
                 return True
-            if not payloads:
-                return False
-            named = [int(p) for p in payloads if p.isdigit()]
-            # Only when every notification named its generation can the read be skipped.
-            self.hinted = max(named) if len(named) == len(payloads) else None
+            routes = []
+            for p in payloads:  # a warm-up notice names no generation: a route change follows
+                warm = decode_warm(p)
+                if warm is None:
+                    routes.append(p)
+                else:
+                    self.warm += warm
+            payloads = routes
+            if payloads:
+                self.hinted, self.pushed = self._newest(payloads)
+            if recheck and self.pushed is None:
+                self.hinted = None  # the safety net: read the generation
+            # A state that came with the recheck is applied as it is (no slow read while a
+            # route change waits); the next recheck reads, a second later.
+            return recheck or bool(payloads)
+        if recheck:
             return True
         if self._conn is None:
             return True
@@ -182,6 +201,29 @@ class ChangeWatch:
             return False
         self._last = version
         return True
+
+    def _newest(self, payloads: list[str]) -> tuple[int | None, LiveState | None]:
+        """The newest generation the notifications named, and its state if one carried it.
+
+        Only when every notification is understood can the read be skipped: one that is
+        not (malformed, another format) might be the newest change, so the store is read.
+        """
+        named: list[int] = []
+        states: dict[int, LiveState] = {}
+        for p in payloads:
+            if p.isdigit():  # the generation alone: the state was too large to send
+                named.append(int(p))
+                continue
+            try:
+                state = decode(p)
+            except ValueError as exc:
+                log.warning("a route-change notification could not be used (%s); reading "
+                            "the store instead", exc)  # fmt: skip
+                return None, None
+            named.append(state.generation)
+            states[state.generation] = state
+        newest = max(named)
+        return newest, states.get(newest)
 
     def close(self) -> None:
         if self._conn is not None:

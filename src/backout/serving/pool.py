@@ -105,6 +105,8 @@ class WarmPool:
         self.failures: dict[Key, str] = {}
         # A release that failed to load: (failed attempts, monotonic time of the next try).
         self._retry: dict[Key, tuple[int, float]] = {}
+        # Loads under way, so a route change and a warm-up of the same release share one.
+        self._loading: dict[Key, asyncio.Task[Loaded]] = {}
 
     def get(self, model: str, version: str) -> Loaded | None:
         return self.entries.get((model, version))
@@ -128,6 +130,28 @@ class WarmPool:
             input_kinds=input_kinds(contract.input),
         )
 
+    async def _load(self, key: Key) -> Loaded:
+        task = self._loading.get(key)
+        if task is None:
+            task = asyncio.get_running_loop().create_task(asyncio.to_thread(self.load_sync, key))
+            self._loading[key] = task
+            task.add_done_callback(lambda _t: self._loading.pop(key, None))
+        return await asyncio.shield(task)  # a cancelled waiter leaves the load to the others
+
+    async def preload(self, keys: Iterable[Key]) -> None:
+        """Load releases that traffic is about to move to, so the route change that moves it
+        finds them loaded; kept only while the caller passes them to :meth:`ensure` in
+        ``keep``. A release that fails here is left to the route change to report."""
+        for key in sorted(set(keys)):
+            if key in self.entries or key in self._retry:
+                continue
+            try:
+                loaded = await self._load(key)
+            except BackoutError as exc:
+                log.info("could not warm %s@%s ahead of its route change: %s", *key, exc.message)
+                continue
+            self.entries.setdefault(key, loaded)
+
     def retry_due(self, now: float | None = None) -> bool:
         """Whether a release that failed to load is due to be tried again."""
         now = time.monotonic() if now is None else now
@@ -145,10 +169,10 @@ class WarmPool:
         now = time.monotonic()
         for key in sorted(wanted - self.entries.keys()):
             attempts, at = self._retry.get(key, (0, now))
-            if at > now:
+            if at > now or key in self.entries:  # (loaded by a warm-up meanwhile)
                 continue
             try:
-                self.entries[key] = await asyncio.to_thread(self.load_sync, key)
+                self.entries[key] = await self._load(key)
             except BackoutError as exc:
                 failed[key] = exc.message
                 if self.failures.get(key) != exc.message:

@@ -19,12 +19,21 @@ from backout.store.engine import (
     redact_url,
     sqlite_path,
 )
-from backout.store.generation import bump_generation, read_generation
+from backout.store.generation import (
+    NOTIFY_PAYLOAD_LIMIT,
+    ROUTES_CHANNEL,
+    bump_generation,
+    read_generation,
+    routes_payload,
+    set_routes_payload,
+)
 from backout.store.identity import read_identity
 from backout.store.outage import Outage
 
 __all__ = [
     "DEFAULT_HOME",
+    "NOTIFY_PAYLOAD_LIMIT",
+    "ROUTES_CHANNEL",
     "Outage",
     "Store",
     "as_utc",
@@ -34,6 +43,8 @@ __all__ = [
     "read_generation",
     "read_identity",
     "redact_url",
+    "routes_payload",
     "schema",
+    "set_routes_payload",
     "sqlite_path",
 ]

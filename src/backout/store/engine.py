@@ -27,6 +27,7 @@ from sqlalchemy.engine import URL, Connection, Engine, make_url
 
 from backout import redaction
 from backout.errors import StoreMissing, StoreUnavailable
+from backout.store.generation import announce_routes, clear_routes_notice
 from backout.store.schema import metadata
 
 DEFAULT_HOME = Path(".backout")
@@ -94,9 +95,16 @@ class Store:
         with self._translated(), self.engine.connect() as conn:
             conn = conn.execution_options(backout_write=True)
             with conn.begin():
-                if not self.is_sqlite:
-                    conn.execute(sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": _PG_WRITE_LOCK})
-                yield conn
+                if self.is_sqlite:
+                    yield conn
+                    return
+                conn.execute(sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": _PG_WRITE_LOCK})
+                clear_routes_notice(conn)
+                try:
+                    yield conn
+                    announce_routes(conn)  # a route change's notification, sent last
+                finally:
+                    clear_routes_notice(conn)
 
     @contextlib.contextmanager
     def _translated(self) -> Iterator[None]:

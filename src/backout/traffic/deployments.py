@@ -8,9 +8,7 @@ transaction. The gateway never sees half a change.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -20,51 +18,13 @@ from sqlalchemy.engine import Connection
 from backout.errors import InvalidTraffic, ModelNotFound
 from backout.registry.manifest import check_model_name, check_version
 from backout.registry.releases import Registry
-from backout.store import Store, audit, bump_generation, read_generation, read_identity, schema
+from backout.store import Store, audit, bump_generation, read_generation, schema
+from backout.traffic.livestate import CaptureRule, LiveState, read_live_state
 from backout.traffic.routes import BUCKETS, RouteTable, Shadow, percent_to_bp, reassign
 
+__all__ = ["CaptureRule", "Deployments", "LiveState", "describe"]
+
 D = schema.deployments
-
-
-@dataclass(frozen=True, slots=True)
-class CaptureRule:
-    """How one model's requests are sampled and scrubbed (from its policy's ``capture``)."""
-
-    rate: float = 0.01
-    redact: frozenset[str] = frozenset()
-    hash: frozenset[str] = frozenset()
-    max_rows: int = 100_000
-
-
-@dataclass(frozen=True, slots=True)
-class LiveState:
-    """What every gateway worker needs to route: tables, quarantines, rollback points."""
-
-    generation: int
-    tables: dict[str, RouteTable]
-    quarantined: dict[tuple[str, str], str]  # (model, version) -> reason
-    known_good: dict[str, list[str]]  # model -> known-good versions, newest first
-    capture: dict[str, CaptureRule] = field(default_factory=dict)  # model -> sampling rule
-    faults: dict[tuple[str, str], Any] = field(default_factory=dict)  # drills' injected faults
-    store_id: str | None = None  # the identity of the store it was read from
-
-    def only(self, model: str, version: str) -> LiveState:
-        """This state narrowed to one release taking all of ``model``'s traffic.
-
-        What a per-release backend serves behind an external router (``backout serve
-        --release``): the router splits, the backend answers for its release alone, with the
-        release's quarantine, capture rule and faults as the store holds them.
-        """
-        table = RouteTable(model, self.generation, {version: ((0, BUCKETS),)})
-        key = (model, version)
-        return LiveState(
-            self.generation,
-            {model: table},
-            {key: self.quarantined[key]} if key in self.quarantined else {},
-            {},
-            {model: self.capture[model]} if model in self.capture else {},
-            {key: self.faults[key]} if key in self.faults else {},
-        )
 
 
 class Deployments:
@@ -101,36 +61,8 @@ class Deployments:
 
     def live_state(self) -> LiveState:
         """Everything a gateway worker routes by, read in one consistent snapshot."""
-        R = schema.releases
         with self.store.read() as conn:
-            gen = read_generation(conn)
-            tables = {r.model: RouteTable.from_dict(r.routes) for r in conn.execute(sa.select(D))}
-            quarantined: dict[tuple[str, str], str] = {}
-            known_good: dict[str, list[str]] = {}
-            q = sa.select(R.c.model, R.c.version, R.c.quarantined, R.c.known_good).where(
-                sa.or_(R.c.quarantined.is_not(None), R.c.known_good.is_(True))
-            )
-            for r in conn.execute(q.order_by(R.c.registered_at.desc(), R.c.id.desc())):
-                if r.quarantined:
-                    quarantined[(r.model, r.version)] = r.quarantined
-                elif r.known_good:
-                    known_good.setdefault(r.model, []).append(r.version)
-            capture = {}
-            P = schema.policies
-            default = CaptureRule()
-            for model, doc in conn.execute(sa.select(P.c.model, P.c.policy)):
-                c = (doc or {}).get("capture") or {}
-                capture[model] = CaptureRule(
-                    rate=float(c.get("rate", default.rate)),
-                    redact=frozenset(c.get("redact", ())),
-                    hash=frozenset(c.get("hash", ())),
-                    max_rows=int(c.get("max_rows", default.max_rows)),
-                )
-            from backout.traffic.faults import active_faults
-
-            faults = active_faults(conn, time.time())
-            store_id = read_identity(conn)
-        return LiveState(gen, tables, quarantined, known_good, capture, faults, store_id)
+            return read_live_state(conn)
 
     # -- writing -----------------------------------------------------------------------
 
