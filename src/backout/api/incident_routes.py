@@ -16,6 +16,7 @@ from fastapi import Depends, Request
 from pydantic import BaseModel, Field
 
 from backout.api.auth import Principal, authorize, current_principal, require
+from backout.api.readcache import generation
 from backout.api.roles import Right
 from backout.api.routes.common import router
 from backout.api.state import ApiState, api_state
@@ -43,11 +44,18 @@ def may_update(principal: Principal, st: ApiState, model: str) -> bool:
 
 
 @routes.get("/models/{model}/incident", summary="The model's open incident (null when none)")
-def open_incident(model: str, principal: Reader, st: State) -> dict[str, Any] | None:
+def open_incident(
+    request: Request, model: str, principal: Reader, st: State
+) -> dict[str, Any] | None:
     from backout.control.incidents import Incidents
 
-    incident = Incidents(st.store).current(model)
-    return incident.to_dict() if incident is not None else None
+    gen = generation(request, st.store)  # kept while the store's generation stays (1 s at most)
+    held: tuple[dict[str, Any] | None] | None = st.views.get(("incident", model), gen)
+    if held is None:
+        incident = Incidents(st.store).current(model)
+        held = st.views.put(("incident", model), gen,
+                            (incident.to_dict() if incident is not None else None,))  # fmt: skip
+    return held[0]
 
 
 @routes.post("/models/{model}/incident/updates", summary="Add an update to the open incident")

@@ -11,6 +11,7 @@ from typing import Annotated, Any
 from fastapi import Depends, Query, Request
 
 from backout.api.auth import Principal, authorize, current_principal, require
+from backout.api.readcache import generation
 from backout.api.roles import ROLES, Right
 from backout.api.routes.common import ModelName, router
 from backout.api.state import ApiState, api_state
@@ -41,12 +42,19 @@ def status_all(
 
 @routes.get("/models/{model}/status", summary="One model's live state")
 def status_one(
-    model: ModelName, principal: Reader, st: State,
+    request: Request, model: ModelName, principal: Reader, st: State,
     window: Annotated[float, Query(ge=1, le=86400)] = 60.0,
 ) -> dict[str, Any]:  # fmt: skip
     from backout.control.status import model_status
 
-    return model_status(st.store, st.controller, model, window=window)
+    # Kept while the store's generation stays and for a second at most (the telemetry's
+    # own pace): many readers polling one model cost one computation a second.
+    gen = generation(request, st.store)
+    doc: dict[str, Any] | None = st.views.get(("status", model, window), gen)
+    if doc is None:
+        doc = st.views.put(("status", model, window), gen,
+                           model_status(st.store, st.controller, model, window=window))  # fmt: skip
+    return doc
 
 
 @routes.get("/history", summary="The whole audit log (needs read on every model)")

@@ -1,0 +1,85 @@
+"""Cheap reads for the control API: what a read already computed, kept while it still holds.
+
+For :mod:`backout.api.auth` and the reading routes. Every change of the store a person can
+see — a decision, a pause, a freeze, traffic, a mark, a policy, a token created or revoked —
+appends an audit event in the same transaction, so the newest event's ``seq`` is the store's
+*generation*: an entry made at one generation is right until the generation moves. Each
+entry also has a short time to live, for what changes without an event (telemetry arriving
+about once a second, a gate's latest verdict, the leader's lease being renewed).
+
+:func:`generation` reads the generation once per request (one indexed ``max`` in its own
+short read transaction) and keeps it on ``request.state``; :class:`ReadCache` holds entries.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Hashable
+from typing import Generic, TypeVar
+
+import sqlalchemy as sa
+from fastapi import Request
+
+from backout.store import Store, schema
+
+__all__ = ["ReadCache", "generation", "store_generation"]
+
+V = TypeVar("V")
+
+
+def store_generation(store: Store) -> int:
+    """The ``seq`` of the newest audit event (0 for an empty log)."""
+    with store.read() as conn:
+        return int(conn.execute(sa.select(sa.func.max(schema.events.c.seq))).scalar() or 0)
+
+
+def generation(request: Request, store: Store) -> int:
+    """The store's generation as this request first saw it (read once per request)."""
+    held = getattr(request.state, "backout_generation", None)
+    if isinstance(held, int):
+        return held
+    gen = store_generation(store)
+    request.state.backout_generation = gen
+    return gen
+
+
+class ReadCache(Generic[V]):
+    """Values by key, each valid at the generation it was made at and for ``ttl`` seconds.
+
+    Bounded (the least recently used entries go first) and safe to share between the
+    threads that answer requests. Two requests that miss together both compute: a read
+    is idempotent, and holding a lock around the computation would serialise them."""
+
+    def __init__(self, ttl: float, size: int = 1024, clock: Callable[[], float] = time.monotonic):
+        self.ttl = ttl
+        self.size = size
+        self.clock = clock
+        self._items: OrderedDict[Hashable, tuple[int, float, V]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, key: Hashable, gen: int) -> V | None:
+        """The value for ``key`` if it was made at ``gen`` within the last ``ttl`` seconds."""
+        with self._lock:
+            held = self._items.get(key)
+            if held is None:
+                return None
+            made_gen, made_at, value = held
+            if made_gen != gen or self.clock() - made_at > self.ttl:
+                del self._items[key]
+                return None
+            self._items.move_to_end(key)
+            return value
+
+    def put(self, key: Hashable, gen: int, value: V) -> V:
+        with self._lock:
+            self._items[key] = (gen, self.clock(), value)
+            self._items.move_to_end(key)
+            while len(self._items) > self.size:
+                self._items.popitem(last=False)
+        return value
+
+    def clear(self) -> None:
+        with self._lock:
+            self._items.clear()
