@@ -21,10 +21,11 @@ from typing import Generic, TypeVar
 
 import sqlalchemy as sa
 from fastapi import Request
+from fastapi.concurrency import run_in_threadpool
 
 from backout.store import Store, schema
 
-__all__ = ["ReadCache", "generation", "store_generation"]
+__all__ = ["ReadCache", "generation", "generation_of", "store_generation"]
 
 V = TypeVar("V")
 
@@ -42,6 +43,15 @@ def generation(request: Request, store: Store) -> int:
         return held
     gen = store_generation(store)
     request.state.backout_generation = gen
+    return gen
+
+
+async def generation_of(request: Request, store: Store) -> int:
+    """:func:`generation` for an async route: the request's, or read in a worker thread."""
+    held = getattr(request.state, "backout_generation", None)
+    if isinstance(held, int):
+        return held
+    gen: int = await run_in_threadpool(generation, request, store)
     return gen
 
 

@@ -9,9 +9,10 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from fastapi import Depends, Query, Request
+from fastapi.concurrency import run_in_threadpool
 
 from backout.api.auth import Principal, authorize, current_principal, require
-from backout.api.readcache import generation
+from backout.api.readcache import generation_of
 from backout.api.roles import ROLES, Right
 from backout.api.routes.common import ModelName, router
 from backout.api.state import ApiState, api_state
@@ -41,19 +42,21 @@ def status_all(
 
 
 @routes.get("/models/{model}/status", summary="One model's live state")
-def status_one(
+async def status_one(
     request: Request, model: ModelName, principal: Reader, st: State,
     window: Annotated[float, Query(ge=1, le=86400)] = 60.0,
 ) -> dict[str, Any]:  # fmt: skip
     from backout.control.status import model_status
 
     # Kept while the store's generation stays and for a second at most (the telemetry's
-    # own pace): many readers polling one model cost one computation a second.
-    gen = generation(request, st.store)
+    # own pace): many readers polling one model cost one computation a second, and a
+    # read answered from here never leaves the event loop.
+    gen = await generation_of(request, st.store)
     doc: dict[str, Any] | None = st.views.get(("status", model, window), gen)
     if doc is None:
-        doc = st.views.put(("status", model, window), gen,
-                           model_status(st.store, st.controller, model, window=window))  # fmt: skip
+        computed = await run_in_threadpool(model_status, st.store, st.controller, model,
+                                           window=window)  # fmt: skip
+        doc = st.views.put(("status", model, window), gen, computed)
     return doc
 
 
