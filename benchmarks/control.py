@@ -355,7 +355,7 @@ def main(argv: list[str] | None = None) -> int:
 - one `model_status` (what the status read does) in this process after the runs, no load of ours: median {cost * 1000:.1f} ms
 - gateway throughput without a dashboard: {", ".join(f"{x:,.0f}" for x in without)} requests/s; with one dashboard stream open: {", ".join(f"{x:,.0f}" for x in with_)}; median ratio **{ratio:.3f}** (within 5%: {verdict(ratio >= 0.95)})
 
-All processes share this machine's two cores with other work (see the load above): the timings include that contention. A light read (one small query) missing its target as badly as the status read says the API process was starved of CPU by the machine rather than slowed by its own work; `model_status`'s own cost is the figure to compare with the 20 ms a read may take at 50/s.
+All processes share this machine's two cores with other work (see the load above): the timings include that contention, and under full gateway load the API process gets a share of a core at the scheduler's pace. What a read costs the API: a status read answered from the view cache (the store's generation unchanged, less than a second old) stays on the event loop; one computed afresh is one read transaction (`model_status` above, timed in this process after the runs). The "gateway idle" rows are the same reads with wrk off: the API's own latency on this machine.
 """
     print(body)
     if not args.no_write:

@@ -86,9 +86,11 @@ def same(text: str) -> str:
         [("traffic", "iris", "1.0.0=90", "1.1.0=10"), ("rollback", "iris", "--emergency"),
          ("incident", "list"), ("incident", "list", "iris", "--open"), ("incident", "show", "1"),
          ("incident", "show", "99")],
+        [("replay", "iris@1.1.0"), ("replay", "iris@1.1.0", "--since", "10m"),
+         ("drill", "iris", "--history"), ("drill", "iris")],
     ],
     ids=["reads", "register", "rollout", "traffic-rollback", "freeze-errors", "release-actions",
-         "incidents"],
+         "incidents", "proof"],
 )  # fmt: skip
 def test_remote_commands_print_what_local_ones_print(
     pair: tuple[Cli, Cli], steps: list[tuple[str, ...]], template: Template
