@@ -128,3 +128,18 @@ def test_a_revoked_token_is_refused_at_once_and_status_shows_a_freeze_at_once(
     assert c.get("/models/iris/status", headers=auth).json()["frozen"]
     tokens.revoke(st.store, made.info.id, actor="setup")
     assert c.get("/models/iris/status", headers=auth).status_code == 401
+
+
+def test_one_reader_refreshes_a_view_while_the_others_get_the_one_they_have() -> None:
+    from backout.api.readcache import ReadCache
+
+    now = [0.0]
+    cache: ReadCache[str] = ReadCache(ttl=1.0, clock=lambda: now[0])
+    cache.put("k", 7, "old")
+    now[0] = 1.5
+    assert cache.get("k", 7) is None  # past its time to live
+    assert cache.claim("k") and not cache.claim("k")  # one refresh at a time
+    assert cache.stale("k", 7, max_age=3.0) == "old"
+    assert cache.stale("k", 8, max_age=3.0) is None  # the store changed: never the old one
+    cache.release("k")
+    assert cache.claim("k")

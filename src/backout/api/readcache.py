@@ -59,14 +59,16 @@ class ReadCache(Generic[V]):
     """Values by key, each valid at the generation it was made at and for ``ttl`` seconds.
 
     Bounded (the least recently used entries go first) and safe to share between the
-    threads that answer requests. Two requests that miss together both compute: a read
-    is idempotent, and holding a lock around the computation would serialise them."""
+    threads that answer requests. :meth:`claim` lets one request refresh an entry while
+    the others answer with :meth:`stale` (same generation, a little older), so that many
+    readers of one view never compute it all at once on a busy host."""
 
     def __init__(self, ttl: float, size: int = 1024, clock: Callable[[], float] = time.monotonic):
         self.ttl = ttl
         self.size = size
         self.clock = clock
         self._items: OrderedDict[Hashable, tuple[int, float, V]] = OrderedDict()
+        self._refreshing: set[Hashable] = set()
         self._lock = threading.Lock()
 
     def get(self, key: Hashable, gen: int) -> V | None:
@@ -81,6 +83,28 @@ class ReadCache(Generic[V]):
                 return None
             self._items.move_to_end(key)
             return value
+
+    def stale(self, key: Hashable, gen: int, max_age: float) -> V | None:
+        """The value for ``key`` made at ``gen`` within ``max_age`` seconds, even past its
+        time to live (for an answer while one refresh runs), else None."""
+        with self._lock:
+            held = self._items.get(key)
+            if held is None or held[0] != gen or self.clock() - held[1] > max_age:
+                return None
+            return held[2]
+
+    def claim(self, key: Hashable) -> bool:
+        """Whether the caller is the one to refresh ``key`` (False: a refresh runs already);
+        the claim ends with :meth:`release`."""
+        with self._lock:
+            if key in self._refreshing:
+                return False
+            self._refreshing.add(key)
+            return True
+
+    def release(self, key: Hashable) -> None:
+        with self._lock:
+            self._refreshing.discard(key)
 
     def put(self, key: Hashable, gen: int, value: V) -> V:
         with self._lock:

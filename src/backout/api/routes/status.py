@@ -6,7 +6,7 @@ may read.
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated, Any, cast
 
 from fastapi import Depends, Query, Request
 from fastapi.concurrency import run_in_threadpool
@@ -20,6 +20,7 @@ from backout.api.state import ApiState, api_state
 __all__ = ["routes"]
 
 routes = router("status")
+STALE_S = 3.0  # the oldest status a reader gets while another computes it afresh
 Reader = Annotated[Principal, Depends(require(Right.READ))]
 State = Annotated[ApiState, Depends(api_state)]
 
@@ -48,16 +49,29 @@ async def status_one(
 ) -> dict[str, Any]:  # fmt: skip
     from backout.control.status import model_status
 
-    # Kept while the store's generation stays and for a second at most (the telemetry's
-    # own pace): many readers polling one model cost one computation a second, and a
-    # read answered from here never leaves the event loop.
+    # Kept while the store's generation stays and for a second (the telemetry's own pace);
+    # past that, one request computes it again while the others, for two seconds more,
+    # answer with the one they have: many readers polling one model cost one computation
+    # a second, and a read answered from here never leaves the event loop.
+    key = ("status", model, window)
     gen = await generation_of(request, st.store)
-    doc: dict[str, Any] | None = st.views.get(("status", model, window), gen)
-    if doc is None:
-        computed = await run_in_threadpool(model_status, st.store, st.controller, model,
-                                           window=window)  # fmt: skip
-        doc = st.views.put(("status", model, window), gen, computed)
-    return doc
+    doc: dict[str, Any] | None = st.views.get(key, gen)
+    if doc is not None:
+        return doc
+    if not st.views.claim(key):
+        doc = cast("dict[str, Any] | None", st.views.stale(key, gen, max_age=STALE_S))
+        if doc is not None:
+            return doc
+        fresh: dict[str, Any] = await run_in_threadpool(model_status, st.store, st.controller,
+                                                        model, window=window)  # fmt: skip
+        return fresh
+    try:
+        fresh = await run_in_threadpool(model_status, st.store, st.controller, model,
+                                        window=window)  # fmt: skip
+        st.views.put(key, gen, fresh)
+        return fresh
+    finally:
+        st.views.release(key)
 
 
 @routes.get("/history", summary="The whole audit log (needs read on every model)")
