@@ -78,8 +78,10 @@ class ReadCache(Generic[V]):
             if held is None:
                 return None
             made_gen, made_at, value = held
-            if made_gen != gen or self.clock() - made_at > self.ttl:
+            if made_gen != gen:  # the store moved on: never again
                 del self._items[key]
+                return None
+            if self.clock() - made_at > self.ttl:  # kept for stale() while one refreshes
                 return None
             self._items.move_to_end(key)
             return value
