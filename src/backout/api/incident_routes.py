@@ -13,11 +13,10 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from fastapi import Depends, Query, Request
-from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel, Field
 
 from backout.api.auth import Principal, authorize, current_principal, require
-from backout.api.readcache import generation_of
+from backout.api.readcache import cached
 from backout.api.roles import Right
 from backout.api.routes.common import router
 from backout.api.state import ApiState, api_state
@@ -77,13 +76,13 @@ async def open_incident(
 ) -> dict[str, Any] | None:
     from backout.control.incidents import Incidents
 
-    gen = await generation_of(request, st.store)  # kept while it stays (1 s at most)
-    held: tuple[dict[str, Any] | None] | None = st.views.get(("incident", model), gen)
-    if held is None:
-        incident = await run_in_threadpool(Incidents(st.store).current, model)
-        held = st.views.put(("incident", model), gen,
-                            (incident.to_dict() if incident is not None else None,))  # fmt: skip
-    return held[0]
+    def current() -> tuple[dict[str, Any] | None]:
+        incident = Incidents(st.store).current(model)
+        return (incident.to_dict() if incident is not None else None,)
+
+    # Kept while the store's generation stays (as the status view is; see readcache).
+    held = await cached(request, st.store, st.views, ("incident", model), current)
+    return held[0]  # type: ignore[no-any-return]
 
 
 @routes.post("/models/{model}/incident/updates", summary="Add an update to the open incident")

@@ -25,7 +25,7 @@ from fastapi.concurrency import run_in_threadpool
 
 from backout.store import Store, schema
 
-__all__ = ["ReadCache", "generation", "generation_of", "store_generation"]
+__all__ = ["ReadCache", "cached", "generation", "generation_of", "store_generation"]
 
 V = TypeVar("V")
 
@@ -53,6 +53,29 @@ async def generation_of(request: Request, store: Store) -> int:
         return held
     gen: int = await run_in_threadpool(generation, request, store)
     return gen
+
+
+async def cached(request: Request, store: Store, cache: ReadCache[V], key: Hashable,
+                 compute: Callable[[], V], *, stale_s: float = 3.0) -> V:  # fmt: skip
+    """``compute()``'s value for ``key``, from ``cache`` while it holds. Past its time to
+    live, one request computes it again (in a worker thread) while the others, for
+    ``stale_s`` seconds more, answer with the one there is — never across a change of the
+    store's generation."""
+    gen = await generation_of(request, store)
+    hit = cache.get(key, gen)
+    if hit is not None:
+        return hit
+    if not cache.claim(key):
+        old = cache.stale(key, gen, stale_s)
+        if old is not None:
+            return old
+        value: V = await run_in_threadpool(compute)
+        return value
+    try:
+        value = await run_in_threadpool(compute)
+        return cache.put(key, gen, value)
+    finally:
+        cache.release(key)
 
 
 class ReadCache(Generic[V]):

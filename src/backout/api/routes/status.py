@@ -6,13 +6,12 @@ may read.
 
 from __future__ import annotations
 
-from typing import Annotated, Any, cast
+from typing import Annotated, Any
 
 from fastapi import Depends, Query, Request
-from fastapi.concurrency import run_in_threadpool
 
 from backout.api.auth import Principal, authorize, current_principal, require
-from backout.api.readcache import generation_of
+from backout.api.readcache import cached
 from backout.api.roles import ROLES, Right
 from backout.api.routes.common import ModelName, router
 from backout.api.state import ApiState, api_state
@@ -20,7 +19,6 @@ from backout.api.state import ApiState, api_state
 __all__ = ["routes"]
 
 routes = router("status")
-STALE_S = 3.0  # the oldest status a reader gets while another computes it afresh
 Reader = Annotated[Principal, Depends(require(Right.READ))]
 State = Annotated[ApiState, Depends(api_state)]
 
@@ -49,29 +47,15 @@ async def status_one(
 ) -> dict[str, Any]:  # fmt: skip
     from backout.control.status import model_status
 
-    # Kept while the store's generation stays and for a second (the telemetry's own pace);
-    # past that, one request computes it again while the others, for two seconds more,
-    # answer with the one they have: many readers polling one model cost one computation
-    # a second, and a read answered from here never leaves the event loop.
-    key = ("status", model, window)
-    gen = await generation_of(request, st.store)
-    doc: dict[str, Any] | None = st.views.get(key, gen)
-    if doc is not None:
-        return doc
-    if not st.views.claim(key):
-        doc = cast("dict[str, Any] | None", st.views.stale(key, gen, max_age=STALE_S))
-        if doc is not None:
-            return doc
-        fresh: dict[str, Any] = await run_in_threadpool(model_status, st.store, st.controller,
-                                                        model, window=window)  # fmt: skip
-        return fresh
-    try:
-        fresh = await run_in_threadpool(model_status, st.store, st.controller, model,
-                                        window=window)  # fmt: skip
-        st.views.put(key, gen, fresh)
-        return fresh
-    finally:
-        st.views.release(key)
+    # Kept while the store's generation stays and for a second (the telemetry's own pace),
+    # then refreshed by one reader while the others answer with it for 3 s more: many
+    # readers polling one model cost one computation a second, and a read answered from
+    # the cache never leaves the event loop.
+    doc: dict[str, Any] = await cached(
+        request, st.store, st.views, ("status", model, window),
+        lambda: model_status(st.store, st.controller, model, window=window),
+    )  # fmt: skip
+    return doc
 
 
 @routes.get("/history", summary="The whole audit log (needs read on every model)")
