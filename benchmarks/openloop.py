@@ -2,6 +2,8 @@
 
     .venv/bin/python benchmarks/openloop.py --port 8000 --path /models/iris/predict \\
         --body '{"instances": [[5.1, 3.5, 1.4, 0.2]]}' --rate 500 --duration 10
+    .venv/bin/python benchmarks/openloop.py --port 8001 --method GET \\
+        --path /api/v1/models/iris/status --header "Authorization: Bearer TOKEN" --rate 50
 
 Why hand-written: wrk keeps each connection busy (closed loop), so it cannot hold a fixed
 rate, and wrk2 (which can) is not packaged by Debian. Latency here is measured from each
@@ -102,9 +104,10 @@ def run(args: argparse.Namespace, log: TextIO | None) -> dict[str, Any]:
     _tight_timer_slack()
     conns = [_connect(args.host, args.port) for _ in range(args.connections)]
     body = args.body.encode()
+    extra = "".join(f"{h}\r\n" for h in args.header)
     head = (
-        f"POST {args.path} HTTP/1.1\r\nHost: {args.host}:{args.port}\r\n"
-        f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n"
+        f"{args.method} {args.path} HTTP/1.1\r\nHost: {args.host}:{args.port}\r\n"
+        f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n{extra}"
     ).encode()
     closed = args.rate == 0
     interval_ns = NS // args.rate if not closed else NS
@@ -241,7 +244,15 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, required=True)
     p.add_argument("--path", required=True)
-    p.add_argument("--body", required=True)
+    p.add_argument("--body", default="", help="the request's JSON body (none: empty)")
+    p.add_argument("--method", default="POST", help="POST, or GET for reads")
+    p.add_argument(
+        "--header",
+        action="append",
+        default=[],
+        metavar="'NAME: VALUE'",
+        help="one more request header (repeatable)",
+    )
     p.add_argument("--rate", type=int, default=500, help="requests per second; 0: closed loop")
     p.add_argument("--duration", type=float, default=10.0, help="seconds of sending")
     p.add_argument("--warmup", type=float, default=1.0, help="seconds not counted in latency")

@@ -111,6 +111,17 @@ ENDPOINTS: list[Endpoint] = [
         body={"key_id": "0" * 16, "signature": "0" * 128},
     ),
     E("POST", "/models/{model}/releases/1.1.0/mark-good", R.APPROVE),
+    E(
+        "POST",
+        "/models/{model}/releases/1.1.0/mark-bad",
+        R.ROLLBACK,
+        R.APPROVE,
+        body={"reason": "matrix"},
+    ),
+    E("POST", "/models/{model}/releases/1.1.0/clear-bad", R.APPROVE, body={"reason": "matrix"}),
+    E("GET", "/incidents", scope="any"),
+    E("GET", "/incidents?model={model}", R.READ),
+    E("GET", "/incidents/1", scope="any"),  # none yet: 404 to every caller
     E("POST", "/models/{model}/releases/1.1.0/quarantine", R.QUARANTINE, body={"reason": "matrix"}),
     E("DELETE", "/models/{model}/releases/1.1.0?reason=matrix", R.REGISTER),
     E("GET", "/models/{model}/consumers", R.READ),

@@ -76,8 +76,21 @@ def same(text: str) -> str:
          ("status", "fraud")],
         [("freeze", "fraud", "--reason", "upstream data broken"), ("deploy", "fraud@1.1.0"),
          ("unfreeze", "fraud", "--reason", "fixed"), ("rollback", "nope")],
+        [("release", "verify", "iris@1.0.0"), ("release", "verify", "iris@9.9.9"),
+         ("release", "mark-bad", "fraud@1.1.0", "--reason", "wrong answers"),
+         ("release", "list", "fraud"), ("release", "clear-bad", "fraud@1.1.0", "--reason", "fixed"),
+         ("release", "quarantine", "fraud@1.1.0", "--reason", "leaks"),
+         ("release", "quarantine", "fraud@1.1.0", "--lift"),
+         ("release", "delete", "fraud@1.1.0", "--reason", "never used", "--yes"),
+         ("release", "delete", "fraud@1.0.0", "--reason", "it served", "--yes")],
+        [("traffic", "iris", "1.0.0=90", "1.1.0=10"), ("rollback", "iris", "--emergency"),
+         ("incident", "list"), ("incident", "list", "iris", "--open"), ("incident", "show", "1"),
+         ("incident", "show", "99")],
+        [("replay", "iris@1.1.0"), ("replay", "iris@1.1.0", "--since", "10m"),
+         ("drill", "iris", "--history"), ("drill", "iris")],
     ],
-    ids=["reads", "register", "rollout", "traffic-rollback", "freeze-errors"],
+    ids=["reads", "register", "rollout", "traffic-rollback", "freeze-errors", "release-actions",
+         "incidents", "proof"],
 )  # fmt: skip
 def test_remote_commands_print_what_local_ones_print(
     pair: tuple[Cli, Cli], steps: list[tuple[str, ...]], template: Template

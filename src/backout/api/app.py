@@ -28,6 +28,8 @@ remote mode)::
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -35,10 +37,12 @@ from pathlib import Path
 from typing import Any
 
 from fastapi import APIRouter, FastAPI, Request
+from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from backout.api.attempts import Attempts
 from backout.api.oidc import OidcConfig, OidcVerifier
 from backout.api.site import mount_pages
 from backout.api.state import ApiState
@@ -199,9 +203,24 @@ def create_app(
                      reports_dir=reports_dir or home / "reports",
                      oidc=OidcVerifier(oidc) if oidc is not None else None)  # fmt: skip
 
+    attempts = state.attempts = Attempts(store)
+
+    async def flush_attempts() -> None:  # the summaries of refused attempts, as windows end
+        while True:
+            await asyncio.sleep(5.0)
+            try:
+                await run_in_threadpool(attempts.flush)
+            except Exception:  # a failed summary is retried on the next round
+                log.exception("could not write the summary of refused attempts")
+
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        flusher = asyncio.create_task(flush_attempts())
         yield
+        flusher.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await flusher
+        attempts.flush(everything=True)
         controller.close()
         store.dispose()
 

@@ -10,28 +10,36 @@ the store as a whole when the route has none) and answers 403 naming the missing
 (break-glass, a rollback to a release that is not known-good).
 
 Every refusal is recorded in the audit log (``access.denied``, ``access.unauthenticated``)
-with the actor, the right, the model and the route; a token's secret never is.
+with the actor, the right, the model and the route; a token's secret never is. Repeats
+of the same refusal are summed into one event per minute (:mod:`backout.api.attempts`), so
+that a client without credentials cannot flood the hash-chained log.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
-from collections.abc import Callable
+import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Annotated, Any, NoReturn
 
 from fastapi import Depends, Request
+from fastapi.concurrency import run_in_threadpool
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from backout.api import tokens
+from backout.api.attempts import Attempts
+from backout.api.readcache import generation
 from backout.api.roles import BREAK_GLASS, Grant, Right, Role
-from backout.api.state import ApiState, api_state
-from backout.errors import Forbidden, StoreUnavailable, Unauthenticated
+from backout.api.state import ApiState, api_state, state_of
+from backout.errors import Forbidden, Unauthenticated
 from backout.store import audit
 
 __all__ = [
     "BreakGlass",
     "Principal",
+    "authenticated",
     "authorize",
     "current_principal",
     "deny",
@@ -80,13 +88,30 @@ class BreakGlass:
     reason: str
 
 
-def _record(st: ApiState, kind: str, model: str | None, actor: str, reason: str,
-            data: dict[str, Any]) -> None:  # fmt: skip
-    try:
-        with st.store.write() as conn:
-            audit.append(conn, kind, model=model, actor=actor, reason=reason, data=data)
-    except StoreUnavailable as exc:  # the refusal stands even if it cannot be recorded
-        log.warning("could not record %s by %s: %s", kind, actor, exc)
+def _record(st: ApiState, kind: str, key: tuple[Any, ...], source: str, model: str | None,
+            actor: str, reason: str, data: dict[str, Any]) -> None:  # fmt: skip
+    if st.attempts is None:
+        st.attempts = Attempts(st.store)
+    st.attempts.record(kind, key, source=source, model=model, actor=actor, reason=reason,
+                       data=data)  # fmt: skip
+
+
+def _client(request: Request) -> str:
+    return request.client.host if request.client is not None else "unknown"
+
+
+def _route_of(request: Request) -> str:
+    """The route's pattern (``/api/v1/models/{model}/status``), not the path a client chose."""
+    route = request.scope.get("route")
+    return f"{request.method} {getattr(route, 'path', request.url.path)}"
+
+
+def _unauthenticated(request: Request, st: ApiState, why: str, message: str,
+                     **data: Any) -> None:  # fmt: skip
+    route = f"{request.method} {request.url.path}"
+    source = _client(request)
+    _record(st, "access.unauthenticated", (source, why), source, None, "anonymous",
+            f"{route}: {message}", {"route": route, **data})  # fmt: skip
 
 
 def current_principal(
@@ -94,29 +119,59 @@ def current_principal(
     creds: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
     st: Annotated[ApiState, Depends(api_state)],
 ) -> Principal:
-    """The caller, from its bearer token (or cookie); 401 when there is none or it is refused."""
+    """The caller, from its bearer token (or cookie); 401 when there is none or it is refused.
+
+    An API token once found is kept for a few seconds, for as long as the store's
+    generation stays (a revocation writes an event): a read does not look it up again."""
     token = creds.credentials if creds is not None else request.cookies.get(COOKIE)
-    route = f"{request.method} {request.url.path}"
     if not token:
-        _record(st, "access.unauthenticated", None, "anonymous", f"{route}: no credentials",
-                {"route": route})  # fmt: skip
+        _unauthenticated(request, st, "none", "no credentials")
         raise Unauthenticated(
             "no credentials: send 'Authorization: Bearer TOKEN' (create one with `backout token create`)"
         )
     try:
         if token.startswith(tokens.PREFIX) or st.oidc is None:
-            info = tokens.lookup(st.store, token)
+            gen = generation(request, st.store)
+            key = _key(token)
+            info = st.tokens.get(key, gen)
+            if info is None or info.status(time.time()) != "active":
+                info = st.tokens.put(key, gen, tokens.lookup(st.store, token))
             principal = Principal(info.name, info.grants, f"token:{info.id}")
         else:
             ident = st.oidc.verify(token)
             principal = Principal(ident.name, ident.grants, f"oidc:{ident.subject}")
     except Unauthenticated as exc:
         tid = tokens.token_id_of(token)
-        _record(st, "access.unauthenticated", None, "anonymous", f"{route}: {exc.message}",
-                {"route": route, **({"token_id": tid} if tid else {})})  # fmt: skip
+        kind = "token" if token.startswith(tokens.PREFIX) else "jwt"
+        _unauthenticated(request, st, kind, exc.message, **({"token_id": tid} if tid else {}))
         raise
     request.state.principal = principal
     return principal
+
+
+def _key(token: str) -> bytes:
+    return hashlib.sha256(token.encode()).digest()
+
+
+async def authenticated(
+    request: Request,
+    creds: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+    st: Annotated[ApiState, Depends(api_state)],
+) -> Principal:
+    """:func:`current_principal`, answered on the event loop when it can be: an API token
+    already found, on a SQLite store (whose generation is a read of a local file, cheaper
+    than the two thread switches of sending it to a worker, which on a busy host cost more
+    than the read). Anything else — a token to look up, a JWT, a refusal to record, a
+    store across the network — goes to a worker thread as before."""
+    token = creds.credentials if creds is not None else request.cookies.get(COOKIE)
+    if token and token.startswith(tokens.PREFIX) and st.store.is_sqlite:
+        info = st.tokens.get(_key(token), generation(request, st.store))
+        if info is not None and info.status(time.time()) == "active":
+            principal = Principal(info.name, info.grants, f"token:{info.id}")
+            request.state.principal = principal
+            return principal
+    found: Principal = await run_in_threadpool(current_principal, request, creds, st)
+    return found
 
 
 def authorize(request: Request, principal: Principal, right: Right, model: str | None, *,
@@ -146,7 +201,8 @@ def deny(request: Request, principal: Principal, right: Right, model: str | None
          **data: Any) -> NoReturn:  # fmt: skip
     """Record a refused attempt in the audit log, then answer 403 with ``message``."""
     route = f"{request.method} {request.url.path}"
-    _record(api_state(request), "access.denied", model, principal.name, f"{route}: {message}",
+    _record(state_of(request), "access.denied", (principal.name, _route_of(request), right.value, model),
+            principal.name, model, principal.name, f"{route}: {message}",
             {"route": route, "right": right.value, "via": principal.via, **data})  # fmt: skip
     raise Forbidden(message, right=right.value)
 
@@ -156,7 +212,7 @@ def record_bypass(request: Request, principal: Principal, right: Right, model: s
     """Record a break-glass use as a bypass and notify the model's owners and approvers."""
     from backout.control.notify import Notice, NoticeKind, Severity
 
-    st = api_state(request)
+    st = state_of(request)
     ctl = st.controller
     policy = ctl.policy_for(model)
     text = f"{principal.name} used break-glass for {right.value!r} on {model}: {what}; reason: {reason}"
@@ -175,14 +231,17 @@ def record_bypass(request: Request, principal: Principal, right: Right, model: s
         ctl.send(model, policy, notice, conn=conn)
 
 
-def require(right: Right) -> Callable[..., Principal]:
+def require(right: Right) -> Callable[..., Awaitable[Principal]]:
     """A dependency: the caller, once it holds ``right`` on the route's ``{model}``."""
 
-    def dependency(
-        request: Request, principal: Annotated[Principal, Depends(current_principal)]
+    async def dependency(
+        request: Request, principal: Annotated[Principal, Depends(authenticated)]
     ) -> Principal:
+        # On the event loop when the right is held (no thread hop for a check in memory);
+        # a refusal writes to the audit log, so it goes to a worker thread.
         model = request.path_params.get("model")
-        authorize(request, principal, right, model)
+        if not principal.can(right, model):
+            await run_in_threadpool(authorize, request, principal, right, model)
         return principal
 
     dependency.__name__ = f"require_{right.value}"

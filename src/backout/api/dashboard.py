@@ -31,7 +31,7 @@ from sse_starlette.sse import EventSourceResponse
 
 from backout.api.auth import COOKIE, Principal, authorize, current_principal
 from backout.api.dashboard_data import change_marker, model_live, model_page, overview
-from backout.api.pages import page
+from backout.api.pages import fragment, page
 from backout.api.roles import Right
 from backout.api.state import ApiState, api_state
 from backout.errors import BackoutError, Unauthenticated
@@ -43,6 +43,7 @@ State = Annotated[ApiState, Depends(api_state)]
 COOKIE_MAX_AGE = 12 * 3600
 TICK_S = 0.2  # how often a stream looks for a new decision
 FULL_S = 1.0  # and sends the evidence anyway
+OVERVIEW_S = 5.0  # and the overview's rows (weights, public status) anyway
 
 
 def _viewer(request: Request, st: ApiState) -> Principal | None:
@@ -100,6 +101,32 @@ def models(request: Request, st: State) -> Response:
     if who is None:
         return _login_redirect()
     return page("dashboard.html", who=who, rows=overview(st, who))
+
+
+@routes.get("/stream")
+async def models_stream(request: Request, st: State) -> EventSourceResponse:
+    """Server-sent events for the overview: its rows (HTML, rendered and escaped here like
+    the page itself) at once when a decision lands, else every ``OVERVIEW_S`` seconds."""
+    who = await to_thread.run_sync(_viewer, request, st)
+    if who is None:
+        raise Unauthenticated("log in at /dashboard/login")
+    principal = who
+
+    def rows() -> str:
+        return fragment("_models_rows.html", rows=overview(st, principal))
+
+    async def events() -> AsyncIterator[dict[str, Any]]:
+        seen: tuple[int, float] | None = None
+        sent_at = 0.0
+        while not await request.is_disconnected():
+            marker = await to_thread.run_sync(change_marker, st.store)
+            if marker != seen or time.monotonic() - sent_at >= OVERVIEW_S:
+                html = await to_thread.run_sync(rows)
+                seen, sent_at = marker, time.monotonic()
+                yield {"event": "rows", "data": html}
+            await asyncio.sleep(TICK_S)
+
+    return EventSourceResponse(events(), ping=15, headers={"Cache-Control": "no-store"})
 
 
 def _checked(request: Request, st: ApiState, model: str) -> Principal | None:

@@ -14,7 +14,7 @@ from fastapi.responses import HTMLResponse
 from jinja2 import Environment, PackageLoader, select_autoescape
 from starlette.staticfiles import StaticFiles
 
-__all__ = ["HEADERS", "env", "page", "static_files"]
+__all__ = ["HEADERS", "env", "fragment", "page", "static_files"]
 
 env = Environment(
     loader=PackageLoader("backout.api", "templates"),
@@ -46,6 +46,11 @@ def page(template: str, status_code: int = 200, **context: Any) -> HTMLResponse:
     """Render ``template`` with ``context`` (escaped) as an HTML response."""
     html = env.get_template(template).render(**context)
     return HTMLResponse(html, status_code=status_code, headers=HEADERS)
+
+
+def fragment(template: str, **context: Any) -> str:
+    """Render a part of a page (escaped like a page), for a stream to send."""
+    return env.get_template(template).render(**context)
 
 
 def static_files() -> StaticFiles:

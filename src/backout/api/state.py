@@ -13,14 +13,16 @@ from typing import TYPE_CHECKING, Any
 
 from fastapi import Request
 
+from backout.api.readcache import ReadCache
 from backout.control.controller import Controller
 from backout.registry.releases import Registry
 from backout.store import Store
 
 if TYPE_CHECKING:
+    from backout.api.attempts import Attempts
     from backout.api.oidc import OidcVerifier
 
-__all__ = ["ApiState", "api_state"]
+__all__ = ["ApiState", "api_state", "state_of"]
 
 
 @dataclass
@@ -34,10 +36,22 @@ class ApiState:
     reports_dir: Path
     oidc: OidcVerifier | None = None
     extra: dict[str, Any] = field(default_factory=dict)  # for the layers mounted on the app
+    attempts: Attempts | None = None  # refused attempts, audited at a bounded rate
+    # Reads already answered, valid at the store generation they were made at: token
+    # lookups (a revocation writes an event, so it counts at once) and status documents
+    # (a second at most behind the telemetry); see backout.api.readcache.
+    tokens: ReadCache[Any] = field(default_factory=lambda: ReadCache(ttl=10.0))
+    views: ReadCache[Any] = field(default_factory=lambda: ReadCache(ttl=1.0, size=256))
 
 
-def api_state(request: Request) -> ApiState:
+def state_of(request: Request) -> ApiState:
     """The API's state, from the app the request reached."""
     st = request.app.state.backout
     assert isinstance(st, ApiState)
     return st
+
+
+async def api_state(request: Request) -> ApiState:
+    """:func:`state_of` as a dependency (async: FastAPI runs it on the event loop instead of
+    sending it to a worker thread, one thread hop fewer per request)."""
+    return state_of(request)

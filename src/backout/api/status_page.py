@@ -22,7 +22,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 
 from backout.api.pages import HEADERS, page
-from backout.api.state import ApiState, api_state
+from backout.api.state import ApiState, state_of
 
 __all__ = ["routes", "summary"]
 
@@ -48,13 +48,13 @@ def summary(st: ApiState) -> dict[str, Any]:
 @routes.get("/status", response_class=HTMLResponse, summary="The public status page",
              include_in_schema=False)  # fmt: skip
 def status_html(request: Request) -> HTMLResponse:
-    doc = summary(api_state(request))
+    doc = summary(state_of(request))
     return page("status.html", s=doc)
 
 
 @routes.get("/status/summary.json", summary="The public status, shaped like Statuspage's")
 def status_json(request: Request) -> JSONResponse:
-    return JSONResponse(summary(api_state(request)), headers={"Cache-Control": "no-cache"})
+    return JSONResponse(summary(state_of(request)), headers={"Cache-Control": "no-cache"})
 
 
 ATOM = "http://www.w3.org/2005/Atom"
@@ -68,7 +68,7 @@ def _iso(at: float) -> str:
              response_class=Response,
              responses={200: {"content": {"application/atom+xml": {}}, "description": "Atom"}})  # fmt: skip
 def status_feed(request: Request) -> Response:
-    doc = summary(api_state(request))
+    doc = summary(state_of(request))
     base = str(request.base_url).rstrip("/")
     ET.register_namespace("", ATOM)
     feed = ET.Element(f"{{{ATOM}}}feed")

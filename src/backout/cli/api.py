@@ -8,6 +8,7 @@ JWTs from the identity provider an ``--oidc`` file names.
 
 from __future__ import annotations
 
+import importlib.util
 from pathlib import Path
 from typing import Annotated
 
@@ -41,7 +42,12 @@ def api(
         f"store {redact_url(s.url())}" + ("; OIDC on" if config else "")
     )
     _watch_parent()
-    uvicorn.run(app, host=host, port=port, access_log=False, log_level="warning")
+    # One process, on uvloop and httptools when installed (the gateway's choice too): a read
+    # costs a millisecond or two of CPU, and on a busy host that is what decides its latency.
+    loop = "uvloop" if importlib.util.find_spec("uvloop") else "auto"
+    http = "httptools" if importlib.util.find_spec("httptools") else "auto"
+    uvicorn.run(app, host=host, port=port, access_log=False, log_level="warning", loop=loop,
+                http=http, timeout_keep_alive=30)  # fmt: skip
 
 
 def _watch_parent() -> None:

@@ -6,7 +6,7 @@ to recover, and the time to detect and to recover is measured and kept.
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.table import Table
@@ -42,8 +42,9 @@ def drill(
     from backout.traffic.faults import parse_fault
 
     s = settings(ctx)
+    remote = s.remote()
     if history:
-        past = list_drills(s.store(), model)
+        past = remote.get(f"/models/{model}/drills") if remote else list_drills(s.store(), model)
         if json:
             print_json(past)
             return
@@ -69,19 +70,46 @@ def drill(
         wait, limit = parse_duration(after), parse_duration(timeout)
     except ValueError as exc:
         raise ConfigError(f"--after/--timeout: {exc}") from exc
-    result = run_drill(s.store(), s.registry(), model, parse_fault(fault), actor=s.actor, after=wait,
-                       timeout=limit, release=release, on_progress=None if json else err.print)  # fmt: skip
+    if remote is not None:
+        doc = _remote_drill(remote, model, fault, wait, limit, release, quiet=json)
+    else:
+        doc = run_drill(s.store(), s.registry(), model, parse_fault(fault), actor=s.actor, after=wait,
+                        timeout=limit, release=release,
+                        on_progress=None if json else err.print).to_dict()  # fmt: skip
     if json:
-        print_json(result.to_dict())
+        print_json(doc)
     else:
         out.print(
-            f"drill {result.id} ({result.fault} on {model}@{result.release}): {result.outcome}; "
-            f"time to detect {_secs(result.time_to_detect)}, time to recover {_secs(result.time_to_recover)}, "
-            f"{result.affected} request(s) affected, completion criteria "
-            + ("held" if result.completion_held else "NOT met")
+            f"drill {doc['id']} ({doc['fault']} on {model}@{doc['release']}): {doc['outcome']}; "
+            f"time to detect {_secs(doc['time_to_detect_s'])}, time to recover {_secs(doc['time_to_recover_s'])}, "
+            f"{doc['requests_affected']} request(s) affected, completion criteria "
+            + ("held" if doc["completion_held"] else "NOT met")
         )
-    if not result.completion_held:
+    if not doc["completion_held"]:
         raise typer.Exit(1)
+
+
+def _remote_drill(remote: Any, model: str, fault: str, wait: float, limit: float,
+                  release: str | None, *, quiet: bool) -> dict[str, Any]:  # fmt: skip
+    """A drill through the control API: the API runs it on; this waits for its result."""
+    import time
+
+    from backout.errors import BackoutError
+
+    before = {d["id"] for d in remote.get(f"/models/{model}/drills")}
+    remote.post(f"/models/{model}/drills", {"fault": fault, "after_s": wait, "timeout_s": limit,
+                                            "release": release})  # fmt: skip
+    if not quiet:
+        err.print(f"drill of {model} started on the server; waiting for its result")
+    deadline = time.monotonic() + wait + limit + 60
+    while time.monotonic() < deadline:
+        for d in remote.get(f"/models/{model}/drills"):
+            if d["id"] not in before and "outcome" in d:
+                return dict(d)
+        time.sleep(1.0)
+    raise BackoutError(
+        f"the drill of {model} gave no result in time: see `backout drill {model} --history`"
+    )
 
 
 def _secs(v: float | None) -> str:

@@ -62,17 +62,21 @@ def list_incidents(
     """Incidents, newest first."""
     from backout.control.incidents import Incidents
 
-    found = Incidents(settings(ctx).store()).list(model, open_only=open_only)
+    s = settings(ctx)
+    if (remote := s.remote()) is not None:  # only the models the caller may read
+        found = remote.get("/incidents", model=model, open="true" if open_only else None)
+    else:
+        found = [i.to_dict() for i in Incidents(s.store()).list(model, open_only=open_only)]
     if json:
-        print_json([i.to_dict() for i in found])
+        print_json(found)
         return
     t = Table(box=None, header_style="bold")
     for col in ("#", "model", "status", "opened (UTC)", "operation", "latest update"):
         t.add_column(col)
     for i in found:
-        latest = i.updates[-1].message if i.updates else ""
-        t.add_row(str(i.id), i.model, i.status.value, _when(i.opened_at),
-                  str(i.operation_id or "-"), short(latest, 50))  # fmt: skip
+        latest = i["updates"][-1]["message"] if i["updates"] else ""
+        t.add_row(str(i["id"]), i["model"], i["status"], _when(i["opened_at"]),
+                  str(i["operation"] or "-"), short(latest, 50))  # fmt: skip
     out.print(t)
 
 
@@ -85,12 +89,16 @@ def show(
     """One incident's timeline: every update, automatic or by a person."""
     from backout.control.incidents import Incidents
 
-    incident = Incidents(settings(ctx).store()).get(incident_id)
+    s = settings(ctx)
+    if (remote := s.remote()) is not None:
+        doc = remote.get(f"/incidents/{incident_id}")
+    else:
+        doc = Incidents(s.store()).get(incident_id).to_dict()
     if json:
-        print_json(incident.to_dict())
+        print_json(doc)
         return
-    out.print(f"incident {incident.id} ({incident.model}): {incident.status.value} — {incident.title}",
+    out.print(f"incident {doc['id']} ({doc['model']}): {doc['status']} — {doc['title']}",
               markup=False)  # fmt: skip
-    for u in incident.updates:
-        who = "automatic" if u.automatic else u.actor
-        out.print(f"  {_when(u.at)}  {u.status.value:<13} {u.message}  ({who})", markup=False)
+    for u in doc["updates"]:
+        who = "automatic" if u["automatic"] else u["actor"]
+        out.print(f"  {_when(u['at'])}  {u['status']:<13} {u['message']}  ({who})", markup=False)

@@ -188,12 +188,23 @@ def release_sign(
     from backout.registry.signing import load_private_key, sign_release
 
     s = settings(ctx)
-    check = sign_release(s.store(), ref, load_private_key(key), actor=s.actor)
+    if (remote := s.remote()) is not None:  # signed here, where the private key is
+        from backout.registry.manifest import parse_ref
+        from backout.registry.signing import RELEASE_CONTEXT, key_id
+
+        model, version = parse_ref(ref)
+        signer = load_private_key(key)
+        digest = remote.get(f"/models/{model}/releases/{version}")["digest"]
+        doc = remote.post(f"/models/{model}/releases/{version}/signatures",
+                          {"key_id": key_id(signer.public_key()),
+                           "signature": signer.sign(RELEASE_CONTEXT + digest.encode()).hex()})  # fmt: skip
+    else:
+        doc = sign_release(s.store(), ref, load_private_key(key), actor=s.actor).to_dict()
     if json:
-        print_json(check.to_dict())
+        print_json(doc)
     else:
         out.print(
-            f"{check.ref} signed by trusted key {check.key}  manifest sha256:{check.digest[:12]}…"
+            f"{doc['ref']} signed by trusted key {doc['key']}  manifest sha256:{doc['digest'][:12]}…"
         )
 
 
@@ -340,29 +351,39 @@ def release_verify(
     from backout.registry.signing import check_release, signature_required
 
     s = settings(ctx)
-    report = s.registry().verify(ref)
-    with s.store().read() as conn:
-        check = check_release(conn, report.ref)
-        required = signature_required(conn, check.ref.partition("@")[0])
-    # An unsigned release fails only where signatures are required; a bad one always does.
-    sig_ok = check.ok or (check.status == "unsigned" and not required)
+    if (remote := s.remote()) is not None:  # re-hashed where the artifacts are
+        from backout.registry.manifest import parse_ref
+
+        model, version = parse_ref(ref)
+        doc = remote.get(f"/models/{model}/releases/{version}/verify")
+    else:
+        report = s.registry().verify(ref)
+        with s.store().read() as conn:
+            check = check_release(conn, report.ref)
+            required = signature_required(conn, check.ref.partition("@")[0])
+        # An unsigned release fails only where signatures are required; a bad one always does.
+        sig_ok = check.ok or (check.status == "unsigned" and not required)
+        doc = {**report.to_dict(), "ok": report.ok and sig_ok,
+               "signature": {**check.to_dict(), "required": required}}  # fmt: skip
+    sig = doc["signature"]
+    valid = sig["status"] == "valid"
+    sig_ok = valid or (sig["status"] == "unsigned" and not sig["required"])
     if json:
-        print_json({**report.to_dict(), "ok": report.ok and sig_ok,
-                    "signature": {**check.to_dict(), "required": required}})  # fmt: skip
-    elif report.ok:
+        print_json(doc)
+    elif not doc["problems"]:
         out.print(
-            f"{report.ref} verified: manifest and {len(report.checked) - 1} artifact(s) match their digests"
+            f"{doc['ref']} verified: manifest and {len(doc['checked']) - 1} artifact(s) match their digests"
         )
     else:
-        for p in report.problems:
-            err.print(f"{report.ref}: {p}")
+        for p in doc["problems"]:
+            err.print(f"{doc['ref']}: {p}")
     if not json:
         # An unsigned release where none is required says nothing more.
-        if check.ok:
-            out.print(f"signature: valid, by trusted key {check.key}")
+        if valid:
+            out.print(f"signature: valid, by trusted key {sig['key']}")
         elif not sig_ok:
-            err.print(f"signature: {check.status}: {check.detail}", markup=False)
-    if not (report.ok and sig_ok):
+            err.print(f"signature: {sig['status']}: {sig['detail']}", markup=False)
+    if not doc["ok"]:
         raise typer.Exit(1)
 
 
@@ -401,11 +422,15 @@ def release_mark_bad(
 ) -> None:
     """Mark a release bad: no rollback targets it, and deploying it needs --override-bad."""
     s = settings(ctx)
-    rel = s.registry().mark_bad(ref, actor=s.actor, reason=reason)
-    if json:
-        print_json(rel.to_dict())
+    if (remote := s.remote()) is not None:
+        doc = remote.post(_release_path(ref, "mark-bad"), {"reason": reason})
     else:
-        out.print(f"{rel.ref} is marked bad: {rel.bad.evidence if rel.bad else reason}")
+        doc = s.registry().mark_bad(ref, actor=s.actor, reason=reason).to_dict()
+    if json:
+        print_json(doc)
+    else:
+        bad = doc.get("bad") or {}
+        out.print(f"{doc['ref']} is marked bad: {bad.get('evidence') or reason}")
 
 
 @release_app.command("clear-bad")
@@ -417,12 +442,15 @@ def release_clear_bad(
 ) -> None:
     """Lift a release's bad mark. It is not known-good again until marked so."""
     s = settings(ctx)
-    rel = s.registry().clear_bad(ref, actor=s.actor, reason=reason)
+    if (remote := s.remote()) is not None:
+        doc = remote.post(_release_path(ref, "clear-bad"), {"reason": reason})
+    else:
+        doc = s.registry().clear_bad(ref, actor=s.actor, reason=reason).to_dict()
     if json:
-        print_json(rel.to_dict())
+        print_json(doc)
     else:
         out.print(
-            f"{rel.ref} is no longer marked bad (mark it known-good with `backout release mark-good {rel.ref}` "
+            f"{doc['ref']} is no longer marked bad (mark it known-good with `backout release mark-good {doc['ref']}` "
             "to make it a rollback point again)"
         )
 
@@ -438,7 +466,10 @@ def release_delete(
     if not yes:
         raise ConfigError(f"deleting {ref} cannot be undone: add --yes to confirm")
     s = settings(ctx)
-    s.registry().delete(ref, actor=s.actor, reason=reason)
+    if (remote := s.remote()) is not None:
+        remote.delete(_release_path(ref), reason=reason)
+    else:
+        s.registry().delete(ref, actor=s.actor, reason=reason)
     out.print(f"{ref} deleted")
 
 
@@ -454,10 +485,21 @@ def release_quarantine(
 ) -> None:
     """Bar a release from all traffic (pins to it get 409 with the reason), or lift the bar."""
     s = settings(ctx)
-    rel = s.registry().quarantine(ref, actor=s.actor, reason=reason, lift=lift)
+    if (remote := s.remote()) is not None:
+        doc = remote.post(_release_path(ref, "quarantine"), {"reason": reason, "lift": lift})
+    else:
+        doc = s.registry().quarantine(ref, actor=s.actor, reason=reason, lift=lift).to_dict()
     if json:
-        print_json(rel.to_dict())
+        print_json(doc)
     else:
         out.print(
-            f"{rel.ref} is {'quarantined: ' + reason if rel.quarantined else 'no longer quarantined'}"
+            f"{doc['ref']} is {'quarantined: ' + reason if doc['quarantined'] else 'no longer quarantined'}"
         )
+
+
+def _release_path(ref: str, action: str = "") -> str:
+    """``/models/M/releases/V[/action]`` of the control API, for ``MODEL@VERSION``."""
+    from backout.registry.manifest import parse_ref
+
+    model, version = parse_ref(ref)
+    return f"/models/{model}/releases/{version}" + (f"/{action}" if action else "")

@@ -53,44 +53,50 @@ def replay(
     from backout.registry.manifest import parse_ref
 
     s = settings(ctx)
-    model, _ = parse_ref(ref)
-    require_captures(s.store(), model)
-    policy = s.controller().policy_for(model).replay
-    limits = Limits(max_error_rate=policy.max_error_rate, max_latency_ratio=policy.max_latency_ratio,
-                    min_agreement=policy.min_agreement)  # fmt: skip
-    with Progress(
-        TextColumn("replaying {task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-        console=err, transient=True, disable=json,
-    ) as progress:  # fmt: skip
-        task = progress.add_task(ref, total=None)
-        report = run_replay(
-            s.store(), s.registry(), s.registry().blobs, ref, since=_since(since), limit=limit, url=url,
-            limits=limits, progress=lambda done, total: progress.update(task, completed=done, total=total),
-        )  # fmt: skip
-    if json:
-        print_json(report.to_dict())
+    model, version = parse_ref(ref)
+    if (remote := s.remote()) is not None:  # replayed where the captures and artifacts are
+        if url is not None:
+            raise ConfigError("--url replays through a gateway from here: drop --server to use it")
+        ago = None if since is None else time.time() - (_since(since) or 0.0)
+        d = remote.post(f"/models/{model}/replay",
+                        {"version": version, "since_s": ago, "limit": limit})  # fmt: skip
     else:
-        d = report.to_dict()
+        require_captures(s.store(), model)
+        policy = s.controller().policy_for(model).replay
+        limits = Limits(max_error_rate=policy.max_error_rate, max_latency_ratio=policy.max_latency_ratio,
+                        min_agreement=policy.min_agreement)  # fmt: skip
+        with Progress(
+            TextColumn("replaying {task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+            console=err, transient=True, disable=json,
+        ) as progress:  # fmt: skip
+            task = progress.add_task(ref, total=None)
+            d = run_replay(
+                s.store(), s.registry(), s.registry().blobs, ref, since=_since(since), limit=limit, url=url,
+                limits=limits, progress=lambda done, total: progress.update(task, completed=done, total=total),
+            ).to_dict()  # fmt: skip
+    if json:
+        print_json(d)
+    else:
         t = Table(box=None, show_header=False)
         t.add_column(style="bold")
         t.add_column()
         env = d["envelope"] or {}
         rows = [
-            ("replayed", f"{report.replayed:,} of {report.captured:,} captured ({report.skipped} unreadable, skipped)"),
-            ("failed", f"{report.errors} errors, {report.rejected} rejected as bad input"),
-            ("contract", f"{report.contract_violations} answers broke the output contract"),
-            ("agreement", "-" if report.agreement is None else f"{report.agreement:.1%} with the live answers"),
-            ("accuracy", "-" if report.accuracy is None else f"{report.accuracy:.1%} on {report.labelled} labelled"),
+            ("replayed", f"{d['replayed']:,} of {d['captured']:,} captured ({d['skipped']} unreadable, skipped)"),
+            ("failed", f"{d['errors']} errors, {d['rejected']} rejected as bad input"),
+            ("contract", f"{d['contract_violations']} answers broke the output contract"),
+            ("agreement", "-" if d["agreement"] is None else f"{d['agreement']:.1%} with the live answers"),
+            ("accuracy", "-" if d["accuracy"] is None else f"{d['accuracy']:.1%} on {d['labelled']} labelled"),
             ("latency", f"p50 {_ms(d['p50_ms'])}, p99 {_ms(d['p99_ms'])}"
                         + (f" (envelope p99 {_ms(env.get('p99_ms'))})" if env else " (no envelope recorded)")),
-            ("throughput", f"{report.throughput_rps:,.0f} requests/s"),
+            ("throughput", f"{d['throughput_rps']:,.0f} requests/s"),
         ]  # fmt: skip
         for k, v in rows:
             t.add_row(k, v)
         out.print(t)
-        out.print(("[green]within envelope[/green]" if report.within_envelope else "[red]outside envelope[/red]: ")
-                  + escape("; ".join(report.judge())), markup=True)  # fmt: skip
-    if not report.within_envelope:
+        out.print(("[green]within envelope[/green]" if d["within_envelope"] else "[red]outside envelope[/red]: ")
+                  + escape("; ".join(d["findings"])), markup=True)  # fmt: skip
+    if not d["within_envelope"]:
         raise typer.Exit(1)
 
 

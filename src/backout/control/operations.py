@@ -10,10 +10,13 @@ controller lease has its own module, :mod:`backout.control.lease`).
 
 from __future__ import annotations
 
+import threading
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+import orjson
 import sqlalchemy as sa
 from pydantic import BaseModel, ConfigDict
 from sqlalchemy.engine import Connection
@@ -91,12 +94,38 @@ class Stale(Exception):
     in between): the tick's decision is void, and the next tick decides on fresh state."""
 
 
+_PARSED: OrderedDict[bytes, Policy] = OrderedDict()
+_PARSED_LOCK = threading.Lock()
+_PARSED_MAX = 256
+
+
+def parsed_policy(doc: dict[str, Any]) -> Policy:
+    """The :class:`Policy` a stored document describes, validated once per distinct document.
+
+    Validating a policy costs about a millisecond, and every read of a model's state (its
+    operation, its stored policy) would pay it again for the same bytes; the key is the
+    document itself, so a changed policy is validated afresh at once. Policies are never
+    changed in place (``model_copy`` makes a new one), so sharing them is safe."""
+    key = orjson.dumps(doc, option=orjson.OPT_SORT_KEYS)
+    with _PARSED_LOCK:
+        held = _PARSED.get(key)
+        if held is not None:
+            _PARSED.move_to_end(key)
+            return held
+    policy = Policy.model_validate(doc)
+    with _PARSED_LOCK:
+        _PARSED[key] = policy
+        while len(_PARSED) > _PARSED_MAX:
+            _PARSED.popitem(last=False)
+    return policy
+
+
 def from_row(r: Any) -> Operation:
     """An :class:`Operation` from a row of the ``operations`` table."""
     return Operation(id=r.id, model=r.model, kind=r.kind, phase=Phase(r.phase), step=r.step, stable=r.stable,
                      target=r.target, weights={k: float(v) for k, v in r.weights.items()},
                      state=OperationState.model_validate(r.state or {}),
-                     policy=Policy.model_validate(r.policy), reason=r.reason, actor=r.actor,
+                     policy=parsed_policy(r.policy), reason=r.reason, actor=r.actor,
                      started_at=r.started_at, step_started_at=r.step_started_at, updated_at=r.updated_at,
                      ended_at=r.ended_at, outcome=r.outcome)  # fmt: skip
 
@@ -248,7 +277,7 @@ class Operations:
     def policy_for(self, model: str) -> Policy:
         """The model's stored policy, or the default one."""
         doc = self.policy_doc(model)
-        return Policy.model_validate(doc) if doc is not None else default_policy(model)
+        return parsed_policy(doc) if doc is not None else default_policy(model)
 
     def policy_doc(self, model: str) -> dict[str, Any] | None:
         """The model's stored policy as stored (JSON), or None when it has none."""
@@ -267,7 +296,7 @@ class Operations:
         if row is None:
             return default_policy(model), None
         at = row.updated_at if isinstance(row.updated_at, datetime) else None
-        return Policy.model_validate(row.policy), at
+        return parsed_policy(row.policy), at
 
     def policy_stored_at(self, model: str) -> datetime | None:
         """When the model's policy was last stored (None: it runs by the default one)."""

@@ -23,7 +23,12 @@ def model_status(
     store: Store, ctl: Controller, model: str, *, window: float = 60.0
 ) -> dict[str, Any]:
     """One model's route table, running (or last) operation, freeze, and each release's
-    traffic over the last ``window`` seconds."""
+    traffic over the last ``window`` seconds, read in one transaction of the store."""
+    with store.snapshot():
+        return _model_status(store, ctl, model, window)
+
+
+def _model_status(store: Store, ctl: Controller, model: str, window: float) -> dict[str, Any]:
     table = ctl.deployments.require(model)
     since = time.time() - window
     seen = ctl.observe(model, since)  # live from the model's router and telemetry source

@@ -209,7 +209,7 @@ class ReplayReport:
             "ref": self.ref, "captured": self.captured, "replayed": self.replayed,
             "skipped": self.skipped, "rejected": self.rejected, "errors": self.errors,
             "contract_violations": self.contract_violations, "agreement": self.agreement,
-            "accuracy": self.accuracy, "error_rate": self.error_rate,
+            "accuracy": self.accuracy, "labelled": self.labelled, "error_rate": self.error_rate,
             "p50_ms": self.quantile_ms(0.5), "p99_ms": self.quantile_ms(0.99),
             "throughput_rps": self.throughput_rps, "envelope": self.envelope,
             "latency": self.latency_comparison(),

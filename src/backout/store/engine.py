@@ -16,6 +16,7 @@ import contextlib
 import fcntl
 import os
 import sqlite3
+import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -47,6 +48,8 @@ _PG_KEEPALIVE = {
     "keepalives_count": 3,
     "tcp_user_timeout": 10_000,  # ms
 }
+# The read transaction a thread holds open with Store.snapshot(), per engine (see there).
+_SNAPSHOTS = threading.local()
 HINT_URLS = "use sqlite:///PATH or postgresql+psycopg://USER:PASSWORD@HOST:PORT/DB"
 
 
@@ -81,9 +84,40 @@ class Store:
 
     @contextlib.contextmanager
     def read(self) -> Iterator[Connection]:
-        """A connection in a read transaction (a consistent snapshot)."""
+        """A connection in a read transaction (a consistent snapshot).
+
+        Inside :meth:`snapshot` on the same thread, the snapshot's connection is reused."""
+        held = self._held_snapshot()
+        if held is not None:
+            yield held
+            return
         with self._translated(), self.engine.connect() as conn, conn.begin():
             yield conn
+
+    @contextlib.contextmanager
+    def snapshot(self) -> Iterator[Connection]:
+        """One read transaction that every :meth:`read` of this thread joins until it ends.
+
+        For a view made of many reads (``status``: the route table, the operation, the
+        releases, the policy, the lease, the incident, the telemetry): one transaction
+        instead of a dozen, and every part read from the same state. Writes are not
+        affected (they open their own transaction). Nested snapshots join the outer one.
+        """
+        held = self._held_snapshot()
+        if held is not None:
+            yield held
+            return
+        with self.read() as conn:
+            snapshots = _SNAPSHOTS.__dict__.setdefault("by_engine", {})
+            snapshots[id(self.engine)] = conn
+            try:
+                yield conn
+            finally:
+                snapshots.pop(id(self.engine), None)
+
+    def _held_snapshot(self) -> Connection | None:
+        snapshots: dict[int, Connection] = _SNAPSHOTS.__dict__.get("by_engine", {})
+        return snapshots.get(id(self.engine))
 
     @contextlib.contextmanager
     def write(self) -> Iterator[Connection]:

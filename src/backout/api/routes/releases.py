@@ -1,8 +1,9 @@
 """Release routes: list, show, verify, register (files uploaded as base64), mark known-good,
-quarantine, delete.
+mark and clear bad, quarantine, delete.
 
 The same registry calls as ``backout release ...``; registering needs ``register``, marking
-known-good ``approve``, quarantining ``quarantine``.
+known-good ``approve``, marking bad ``rollback`` or ``approve``, clearing a bad mark
+``approve``, quarantining ``quarantine``.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from typing import Annotated, Any
 from fastapi import Depends, Query, Request
 from pydantic import BaseModel, Field
 
-from backout.api.auth import Principal, current_principal, record_bypass, require
+from backout.api.auth import Principal, authorize, current_principal, record_bypass, require
 from backout.api.roles import Right
 from backout.api.routes.common import Action, ModelName, Reason, break_glass_of, router
 from backout.api.state import ApiState, api_state
@@ -118,8 +119,6 @@ def verify(model: ModelName, version: str, principal: Reader, st: State) -> dict
 @routes.put("/models/{model}/releases/{version}", summary="Register a release from its files")
 def register(model: ModelName, version: str, body: RegisterBody, request: Request, st: State,
              principal: Annotated[Principal, Depends(current_principal)]) -> dict[str, Any]:  # fmt: skip
-    from backout.api.auth import authorize
-
     bypass = authorize(request, principal, Right.REGISTER, model, break_glass=break_glass_of(body))
     total = 0
     with tempfile.TemporaryDirectory(prefix="backout-upload-") as tmp:
@@ -192,3 +191,21 @@ def delete(model: ModelName, version: str, st: State,
            reason: Annotated[str, Query(min_length=1, max_length=2000)]) -> dict[str, Any]:  # fmt: skip
     st.registry.delete(f"{model}@{version}", actor=principal.name, reason=reason)
     return {"deleted": f"{model}@{version}"}
+
+
+@routes.post("/models/{model}/releases/{version}/mark-bad", summary="Mark a release bad")
+def mark_bad(model: ModelName, version: str, body: Reason, request: Request, st: State,
+             principal: Annotated[Principal, Depends(current_principal)]) -> dict[str, Any]:  # fmt: skip
+    # A restriction, not a risk: whoever may roll back (a responder, in the incident) or
+    # approve may say a release must not be a rollback target; clearing it is an approver's.
+    if not principal.can(Right.APPROVE, model):
+        authorize(request, principal, Right.ROLLBACK, model)
+    return st.registry.mark_bad(f"{model}@{version}", actor=principal.name,
+                                reason=body.reason).to_dict()  # fmt: skip
+
+
+@routes.post("/models/{model}/releases/{version}/clear-bad", summary="Lift a release's bad mark")
+def clear_bad(model: ModelName, version: str, body: Reason, st: State,
+              principal: Annotated[Principal, Depends(require(Right.APPROVE))]) -> dict[str, Any]:  # fmt: skip
+    return st.registry.clear_bad(f"{model}@{version}", actor=principal.name,
+                                 reason=body.reason).to_dict()  # fmt: skip

@@ -1,7 +1,8 @@
-// The dashboard's model page: render the live view, follow it over server-sent events, and
-// run the action buttons (a confirmation naming what happens, then the control API).
-// Text from the store is set with textContent only; the charts are SVG the server drew
-// with every label escaped.
+// The dashboard's pages: the overview's rows and the model page's live view follow
+// server-sent events; the model page runs the action buttons (a confirmation naming what
+// happens, then the control API). Text from the store is set with textContent only; the
+// charts are SVG, and the overview's rows HTML, that the server rendered with every piece
+// of text escaped.
 "use strict";
 (function () {
   function el(tag, cls, text) {
@@ -151,6 +152,19 @@
       }
     });
   }
+
+  // The overview: its rows, rendered (and escaped) by the server, replaced as they come.
+  function followOverview(body) {
+    const src = new EventSource("/dashboard/stream");
+    src.addEventListener("rows", (ev) => {
+      body.innerHTML = ev.data;
+      document.body.dataset.updated = String(Date.now());
+    });
+    src.onerror = () => { /* EventSource reconnects by itself */ };
+  }
+
+  const rows = document.getElementById("models-rows");
+  if (rows) followOverview(rows);
 
   const main = document.getElementById("model");
   if (main) {
