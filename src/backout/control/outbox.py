@@ -45,6 +45,7 @@ from sqlalchemy.engine import Connection
 from backout.control.mail import SmtpSettings, send_mail
 from backout.control.notify import Notice, redact_url
 from backout.store import Store, audit, schema
+from backout.store.outage import Outage
 from backout.types import Clock, system_clock
 
 __all__ = [
@@ -386,21 +387,17 @@ class Outbox:
             active: Callable[[], bool] = lambda: True) -> None:  # fmt: skip
         """Deliver until ``stop`` is set, looking every ``interval`` s or when woken; only
         while ``active()`` (the controller holds its lease)."""
-        failing = False
+        # One line when an outage starts and one when it ends, in the words every other
+        # loop of the gateway and the controller uses (store/outage.py).
+        outage = Outage(log, "outbox delivery")
         while not stop.is_set():
             try:
                 if active():
                     while self.deliver_due() and not stop.is_set():
                         pass
-                if failing:
-                    log.warning("outbox delivery works again")
-                failing = False
+                outage.recovered()
             except Exception as exc:  # a store briefly unreachable must not end the worker
-                # One line per outage, not one per second of it.
-                if not failing:
-                    log.warning("outbox delivery failed (%s: %s); retrying every %g s",
-                                type(exc).__name__, exc, interval)  # fmt: skip
-                failing = True
+                outage.failed(exc, f"retrying every {interval:g} s")
             self._wake.wait(interval)
             self._wake.clear()
 
