@@ -152,6 +152,15 @@ ENDPOINTS: list[Endpoint] = [
     E("GET", "/tokens", R.TOKENS, scope="store"),
     E("POST", "/tokens", R.TOKENS, body={"grants": [{"role": "viewer"}]}, scope="store"),
     E("DELETE", "/tokens/ffffffff", R.TOKENS, scope="store"),
+    E("GET", "/keys", R.KEYS, scope="store"),
+    E("POST", "/keys", R.KEYS, body={"name": "matrix", "public_key": "ab" * 32}, scope="store"),
+    E("DELETE", "/keys/nokey", R.KEYS, scope="store"),
+    E("GET", "/retention", R.RETENTION, scope="store"),
+    E("PUT", "/retention", R.RETENTION, body={"telemetry": "7d"}, scope="store"),
+    E("POST", "/retention/prune", R.RETENTION, body={"dry_run": True}, scope="store"),
+    # By id alone: the model is looked up first; out of scope it is 404, as a missing one.
+    E("GET", "/reports/1", scope="any"),
+    E("GET", "/models/{model}/report", R.READ),
 ]
 
 COUNTS: Counter[str] = Counter()

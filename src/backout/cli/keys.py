@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from pathlib import Path
 from typing import Annotated
+from urllib.parse import quote
 
 import typer
 from rich.table import Table
@@ -43,14 +44,18 @@ def keys_add(
     json: JsonOpt = False,
 ) -> None:
     """Trust a public key: releases it signs may take traffic where signatures are required."""
-    from backout.registry.signing import Keyring, load_public_key
+    from backout.registry.signing import Keyring, load_public_key, public_hex
 
     s = settings(ctx)
-    key = Keyring(s.store()).add(name, load_public_key(public_key), actor=s.actor)
-    if json:
-        print_json(key.to_dict())
+    pub = load_public_key(public_key)  # read and checked here, in either mode
+    if (remote := s.remote()) is not None:
+        doc = remote.post("/keys", {"name": name, "public_key": public_hex(pub)})
     else:
-        out.print(f"trusted key {key.name} (id {key.id})")
+        doc = Keyring(s.store()).add(name, pub, actor=s.actor).to_dict()
+    if json:
+        print_json(doc)
+    else:
+        out.print(f"trusted key {doc['name']} (id {doc['id']})")
 
 
 @keys_app.command("list")
@@ -62,19 +67,24 @@ def keys_list(
     """The trusted keys."""
     from backout.registry.signing import Keyring
 
-    keys = Keyring(settings(ctx).store()).list(include_removed=removed)
+    s = settings(ctx)
+    if (remote := s.remote()) is not None:
+        docs = remote.get("/keys", removed="true" if removed else None)
+    else:
+        docs = [k.to_dict() for k in Keyring(s.store()).list(include_removed=removed)]
     if json:
-        print_json([k.to_dict() for k in keys])
+        print_json(docs)
         return
-    if not keys:
+    if not docs:
         out.print("no trusted keys: add one with `backout keys add NAME FILE.pub`")
         return
     t = Table(box=None, header_style="bold")
     for col in ("name", "id", "added", "by", "status"):
         t.add_column(col)
-    for k in keys:
-        status = "trusted" if k.active else f"removed {k.removed_at:%Y-%m-%d %H:%M}"
-        t.add_row(k.name, k.id, f"{k.added_at:%Y-%m-%d %H:%M}", k.added_by, status)
+    for k in docs:
+        removed_at = k["removed_at"]
+        status = "trusted" if removed_at is None else f"removed {_minute(removed_at)}"
+        t.add_row(k["name"], k["id"], _minute(k["added_at"]), k["added_by"], status)
     out.print(t)
 
 
@@ -88,5 +98,15 @@ def keys_remove(
     from backout.registry.signing import Keyring
 
     s = settings(ctx)
-    key = Keyring(s.store()).remove(name, actor=s.actor, reason=reason)
-    out.print(f"key {key.name} (id {key.id}) is no longer trusted")
+    if (remote := s.remote()) is not None:
+        doc = remote.delete(f"/keys/{quote(name, safe='')}", reason=reason or None)
+    else:
+        doc = Keyring(s.store()).remove(name, actor=s.actor, reason=reason).to_dict()
+    out.print(f"key {doc['name']} (id {doc['id']}) is no longer trusted")
+
+
+def _minute(iso: str) -> str:
+    """An ISO time as ``2026-12-01 12:55``."""
+    from datetime import datetime
+
+    return f"{datetime.fromisoformat(iso):%Y-%m-%d %H:%M}"

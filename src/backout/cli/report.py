@@ -32,35 +32,43 @@ def report_command(
 ) -> None:
     """Write an incident report: a self-contained HTML page and a Markdown summary."""
     from backout.reports import markdown as text
-    from backout.reports.builder import build_report, latest_incident
-    from backout.reports.writer import write_report
 
     s = settings(ctx)
-    if last:
-        incident = latest_incident(s.store(), target)
-    elif target.isdigit():
-        incident = int(target)
-    else:
+    if not last and not target.isdigit():
         raise ConfigError(
             f"{target!r} is not an incident id: give one (`backout report 12`) or name the "
             f"model with --last (`backout report {target} --last`)"
         )
-    report = build_report(s.store(), incident)
-    html, md = write_report(report, out if out is not None else s.home() / "reports")
+    folder = out if out is not None else s.home() / "reports"
+    if (remote := s.remote()) is not None:
+        bundle = remote.get(f"/models/{target}/report" if last else f"/reports/{int(target)}")
+        doc = bundle["report"]
+        folder.mkdir(parents=True, exist_ok=True)
+        html, md = folder / f"incident-{doc['id']}.html", folder / f"incident-{doc['id']}.md"
+        html.write_text(bundle["html"], encoding="utf-8")
+        md.write_text(bundle["markdown"], encoding="utf-8")
+    else:
+        from backout.reports.builder import build_report, latest_incident
+        from backout.reports.writer import write_report
+
+        incident = latest_incident(s.store(), target) if last else int(target)
+        report = build_report(s.store(), incident)
+        html, md = write_report(report, folder)
+        doc = report.to_dict()
     if json:
-        print_json({"html": str(html), "markdown": str(md), "report": report.to_dict()})
+        print_json({"html": str(html), "markdown": str(md), "report": doc})
         return
     console.print(
-        f"[bold]incident {report.id}[/bold]: {report.model} {report.from_version} → "
-        f"{report.target}, {report.outcome} ({report.mode})",
+        f"[bold]incident {doc['id']}[/bold]: {doc['model']} {doc['from_version']} → "
+        f"{doc['target']}, {doc['outcome']} ({doc['mode']})",
         markup=True,
     )
-    console.print(f"  trigger            {report.trigger.summary}", markup=False)
-    console.print(f"  time to detect     {text.duration(report.time_to_detect)}")
-    console.print(f"  time to recover    {text.duration(report.time_to_recover)}")
-    console.print(f"  time to verified   {text.duration(report.time_to_verified)}")
+    console.print(f"  trigger            {doc['trigger']['summary']}", markup=False)
+    console.print(f"  time to detect     {text.duration(doc['time_to_detect'])}")
+    console.print(f"  time to recover    {text.duration(doc['time_to_recover'])}")
+    console.print(f"  time to verified   {text.duration(doc['time_to_verified'])}")
     console.print(
-        f"  requests           {report.requests_affected:,} affected, "
-        f"{report.requests_failed:,} failed"
+        f"  requests           {doc['requests_affected']:,} affected, "
+        f"{doc['requests_failed']:,} failed"
     )
     console.print(f"report: {html}\nsummary: {md}", markup=False)

@@ -28,15 +28,19 @@ def retention_show(ctx: typer.Context, json: JsonOpt = False) -> None:
     """The retention settings."""
     from backout.store import retention
 
-    with settings(ctx).store().read() as conn:
-        current = retention.read(conn)
+    s = settings(ctx)
+    if (remote := s.remote()) is not None:
+        doc = remote.get("/retention")
+    else:
+        with s.store().read() as conn:
+            doc = retention.read(conn).to_dict()
     if json:
-        print_json(current.to_dict())
+        print_json(doc)
         return
     t = Table(box=None, header_style="bold")
     t.add_column("kind")
     t.add_column("kept for")
-    for kind, keep in current.to_dict().items():
+    for kind, keep in doc.items():
         t.add_row(kind, keep)
     out.print(t)
 
@@ -61,11 +65,14 @@ def retention_set(
             "nothing to set: give at least one of --telemetry, --captures, --events, --outbox"
         )
     s = settings(ctx)
-    current = retention.write(s.store(), actor=s.actor, **changes)
-    if json:
-        print_json(current.to_dict())
+    if (remote := s.remote()) is not None:  # checked here too, for the same one line
+        doc = remote.put("/retention", {k: v for k, v in given.items() if v is not None})
     else:
-        out.print("retention: " + ", ".join(f"{k} {v}" for k, v in current.to_dict().items()))
+        doc = retention.write(s.store(), actor=s.actor, **changes).to_dict()
+    if json:
+        print_json(doc)
+    else:
+        out.print("retention: " + ", ".join(f"{k} {v}" for k, v in doc.items()))
 
 
 @retention_app.command("prune")
@@ -79,27 +86,31 @@ def retention_prune(
     json: JsonOpt = False,
 ) -> None:
     """Remove what is past its retention now; events leave a signed checkpoint."""
+    from backout.errors import ConfigError
     from backout.registry.signing import load_private_key
     from backout.store import retention
 
     s = settings(ctx)
-    signer = load_private_key(key) if key is not None else None
-    total = retention.PruneReport(dry_run=dry_run)
-    while True:
-        report = retention.prune(s.store(), signer=signer, actor=s.actor, dry_run=dry_run)
-        for kind in retention.KINDS:
-            setattr(total, kind, getattr(total, kind) + getattr(report, kind))
-        total.checkpoint = report.checkpoint or total.checkpoint
-        total.settings = report.settings
-        if not report.more or dry_run:
-            total.more = report.more
-            break
+    if (remote := s.remote()) is not None:
+        if key is not None:  # a private key never leaves this machine
+            raise ConfigError(
+                "--key signs where the store is: run `backout retention prune --key` there, "
+                "or leave --key out to sign with the store's own checkpoint key"
+            )
+        doc = remote.post("/retention/prune", {"dry_run": dry_run})
+    else:
+        signer = load_private_key(key) if key is not None else None
+        doc = retention.prune_all(
+            s.store(), signer=signer, actor=s.actor, dry_run=dry_run
+        ).to_dict()
     if json:
-        print_json(total.to_dict())
+        print_json(doc)
         return
     verb = "would remove" if dry_run else "removed"
-    counts = ", ".join(f"{getattr(total, k):,} {k}" for k in retention.KINDS)
+    counts = ", ".join(f"{doc[k]:,} {k}" for k in retention.KINDS)
     line = f"{verb} {counts}"
-    if total.checkpoint is not None:
-        line += f"; events now verify from the signed checkpoint at event {total.checkpoint.seq}"
+    if doc["checkpoint"] is not None:
+        line += (
+            f"; events now verify from the signed checkpoint at event {doc['checkpoint']['seq']}"
+        )
     out.print(line)

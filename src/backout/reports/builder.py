@@ -67,6 +67,13 @@ def incident_ids(store: Store, model: str, limit: int = 50) -> list[int]:
         return [int(i) for i in rows]
 
 
+def incident_model(store: Store, operation_id: int) -> str | None:
+    """The model operation ``operation_id`` belongs to (None: there is no such operation)."""
+    with store.read() as conn:
+        model = conn.execute(sa.select(OPS.c.model).where(OPS.c.id == operation_id)).scalar()
+    return None if model is None else str(model)
+
+
 def latest_incident(store: Store, model: str) -> int:
     """The id of ``model``'s newest incident: a rollback, or an operation that froze."""
     with store.read() as conn:

@@ -188,6 +188,22 @@ def prune(
     return report
 
 
+def prune_all(store: Store, *, signer: Ed25519PrivateKey | None = None, actor: str = "retention",
+              dry_run: bool = False) -> PruneReport:  # fmt: skip
+    """:func:`prune` batch after batch until nothing past its retention is left (a dry run
+    counts one batch of each kind): the totals, and the last checkpoint signed."""
+    total = PruneReport(dry_run=dry_run)
+    while True:
+        report = prune(store, signer=signer, actor=actor, dry_run=dry_run)
+        for kind in KINDS:
+            setattr(total, kind, getattr(total, kind) + getattr(report, kind))
+        total.checkpoint = report.checkpoint or total.checkpoint
+        total.settings = report.settings
+        if not report.more or dry_run:
+            total.more = report.more
+            return total
+
+
 def _delete(conn: Connection, table: sa.Table, pk: sa.Column[Any], cond: Any, batch: int,
             dry_run: bool) -> tuple[int, bool]:  # fmt: skip
     """Delete up to ``batch`` rows matching ``cond``, oldest ids first; (count, more left)."""

@@ -8,7 +8,16 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from backout.api.routes import admin, incidents, operations, proof, releases, status, traffic
+from backout.api.routes import (
+    admin,
+    incidents,
+    operations,
+    proof,
+    releases,
+    status,
+    store_admin,
+    traffic,
+)
 
 __all__ = ["ROUTERS"]
 
@@ -20,4 +29,5 @@ ROUTERS: list[APIRouter] = [
     proof.routes,
     incidents.routes,
     admin.routes,
+    store_admin.routes,
 ]
