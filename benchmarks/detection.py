@@ -17,15 +17,18 @@ false-alarm rate is unaffected, and the gate's Bonferroni bound does not assume 
     .venv/bin/python benchmarks/detection.py            # 2,000 runs per regime, writes RESULTS.md
     .venv/bin/python benchmarks/detection.py --quick    # smoke run
     .venv/bin/python benchmarks/detection.py --runs 200 --no-write --only wander  # a subset
+    .venv/bin/python benchmarks/detection.py --jobs 1     # one process (default: one per core)
 """
 
 from __future__ import annotations
 
 import argparse
 import math
+import os
 import sys
 import time
 from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -688,6 +691,24 @@ def time_gate(repeats: int) -> tuple[float, float]:
     return float(np.median(inc)), float(np.median(cold))
 
 
+def _regime_rows(job: tuple[Regime, int, int, int]) -> tuple[Regime, list[tuple[str, Row]], float]:
+    """One regime's rows (run in a worker process: regimes are independent and seeded)."""
+    r, runs, seed, chunk = job
+    t0 = time.perf_counter()
+    o = run_regime(r, runs, seed=seed, chunk=chunk)
+    names = [*JUDGES, "gate"] if r.null else [*r.judges, "gate"]
+    if r.baselines:
+        metric = "latency" if r.null or "latency" in r.judges else "error_rate"
+        names += [
+            n
+            for n in o.fail
+            if (":" in n and (r.null or n.endswith(metric)))
+            or (r.null and n in ("kayenta", "flagger"))
+        ]
+    names += [n for n in o.fail if n.startswith("oracle:") and n not in names]
+    return r, [(name, summarise(r, name, o)) for name in names], time.perf_counter() - t0
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--runs", type=int, default=2000, help="seeded runs per regime")
@@ -695,6 +716,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--no-write", action="store_true", help="print, do not touch RESULTS.md")
     ap.add_argument("--chunk", type=int, default=250, help="runs simulated at once")
     ap.add_argument("--only", default="", help="run only regimes whose name contains this")
+    ap.add_argument("--jobs", type=int, default=os.cpu_count() or 1,
+                    help="regimes run at once, one process each (default: one per core)")  # fmt: skip
     args = ap.parse_args(argv)
     runs = 50 if args.quick else args.runs
     regimes = REGIMES[::6] if args.quick else REGIMES
@@ -704,26 +727,16 @@ def main(argv: list[str] | None = None) -> int:
     null_rows: list[Row] = []
     alt_rows: list[Row] = []
     found: dict[tuple[str, str], Row] = {}
-    for i, r in enumerate(regimes):
-        t0 = time.perf_counter()
-        o = run_regime(r, runs, seed=1000 + i, chunk=args.chunk)
-        names = [*JUDGES, "gate"] if r.null else [*r.judges, "gate"]
-        if r.baselines:
-            metric = "latency" if r.null or "latency" in r.judges else "error_rate"
-            names += [
-                n
-                for n in o.fail
-                if (":" in n and (r.null or n.endswith(metric)))
-                or (r.null and n in ("kayenta", "flagger"))
-            ]
-        names += [n for n in o.fail if n.startswith("oracle:") and n not in names]
-        for name in names:
-            row = summarise(r, name, o)
-            found[(r.name, name)] = row
-            (null_rows if r.null else alt_rows).append(row)
-        print(f"{r.name}: {time.perf_counter() - t0:.1f} s", file=sys.stderr)
+    jobs = [(r, runs, 1000 + REGIMES.index(r), args.chunk) for r in regimes]
+    with ProcessPoolExecutor(max_workers=max(args.jobs, 1)) as pool:
+        for r, rows, secs in pool.map(_regime_rows, jobs):
+            for name, row in rows:
+                found[(r.name, name)] = row
+                (null_rows if r.null else alt_rows).append(row)
+            print(f"{r.name}: {secs:.1f} s", file=sys.stderr)
     inc, cold = time_gate(50 if args.quick else 500)
-    body = report(null_rows, alt_rows, found, runs, inc, cold, time.perf_counter() - started)
+    body = report(null_rows, alt_rows, found, runs, inc, cold, time.perf_counter() - started,
+                  max(args.jobs, 1))  # fmt: skip
     if args.no_write:
         print(body)
     else:
@@ -734,7 +747,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def report(
     null_rows: list[Row], alt_rows: list[Row], found: dict[tuple[str, str], Row], runs: int,
-    inc: float, cold: float, elapsed: float,
+    inc: float, cold: float, elapsed: float, jobs: int = 1,
 ) -> str:  # fmt: skip
     targets: list[str] = []
 
@@ -861,7 +874,7 @@ def report(
         f"told the true effect, its start and (for latency) the true sd, at the gate's "
         f"alpha / K, its evidence counted from the change: the information limit. Batch statistics are drawn "
         f"independently within a batch (see the module docstring). Total time "
-        f"{elapsed / 60:.1f} min.\n"
+        f"{elapsed / 60:.1f} min in {jobs} process{'es' if jobs > 1 else ''}.\n"
     )
     return (
         intro

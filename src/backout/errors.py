@@ -18,7 +18,7 @@ at the boundary with ``raise ... from exc`` so callers only ever handle this tre
     │   ├── InvalidContract         a contract that is not valid JSON Schema
     │   ├── InvalidTraffic          a route table that does not add up or names bad releases
     │   ├── SignatureInvalid        a release without the valid signature its policy requires
-    │   └── ReleaseMarkedBad        deploying, or rolling back to, a release marked bad
+    │   └── ReleaseMarkedBad        deploying, rolling back to or routing to a release marked bad
     ├── NotFound                    an unknown model, release, incident or blob
     │   ├── ReleaseNotFound
     │   ├── ModelNotFound

@@ -191,3 +191,54 @@ def test_a_candidate_marked_bad_during_its_rollout_is_rolled_back(world: World) 
     world.run_until(lambda: world.op() is None, limit=120)
     rel = world.registry.get("iris@1.1.0")
     assert rel.bad is not None and rel.bad.actor == "bo" and not rel.known_good
+
+
+def test_no_traffic_by_hand_reaches_a_bad_release_but_a_shadow_copy_may(world: World) -> None:
+    complete(world, "1.1.0")
+    world.registry.mark_bad("iris@1.0.0", actor="bo", reason="wrong labels")
+    before = len(_all(world))
+    for weights, pins in (({"1.0.0": 1, "1.1.0": 99}, None), ({"1.1.0": 100}, {"k1": "1.0.0"})):
+        with pytest.raises(ReleaseMarkedBad) as refused:
+            world.controller.set_traffic("iris", weights, actor="ana", pins=pins)
+        message = refused.value.message
+        assert (
+            "\n" not in message and "wrong labels" in message and "take traffic by hand" in message
+        )
+        assert "--override-bad --reason TEXT" in message and "clear-bad" in message
+    assert len(_all(world)) == before  # refusals change nothing
+    # A zero weight and a shadow copy send no user's request to it.
+    world.controller.set_traffic("iris", {"1.1.0": 100, "1.0.0": 0}, actor="ana",
+                                 shadow=("1.0.0", 10))  # fmt: skip
+    assert world.weights() == {"1.1.0": 100.0}
+
+
+@pytest.mark.parametrize("lift", ["clear-bad", "unquarantine"])
+def test_abort_never_puts_traffic_back_on_a_bad_or_quarantined_release(
+    world: World, lift: str
+) -> None:
+    complete(world, "1.1.0")
+    world.controller.set_traffic("iris", {"1.0.0": 1, "1.1.0": 99}, actor="ana")
+    op = world.controller.rollback("iris", actor="oncall", to="1.0.0", emergency=False,
+                                   reason="labels")  # fmt: skip
+    if lift == "clear-bad":
+        world.registry.mark_bad("iris@1.1.0", actor="bo", reason="wrong labels")
+    else:
+        world.registry.quarantine("iris@1.1.0", actor="bo", reason="leaks PII")
+    before = len(_all(world))
+    with pytest.raises(Conflict) as refused:
+        world.controller.abort("iris", actor="oncall")
+    message = refused.value.message
+    assert "\n" not in message and message.startswith(
+        "abort would put all of iris's traffic back on iris@1.1.0, which is "
+    )
+    assert ("wrong labels" if lift == "clear-bad" else "leaks PII") in message
+    assert "let the rollback to 1.0.0 finish" in message and "--emergency" in message
+    assert len(_all(world)) == before and world.op() is not None
+    assert world.op().id == op.id  # type: ignore[union-attr]
+    if lift == "clear-bad":
+        world.registry.clear_bad("iris@1.1.0", actor="bo", reason="false alarm")
+    else:
+        world.registry.quarantine("iris@1.1.0", actor="bo", reason="cleared", lift=True)
+    assert world.controller.abort("iris", actor="oncall").id == op.id
+    assert world.weights() == {"1.1.0": 100.0}
+    world.check_invariants()

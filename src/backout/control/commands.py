@@ -19,7 +19,14 @@ from backout.control.operations import Operation, Operations, OperationState
 from backout.control.phases import RESUMED, Event, Phase, allows
 from backout.control.policy import Policy
 from backout.control.weights import dominant, fmt_weights, next_rollback_step, split
-from backout.errors import Conflict, Frozen, ModelNotFound, OperationInProgress, ValidationError
+from backout.errors import (
+    Conflict,
+    Frozen,
+    ModelNotFound,
+    OperationInProgress,
+    ReleaseMarkedBad,
+    ValidationError,
+)
 from backout.registry import badmarks, signing
 from backout.registry.manifest import parse_ref
 from backout.registry.releases import Release
@@ -239,11 +246,21 @@ class Commands(ControllerBase):
         return op
 
     def abort(self, model: str, *, actor: str, reason: str = "") -> Operation:
-        """Stop the operation: a rollout returns to stable, a rollback to where it came from."""
+        """Stop the operation: a rollout returns to stable, a rollback to where it came from.
+
+        Never onto a bad or quarantined release: aborting the rollback away from a release
+        the gate failed would undo the decision, so it is refused with the ways out."""
+        seen = self.active(model)
+        if seen is not None and seen.stable:
+            back_rel = self.registry.get(f"{model}@{seen.stable}")
+            if not marks.usable_target(back_rel):
+                raise Conflict(abort_onto_unusable(seen, back_rel))
         with self.store.write() as conn:
             op = Operations.active_in(conn, model)
             if op is None:
                 raise Conflict(self.nothing_to_abort(model))
+            if seen is None or op.id != seen.id or op.stable != seen.stable:
+                raise Conflict(f"{model}'s operation changed while abort checked it: run it again")
             if not allows(op.phase, Event.ABORTED) or op.state.paused_from == Phase.VERIFYING:
                 raise Conflict(not_abortable(op))
             back = op.stable
@@ -355,6 +372,18 @@ class Commands(ControllerBase):
         # Bad input is refused before anything else: --force must not pause an operation for
         # a route change that is then rejected.
         self.deployments.check_traffic(model, weights, shadow=shadow, pins=pins)
+        # A release marked bad takes no user traffic by hand (a shadow copy answers no one):
+        # the audited way past the mark is `deploy --override-bad --reason`.
+        for version in sorted(
+            {v for v, w in weights.items() if w > 0} | set((pins or {}).values())
+        ):
+            rel = self.registry.get(f"{model}@{version}")
+            if rel.bad is not None:
+                raise ReleaseMarkedBad(badmarks.refusal(
+                    rel.ref, rel.bad, "take traffic by hand",
+                    f"deploy it with `backout deploy {rel.ref} --override-bad --reason TEXT`, or lift the mark "
+                    f"with `backout release clear-bad {rel.ref} --reason TEXT`",
+                ))  # fmt: skip
         self.prove(model, [v for v, w in weights.items() if w > 0] + sorted(set((pins or {}).values())),
                    actor, "take traffic")  # fmt: skip
         with self.store.write() as conn:
@@ -541,6 +570,24 @@ def rolling_back_message(op: Operation) -> str:
                        f"`backout rollback {m} --emergency` puts all traffic on {op.target} now")  # fmt: skip
     return head + (f": `backout rollback {m} --emergency` puts all traffic on {op.target} now; "
                    f"`backout abort {m}` stops it (traffic back on {op.stable})")  # fmt: skip
+
+
+def abort_onto_unusable(op: Operation, back: Release) -> str:
+    """Why an abort that would put all traffic back on a bad or quarantined release is
+    refused, and the ways out."""
+    m = op.model
+    if back.bad is not None:
+        why = f"is marked bad ({back.bad.describe()})"
+        lift = f"`backout release clear-bad {back.ref} --reason TEXT` lifts the mark"
+    else:
+        why = f"is quarantined ({back.quarantined})"
+        lift = f"`backout release quarantine {back.ref} --lift` lifts it"
+    way = (
+        f"let the rollback to {op.target} finish, `backout rollback {m} --emergency` puts all traffic on it now"
+        if op.kind == "rollback"
+        else f"`backout rollback {m} --emergency --to VERSION` puts all traffic on another release"
+    )
+    return f"abort would put all of {m}'s traffic back on {back.ref}, which {why}: {way}, or {lift} first"
 
 
 def not_abortable(op: Operation) -> str:
