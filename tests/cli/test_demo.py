@@ -38,3 +38,10 @@ def test_the_demo_tells_the_whole_story(tmp_path: Path) -> None:
     report = re.search(r"incident report: (\S+\.html)", out)
     assert report is not None
     assert (tmp_path / report.group(1)).exists() or Path(report.group(1)).exists()
+    # What the demo-runs benchmark counts, read from this run's store: the good release
+    # completed, the regressed canary was rolled back by the gate at its first step.
+    sys.path.insert(0, str(Path(__file__).parents[2] / "benchmarks"))
+    import demo_runs
+
+    outcome = demo_runs.read_outcome(home, run.returncode, 0.0)
+    assert outcome.ok, outcome
