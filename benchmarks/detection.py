@@ -58,6 +58,7 @@ from backout.judges.stats import (
     centre_segments,
     deflated,
     inflation,
+    lag1_correlation,
     log_mixture,
     long_run_variance,
     mean_difference,
@@ -368,46 +369,52 @@ def _split_path(kc: F64, kb: F64, share: F64, log_w: F64) -> F64:
     return out
 
 
-def _blocked(a: F64, b: int) -> F64:
-    r, t = a.shape
-    m = t // b
-    return np.asarray(a[:, t - m * b :].reshape(r, m, b).sum(axis=2), dtype=np.float64)
-
-
 def _dependent_path(
     x_c: F64, n_c: F64, x_b: F64, n_b: F64, h_x: F64, h_n: F64, *, block: int, refresh: int,
     scale: float, mean: float = 0.0, wide: tuple[float, float] = (0.0, 1.0),
+    switch_rho: float | None = None,
 ) -> F64:  # fmt: skip
-    """The latency and tail judges' test along each run: Lai's t-mixture over block
-    differences of means, deflated by the variance inflation (refreshed every ``refresh``
-    blocks from each arm's block means, the baseline's history ``h_*`` first), restarted,
-    one-sided; per slot (a block's evidence exists from its last slot on)."""
+    """The latency and tail judges' test along each run, per slot: Lai's t-mixture over slot
+    differences of means (over blocks of ``block`` slots during the first segment, and
+    after it too unless the first segment's lag-1 correlation is below ``switch_rho``; a
+    block's evidence exists from its last slot on), deflated by the variance inflation
+    (refreshed every ``refresh`` slots from each arm's slot means, the baseline's history
+    ``h_*`` first), restarted, one-sided."""
     runs, t = x_c.shape
-    xc, nc, xb, nb = (_blocked(v, block) for v in (x_c, n_c, x_b, n_b))
-    hx, hn = _blocked(h_x, block), _blocked(h_n, block)
-    m = xc.shape[1]
-    w = batch_weights(nc, nb)
-    inc = t_sums(mean_difference(xc, nc, xb, nb), w)
-    cum = np.concatenate([np.zeros((runs, 1, 4)), np.cumsum(inc, axis=1)], axis=1)  # 0..m
-    mc, okc = arm_means(xc, nc)
-    mb, okb = arm_means(np.concatenate([hx, xb], axis=1), np.concatenate([hn, nb], axis=1))
-    ends = np.arange(m // refresh + 1) * refresh
-    seg = max(RESTARTS.every // block, 1)
+    seg = RESTARTS.every
+    d1, w1 = mean_difference(x_c, n_c, x_b, n_b), batch_weights(n_c, n_b)
+    inc = t_sums(d1, w1)  # (runs, t, 4)
+    if block > 1:
+        m = t // block
+        xc, nc, xb, nb = (
+            v[:, : m * block].reshape(runs, m, block).sum(axis=2) for v in (x_c, n_c, x_b, n_b)
+        )
+        at_end = np.zeros((runs, t, 4))
+        at_end[:, block - 1 : m * block : block] = t_sums(
+            mean_difference(xc, nc, xb, nb), batch_weights(nc, nb)
+        )
+        slot_by_slot = np.zeros(runs, dtype=bool)
+        if switch_rho is not None:
+            slot_by_slot = lag1_correlation(d1[:, :seg], w1[:, :seg]) < switch_rho
+        after = (np.arange(t) >= seg)[None, :, None] & slot_by_slot[:, None, None]
+        inc = np.where(after, inc, at_end)
+    cum = np.concatenate([np.zeros((runs, 1, 4)), np.cumsum(inc, axis=1)], axis=1)  # 0..t
+    mc, okc = arm_means(x_c, n_c)
+    mb, okb = arm_means(np.concatenate([h_x, x_b], axis=1), np.concatenate([h_n, n_b], axis=1))
+    ends = np.arange(t // refresh + 1) * refresh
     own = ends // seg * seg  # the candidate's complete segments, centred on their means
     g0c, lrvc = long_run_variance(centre_segments(mc, okc, seg), okc, own)
     g0c, lrvc = np.where(own >= 2, g0c, 0.0), np.where(own >= 2, lrvc, 0.0)
-    g0b, lrvb = long_run_variance(mb, okb, hx.shape[1] + ends)
+    g0b, lrvb = long_run_variance(mb, okb, h_x.shape[1] + ends)
     kap = inflation(g0c, lrvc, g0b, lrvb)  # (runs, len(ends))
-    count = np.arange(1, m + 1)  # blocks seen at each decision
-    kappa = kap[:, count // refresh]
-    per, starts = [], []
+    kappa = kap[:, np.arange(1, t + 1) // refresh]  # slots seen at each decision
+    per = []
     for r0 in STARTS:
-        sb = r0 // block
-        sums = cum[:, 1 + sb :, :] - cum[:, sb : sb + 1, :]
-        n, a, s, q = deflated(sums, kappa[:, sb:])
-        le = np.full((runs, m), -np.inf)
-        up = np.zeros((runs, m), dtype=bool)
-        up[:, sb:] = s > 0  # begun once the block at the start is in, and slower
+        sums = cum[:, 1 + r0 :, :] - cum[:, r0 : r0 + 1, :]
+        n, a, s, q = deflated(sums, kappa[:, r0:])
+        le = np.full((runs, t), -np.inf)
+        up = np.zeros((runs, t), dtype=bool)
+        up[:, r0:] = s > 0  # begun, and slower
         args = (n[s > 0], a[s > 0], s[s > 0], q[s > 0])
         le[up] = t_mixture_log_evalue(*args, scale, mean)
         if wide[0] > 0:  # the judge's average with a wide prior (see LatencyConfig)
@@ -416,13 +423,7 @@ def _dependent_path(
                 math.log(wide[0]) + t_mixture_log_evalue(*args, wide[1]),
             )
         per.append(le)
-        starts.append(sb)
-    path = _combine(per, starts)  # over blocks, index i = after block i
-    out = np.zeros((runs, t))
-    at = (np.arange(t) + 1) // block - 1  # last complete block at each slot
-    has = at >= 0
-    out[:, has] = path[:, at[has]]
-    return out
+    return _combine(per, list(STARTS))
 
 
 def paths(sim: Sim) -> dict[str, tuple[F64, float]]:
@@ -442,8 +443,9 @@ def paths(sim: Sim) -> dict[str, tuple[F64, float]]:
     out["latency"] = (
         _dependent_path(
             sim.ls_c, sim.n_c, sim.ls_b, sim.n_b, sim.h_ls[:, :h], sim.h_n[:, :h],
-            block=lat.block_batches, refresh=lat.refresh_blocks, scale=lat.effect_scale,
+            block=lat.block_batches, refresh=lat.refresh_batches, scale=lat.effect_scale,
             mean=lat.effect_mean, wide=(lat.wide_weight, lat.wide_scale),
+            switch_rho=lat.switch_rho,
         ),
         1,
     )  # fmt: skip

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
+import pytest
 from scipy.signal import lfilter
 
 from backout.judges import ErrorRateJudge, Gate, LatencyConfig, LatencyJudge, default_gate
@@ -159,3 +160,56 @@ def test_gate_reads_history_once_and_incremental_equals_cold() -> None:
     assert dict(lat.effects)["variance_inflation"] > 2
     plain = Gate([LatencyJudge()]).evaluate(cand, base)
     assert dict(plain.judgements[0].effects)["variance_inflation"] < 2
+
+
+def test_the_detection_benchmark_computes_what_the_latency_judge_computes() -> None:
+    """The benchmark's vectorised path is the judge's e-value, slot by slot, in the regimes
+    where the judge's choices differ: i.i.d. (slot by slot after the first minute),
+    requests correlated across seconds (blocks all along) and level wander (inflation)."""
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).parents[2] / "benchmarks"))
+    import detection
+
+    from backout.judges.stats import batch_weights, lag1_correlation, mean_difference
+
+    lat = LatencyConfig()
+    choices = set()
+    for name in ("i.i.d.", "AR(1) latency, phi=0.9", "wander tau=30 s, sd 10%"):
+        regime = next(r for r in detection.REGIMES if r.name == name)
+        sim = detection.simulate(regime, 2, np.random.default_rng(3))
+        h = sim.h_n.shape[1] - sim.n_c.shape[1]
+        path = detection._dependent_path(
+            sim.ls_c, sim.n_c, sim.ls_b, sim.n_b, sim.h_ls[:, :h], sim.h_n[:, :h],
+            block=lat.block_batches, refresh=lat.refresh_batches, scale=lat.effect_scale,
+            mean=lat.effect_mean, wide=(lat.wide_weight, lat.wide_scale),
+            switch_rho=lat.switch_rho,
+        )  # fmt: skip
+        d = mean_difference(sim.ls_c, sim.n_c, sim.ls_b, sim.n_b)[:, :60]
+        choices |= set(lag1_correlation(d, batch_weights(sim.n_c, sim.n_b)[:, :60]) < 0.2)
+        for run in range(2):
+
+            def series(n: np.ndarray, ls: np.ndarray) -> Series:
+                z = np.zeros(len(n))
+                return Series(n, n, z, z, z, ls, np.zeros((len(n), LAT_BUCKETS), np.int64), {})
+
+            judge = LatencyJudge()
+            state = judge.start()
+            judge.calibrate(state, series(sim.h_n[run, :h], sim.h_ls[run, :h]))
+            c = series(sim.n_c[run], sim.ls_c[run])
+            b = series(sim.n_b[run], sim.ls_b[run])
+            got, lo = [], 0
+            for step in [7, 1, 52, 13, 60, 1] * 30:  # chunks that straddle every boundary
+                if lo >= len(c):
+                    break
+                judge.update(state, c.slice(lo, lo + step), b.slice(lo, lo + step))
+                lo = min(lo + step, len(c))
+                e = judge.decide(state, 0.01).e_value
+                got.append((lo - 1, math.log(e) if e > 0 else -math.inf))
+            for slot, log_e in got:
+                want = min(path[run, slot], 700)
+                assert log_e == (want if want == -math.inf else pytest.approx(want, abs=1e-6)), (
+                    name, run, slot,
+                )  # fmt: skip
+    assert choices == {True, False}  # both ways were taken: blocks kept, and slot by slot

@@ -290,6 +290,7 @@ def test_centred_t_mixture_detects_a_ten_percent_slowdown_sooner() -> None:
 
 
 def test_latency_judge_catches_a_doubled_latency_within_seconds() -> None:
-    """Twice the latency fails within 12 one-second batches."""
-    cand, base = make_stream(21, 12, median_s=0.1)
+    """Twice the latency fails within 15 one-second batches (five blocks of three: the
+    judge's first minute runs on blocks)."""
+    cand, base = make_stream(21, 15, median_s=0.1)
     assert LatencyJudge().evaluate(cand, base).verdict == Verdict.FAIL

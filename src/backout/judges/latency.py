@@ -1,6 +1,6 @@
 """The mean-latency judge: is the candidate slower on average than the same-time baseline?
 
-For the gate and the policy layer. Lai's t-mixture over block means of log-latency, its
+For the gate and the policy layer. Lai's t-mixture over slot (or block) means of log-latency, its
 sample size deflated by the variance inflation each arm's own autocorrelation implies, and
 restarted along the window so a slowdown that starts late is caught as fast as one at the
 start.
@@ -24,6 +24,7 @@ from backout.judges.stats import (
     batch_weights,
     blocks,
     deflated,
+    lag1_correlation,
     mean_difference,
     t_mixture_interval,
     t_mixture_log_evalue,
@@ -50,11 +51,17 @@ class LatencyConfig:
     wide_weight: float = 0.05
     wide_scale: float = 1.0
     interval_scale: float = 0.3  # the confidence sequence's prior: normal(0, 0.3)
-    # Slots per block: the test uses block means, and blocks of a few seconds make latency
-    # autocorrelated over about a second (queues, GC pauses) nearly independent across blocks.
-    block_batches: int = 1
-    # Blocks between refreshes of the variance inflation.
-    refresh_blocks: int = 12
+    # Slots per block while the window's first segment (``restarts.every`` slots) runs: a
+    # test on block means of a few seconds stays valid when requests are correlated across
+    # a second's boundary (a queue, a pause), which makes each slot's mean correlate with
+    # its neighbours'; a test slot by slot would read that as evidence. At the end of the
+    # first segment the judge measures the lag-1 correlation of its slot differences: below
+    # ``switch_rho`` it goes on slot by slot (sooner to detect, nothing crosses a second),
+    # otherwise it keeps the blocks for the rest of the window.
+    block_batches: int = 3
+    switch_rho: float = 0.2
+    # Slots between refreshes of the variance inflation.
+    refresh_batches: int = 12
     restarts: Restarts = Restarts()  # noqa: RUF009 (frozen)
 
 
@@ -62,11 +69,13 @@ class LatencyConfig:
 class _LatencyState:
     counts: Counts
     dep: Dependence
+    block: int  # slots per block now (see LatencyConfig.block_batches)
     cum: F64 = field(default_factory=lambda: np.zeros(4))  # n, a, s, q of the t-mixture
     snaps: list[F64] = field(default_factory=lambda: [np.zeros(4)])
     pending: F64 = field(default_factory=lambda: np.zeros(4))  # open block's sums
     pending_slots: int = 0
-    blocks: int = 0
+    slots: int = 0
+    early: list[F64] = field(default_factory=list)  # the first segment's (d, w) per slot
 
 
 class LatencyJudge(Judge[LatencyConfig, _LatencyState]):
@@ -85,6 +94,17 @@ class LatencyJudge(Judge[LatencyConfig, _LatencyState]):
     HAC-corrected t-tests, Newey & West 1987). With i.i.d. noise kappa is 1 and the test is
     the plain t-mixture.
 
+    Requests correlated across a second's boundary (a queue that drains over a second, a
+    pause) make neighbouring slots' means correlate: short-range dependence, which the
+    long-run estimate sees only after a minute or more of the candidate's own slots. So the
+    window's first segment runs on block means of ``block_batches`` slots, whose spread
+    carries that correlation into the t-mixture's own variance (non-overlapping batch means
+    as a self-normalised test, Carlstein 1986; Shao 2010, "A self-normalized approach to
+    confidence interval construction in time series"). At the end of the first segment the
+    lag-1 correlation of the slot differences decides: below ``switch_rho`` the test goes
+    on slot by slot, otherwise it keeps the blocks. The block length is chosen from data
+    already seen, so the test stays an e-process under the null whichever it chooses.
+
     Change points. The judge runs its test from the window's start and from every restart
     (see :class:`~backout.judges.base.Restarts`) and fails on their weighted average.
     """
@@ -96,40 +116,44 @@ class LatencyJudge(Judge[LatencyConfig, _LatencyState]):
 
     def start(self) -> _LatencyState:
         cfg = self.config
-        segment = max(cfg.restarts.every // cfg.block_batches, 1)
-        return _LatencyState(Counts(), Dependence.new(cfg.refresh_blocks, segment))
+        dep = Dependence.new(cfg.refresh_batches, cfg.restarts.every)
+        return _LatencyState(Counts(), dep, max(cfg.block_batches, 1))
 
     def calibrate(self, state: _LatencyState, history: Series) -> None:
-        b = self.config.block_batches
-        m = len(history) // b
-        if m < 2:
-            return
-        ls = history.log_sum[len(history) - m * b :].reshape(m, b).sum(axis=1)
-        n = history.requests[len(history) - m * b :].reshape(m, b).sum(axis=1)
-        state.dep.set_history(*arm_means(ls, n))
+        if len(history) >= 2:
+            state.dep.set_history(*arm_means(history.log_sum, history.requests))
 
     def update(self, state: _LatencyState, candidate: Series, baseline: Series) -> None:
+        cfg = self.config
         state.counts.add(candidate, baseline)
         cols = np.stack(
             [candidate.log_sum, candidate.requests, baseline.log_sum, baseline.requests], axis=1
         )
-        full, state.pending, state.pending_slots = blocks(
-            cols, state.pending, state.pending_slots, self.config.block_batches
-        )
-        if not len(full):
-            return
-        xc, nc, xb, nb = full.T
-        inc = t_sums(mean_difference(xc, nc, xb, nb), batch_weights(nc, nb))
-        r = self.config.restarts
-        cuts = r.cuts(state.blocks, len(full), self.config.block_batches)
+        state.dep.add(*arm_means(cols[:, 0], cols[:, 1]), *arm_means(cols[:, 2], cols[:, 3]))
+        switch_at = cfg.restarts.every
+        r = cfg.restarts
+        cuts = sorted({*r.cuts(state.slots, len(cols)), *_at(switch_at - state.slots, len(cols))})
         for lo, hi in itertools.pairwise(cuts):
-            at = state.blocks + lo
-            step = max(r.every // self.config.block_batches, 1)
-            if at and r.is_start(at, self.config.block_batches) and len(state.snaps) == at // step:
+            at = state.slots + lo
+            if at and r.is_start(at) and len(state.snaps) == at // r.every:
                 state.snaps.append(state.cum.copy())
-            state.cum += inc[lo:hi].sum(axis=0)
-        state.blocks += len(full)
-        state.dep.add(*arm_means(xc, nc), *arm_means(xb, nb))
+            if at == switch_at and state.block > 1 and not state.pending_slots:
+                d, w = np.stack(state.early).T if state.early else (np.zeros(0), np.zeros(0))
+                if float(lag1_correlation(d, w)) < cfg.switch_rho:
+                    state.block = 1
+            piece = cols[lo:hi]
+            if at < switch_at:
+                d = mean_difference(piece[:, 0], piece[:, 1], piece[:, 2], piece[:, 3])
+                w = batch_weights(piece[:, 1], piece[:, 3])
+                state.early.extend(np.stack([d, w], axis=1))
+            full, state.pending, state.pending_slots = blocks(
+                piece, state.pending, state.pending_slots, state.block
+            )
+            if len(full):
+                xc, nc, xb, nb = full.T
+                inc = t_sums(mean_difference(xc, nc, xb, nb), batch_weights(nc, nb))
+                state.cum += inc.sum(axis=0)
+        state.slots += len(cols)
 
     def decide(self, state: _LatencyState, alpha: float) -> Judgement:
         cfg = self.config
@@ -161,3 +185,8 @@ class LatencyJudge(Judge[LatencyConfig, _LatencyState]):
             int(state.counts.n_c), int(state.counts.n_b), state.counts.batches, summary,
             (("variance_inflation", kappa),),
         )  # fmt: skip
+
+
+def _at(offset: int, n: int) -> list[int]:
+    """``[offset]`` when it falls inside a chunk of ``n`` new slots, else nothing."""
+    return [offset] if 0 < offset < n else []

@@ -75,6 +75,11 @@ def binomial_llr(k: F64, n: F64, p0: float, grid: F64 = GRID) -> F64:
 def log_sum_exp(x: F64) -> F64:
     """log(sum(exp(x))) over the last axis; plain numpy, which beats scipy's call overhead on
     the short grids a gate evaluates on every batch."""
+    if x.ndim == 1 and x.size:  # the gate's common case, in scalars: a third of the time
+        top = float(x.max())
+        if not math.isfinite(top):
+            return np.asarray(top if top > 0 or math.isnan(top) else -math.inf)
+        return np.asarray(math.log(float(np.exp(x - top).sum())) + top)
     m = np.max(x, axis=-1, keepdims=True)
     m = np.where(np.isfinite(m), m, 0.0)
     with np.errstate(divide="ignore"):
@@ -144,17 +149,18 @@ def t_mixture_log_evalue(
     D^-1/2 exp(-mean^2 a / 2D) (q/Q)^(n/2) J(n, beta) / J(n, 0), J as in ``_log_j``.
     """
     n, a, s, q = np.broadcast_arrays(*(np.asarray(x, dtype=np.float64) for x in (n, a, s, q)))
-    denom = 1 + c * c * a
     with np.errstate(divide="ignore", invalid="ignore"):
+        denom = 1 + c * c * a
         frac = 1 - c * c * s * s / (denom * q)
         out = -0.5 * np.log(denom) - 0.5 * n * np.log(frac)
-    good = (n >= 2) & (q > 0) & (frac > 0)
-    if mean != 0.0 and good.any():
-        with np.errstate(divide="ignore", invalid="ignore"):
+        good = (n >= 2) & (q > 0) & (frac > 0)
+        if mean != 0.0 and good.any():
             big_q = np.where(good, q * frac, 1.0)
             beta = np.where(good, mean * s / (denom * np.sqrt(big_q)), 0.0)
             nn = np.where(good, n, 2.0)
-            out = out - mean * mean * a / (2 * denom) + _log_j(nn, beta) - _log_j(nn, 0 * beta)
+            # J(n, beta) and J(n, 0) on the same nodes in one call: their errors cancel.
+            lj = _log_j(np.stack([nn, nn]), np.stack([beta, np.zeros_like(beta)]))
+            out = out - mean * mean * a / (2 * denom) + lj[0] - lj[1]
     return np.asarray(np.where(good, out, 0.0), dtype=np.float64)
 
 
@@ -460,6 +466,26 @@ class Dependence:
             g, lv = long_run_variance(xb, okb, [len(xb)])
             g0_b, lrv_b = float(g[0]), float(lv[0])
         self.kappa = float(inflation(g0_c, lrv_c, g0_b, lrv_b))
+
+
+def lag1_correlation(d: F64, w: F64) -> F64:
+    """Lag-1 autocorrelation of per-slot differences ``d`` (last axis), each standardised by
+    the square root of its weight ``w`` (so slots of unequal traffic count alike); slots
+    with ``w == 0`` are left out, and so are the pairs they break. Zero when undefined.
+
+    For i.i.d. slots it is about normal(0, 1 / m) over m slots; requests correlated across a
+    second's boundary (a queue, a pause) make it positive (Box & Jenkins, *Time Series
+    Analysis*, 1976, 2.1.6)."""
+    d, w = np.asarray(d, dtype=np.float64), np.asarray(w, dtype=np.float64)
+    ok = w > 0
+    cnt = ok.sum(axis=-1)
+    mean = np.divide((d * w).sum(axis=-1), w.sum(axis=-1), out=np.zeros(d.shape[:-1]),
+                     where=w.sum(axis=-1) > 0)  # fmt: skip
+    z = np.where(ok, (d - mean[..., None]) * np.sqrt(w), 0.0)
+    num = (z[..., 1:] * z[..., :-1]).sum(axis=-1)
+    den = (z * z).sum(axis=-1)
+    out = np.divide(num, den, out=np.zeros_like(num), where=(den > 0) & (cnt >= 3))
+    return np.asarray(out, dtype=np.float64)
 
 
 def arm_means(x: F64, n: F64) -> tuple[F64, F64]:

@@ -158,18 +158,24 @@ class TailLatencyJudge(Judge[TailLatencyConfig, _TailState]):
         worst: tuple[float, int, float, float, float] | None = None
         passed = bool(state.buckets)
         up: list[float] = []
+        # Every quantile's starts at once (one call per decision, not one per quantile).
+        kappas = np.array([d.kappa for d in state.dep])
+        totals = np.stack(state.t)  # (quantiles, 4)
+        pn, pa, ps, pq = deflated(totals[:, None, :] - np.array(state.snaps), kappas[:, None])
+        per_q = t_mixture_log_evalue(pn, pa, ps, pq, cfg.fail_scale, cfg.fail_mean)
+        # Counting only the starts and quantiles that moved up keeps the average below the
+        # full (two-sided) average, so the fail event stays within Ville's bound.
+        per_q = np.where(ps > 0, per_q, -np.inf)
+        deflated_totals = np.stack(deflated(totals, kappas), axis=1)
         for i, q in enumerate(cfg.quantiles):
-            kappa = state.dep[i].kappa
-            n, a, s, qq = (float(v) for v in deflated(state.t[i], kappa))
+            n, a, s, qq = (float(v) for v in deflated_totals[i])
             est, lo, hi = t_mixture_interval(n, a, s, qq, cfg.effect_scale, a_each)
-            pn, pa, ps, pq = deflated(state.t[i][None, :] - np.stack(state.snaps[i]), kappa)
-            per = t_mixture_log_evalue(pn, pa, ps, pq, cfg.fail_scale, cfg.fail_mean)
-            # Counting only the starts and quantiles that moved up keeps the average below
-            # the full (two-sided) average, so the fail event stays within Ville's bound.
-            log_e = cfg.restarts.combine(np.where(ps > 0, per, -np.inf))
+            log_e = cfg.restarts.combine(per_q[i])
             up.append(log_e)
             passed &= hi <= cfg.tolerance * (1 - q)
-            score = log_e if s > 0 else -float(t_mixture_log_evalue(n, a, s, qq, cfg.effect_scale))
+            # Which quantile the summary shows: the strongest evidence of a rise, else the
+            # one nearest to rising (its standardised effect; ranking only).
+            score = log_e if s > 0 else s / math.sqrt(max(qq * a - s * s, 1e-300))
             if worst is None or score > worst[0]:
                 worst = (score, i, est, lo, hi)
         log_avg = float(log_sum_exp(np.array(up)) - math.log(len(up)))
