@@ -369,7 +369,7 @@ def _split_path(kc: F64, kb: F64, share: F64, log_w: F64) -> F64:
     return out
 
 
-def _dependent_path(
+def dependent_path(
     x_c: F64, n_c: F64, x_b: F64, n_b: F64, h_x: F64, h_n: F64, *, block: int, refresh: int,
     scale: float, mean: float = 0.0, wide: tuple[float, float] = (0.0, 1.0),
     switch_rho: float | None = None,
@@ -441,7 +441,7 @@ def paths(sim: Sim) -> dict[str, tuple[F64, float]]:
     h = sim.h_n.shape[1] - sim.n_c.shape[1]
     lat = LatencyConfig()
     out["latency"] = (
-        _dependent_path(
+        dependent_path(
             sim.ls_c, sim.n_c, sim.ls_b, sim.n_b, sim.h_ls[:, :h], sim.h_n[:, :h],
             block=lat.block_batches, refresh=lat.refresh_batches, scale=lat.effect_scale,
             mean=lat.effect_mean, wide=(lat.wide_weight, lat.wide_scale),
@@ -452,7 +452,7 @@ def paths(sim: Sim) -> dict[str, tuple[F64, float]]:
     tail = TailLatencyConfig()
     tails = []
     for xc, hx in zip(sim.x_c, sim.h_x, strict=True):
-        le = _dependent_path(
+        le = dependent_path(
             xc, sim.n_c, hx[:, h:], sim.n_b, hx[:, :h], sim.h_n[:, :h], block=1,
             refresh=tail.refresh_batches, scale=tail.fail_scale, mean=tail.fail_mean,
         )  # fmt: skip

@@ -180,7 +180,7 @@ def test_the_detection_benchmark_computes_what_the_latency_judge_computes() -> N
         regime = next(r for r in detection.REGIMES if r.name == name)
         sim = detection.simulate(regime, 2, np.random.default_rng(3))
         h = sim.h_n.shape[1] - sim.n_c.shape[1]
-        path = detection._dependent_path(
+        path = detection.dependent_path(
             sim.ls_c, sim.n_c, sim.ls_b, sim.n_b, sim.h_ls[:, :h], sim.h_n[:, :h],
             block=lat.block_batches, refresh=lat.refresh_batches, scale=lat.effect_scale,
             mean=lat.effect_mean, wide=(lat.wide_weight, lat.wide_scale),
