@@ -37,6 +37,31 @@ def test_a_healthy_candidate_steps_through_and_becomes_known_good(world: World) 
     )
 
 
+def test_the_controller_keeps_one_gate_per_operation_and_a_bounded_number(world: World) -> None:
+    """A gate holds its window and the baseline's history: one per step ever run would grow
+    with every rollout the process lives through."""
+    from backout.control import detection
+
+    held = []
+    for version in ("1.1.0", "1.2.0", "1.1.0"):
+        world.controller.deploy("iris", version, actor="ana")
+
+        def done() -> bool:
+            held.append(len(world.controller._gates))
+            return world.op() is None
+
+        world.run_until(done, limit=900)
+    assert world.event_kinds().count("rollout.started") == 3
+    assert max(held) == 1
+    # Gates of other operations (other models' steps) are bounded too, oldest dropped.
+    gates = world.controller._gates
+    for i in range(detection.MAX_GATES):
+        gates[(10_000 + i, 0, "rolling_out")] = object()
+    world.controller.deploy("iris", "1.2.0", actor="ana")
+    world.run_until(lambda: any(k[0] < 10_000 for k in gates), limit=60)
+    assert len(gates) == detection.MAX_GATES and (10_000, 0, "rolling_out") not in gates
+
+
 def test_a_candidate_with_5x_errors_is_caught_and_rolled_back(world: World) -> None:
     world.set_health("1.1.0", error_rate=0.05)
     world.controller.deploy("iris", "1.1.0", actor="ana")

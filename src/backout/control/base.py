@@ -222,6 +222,8 @@ class ControllerBase:
         if to in TERMINAL:
             op.ended_at = now
             op.outcome = to.value
+            for key in [k for k in self._gates if k[0] == op.id]:
+                del self._gates[key]  # an ended operation's gates are never read again
         self.fence(conn)
         self.ops.update_if_unchanged(conn, op, before, seen)
         if move and to not in (Phase.FROZEN, Phase.PAUSED) and to not in TERMINAL:

@@ -28,6 +28,7 @@ log = logging.getLogger("backout.controller")
 # The baseline's telemetry before a step that its gate reads: the latency judges measure
 # the baseline's level wander on it, so they are valid from the step's first batch.
 HISTORY_S = 1800.0
+MAX_GATES = 64  # gates kept between ticks (one per operation in progress)
 HOLD_FACTOR = 4  # a step waits at most this many bakes for a judge that cannot see yet
 
 
@@ -75,6 +76,13 @@ class Detection(Commands):
         gate = self._gates.get(key)
         history: list[Batch] = []
         if gate is None:
+            # One gate per operation at a time, and a bounded number in all: a gate holds
+            # its window and the baseline's history, and an ended step's is never read
+            # again (one dropped by the bound is rebuilt from the store, and judges alike).
+            for old in [k for k in self._gates if k[0] == op.id]:
+                del self._gates[old]
+            while len(self._gates) >= MAX_GATES:
+                del self._gates[next(iter(self._gates))]  # the oldest
             gate = self._gates[key] = spec.build()
             past = self.batches(op.model, since - HISTORY_S, since).get(baseline, [])
             history = pair_by_time(past, past)[0] if past else []
