@@ -45,11 +45,13 @@ def register_garbage(registry: Registry, tmp_path: Path, version: str, kind: str
         path = Path("/dev/null")
     else:
         path = tmp_path / f"{kind}-{version}.joblib"
-        path.write_bytes(b"" if kind == "empty" else os.urandom(4096))
+        # Random bytes that open like a zlib stream or a pickle send joblib down other paths.
+        head = {"zlib header": b"\x78\x9c", "pickle header": b"\x80\x04"}.get(kind, b"")
+        path.write_bytes(b"" if kind == "empty" else head + os.urandom(4096))
     registry.register("iris", version, [path], runtime=Runtime(kind=RuntimeKind.SKLEARN), actor="t")
 
 
-@pytest.mark.parametrize("kind", ["empty", "/dev/null", "random"])
+@pytest.mark.parametrize("kind", ["empty", "/dev/null", "random", "zlib header", "pickle header"])
 def test_garbage_is_refused_as_a_first_deploy_and_nothing_goes_live(
     site: tuple[Controller, Registry, CountingProber], tmp_path: Path, kind: str
 ) -> None:

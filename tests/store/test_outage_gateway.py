@@ -143,6 +143,6 @@ def test_a_store_moved_away_fails_no_request_and_every_worker_recovers_by_itself
     assert "Traceback" not in text, text[-3000:]
     starts = [line for line in text.splitlines() if "failed:" in line]
     ends = [line for line in text.splitlines() if "recovered after" in line]
-    # Per worker at most one line per fault for the route poll and the telemetry flush, and
-    # one for the controller's loop: a handful, not one per poll.
-    assert 1 <= len(starts) <= 5 and len(ends) == len(starts), text[-3000:]
+    # Per worker at most one line per fault for the route poll and the telemetry flush, one
+    # for the controller's loop and one for the outbox's: a handful, not one per poll.
+    assert 1 <= len(starts) <= 6 and len(ends) == len(starts), text[-3000:]

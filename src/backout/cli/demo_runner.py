@@ -50,7 +50,9 @@ POLICY = """
 owners: [ml-platform@example.com]
 rollout:
   steps: [20, 50, 100]
-  bake: 15s
+  # Long enough for the latency judge's first-minute blocks of three seconds (valid when
+  # neighbouring seconds are correlated) to settle a step.
+  bake: 20s
   min_requests: 150
   on_inconclusive: rollback
   # Judges that compare with the same-time baseline: a busy machine slows both releases

@@ -254,7 +254,7 @@ class Commands(ControllerBase):
         if seen is not None and seen.stable:
             back_rel = self.registry.get(f"{model}@{seen.stable}")
             if not marks.usable_target(back_rel):
-                raise Conflict(abort_onto_unusable(seen, back_rel))
+                raise Conflict(marks.abort_refused(seen, back_rel))
         with self.store.write() as conn:
             op = Operations.active_in(conn, model)
             if op is None:
@@ -570,24 +570,6 @@ def rolling_back_message(op: Operation) -> str:
                        f"`backout rollback {m} --emergency` puts all traffic on {op.target} now")  # fmt: skip
     return head + (f": `backout rollback {m} --emergency` puts all traffic on {op.target} now; "
                    f"`backout abort {m}` stops it (traffic back on {op.stable})")  # fmt: skip
-
-
-def abort_onto_unusable(op: Operation, back: Release) -> str:
-    """Why an abort that would put all traffic back on a bad or quarantined release is
-    refused, and the ways out."""
-    m = op.model
-    if back.bad is not None:
-        why = f"is marked bad ({back.bad.describe()})"
-        lift = f"`backout release clear-bad {back.ref} --reason TEXT` lifts the mark"
-    else:
-        why = f"is quarantined ({back.quarantined})"
-        lift = f"`backout release quarantine {back.ref} --lift` lifts it"
-    way = (
-        f"let the rollback to {op.target} finish, `backout rollback {m} --emergency` puts all traffic on it now"
-        if op.kind == "rollback"
-        else f"`backout rollback {m} --emergency --to VERSION` puts all traffic on another release"
-    )
-    return f"abort would put all of {m}'s traffic back on {back.ref}, which {why}: {way}, or {lift} first"
 
 
 def not_abortable(op: Operation) -> str:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from sqlalchemy.engine import Connection
 
+from backout.control.operations import Operation
 from backout.errors import ReleaseMarkedBad, ValidationError
 from backout.judges import GateResult, Verdict
 from backout.registry import badmarks
@@ -78,3 +79,21 @@ def gate_evidence(step: int, result: GateResult) -> str:
     """The failing judgements of a gate, one line: what a bad mark keeps."""
     failing = [j.summary for j in result.judgements if j.verdict == Verdict.FAIL]
     return f"gate failed at step {step}: " + "; ".join(failing or [result.summary])
+
+
+def abort_refused(op: Operation, back: Release) -> str:
+    """Why an abort that would put all traffic back on a bad or quarantined release is
+    refused, and the ways out."""
+    m = op.model
+    if back.bad is not None:
+        why = f"is marked bad ({back.bad.describe()})"
+        lift = f"`backout release clear-bad {back.ref} --reason TEXT` lifts the mark"
+    else:
+        why = f"is quarantined ({back.quarantined})"
+        lift = f"`backout release quarantine {back.ref} --lift` lifts it"
+    way = (
+        f"let the rollback to {op.target} finish, `backout rollback {m} --emergency` puts all traffic on it now"
+        if op.kind == "rollback"
+        else f"`backout rollback {m} --emergency --to VERSION` puts all traffic on another release"
+    )
+    return f"abort would put all of {m}'s traffic back on {back.ref}, which {why}: {way}, or {lift} first"

@@ -17,7 +17,6 @@ classifier to ``["label"]`` to skip the probability pass.
 from __future__ import annotations
 
 import io
-import pickle
 from collections.abc import Mapping
 from typing import Any
 
@@ -128,15 +127,17 @@ def load(ctx: LoadContext) -> SklearnPredictor:
     data = ctx.read_verified(name)
     try:
         model = joblib.load(io.BytesIO(data))
-    except (pickle.UnpicklingError, EOFError, KeyError, IndexError) as exc:
-        raise ctx.fail(
-            f"{name!r} is not a joblib or pickle file ({type(exc).__name__}: {exc})",
-            "save the estimator with joblib.dump(model, path) and register that file",
-        ) from exc
     except (ModuleNotFoundError, AttributeError) as exc:
         raise ctx.fail(
             f"{name!r} needs code this gateway lacks ({exc})",
             "install the same scikit-learn (and any custom modules) the model was saved with",
+        ) from exc
+    except Exception as exc:
+        # Bytes that are no pickle raise whatever their first bytes lead joblib into:
+        # UnpicklingError, EOFError, zlib.error for a false compression header, ValueError…
+        raise ctx.fail(
+            f"{name!r} is not a joblib or pickle file ({type(exc).__name__}: {exc})",
+            "save the estimator with joblib.dump(model, path) and register that file",
         ) from exc
     if not hasattr(model, "predict"):
         raise ctx.fail(
