@@ -45,6 +45,7 @@ class RunResult:
     caught: bool
     caught_at_step: int | None
     by_hand: bool
+    load: float = 0.0  # the machine's 1-minute load average when the run ended
 
     @property
     def ok(self) -> bool:
@@ -93,7 +94,9 @@ def run_once(home: Path) -> RunResult:
         [sys.executable, "-m", "backout", "demo", "--home", str(home)],
         env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=900, check=False,
     )  # fmt: skip
-    return read_outcome(home, done.returncode, time.monotonic() - started)
+    result = read_outcome(home, done.returncode, time.monotonic() - started)
+    result.load = os.getloadavg()[0]
+    return result
 
 
 def report(results: list[RunResult]) -> str:
@@ -116,7 +119,10 @@ def report(results: list[RunResult]) -> str:
         f"| ... at its first step | {first} of {n} |",
         f"| runs that exited 0 | {sum(r.exit_code == 0 for r in results)} of {n} |",
         "",
-        f"Wall time per run: median {statistics.median(secs):.0f} s, max {max(secs):.0f} s.",
+        f"Wall time per run: median {statistics.median(secs):.0f} s, max {max(secs):.0f} s. "
+        f"Load average (1 min) at the end of each run: median "
+        f"{statistics.median(r.load for r in results):.2f}, max {max(r.load for r in results):.2f} "
+        f"({os.cpu_count()} cores).",
         "",
         f"- {'met' if target_met else '**not met**'}: the regressed canary caught at its first "
         f"step in every run and no false rollback of the good release ({first} of {n} caught "
@@ -141,7 +147,8 @@ def main(argv: list[str] | None = None) -> int:
                 f"[demo {i + 1}/{args.runs}] exit {r.exit_code}, {r.seconds:.0f} s: "
                 f"{GOOD} {'completed' if r.good_completed else 'NOT completed'}, "
                 f"{'FALSE ROLLBACK' if r.false_rollback else 'no false rollback'}, "
-                f"{REGRESSED} {'caught at step ' + str(r.caught_at_step) if r.caught else 'NOT caught'}",
+                f"{REGRESSED} {'caught at step ' + str(r.caught_at_step) if r.caught else 'NOT caught'}; "
+                f"load {r.load:.2f}",
                 flush=True,
             )
             shutil.rmtree(home, ignore_errors=True)
