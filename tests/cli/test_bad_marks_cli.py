@@ -7,30 +7,15 @@ from pathlib import Path
 
 import pytest
 
-from backout.control.controller import Controller
 from backout.registry import badmarks
-from backout.registry.artifacts import LocalBlobStore
-from backout.registry.releases import Registry
 from backout.store import open_store
-from tests.cli.runner import Cli
-from tests.control.world import FakeProber
+from tests.cli.runner import Cli, fraud_live
 
 
 @pytest.fixture
 def cli(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> Cli:
     """fraud@1.0.0 live at 100%, fraud@1.1.0 registered (both proven to load and answer)."""
-    url = f"sqlite:///{tmp_path / 'store.db'}"
-    store = open_store(url, create=True)
-    registry = Registry(store, LocalBlobStore(tmp_path / "artifacts"))
-    for v in ("1.0.0", "1.1.0"):
-        f = tmp_path / f"model-{v}.bin"
-        f.write_bytes(f"weights {v}".encode())
-        registry.register("fraud", v, [f], actor="ana")
-    controller = Controller(store, registry, prober=FakeProber())
-    controller.prove("fraud", ["1.0.0", "1.1.0"], "ana", "take traffic")
-    controller.deploy("fraud", "1.0.0", actor="ana")
-    store.dispose()
-    return Cli(capsys, url, tmp_path)
+    return Cli(capsys, fraud_live(tmp_path), tmp_path)
 
 
 def mark_by_controller(cli: Cli, version: str, operation: int) -> None:

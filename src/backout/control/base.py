@@ -207,6 +207,11 @@ class ControllerBase:
 
     # -- the one place a phase changes -------------------------------------------------
 
+    def drop_gates(self, op_id: int) -> None:
+        """Forget the gates kept for operation ``op_id`` (each holds its window's batches)."""
+        for key in [k for k in self._gates if k[0] == op_id]:
+            del self._gates[key]
+
     def transition(self, conn: Connection, op: Operation, event: Event, actor: str, reason: str,
                    evidence: Mapping[str, Any], *, new_step: bool = False, move: bool = True) -> None:  # fmt: skip
         """Apply ``event`` to ``op``: the table names the next phase; checked, written, moved
@@ -222,8 +227,7 @@ class ControllerBase:
         if to in TERMINAL:
             op.ended_at = now
             op.outcome = to.value
-            for key in [k for k in self._gates if k[0] == op.id]:
-                del self._gates[key]  # an ended operation's gates are never read again
+            self.drop_gates(op.id)  # an ended operation's gates are never read again
         self.fence(conn)
         self.ops.update_if_unchanged(conn, op, before, seen)
         if move and to not in (Phase.FROZEN, Phase.PAUSED) and to not in TERMINAL:

@@ -79,8 +79,7 @@ class Detection(Commands):
             # One gate per operation at a time, and a bounded number in all: a gate holds
             # its window and the baseline's history, and an ended step's is never read
             # again (one dropped by the bound is rebuilt from the store, and judges alike).
-            for old in [k for k in self._gates if k[0] == op.id]:
-                del self._gates[old]
+            self.drop_gates(op.id)
             while len(self._gates) >= MAX_GATES:
                 del self._gates[next(iter(self._gates))]  # the oldest
             gate = self._gates[key] = spec.build()
